@@ -1,0 +1,44 @@
+"""The ``proxitrace`` command line: thin click wrappers around the library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from agent import __version__
+from agent.paths import STATE_DIR_ENV, default_state_dir
+
+
+@dataclass(frozen=True)
+class CliContext:
+    config_path: Path | None
+    state_dir: Path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="proxitrace")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML config file (default /etc/proxitrace/config.toml when it exists).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=STATE_DIR_ENV,
+    default=None,
+    help=f"Where keys and sightings live (env {STATE_DIR_ENV}; default /var/lib/proxitrace as root, "
+    "else the XDG data dir).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None) -> None:
+    """Proxitrace: a BLE contact-tracing agent (DP-3T, GAEN, PEPP-PT/ROBERT EBIDs)."""
+    ctx.obj = CliContext(config_path=config_path, state_dir=state_dir or default_state_dir())
+
+
+def main() -> None:
+    cli()
