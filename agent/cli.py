@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from agent import __version__
+from agent.cli_ids import advert, ids
+from agent.cli_start import start
 from agent.paths import STATE_DIR_ENV, default_state_dir
 
 
@@ -41,4 +44,21 @@ def cli(ctx: click.Context, config_path: Path | None, state_dir: Path | None) ->
 
 
 def main() -> None:
-    cli()
+    """Run the CLI; usage errors become one line on stderr and exit 2, never a traceback."""
+    try:
+        code = cli.main(prog_name="proxitrace", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("proxitrace: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        where = (
+            f"{exc.ctx.command_path}: " if isinstance(exc, click.UsageError) and exc.ctx else "proxitrace: "
+        )
+        click.echo(f"{where}{exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+cli.add_command(start)
+cli.add_command(ids)
+cli.add_command(advert)

@@ -94,7 +94,7 @@ class ManualClock:
 
 
 def clock_from_spec(spec: str | None) -> Clock:
-    """Build a clock from a config/CLI string: ``system`` (default) or ``accelerated:START:SPEED[:ORIGIN]``."""
+    """A clock from a config/CLI string: ``system`` (default) or ``accelerated:START:SPEED[:ORIGIN]``."""
     if not spec or spec == "system":
         return SystemClock()
     kind, _, rest = spec.partition(":")
