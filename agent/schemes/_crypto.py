@@ -1,37 +1,65 @@
 """The few primitives the schemes share, built so per-key cost stays low on a Pi.
 
 Matching expands up to hundreds of thousands of published keys; in Python the cost is in creating objects
-(an HKDF object, an HMAC object), not in the AES work. So HKDF with a zero salt is done as two one-shot
-HMACs, and AES goes through one cipher call per key, never one per ID.
+(an HKDF object, an HMAC object, a cipher), not in the AES work. So HKDF-SHA256 is done with hashlib: the
+zero-salt HMAC pads are hashed once at import and copied per key, the expand pads are built with
+``bytes.translate``; and AES goes through one cipher call per key, never one per ID.
 """
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-_ZERO_SALT = bytes(32)
+_BLOCK = 64
+_XOR_IPAD = bytes(b ^ 0x36 for b in range(256))
+_XOR_OPAD = bytes(b ^ 0x5C for b in range(256))
+_ZERO_SALT_INNER = hashlib.sha256(bytes(_BLOCK).translate(_XOR_IPAD))
+_ZERO_SALT_OUTER = hashlib.sha256(bytes(_BLOCK).translate(_XOR_OPAD))
+_HALF_BLOCK = bytes(32)
+_ECB = modes.ECB()
 
 
-def hkdf_sha256_zero_salt(ikm: bytes, info: bytes, length: int = 16) -> bytes:
-    """HKDF-SHA256 (RFC 5869) with salt=None, for outputs of at most one hash block."""
-    return hkdf_expand(hkdf_extract(ikm), info, length)
+def hkdf16(ikm: bytes, info: bytes) -> bytes:
+    """HKDF-SHA256(ikm, salt=None, info, 16): extract and expand in one call, for the per-key hot loop."""
+    inner = _ZERO_SALT_INNER.copy()
+    inner.update(ikm)
+    outer = _ZERO_SALT_OUTER.copy()
+    outer.update(inner.digest())
+    key = outer.digest() + _HALF_BLOCK
+    t1 = hashlib.sha256(key.translate(_XOR_IPAD) + info + b"\x01").digest()
+    return hashlib.sha256(key.translate(_XOR_OPAD) + t1).digest()[:16]
 
 
 def hkdf_extract(ikm: bytes) -> bytes:
-    return hmac.digest(_ZERO_SALT, ikm, "sha256")
+    """HKDF-Extract with salt=None, i.e. HMAC-SHA256 keyed with 32 zero bytes (RFC 5869 §2.2)."""
+    inner = _ZERO_SALT_INNER.copy()
+    inner.update(ikm)
+    outer = _ZERO_SALT_OUTER.copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+    """HMAC-SHA256 for keys of at most one block, without building an HMAC object."""
+    if len(key) > _BLOCK:
+        raise ValueError("keys longer than one SHA-256 block are not used here")
+    padded = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(padded.translate(_XOR_IPAD) + msg).digest()
+    return hashlib.sha256(padded.translate(_XOR_OPAD) + inner).digest()
 
 
 def hkdf_expand(prk: bytes, info: bytes, length: int = 16) -> bytes:
+    """HKDF-Expand for outputs of one hash block: T(1) = HMAC(PRK, info ‖ 0x01)."""
     if length > 32:
         raise ValueError("only single-block HKDF outputs are needed here")
-    return hmac.digest(prk, info + b"\x01", "sha256")[:length]
+    return hmac_sha256(prk, info + b"\x01")[:length]
 
 
 def aes_ecb_encrypt(key: bytes, data: bytes) -> bytes:
-    enc = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    return enc.update(data) + enc.finalize()
+    """AES-ECB over whole blocks (no padding, so no finalize output)."""
+    return Cipher(algorithms.AES(key), _ECB).encryptor().update(data)
 
 
 def aes_ecb_decrypt(key: bytes, data: bytes) -> bytes:

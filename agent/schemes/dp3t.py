@@ -9,13 +9,12 @@ on air in a second epoch).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from agent.schemes._crypto import aes_ctr, check_len
+from agent.schemes._crypto import aes_ctr, check_len, hmac_sha256
 from agent.schemes.base import Broadcast, SchemeName
 
 DAY_SECONDS = 86_400
@@ -59,18 +58,23 @@ def advance_key(sk: bytes, days: int) -> bytes:
 
 def broadcast_stream_key(sk: bytes) -> bytes:
     check_len("SK", sk, SK_LEN)
-    return hmac.digest(sk, BROADCAST_KEY, "sha256")
+    return hmac_sha256(sk, BROADCAST_KEY)
+
+
+def ephid_stream(sk: bytes) -> bytes:
+    """The day's 96 EphIDs back to back: the AES-256-CTR keystream under PRF(SK, 'broadcast key')."""
+    return aes_ctr(broadcast_stream_key(sk), _ZERO_COUNTER, _KEYSTREAM_ZEROS)
 
 
 def ephids(sk: bytes) -> list[bytes]:
-    """The day's 96 EphIDs in derivation order: the AES-256-CTR keystream under PRF(SK, 'broadcast key')."""
-    stream = aes_ctr(broadcast_stream_key(sk), _ZERO_COUNTER, _KEYSTREAM_ZEROS)
+    """The day's 96 EphIDs in derivation order."""
+    stream = ephid_stream(sk)
     return [stream[i : i + EPHID_LEN] for i in range(0, len(stream), EPHID_LEN)]
 
 
 def metadata_key(sk: bytes) -> bytes:
     check_len("SK", sk, SK_LEN)
-    return hmac.digest(sk, METADATA_KEY, "sha256")[:16]
+    return hmac_sha256(sk, METADATA_KEY)[:16]
 
 
 def encrypt_metadata(sk: bytes, ephid: bytes, plain: bytes) -> bytes:
@@ -103,7 +107,7 @@ def secure_shuffle(seed: bytes, n: int = EPHIDS_PER_DAY) -> list[int]:
     def draw() -> int:
         nonlocal counter, pool
         if len(pool) < 4:
-            pool += hmac.digest(seed, counter.to_bytes(8, "big"), "sha256")
+            pool += hmac_sha256(seed, counter.to_bytes(8, "big"))
             counter += 1
         value, pool = int.from_bytes(pool[:4], "big"), pool[4:]
         return value
@@ -156,7 +160,7 @@ class Dp3tScheme:
         if day < self.keys.start_day:
             return None
         sk = self.keys.sk_for_day(day)
-        day_seed = hmac.digest(self.keys.shuffle_secret, day.to_bytes(8, "big"), "sha256")
+        day_seed = hmac_sha256(self.keys.shuffle_secret, day.to_bytes(8, "big"))
         epoch = epoch_in_day(t)
         ephid = ephids(sk)[secure_shuffle(day_seed)[epoch]]
         start = day * DAY_SECONDS + epoch * EPOCH_SECONDS

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from agent.schemes._crypto import aes_ctr, aes_ecb_encrypt, check_len, hkdf_expand, hkdf_extract
+from agent.schemes._crypto import aes_ctr, aes_ecb_encrypt, check_len, hkdf16
 from agent.schemes.base import Broadcast, SchemeName
 
 INTERVAL_SECONDS = 600
@@ -40,12 +40,12 @@ def day_start_enin(interval: int) -> int:
 
 def rpik(tek: bytes) -> bytes:
     check_len("TEK", tek, TEK_LEN)
-    return hkdf_expand(hkdf_extract(tek), RPIK_INFO)
+    return hkdf16(tek, RPIK_INFO)
 
 
 def aemk(tek: bytes) -> bytes:
     check_len("TEK", tek, TEK_LEN)
-    return hkdf_expand(hkdf_extract(tek), AEMK_INFO)
+    return hkdf16(tek, AEMK_INFO)
 
 
 def padded_rpi_blocks(first_interval: int, count: int) -> bytes:

@@ -1,8 +1,13 @@
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.schemes import gaen
+from agent.schemes._crypto import hkdf16, hkdf_expand, hkdf_extract
 from agent.schemes.base import DecodedAdvert, SchemeName, advertising_data
 from agent.schemes.decoder import decode_advertising_data, decode_service_data
 
@@ -91,3 +96,10 @@ def test_new_tek_is_aligned_to_the_utc_day() -> None:
     assert tek.rolling_start_interval_number % 144 == 0
     assert tek.covers(gaen.enin(1_700_000_000))
     assert tek.key == bytes(range(16))
+
+
+@given(st.binary(min_size=0, max_size=64), st.binary(max_size=40))
+def test_fast_hkdf_equals_the_reference_hkdf(ikm: bytes, info: bytes) -> None:
+    reference = HKDF(algorithm=hashes.SHA256(), length=16, salt=None, info=info).derive(ikm)
+    assert hkdf_expand(hkdf_extract(ikm), info) == reference
+    assert hkdf16(ikm, info) == reference
