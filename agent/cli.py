@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from agent import __version__
+from agent.cli_bench import bench
 from agent.cli_ids import advert, ids
 from agent.cli_start import start
 from agent.paths import STATE_DIR_ENV, default_state_dir
@@ -62,3 +63,4 @@ def main() -> None:
 cli.add_command(start)
 cli.add_command(ids)
 cli.add_command(advert)
+cli.add_command(bench)

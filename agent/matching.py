@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.schemes import dp3t, gaen
-from agent.schemes._crypto import hkdf16
+from agent.schemes._crypto import hkdf16, hmac_sha256
 from agent.schemes._fastaes import Rekeyer
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -148,7 +148,9 @@ def match_dp3t(
         day, sk = key.rolling_start_interval_number // gaen.ROLLING_PERIOD, key.key_data
         while day <= today:
             key_days.append((n, day, sk))
-            sk, day = dp3t.next_day_key(sk), day + 1
+            if day < today:
+                sk = dp3t.next_day_key(sk)
+            day += 1
     found: dict[int, list[tuple[bytes, SightingWindow]]] = defaultdict(list)
     out = ctypes.create_string_buffer(BATCH_KEYS * _DAY_BYTES)
     view = memoryview(out).cast("B")
@@ -156,7 +158,7 @@ def match_dp3t(
         for first in range(0, len(key_days), BATCH_KEYS):
             batch = key_days[first : first + BATCH_KEYS]
             for m, (_, _, sk) in enumerate(batch):
-                aes.encrypt_into(dp3t.broadcast_stream_key(sk), _DAY_ZEROS, out, m * _DAY_BYTES)
+                aes.encrypt_into(hmac_sha256(sk, dp3t.BROADCAST_KEY), _DAY_ZEROS, out, m * _DAY_BYTES)
             for pos in index.candidates(view, len(batch) * dp3t.EPHIDS_PER_DAY):
                 windows = index.by_id.get(view[16 * pos : 16 * pos + 16].tobytes())
                 if windows:

@@ -79,8 +79,11 @@ class Rekeyer:
                 raise RuntimeError("EVP_EncryptUpdate failed")
             return
         mode = modes.ECB() if self.mode == "aes-128-ecb" else modes.CTR(bytes(16))
-        ctypes.memmove(ctypes.addressof(out) + offset,
-                       Cipher(algorithms.AES(key), mode).encryptor().update(data), len(data))
+        ctypes.memmove(
+            ctypes.addressof(out) + offset,
+            Cipher(algorithms.AES(key), mode).encryptor().update(data),
+            len(data),
+        )
 
     def close(self) -> None:
         if self._ctx is not None:

@@ -123,3 +123,12 @@ def test_index_groups_windows_per_id() -> None:
     e = os.urandom(16)
     index = SightingIndex([window(SchemeName.GAEN, e, 60), window(SchemeName.GAEN, e, 120)])
     assert len(index) == 1 and len(index.by_id[e]) == 2
+
+
+def test_dp3t_key_for_a_future_day_is_not_expanded() -> None:
+    state = dp3t.new_key_state(DAY * 86400)
+    ephid = dp3t.ephids(state.sk_for_day(DAY + 1))[0]
+    future = PublishedKey(state.sk_for_day(DAY + 1), (DAY + 1) * 144)
+    index = SightingIndex([window(SchemeName.DP3T, ephid, (DAY + 1) * 86400 + 10)])
+    assert match_dp3t([future], index, today=DAY) == []
+    assert match_dp3t([future], index, today=DAY + 1)
