@@ -1,0 +1,161 @@
+"""The agent's configuration: a TOML file with documented defaults, validated on load.
+
+A field device is configured once and then runs for months, so a mistake must be caught at start with a
+message that names the key (``ble.rotation_min_seconds: expected an integer, got "ten"``), never turn into
+a traceback hours later. Every section is a frozen dataclass; its fields and defaults are the reference
+for the file format (``proxitrace config show`` prints the effective values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
+_T = TypeVar("_T")
+
+
+class ConfigError(ValueError):
+    """A config problem, with the dotted key it is about."""
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    scheme: Literal["dp3t", "gaen", "ebid"] = "dp3t"
+    retention_days: int = 14
+    clock: str = "system"
+
+
+@dataclass(frozen=True)
+class BleSection:
+    advertise_adapter: str = "auto"
+    scan_adapters: tuple[str, ...] = ("auto",)
+    rotation_min_seconds: int = 600
+    rotation_max_seconds: int = 1200
+    scan_seconds: float = 0.0
+    scan_period_seconds: float = 0.0
+    passive: bool = False
+    watchdog_seconds: float = 90.0
+    tx_power: int | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationSection:
+    table: str = ""
+    rssi_correction: float | None = None
+    tx_power: int | None = None
+
+
+@dataclass(frozen=True)
+class BackendSection:
+    url: str = ""
+    public_key: str = ""
+    sync_interval_seconds: int = 7200
+    sync_jitter_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class RiskSection:
+    model: Literal["swisscovid", "cwa"] = "swisscovid"
+    default_tx_power: int = -8
+
+
+@dataclass(frozen=True)
+class NotifySection:
+    hook: str = ""
+    hook_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent: AgentSection = field(default_factory=AgentSection)
+    ble: BleSection = field(default_factory=BleSection)
+    calibration: CalibrationSection = field(default_factory=CalibrationSection)
+    backend: BackendSection = field(default_factory=BackendSection)
+    risk: RiskSection = field(default_factory=RiskSection)
+    notify: NotifySection = field(default_factory=NotifySection)
+
+
+def load_config(path: Path | None) -> AgentConfig:
+    """Read ``path`` (or the default file when it exists, else defaults) and validate it."""
+    if path is None:
+        if not DEFAULT_CONFIG_PATH.exists():
+            return AgentConfig()
+        path = DEFAULT_CONFIG_PATH
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return config_from_dict(raw)
+
+
+def config_from_dict(raw: dict[str, Any]) -> AgentConfig:
+    config = build(AgentConfig, raw, "")
+    _check(config)
+    return config
+
+
+def _check(config: AgentConfig) -> None:
+    ble = config.ble
+    if not 0 < ble.rotation_min_seconds <= ble.rotation_max_seconds:
+        raise ConfigError("ble.rotation_min_seconds: must be positive and at most ble.rotation_max_seconds")
+    if ble.scan_seconds < 0 or ble.scan_period_seconds < 0 or (
+        ble.scan_seconds and ble.scan_seconds > ble.scan_period_seconds
+    ):
+        raise ConfigError("ble.scan_seconds: must be between 0 (continuous) and ble.scan_period_seconds")
+    if not 1 <= config.agent.retention_days <= 60:
+        raise ConfigError("agent.retention_days: must be between 1 and 60")
+    if not ble.scan_adapters:
+        raise ConfigError("ble.scan_adapters: name at least one adapter (or \"auto\")")
+
+
+def build(cls: type[_T], raw: object, prefix: str) -> _T:
+    """A frozen dataclass from a TOML table, checking every key and type and naming the bad one."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{_key(prefix, unknown[0])}: unknown key (known: {', '.join(sorted(fields))})")
+    values = {name: _convert(hints[name], raw[name], _key(prefix, name)) for name in raw}
+    return cls(**values)
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _convert(hint: Any, value: object, key: str) -> object:
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key)  # type: ignore[arg-type]
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and (type(value) is not hint):
+        names = {int: "an integer", str: "a string", bool: "true or false"}
+        raise ConfigError(f"{key}: expected {names[hint]}, got {value!r}")
+    if hint is float:
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    return value
