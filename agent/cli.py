@@ -9,9 +9,6 @@ from pathlib import Path
 import click
 
 from agent import __version__
-from agent.cli_bench import bench
-from agent.cli_ids import advert, ids
-from agent.cli_start import start
 from agent.paths import STATE_DIR_ENV, default_state_dir
 
 
@@ -60,7 +57,14 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+# Commands live in their own modules, which may import CliContext from here: register them last.
+from agent.cli_bench import bench  # noqa: E402
+from agent.cli_doctor import doctor  # noqa: E402
+from agent.cli_ids import advert, ids  # noqa: E402
+from agent.cli_start import start  # noqa: E402
+
 cli.add_command(start)
+cli.add_command(doctor)
 cli.add_command(ids)
 cli.add_command(advert)
 cli.add_command(bench)
