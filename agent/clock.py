@@ -80,16 +80,25 @@ class ManualClock:
         self._now = t
 
     async def advance(self, seconds: float) -> None:
-        """Move time forward, waking each sleeper at its own deadline and letting it run."""
+        """Move time forward, waking each sleeper at its own deadline and letting it run.
+
+        Before each step the loop is allowed to settle, so tasks that are about to sleep register their
+        deadline before time moves past it.
+        """
         target = self._now + seconds
+        await _settle()
         while self._sleepers and self._sleepers[0][0] <= target:
             deadline, _, fut = heapq.heappop(self._sleepers)
             self._now = max(self._now, deadline)
             if not fut.done():
                 fut.set_result(None)
-            for _ in range(5):
-                await asyncio.sleep(0)
+            await _settle()
         self._now = target
+        await _settle()
+
+
+async def _settle(rounds: int = 20) -> None:
+    for _ in range(rounds):
         await asyncio.sleep(0)
 
 
