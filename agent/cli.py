@@ -49,9 +49,7 @@ def main() -> None:
         click.echo("proxitrace: aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
-        where = (
-            f"{exc.ctx.command_path}: " if isinstance(exc, click.UsageError) and exc.ctx else "proxitrace: "
-        )
+        where = f"{exc.ctx.command_path}: " if isinstance(exc, click.UsageError) and exc.ctx else "proxitrace: "
         click.echo(f"{where}{exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -34,9 +34,7 @@ def ids_dp3t(sk: bytes, days_after: int) -> None:
 
 
 @ids.command("gaen")
-@click.option(
-    "--tek", type=HexBytes(gaen.TEK_LEN), required=True, help="Temporary exposure key, 16 bytes hex."
-)
+@click.option("--tek", type=HexBytes(gaen.TEK_LEN), required=True, help="Temporary exposure key, 16 bytes hex.")
 @click.option(
     "--start-interval",
     type=click.IntRange(min=0, max=2**32 - gaen.ROLLING_PERIOD),

@@ -25,6 +25,4 @@ def start() -> None:
             "no Bluetooth adapter found (/sys/class/bluetooth is empty); the simulated test-bed "
             "(proxitrace testbed sim) is not in this build yet"
         )
-    raise click.ClickException(
-        f"found {', '.join(adapters)}, but the daemon (proxitrace run) is not in this build yet"
-    )
+    raise click.ClickException(f"found {', '.join(adapters)}, but the daemon (proxitrace run) is not in this build yet")

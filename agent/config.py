@@ -108,14 +108,16 @@ def _check(config: AgentConfig) -> None:
     ble = config.ble
     if not 0 < ble.rotation_min_seconds <= ble.rotation_max_seconds:
         raise ConfigError("ble.rotation_min_seconds: must be positive and at most ble.rotation_max_seconds")
-    if ble.scan_seconds < 0 or ble.scan_period_seconds < 0 or (
-        ble.scan_seconds and ble.scan_seconds > ble.scan_period_seconds
+    if (
+        ble.scan_seconds < 0
+        or ble.scan_period_seconds < 0
+        or (ble.scan_seconds and ble.scan_seconds > ble.scan_period_seconds)
     ):
         raise ConfigError("ble.scan_seconds: must be between 0 (continuous) and ble.scan_period_seconds")
     if not 1 <= config.agent.retention_days <= 60:
         raise ConfigError("agent.retention_days: must be between 1 and 60")
     if not ble.scan_adapters:
-        raise ConfigError("ble.scan_adapters: name at least one adapter (or \"auto\")")
+        raise ConfigError('ble.scan_adapters: name at least one adapter (or "auto")')
 
 
 def build(cls: type[_T], raw: object, prefix: str) -> _T:

@@ -26,8 +26,7 @@ BLUEZ_FIXES_BROKEN_KERNELS = (5, 87)
 BLUEZ_INTERVALS_AND_TX = (5, 77)
 LEGACY_ADV_LEN = 31
 LEGACY_NOTE = (
-    "legacy advertising only: scanning pauses for each rotation, "
-    "as a new random address is refused while scanning"
+    "legacy advertising only: scanning pauses for each rotation, as a new random address is refused while scanning"
 )
 EARLIEST_SANE_TIME = 1_735_689_600  # 2025-01-01: a Pi without RTC that boots in 1970 is not sane
 
@@ -111,9 +110,7 @@ def _kernel(f: HostFacts) -> Check:
             f"kernel {f.kernel_release} is known to break D-Bus advertising",
             "upgrade the kernel (apt full-upgrade) or BlueZ to 5.87 or later",
         )
-    return Check(
-        "kernel", "ok", f"kernel {f.kernel_release}" + (f" on {f.machine_model}" if f.machine_model else "")
-    )
+    return Check("kernel", "ok", f"kernel {f.kernel_release}" + (f" on {f.machine_model}" if f.machine_model else ""))
 
 
 def _dbus(f: HostFacts) -> Check:
@@ -131,9 +128,7 @@ def _adapters(f: HostFacts) -> Sequence[Check]:
     if f.dbus_error:
         return []
     if not f.adapters:
-        return [
-            Check("adapters", "error", "no Bluetooth adapter", "plug in a BLE dongle, or check rfkill/dmesg")
-        ]
+        return [Check("adapters", "error", "no Bluetooth adapter", "plug in a BLE dongle, or check rfkill/dmesg")]
     checks = []
     for a in f.adapters:
         if not a.powered:
@@ -169,8 +164,7 @@ def _privacy(f: HostFacts) -> Check:
             "warning",
             f"BlueZ Privacy={f.privacy}: the kernel then rotates addresses on its "
             "own schedule, out of step with the IDs",
-            "set Privacy=off in /etc/bluetooth/main.conf; the "
-            "agent rotates a non-resolvable address with each ID",
+            "set Privacy=off in /etc/bluetooth/main.conf; the agent rotates a non-resolvable address with each ID",
         )
     return Check("privacy", "ok", "BlueZ privacy off; the agent rotates the address with each ID")
 
@@ -338,9 +332,7 @@ async def _bluez_adapters(timeout: float) -> tuple[tuple[AdapterFacts, ...], str
             continue
         adv = interfaces.get("org.bluez.LEAdvertisingManager1")
         adapters.append(
-            _adapter_facts(
-                path.rsplit("/", 1)[-1], props, adv, "org.bluez.AdvertisementMonitorManager1" in interfaces
-            )
+            _adapter_facts(path.rsplit("/", 1)[-1], props, adv, "org.bluez.AdvertisementMonitorManager1" in interfaces)
         )
     return tuple(adapters), None
 
@@ -350,9 +342,7 @@ def _value(props: dict[str, object], key: str, default: object = None) -> object
     return getattr(v, "value", default) if v is not None else default
 
 
-def _adapter_facts(
-    name: str, props: dict[str, object], adv: dict[str, object] | None, monitor: bool
-) -> AdapterFacts:
+def _adapter_facts(name: str, props: dict[str, object], adv: dict[str, object] | None, monitor: bool) -> AdapterFacts:
     caps = _value(adv, "SupportedCapabilities", {}) if adv else {}
     max_len = getattr(caps.get("MaxAdvLen"), "value", None) if isinstance(caps, dict) else None
     return AdapterFacts(

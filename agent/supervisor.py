@@ -97,9 +97,7 @@ class Supervisor:
 
     def health(self) -> tuple[TaskHealth, ...]:
         return tuple(
-            TaskHealth(
-                s.name, s.task is not None and not s.task.done(), s.restarts, s.last_error, s.last_error_at
-            )
+            TaskHealth(s.name, s.task is not None and not s.task.done(), s.restarts, s.last_error, s.last_error_at)
             for s in self._slots.values()
         )
 

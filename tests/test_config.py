@@ -12,9 +12,7 @@ def test_defaults_when_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 def test_file_values_override_defaults(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text(
-        '[agent]\nscheme = "ebid"\n[ble]\nscan_adapters = ["hci1", "hci2"]\nwatchdog_seconds = 30\n'
-    )
+    path.write_text('[agent]\nscheme = "ebid"\n[ble]\nscan_adapters = ["hci1", "hci2"]\nwatchdog_seconds = 30\n')
     config = load_config(path)
     assert config.agent.scheme == "ebid"
     assert config.ble.scan_adapters == ("hci1", "hci2")

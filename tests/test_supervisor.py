@@ -70,7 +70,4 @@ def test_notifier_is_a_no_op_outside_systemd() -> None:
     n = Notifier({})
     assert not n.enabled and n.watchdog_interval is None
     assert n.ready() is False
-    assert (
-        Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "100", "WATCHDOG_PID": "1"}).watchdog_interval
-        is None
-    )
+    assert Notifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "100", "WATCHDOG_PID": "1"}).watchdog_interval is None

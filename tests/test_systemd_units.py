@@ -32,9 +32,7 @@ def test_units_verify_without_warnings(tmp_path: Path) -> None:
         names.append(str(tmp_path / name))
     out = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], capture_output=True, text=True)
     problems = [
-        line
-        for line in (out.stdout + out.stderr).splitlines()
-        if str(tmp_path) in line or "proxitrace" in line
+        line for line in (out.stdout + out.stderr).splitlines() if str(tmp_path) in line or "proxitrace" in line
     ]
     assert out.returncode == 0 and problems == [], out.stdout + out.stderr
 

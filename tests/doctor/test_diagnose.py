@@ -54,9 +54,7 @@ def test_a_healthy_pi_is_all_ok_and_names_legacy_vs_extended() -> None:
         ({"loose_files": ("agent.db",)}, "state dir", "error", "readable by others: agent.db"),
     ],
 )
-def test_each_problem_is_named_with_a_fix(
-    change: dict[str, object], name: str, status: str, phrase: str
-) -> None:
+def test_each_problem_is_named_with_a_fix(change: dict[str, object], name: str, status: str, phrase: str) -> None:
     facts = dataclasses.replace(GOOD, **change)  # type: ignore[arg-type]
     checks = {c.name: c for c in diagnose(facts)}
     assert checks[name].status == status

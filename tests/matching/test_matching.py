@@ -50,9 +50,7 @@ def test_native_and_fallback_aes_agree_on_every_candidate() -> None:
     a = match_gaen(keys, index, native=True)
     b = match_gaen(keys, index, native=False)
     assert len(a) == 50
-    assert sorted((m.key.key_data, len(m.windows)) for m in a) == sorted(
-        (m.key.key_data, len(m.windows)) for m in b
-    )
+    assert sorted((m.key.key_data, len(m.windows)) for m in a) == sorted((m.key.key_data, len(m.windows)) for m in b)
 
 
 def test_gaen_time_consistency_and_replay() -> None:

@@ -57,9 +57,7 @@ def test_uuid_forms_are_equivalent() -> None:
 
 
 def test_advertising_data_errors() -> None:
-    assert decode_advertising_data(bytes.fromhex("020106")) == Rejected(
-        "no 16-bit service data in the payload"
-    )
+    assert decode_advertising_data(bytes.fromhex("020106")) == Rejected("no 16-bit service data in the payload")
     assert decode_advertising_data(bytes.fromhex("0516aaaa0102")) == Rejected(
         "service data present, but not under a contact-tracing UUID"
     )

@@ -62,9 +62,7 @@ def test_wrong_tek_length_is_refused() -> None:
 
 def test_scheme_broadcasts_the_rpi_of_the_current_interval(vectors: dict[str, Any]) -> None:
     v = vectors["gaen-rpi-aem-144"]
-    tek = gaen.TemporaryExposureKey(
-        bytes.fromhex(v["inputs"]["tek"]), v["inputs"]["first_en_interval_number"]
-    )
+    tek = gaen.TemporaryExposureKey(bytes.fromhex(v["inputs"]["tek"]), v["inputs"]["first_en_interval_number"])
     scheme = gaen.GaenScheme((tek,), metadata_version=gaen.VERSION_1_0)
     t = (tek.rolling_start_interval_number + 5) * 600 + 123
     b = scheme.broadcast_at(t, tx_power=8)

@@ -1,0 +1,119 @@
+"""What ``proxitrace status`` shows: a snapshot the daemon writes and any process can read.
+
+The daemon owns the store and the radios; status must work while it runs and must not disturb it. So the
+daemon publishes a small JSON file (atomically: write, fsync, rename) every few seconds, and the command
+only reads it. It never carries an ID, a key or an address — only counts, times and states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+STATUS_FILE = "status.json"
+
+
+@dataclass(frozen=True)
+class AdapterStatus:
+    name: str
+    present: bool
+    advertising: bool
+    scanning: bool
+    last_heard_at: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    name: str
+    running: bool
+    restarts: int
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    pid: int
+    started_at: float
+    updated_at: float
+    scheme: str
+    advertising: bool
+    seconds_since_rotation: float | None
+    rotation_failures: int
+    sightings_per_minute: float
+    distinct_ids_15min: int
+    db_size_bytes: int
+    last_sync_at: float | None
+    last_sync_ok: bool | None
+    exposure: str  # "none", "exposed"
+    adapters: tuple[AdapterStatus, ...] = ()
+    tasks: tuple[TaskStatus, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def write_status(directory: Path, status: AgentStatus) -> Path:
+    path = directory / STATUS_FILE
+    tmp = directory / f".{STATUS_FILE}.{os.getpid()}.tmp"
+    data = json.dumps(asdict(status), indent=1).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def read_status(directory: Path) -> AgentStatus | None:
+    """The last published snapshot, or None when there is none (or it is unreadable)."""
+    try:
+        raw = json.loads((directory / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        raw["adapters"] = tuple(AdapterStatus(**a) for a in raw.get("adapters", ()))
+        raw["tasks"] = tuple(TaskStatus(**t) for t in raw.get("tasks", ()))
+        raw["notes"] = tuple(raw.get("notes", ()))
+        known = {f.name for f in fields(AgentStatus)}
+        return AgentStatus(**{k: v for k, v in raw.items() if k in known})
+    except TypeError:
+        return None
+
+
+def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
+    def ago(t: float | None) -> str:
+        return "never" if t is None else f"{max(0.0, now - t):.0f} s ago"
+
+    state = (
+        "running"
+        if pid_alive and now - s.updated_at < 60
+        else ("NOT RUNNING" if not pid_alive else f"stale (last update {ago(s.updated_at)})")
+    )
+    lines = [
+        f"agent      {state} (pid {s.pid}, up {max(0.0, now - s.started_at) / 3600:.1f} h), scheme {s.scheme}",
+        f"advertising {'on' if s.advertising else 'OFF'}; last rotation "
+        + ("never" if s.seconds_since_rotation is None else f"{s.seconds_since_rotation:.0f} s ago")
+        + (f"; {s.rotation_failures} failed registrations" if s.rotation_failures else ""),
+        f"heard      {s.sightings_per_minute:.1f} sightings/min, {s.distinct_ids_15min} distinct IDs in 15 min",
+        f"store      {s.db_size_bytes / 1_048_576:.1f} MiB",
+        f"sync       last {ago(s.last_sync_at)}"
+        + ("" if s.last_sync_ok is None else (" (ok)" if s.last_sync_ok else " (FAILED)")),
+        f"exposure   {s.exposure}",
+    ]
+    for a in s.adapters:
+        flags = ", ".join(f for f, on in (("advertising", a.advertising), ("scanning", a.scanning)) if on)
+        lines.append(
+            f"adapter    {a.name}: {'present' if a.present else 'MISSING'}"
+            + (f", {flags}" if flags else "")
+            + f"; last heard {ago(a.last_heard_at)}"
+        )
+    for t in s.tasks:
+        if t.restarts or not t.running:
+            lines.append(
+                f"task       {t.name}: {'running' if t.running else 'STOPPED'}, {t.restarts} restarts"
+                + (f", last error: {t.last_error}" if t.last_error else "")
+            )
+    lines.extend(f"note       {n}" for n in s.notes)
+    return "\n".join(lines)
