@@ -1,0 +1,128 @@
+"""Which TX power and RSSI correction this device uses, and how much to trust them.
+
+Risk scoring turns RSSI into attenuation, and dongles differ by 10 dB and more, so each adapter model
+needs its own numbers. The order of trust: this device's own measurement (``proxitrace calibrate``),
+then the shipped table's measured value for its model, then the documented default. The GAEN v1.1
+metadata advertises which of these was used (calibration confidence), so receivers can weigh it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from agent.schemes.gaen import CALIBRATION_CONFIDENCE
+
+LOCAL_FILE = "calibration.toml"
+
+
+class CalibrationError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Calibration:
+    tx_power: int
+    rssi_correction: float
+    confidence: int  # GAEN calibration confidence 0..3
+    source: str  # "device", "table:<key>", "default"
+    model: str = ""
+    quirks: str = ""
+
+
+def load_table(path: Path | None = None) -> dict[str, object]:
+    try:
+        text = path.read_text() if path else resources.files("agent").joinpath("data/calibration.toml").read_text()
+        return tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CalibrationError(f"calibration table {path or 'built-in'}: {exc}") from None
+
+
+def resolve(table: dict[str, object], model_keys: list[str], local: dict[str, object] | None) -> Calibration:
+    """Pick this device's calibration (pure): local measurement > measured table entry > default."""
+    default = table.get("default", {})
+    if not isinstance(default, dict):
+        raise CalibrationError("calibration table: [default] must be a table")
+    models = table.get("models", {})
+    entry, key = next(((models[k], k) for k in model_keys if isinstance(models, dict) and k in models), ({}, ""))
+    name, quirks = str(entry.get("name", "")), str(entry.get("quirks", ""))
+    if local and "rssi_correction" in local and "tx_power" in local:
+        return Calibration(
+            int(local["tx_power"]),
+            float(local["rssi_correction"]),
+            CALIBRATION_CONFIDENCE["high"],
+            "device",
+            name,
+            quirks,
+        )
+    if "tx_power" in entry and "rssi_correction" in entry:
+        return Calibration(
+            int(entry["tx_power"]),
+            float(entry["rssi_correction"]),
+            CALIBRATION_CONFIDENCE["medium"],
+            f"table:{key}",
+            name,
+            quirks,
+        )
+    return Calibration(
+        int(default.get("tx_power", -8)),
+        float(default.get("rssi_correction", 0.0)),
+        CALIBRATION_CONFIDENCE["lowest"],
+        "default",
+        name,
+        quirks,
+    )
+
+
+def adapter_model_keys(
+    adapter: str, sysfs: Path = Path("/sys/class/bluetooth"), dt_model: Path = Path("/proc/device-tree/model")
+) -> list[str]:
+    """Table keys for an adapter: its USB vendor:product, else the Pi model for the onboard controller."""
+    keys = []
+    device = sysfs / adapter / "device"
+    for parent in (device, device / ".."):
+        try:
+            vendor = (parent / "idVendor").read_text().strip()
+            product = (parent / "idProduct").read_text().strip()
+        except OSError:
+            continue
+        keys.append(f"usb:{vendor}:{product}")
+        break
+    try:
+        model = dt_model.read_text(errors="replace").rstrip("\0").strip()
+    except OSError:
+        model = ""
+    if model and not keys:
+        words = model.split()
+        keys.extend(f"pi:{' '.join(words[:n])}" for n in range(len(words), 2, -1))
+    return keys
+
+
+def read_local(state_dir: Path) -> dict[str, object] | None:
+    try:
+        return tomllib.loads((state_dir / LOCAL_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CalibrationError(f"{state_dir / LOCAL_FILE}: {exc}") from None
+
+
+def write_local(state_dir: Path, tx_power: int, rssi_correction: float, measured_at: float, samples: int) -> Path:
+    path = state_dir / LOCAL_FILE
+    tmp = state_dir / f".{LOCAL_FILE}.tmp"
+    text = (
+        "# Written by proxitrace calibrate; delete to fall back to the shipped table.\n"
+        f"tx_power = {int(tx_power)}\nrssi_correction = {rssi_correction:.1f}\n"
+        f"measured_at = {measured_at:.0f}\nsamples = {samples}\n"
+    )
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
