@@ -1,0 +1,1 @@
+"""The simulated workplace test-bed: scenarios, ground truth and efficacy figures."""
