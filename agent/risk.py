@@ -136,13 +136,11 @@ class ScanInstance:
             value = getattr(self, name)
             if not _is_int(value) or not 0 <= value <= MAX_ATTENUATION_DB:
                 raise RiskInputError(
-                    f"ScanInstance.{name} must be an integer dB value in 0..{MAX_ATTENUATION_DB}, "
-                    f"got {value!r}"
+                    f"ScanInstance.{name} must be an integer dB value in 0..{MAX_ATTENUATION_DB}, got {value!r}"
                 )
         if not _is_int(self.seconds_since_last_scan):
             raise RiskInputError(
-                "ScanInstance.seconds_since_last_scan must be an integer, "
-                f"got {self.seconds_since_last_scan!r}"
+                f"ScanInstance.seconds_since_last_scan must be an integer, got {self.seconds_since_last_scan!r}"
             )
 
     @property
@@ -171,15 +169,11 @@ class ExposureWindow:
 
     def __post_init__(self) -> None:
         if not _is_int(self.day) or self.day < 0:
-            raise RiskInputError(
-                f"ExposureWindow.day must be a non-negative unix day number, got {self.day!r}"
-            )
+            raise RiskInputError(f"ExposureWindow.day must be a non-negative unix day number, got {self.day!r}")
         instances = tuple(self.scan_instances)
         for si in instances:
             if not isinstance(si, ScanInstance):
-                raise RiskInputError(
-                    f"ExposureWindow.scan_instances must hold ScanInstance values, got {si!r}"
-                )
+                raise RiskInputError(f"ExposureWindow.scan_instances must hold ScanInstance values, got {si!r}")
         object.__setattr__(self, "scan_instances", instances)
         object.__setattr__(
             self,
@@ -275,9 +269,7 @@ class DiagnosisKeyMapping:
         table = {}
         for day, value in self.days_since_onset_to_infectiousness.items():
             if not _is_int(day):
-                raise RiskConfigError(
-                    f"{where}.days_since_onset_to_infectiousness: key {day!r} is not an integer"
-                )
+                raise RiskConfigError(f"{where}.days_since_onset_to_infectiousness: key {day!r} is not an integer")
             table[day] = _enum(Infectiousness, value, f"{where}.days_since_onset_to_infectiousness[{day}]")
         object.__setattr__(self, "days_since_onset_to_infectiousness", MappingProxyType(table))
         for name, cls in (
@@ -287,16 +279,12 @@ class DiagnosisKeyMapping:
         ):
             object.__setattr__(self, name, _enum(cls, getattr(self, name), f"{where}.{name}"))
         if self.report_type_when_missing in (ReportType.UNKNOWN, ReportType.REVOKED):
-            raise RiskConfigError(
-                f"{where}.report_type_when_missing must name a real diagnosis, not UNKNOWN/REVOKED"
-            )
+            raise RiskConfigError(f"{where}.report_type_when_missing must name a real diagnosis, not UNKNOWN/REVOKED")
 
     def infectiousness(self, days_since_onset: int | None) -> Infectiousness:
         if days_since_onset is None:
             return self.infectiousness_when_onset_missing
-        return self.days_since_onset_to_infectiousness.get(
-            days_since_onset, self.infectiousness_for_unlisted_days
-        )
+        return self.days_since_onset_to_infectiousness.get(days_since_onset, self.infectiousness_for_unlisted_days)
 
     def report_type(self, report_type: ReportType | None) -> ReportType:
         if report_type is None or report_type == ReportType.UNKNOWN:
@@ -376,9 +364,7 @@ class WindowConfig:
                 f"got {self.max_window_seconds!r}"
             )
         if not _is_int(self.default_tx_power) or not -127 <= self.default_tx_power <= 127:
-            raise RiskConfigError(
-                f"{where}.default_tx_power must be an int8 dBm value, got {self.default_tx_power!r}"
-            )
+            raise RiskConfigError(f"{where}.default_tx_power must be an int8 dBm value, got {self.default_tx_power!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "risk.exposure_windows") -> WindowConfig:
@@ -408,9 +394,7 @@ class WindowConfig:
                 raise RiskConfigError(f"{where}.default_tx_power_dbm: must be -127..127 dBm, got {value}")
             kwargs["default_tx_power"] = value
         if "diagnosis_keys" in data:
-            kwargs["diagnosis_keys"] = DiagnosisKeyMapping.from_dict(
-                data["diagnosis_keys"], f"{where}.diagnosis_keys"
-            )
+            kwargs["diagnosis_keys"] = DiagnosisKeyMapping.from_dict(data["diagnosis_keys"], f"{where}.diagnosis_keys")
         return cls(**kwargs)
 
 
@@ -436,9 +420,7 @@ class AttenuationSample:
             )
         for name in ("typical_attenuation", "min_attenuation"):
             if not _is_number(getattr(self, name)):
-                raise RiskInputError(
-                    f"AttenuationSample.{name} must be a finite number, got {getattr(self, name)!r}"
-                )
+                raise RiskInputError(f"AttenuationSample.{name} must be a finite number, got {getattr(self, name)!r}")
         if not _is_int(self.count) or self.count < 1:
             raise RiskInputError(f"AttenuationSample.count must be a positive integer, got {self.count!r}")
 
@@ -470,16 +452,13 @@ def samples_from_sightings(
     if isinstance(tx_power, Sequence):
         if len(tx_power) != len(windows):
             raise RiskInputError(
-                f"tx_power has {len(tx_power)} values for {len(windows)} sighting windows; "
-                "give one per window"
+                f"tx_power has {len(tx_power)} values for {len(windows)} sighting windows; give one per window"
             )
         given: Sequence[int | None] = tx_power
     else:
         given = [tx_power] * len(windows)
     if not _is_number(receiver_correction):
-        raise RiskInputError(
-            f"receiver_correction must be a finite number of dB, got {receiver_correction!r}"
-        )
+        raise RiskInputError(f"receiver_correction must be a finite number of dB, got {receiver_correction!r}")
     schemes = {w.scheme for w in windows}
     if len(schemes) > 1:
         raise RiskInputError(f"sighting windows of one key must share one scheme, got {sorted(schemes)}")
@@ -492,8 +471,7 @@ def samples_from_sightings(
             resolved = default_tx_power
         elif not _is_int(resolved) or not -127 <= resolved <= 127:
             raise RiskInputError(
-                f"TX power for the sighting window at {window.window_start} must be an int8 dBm value, "
-                f"got {resolved!r}"
+                f"TX power for the sighting window at {window.window_start} must be an int8 dBm value, got {resolved!r}"
             )
         samples.append(
             AttenuationSample(
@@ -566,8 +544,7 @@ def exposure_windows_from_samples(
             ExposureWindow(
                 day=current[0][0].window_start // SECONDS_PER_DAY,
                 scan_instances=tuple(
-                    ScanInstance(_to_db(s.typical_attenuation), _to_db(s.min_attenuation), secs)
-                    for s, secs in current
+                    ScanInstance(_to_db(s.typical_attenuation), _to_db(s.min_attenuation), secs) for s, secs in current
                 ),
                 report_type=report_type,
                 infectiousness=infectiousness,
@@ -588,10 +565,7 @@ def exposure_windows_from_samples(
             seconds = min(start - previous, config.scan_interval_seconds)
         if current:
             first = current[0][0].window_start
-            if (
-                start // SECONDS_PER_DAY != first // SECONDS_PER_DAY
-                or start - first >= config.max_window_seconds
-            ):
+            if start // SECONDS_PER_DAY != first // SECONDS_PER_DAY or start - first >= config.max_window_seconds:
                 flush()
         current.append((sample, seconds))
         previous = start
@@ -649,9 +623,7 @@ def exposure_windows_from_sightings(
         receiver_correction=receiver_correction,
         default_tx_power=config.default_tx_power,
     )
-    return exposure_windows_from_samples(
-        samples, key=key, calibration_confidence=calibration_confidence, config=config
-    )
+    return exposure_windows_from_samples(samples, key=key, calibration_confidence=calibration_confidence, config=config)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -887,9 +859,7 @@ class Explanation:
                 f"{d.windows_counted} window(s) counted, {d.windows_ignored} ignored"
             )
             for b in d.buckets:
-                lines.append(
-                    f"  {b.label}: {_num(b.minutes)} min x {_num(b.weight)} = {_num(b.weighted_minutes)}"
-                )
+                lines.append(f"  {b.label}: {_num(b.minutes)} min x {_num(b.weight)} = {_num(b.weighted_minutes)}")
             lines.append(f"  Why: {d.reason}")
             lines.extend(f"  Note: {note}" for note in d.notes)
             lines.extend(f"  Window {i}: {w.reason}" for i, w in enumerate(d.windows, 1))
@@ -941,15 +911,12 @@ def _tx_notes(windows: Sequence[ExposureWindow]) -> tuple[str, ...]:
         n = sum(w.scan_instances_with_assumed_tx_power for w in windows if w.assumed_tx_power == power)
         total = sum(len(w.scan_instances) for w in windows)
         notes.append(
-            f"the sender's TX power was unknown for {n} of {total} scan instance(s); "
-            f"{power} dBm was assumed for them"
+            f"the sender's TX power was unknown for {n} of {total} scan instance(s); {power} dBm was assumed for them"
         )
     return tuple(notes)
 
 
-def _check_keys(
-    data: Mapping[str, Any], where: str, allowed: Iterable[str], required: Iterable[str] = ()
-) -> None:
+def _check_keys(data: Mapping[str, Any], where: str, allowed: Iterable[str], required: Iterable[str] = ()) -> None:
     allowed = set(allowed)
     if not isinstance(data, Mapping):
         raise RiskConfigError(f"{where}: expected a table, got {type(data).__name__}")
@@ -1008,9 +975,7 @@ class SwissCovidModel:
                 f"{where}.attenuation_thresholds_db: expected one or more numbers, got {thresholds!r}"
             )
         if any(b <= a for a, b in pairwise(thresholds)):
-            raise RiskConfigError(
-                f"{where}.attenuation_thresholds_db: must increase strictly, got {list(thresholds)}"
-            )
+            raise RiskConfigError(f"{where}.attenuation_thresholds_db: must increase strictly, got {list(thresholds)}")
         if len(weights) != len(thresholds) + 1:
             raise RiskConfigError(
                 f"{where}.weights: {len(thresholds)} threshold(s) make {len(thresholds) + 1} buckets, "
@@ -1024,13 +989,9 @@ class SwissCovidModel:
                 f"got {self.notify_at_weighted_minutes!r}"
             )
         if self.attenuation not in ("typical", "minimum"):
-            raise RiskConfigError(
-                f"{where}.attenuation: must be 'typical' or 'minimum', got {self.attenuation!r}"
-            )
+            raise RiskConfigError(f"{where}.attenuation: must be 'typical' or 'minimum', got {self.attenuation!r}")
         if not isinstance(self.round_minutes_up, bool):
-            raise RiskConfigError(
-                f"{where}.round_minutes_up: must be true or false, got {self.round_minutes_up!r}"
-            )
+            raise RiskConfigError(f"{where}.round_minutes_up: must be true or false, got {self.round_minutes_up!r}")
         object.__setattr__(self, "attenuation_thresholds_db", tuple(float(t) for t in thresholds))
         object.__setattr__(self, "weights", tuple(float(w) for w in weights))
         object.__setattr__(self, "notify_at_weighted_minutes", float(self.notify_at_weighted_minutes))
@@ -1158,9 +1119,7 @@ class SwissCovidModel:
         base = f"{parts} ({rounding}over {counted} window(s)) = {_num(score)} weighted minutes"
         if score >= threshold:
             return f"{base}, which reaches the threshold of {_num(threshold)}: notify."
-        return (
-            f"{base}, {_num(threshold - score)} short of the threshold of {_num(threshold)}: no notification."
-        )
+        return f"{base}, {_num(threshold - score)} short of the threshold of {_num(threshold)}: no notification."
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1314,13 +1273,10 @@ class CwaModel:
     def __post_init__(self) -> None:
         if (self.transmission_risk_values is None) == (self.transmission_risk_level_multiplier is None):
             raise RiskConfigError(
-                "CwaModel: give exactly one of transmissionRiskValueMapping and "
-                "transmissionRiskLevelMultiplier"
+                "CwaModel: give exactly one of transmissionRiskValueMapping and transmissionRiskLevelMultiplier"
             )
         if self.transmission_risk_values is not None:
-            object.__setattr__(
-                self, "transmission_risk_values", MappingProxyType(dict(self.transmission_risk_values))
-            )
+            object.__setattr__(self, "transmission_risk_values", MappingProxyType(dict(self.transmission_risk_values)))
         if not self.normalized_time_per_window_to_risk_level:
             raise RiskConfigError("CwaModel: normalizedTimePerEWToRiskLevelMapping must not be empty")
         if not self.normalized_time_per_day_to_risk_level:
@@ -1383,16 +1339,12 @@ class CwaModel:
         def mappings(key: str) -> tuple[RiskLevelMapping, ...]:
             out = []
             for w, item in items(key):
-                _check_keys(
-                    item, w, {"normalizedTimeRange", "riskLevel"}, {"normalizedTimeRange", "riskLevel"}
-                )
+                _check_keys(item, w, {"normalizedTimeRange", "riskLevel"}, {"normalizedTimeRange", "riskLevel"})
                 level = _enum(RiskLevel, item["riskLevel"], f"{w}.riskLevel")
                 if level == RiskLevel.NONE:
                     raise RiskConfigError(f"{w}.riskLevel: must be LOW (1) or HIGH (2)")
                 out.append(
-                    RiskLevelMapping(
-                        Range.from_dict(item["normalizedTimeRange"], f"{w}.normalizedTimeRange"), level
-                    )
+                    RiskLevelMapping(Range.from_dict(item["normalizedTimeRange"], f"{w}.normalizedTimeRange"), level)
                 )
             if not out:
                 raise RiskConfigError(f"{where}.{key}: must list at least one range")
@@ -1425,9 +1377,7 @@ class CwaModel:
                     raise RiskConfigError(f"{w}.transmissionRiskLevel: {trl} is listed twice")
                 value = _number_setting(item["transmissionRiskValue"], f"{w}.transmissionRiskValue")
                 if value < 0:
-                    raise RiskConfigError(
-                        f"{w}.transmissionRiskValue: must not be negative, got {_num(value)}"
-                    )
+                    raise RiskConfigError(f"{w}.transmissionRiskValue: must not be negative, got {_num(value)}")
                 values[trl] = value
         elif "transmissionRiskLevelMultiplier" in data:
             multiplier = _number_setting(
@@ -1453,9 +1403,7 @@ class CwaModel:
 
     def describe(self) -> str:
         weights = ", ".join(f"{w.range} dB x {_num(w.weight)}" for w in self.minutes_at_attenuation_weights)
-        per_day = ", ".join(
-            f"{m.range} -> {m.risk_level.name}" for m in self.normalized_time_per_day_to_risk_level
-        )
+        per_day = ", ".join(f"{m.range} -> {m.risk_level.name}" for m in self.normalized_time_per_day_to_risk_level)
         return (
             f"Corona-Warn-App: minimum attenuation weighted {weights}; normalized time = "
             f"transmission risk value x weighted minutes; per day {per_day}"
@@ -1464,9 +1412,7 @@ class CwaModel:
     @property
     def high_risk_threshold(self) -> float | None:
         """The lowest per-day normalized time that maps to HIGH, for the explanation."""
-        lows = [
-            m.range.min for m in self.normalized_time_per_day_to_risk_level if m.risk_level == RiskLevel.HIGH
-        ]
+        lows = [m.range.min for m in self.normalized_time_per_day_to_risk_level if m.risk_level == RiskLevel.HIGH]
         return min(lows) if lows else None
 
     def _weight_index(self, attenuation: int) -> int | None:
@@ -1483,9 +1429,7 @@ class CwaModel:
     def _buckets(self, seconds: Sequence[float]) -> tuple[BucketMinutes, ...]:
         labels = [f"{w.range} dB" for w in self.minutes_at_attenuation_weights] + [_NO_WEIGHT_LABEL]
         weights = [w.weight for w in self.minutes_at_attenuation_weights] + [0.0]
-        return tuple(
-            BucketMinutes(label, s / 60, w) for label, s, w in zip(labels, seconds, weights, strict=True)
-        )
+        return tuple(BucketMinutes(label, s / 60, w) for label, s, w in zip(labels, seconds, weights, strict=True))
 
     def _assess_window(self, window: ExposureWindow) -> WindowAssessment:
         seconds = [0] * (len(self.minutes_at_attenuation_weights) + 1)
@@ -1503,9 +1447,7 @@ class CwaModel:
         dropped = _dropped_by_gaen(window)
         if dropped is None:
             for f in self.minutes_at_attenuation_filters:
-                at = sum(
-                    si.counted_seconds for si in window.scan_instances if si.min_attenuation in f.attenuation
-                )
+                at = sum(si.counted_seconds for si in window.scan_instances if si.min_attenuation in f.attenuation)
                 if at // 60 in f.drop_if_minutes:
                     dropped = (
                         f"dropped: {at // 60} whole minute(s) at {f.attenuation} dB is in the drop range "
@@ -1523,8 +1465,7 @@ class CwaModel:
                 return WindowAssessment(
                     counted=False,
                     reason=(
-                        f"dropped: report type {window.report_type.name} has no TRL encoding "
-                        "and the key gave no TRL"
+                        f"dropped: report type {window.report_type.name} has no TRL encoding and the key gave no TRL"
                     ),
                     score=0.0,
                     **common,
@@ -1576,18 +1517,12 @@ class CwaModel:
                 for i, b in enumerate(a.buckets):
                     seconds[i] += b.minutes * 60
             normalized = _round_half_up_1(sum(a.score for a in counted))
-            mapping = next(
-                (m for m in self.normalized_time_per_day_to_risk_level if normalized in m.range), None
-            )
+            mapping = next((m for m in self.normalized_time_per_day_to_risk_level if normalized in m.range), None)
             level = mapping.risk_level if counted and mapping is not None else RiskLevel.NONE
 
             def encounters(wanted: RiskLevel, counted: list[WindowAssessment] = counted) -> int:
                 return len(
-                    {
-                        (a.transmission_risk_level, a.calibration_confidence)
-                        for a in counted
-                        if a.risk_level == wanted
-                    }
+                    {(a.transmission_risk_level, a.calibration_confidence) for a in counted if a.risk_level == wanted}
                 )
 
             days.append(
@@ -1604,9 +1539,7 @@ class CwaModel:
                     distinct_encounters_high=encounters(RiskLevel.HIGH),
                 )
             )
-        result = Assessment(
-            self.name, self.describe(), "normalized time", tuple(days), counts_encounters=True
-        )
+        result = Assessment(self.name, self.describe(), "normalized time", tuple(days), counts_encounters=True)
         _log.debug("cwa: %d day(s) assessed, risk level %s", len(days), result.risk_level.name)
         return result
 
@@ -1620,10 +1553,7 @@ class CwaModel:
     ) -> str:
         if counted == 0:
             return f"none of the {total} exposure window(s) counted, so the day carries no risk."
-        base = (
-            f"the normalized times of {counted} window(s) add up to {_num(normalized)} "
-            "(rounded to one decimal)"
-        )
+        base = f"the normalized times of {counted} window(s) add up to {_num(normalized)} (rounded to one decimal)"
         if mapping is None:
             lowest = min(m.range.min for m in self.normalized_time_per_day_to_risk_level)
             return f"{base}, which no per-day range covers (the lowest starts at {_num(lowest)}): no risk."
@@ -1664,9 +1594,7 @@ class RiskSettings:
             model = SwissCovidModel.from_dict(data.get("swisscovid", {}), f"{where}.swisscovid")
         elif kind == CwaModel.name:
             if "cwa" not in data:
-                raise RiskConfigError(
-                    f"{where}.cwa: missing (model = 'cwa' needs the CWA risk configuration)"
-                )
+                raise RiskConfigError(f"{where}.cwa: missing (model = 'cwa' needs the CWA risk configuration)")
             model = CwaModel.from_dict(data["cwa"], f"{where}.cwa")
         else:
             raise RiskConfigError(f"{where}.model: {kind!r} is not a risk model; use 'swisscovid' or 'cwa'")

@@ -79,9 +79,7 @@ def main() -> None:
     t_cwa = best_of(3, lambda: cwa.assess(built))
     t_explain = best_of(3, lambda: json.dumps(swiss.assess(built).explain().to_dict()))
     n = len(flat)
-    print(
-        f"{n} sighting windows -> {len(built)} exposure windows ({KEYS} keys x {DAYS} days x {MINUTES} min)"
-    )
+    print(f"{n} sighting windows -> {len(built)} exposure windows ({KEYS} keys x {DAYS} days x {MINUTES} min)")
     print(f"baseline sort by window_start: {baseline * 1e3:8.1f} ms  (1.00x)")
     for name, t in (
         ("build exposure windows", t_build),
@@ -89,10 +87,7 @@ def main() -> None:
         ("CWA assess", t_cwa),
         ("SwissCovid assess + explain JSON", t_explain),
     ):
-        print(
-            f"{name:31s}: {t * 1e3:8.1f} ms  ({t / baseline:5.1f}x baseline, "
-            f"{n / t / 1e3:7.0f} k sightings/s)"
-        )
+        print(f"{name:31s}: {t * 1e3:8.1f} ms  ({t / baseline:5.1f}x baseline, {n / t / 1e3:7.0f} k sightings/s)")
 
 
 if __name__ == "__main__":

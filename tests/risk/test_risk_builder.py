@@ -61,13 +61,9 @@ def test_gaps_add_nothing_with_continuous_scanning(sighting: Sighting) -> None:
 
 def test_duty_cycled_scanning_credits_the_interval_but_never_more_than_the_gap(sighting: Sighting) -> None:
     config = WindowConfig(scan_interval_seconds=300)
-    every_5_min = exposure_windows_from_sightings(
-        [sighting(m) for m in (0, 5, 10)], tx_power=TX, config=config
-    )
+    every_5_min = exposure_windows_from_sightings([sighting(m) for m in (0, 5, 10)], tx_power=TX, config=config)
     assert seconds(every_5_min) == [300, 300, 300]
-    denser = exposure_windows_from_sightings(
-        [sighting(0), sighting(1), sighting(3)], tx_power=TX, config=config
-    )
+    denser = exposure_windows_from_sightings([sighting(0), sighting(1), sighting(3)], tx_power=TX, config=config)
     assert seconds(denser) == [300, 60, 120]
     long_gap = exposure_windows_from_sightings([sighting(0), sighting(25)], tx_power=TX, config=config)
     assert seconds(long_gap) == [300, 300]
@@ -136,9 +132,7 @@ def test_missing_tx_power_uses_the_configured_default_and_says_so(sighting: Sigh
     assert window.assumed_tx_power == -12
     assert window.scan_instances_with_assumed_tx_power == 1
     (day,) = SwissCovidModel().assess([window]).days
-    assert day.notes == (
-        "the sender's TX power was unknown for 1 of 2 scan instance(s); -12 dBm was assumed for them",
-    )
+    assert day.notes == ("the sender's TX power was unknown for 1 of 2 scan instance(s); -12 dBm was assumed for them",)
 
 
 def test_per_window_tx_power_must_match_the_windows(sighting: Sighting) -> None:
@@ -206,9 +200,7 @@ def test_no_sightings_no_windows() -> None:
 def test_samples_path_for_reported_attenuations() -> None:
     """The backend starts from a device's per-EBID attenuation stats, not from sighting windows."""
     samples = [AttenuationSample(DAY_START + m * 60, 52.4, 48.0) for m in range(16)]
-    (window,) = exposure_windows_from_samples(
-        samples, key=KeyAttributes(report_type=ReportType.CONFIRMED_TEST)
-    )
+    (window,) = exposure_windows_from_samples(samples, key=KeyAttributes(report_type=ReportType.CONFIRMED_TEST))
     assert window.scan_instances[0] == ScanInstance(52, 48, 60)
     assert SwissCovidModel().assess([window]).notify
     with pytest.raises(RiskInputError, match="count must be a positive integer"):

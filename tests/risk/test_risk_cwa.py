@@ -22,9 +22,9 @@ from agent.risk import (
 
 TODAY = 20_000
 # Read at import time because the cases parametrize the test; the file is a verbatim copy of the vector.
-CASES = json.loads((Path(__file__).resolve().parent.parent / "data" / "cwa_risk_cases.json").read_text())[
-    "expected"
-]["testCases"]
+CASES = json.loads((Path(__file__).resolve().parent.parent / "data" / "cwa_risk_cases.json").read_text())["expected"][
+    "testCases"
+]
 
 
 def windows_of(case: dict[str, Any]) -> list[ExposureWindow]:
@@ -64,16 +64,12 @@ def test_cwa_case(case: dict[str, Any], cwa_config: dict[str, Any]) -> None:
     assert result.notify == (case["expTotalRiskLevel"] == RiskLevel.HIGH)
 
 
-@pytest.mark.parametrize(
-    ("seconds", "score", "level"), [(537, 9.0, RiskLevel.HIGH), (536, 8.9, RiskLevel.LOW)]
-)
+@pytest.mark.parametrize(("seconds", "score", "level"), [(537, 9.0, RiskLevel.HIGH), (536, 8.9, RiskLevel.LOW)])
 def test_day_sum_is_rounded_half_up_to_one_decimal_before_mapping(
     cwa_config: dict[str, Any], seconds: int, score: float, level: RiskLevel
 ) -> None:
     """8.95 normalized minutes round to 9.0 and reach HIGH; 8.93 round to 8.9 and stay LOW."""
-    w = ExposureWindow(
-        TODAY, (ScanInstance(65, 65, seconds),), transmission_risk_level=5
-    )  # value 1.0, weight 1
+    w = ExposureWindow(TODAY, (ScanInstance(65, 65, seconds),), transmission_risk_level=5)  # value 1.0, weight 1
     (day,) = CwaModel.from_dict(cwa_config).assess([w]).days
     assert day.windows[0].score == pytest.approx(seconds / 60)
     assert day.score == score

@@ -44,9 +44,7 @@ def exposure(sighting: Sighting, ids: list[bytes]) -> list[Any]:
     ]
 
 
-def test_rendered_text_and_json_never_contain_ids_or_keys(
-    sighting: Sighting, cwa_config: dict[str, Any]
-) -> None:
+def test_rendered_text_and_json_never_contain_ids_or_keys(sighting: Sighting, cwa_config: dict[str, Any]) -> None:
     ids = [os.urandom(16) for _ in range(3)]
     windows = exposure(sighting, ids)
     for model in (SwissCovidModel(), CwaModel.from_dict(cwa_config)):

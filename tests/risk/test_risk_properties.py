@@ -25,9 +25,9 @@ from agent.sightings import SightingWindow
 
 START = 19_783 * 86_400 - 600  # ten minutes before a UTC midnight, so day splits get exercised
 CWA = CwaModel.from_dict(
-    json.loads((Path(__file__).resolve().parent.parent / "data" / "cwa_risk_cases.json").read_text())[
-        "inputs"
-    ]["defaultRiskCalculationConfiguration"]
+    json.loads((Path(__file__).resolve().parent.parent / "data" / "cwa_risk_cases.json").read_text())["inputs"][
+        "defaultRiskCalculationConfiguration"
+    ]
 )
 MODELS = (SwissCovidModel(), SwissCovidModel(round_minutes_up=False, attenuation="minimum"), CWA)
 
@@ -89,14 +89,10 @@ def test_another_sighted_minute_never_lowers_a_score(
 
 @settings(max_examples=60)
 @given(sightings, st.integers(1, 1000), st.lists(st.binary(min_size=16, max_size=16), min_size=1, max_size=3))
-def test_time_is_conserved_whatever_the_callbacks_and_ids(
-    seen: dict[int, int], count: int, ids: list[bytes]
-) -> None:
+def test_time_is_conserved_whatever_the_callbacks_and_ids(seen: dict[int, int], count: int, ids: list[bytes]) -> None:
     """Each sighted minute is 60 s once, however many callbacks and however many IDs of the key saw it."""
     plain = exposure_windows_from_sightings([window(m, r) for m, r in seen.items()], tx_power=0)
-    noisy = exposure_windows_from_sightings(
-        [window(m, r, count, i) for m, r in seen.items() for i in ids], tx_power=0
-    )
+    noisy = exposure_windows_from_sightings([window(m, r, count, i) for m, r in seen.items() for i in ids], tx_power=0)
     assert plain == noisy
     total = sum(si.seconds_since_last_scan for w in plain for si in w.scan_instances)
     assert total == 60 * len(seen)

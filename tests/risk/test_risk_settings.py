@@ -106,11 +106,7 @@ def test_cwa_model_from_its_own_json_shape(cwa_config: dict[str, Any]) -> None:
             r"^risk\.exposure_windows\.diagnosis_keys\.days_since_onset_to_infectiousness: key 'x'",
         ),
         (
-            {
-                "exposure_windows": {
-                    "diagnosis_keys": {"days_since_onset_to_infectiousness": {"1": "extreme"}}
-                }
-            },
+            {"exposure_windows": {"diagnosis_keys": {"days_since_onset_to_infectiousness": {"1": "extreme"}}}},
             r"^risk\.exposure_windows\.diagnosis_keys\.days_since_onset_to_infectiousness\.1: 'extreme'",
         ),
         (

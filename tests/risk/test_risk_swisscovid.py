@@ -18,9 +18,7 @@ from agent.risk import (
 DAY = 19_783
 
 
-def minutes_at(
-    attenuation: int, minutes: int, *, day: int = DAY, min_attenuation: int | None = None
-) -> ExposureWindow:
+def minutes_at(attenuation: int, minutes: int, *, day: int = DAY, min_attenuation: int | None = None) -> ExposureWindow:
     low = attenuation if min_attenuation is None else min_attenuation
     return ExposureWindow(day, tuple(ScanInstance(attenuation, low, 60) for _ in range(minutes)))
 
@@ -92,9 +90,7 @@ def test_seconds_are_rounded_up_per_bucket_per_day_like_swisscovid() -> None:
 
 
 def test_zero_and_negative_seconds_count_as_zero() -> None:
-    window = ExposureWindow(
-        DAY, (ScanInstance(40, 40, 0), ScanInstance(40, 40, -86_000), ScanInstance(40, 40, 600))
-    )
+    window = ExposureWindow(DAY, (ScanInstance(40, 40, 0), ScanInstance(40, 40, -86_000), ScanInstance(40, 40, 600)))
     (day,) = SwissCovidModel().assess([window]).days
     assert day.buckets[0].minutes == 10
 
@@ -156,7 +152,5 @@ def test_from_dict_names_the_bad_key() -> None:
         SwissCovidModel.from_dict({"weights": [1, "half", 0]})
     with pytest.raises(RiskConfigError, match=r"^risk\.swisscovid\.weights: 2 threshold"):
         SwissCovidModel.from_dict({"weights": [1, 0.5]})
-    with pytest.raises(
-        RiskConfigError, match=r"^risk\.swisscovid\.attenuation_thresholds_db: expected a list"
-    ):
+    with pytest.raises(RiskConfigError, match=r"^risk\.swisscovid\.attenuation_thresholds_db: expected a list"):
         SwissCovidModel.from_dict({"attenuation_thresholds_db": 55})
