@@ -346,9 +346,7 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, limits: Ex
         raise ExportError(f"oversized {name}: declares {info.file_size} bytes, limit {cap}")
     ratio_limit = limits.max_compression_ratio * max(info.compress_size, 1)
     if info.file_size > limits.ratio_exempt_bytes and info.file_size > ratio_limit:
-        raise ExportError(
-            f"compression ratio of {name} too high: {info.file_size} from {info.compress_size} bytes"
-        )
+        raise ExportError(f"compression ratio of {name} too high: {info.file_size} from {info.compress_size} bytes")
     try:
         with zf.open(info) as f:
             content = f.read(cap + 1)
@@ -427,9 +425,7 @@ def _check_binding(
                 f"batch {content.batch_num} of {content.batch_size}"
             )
         if (info.verification_key_id, info.verification_key_version) not in declared:
-            raise ExportError(
-                f"signature key id {_show(info.verification_key_id)} not declared in export.bin"
-            )
+            raise ExportError(f"signature key id {_show(info.verification_key_id)} not declared in export.bin")
 
 
 def _to_verified(

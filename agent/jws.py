@@ -100,9 +100,7 @@ def verify_compact(token: str, public_key: ec.EllipticCurvePublicKey) -> Verifie
     raw = _b64url_field(sig_b64, "signature")
     if len(raw) != _SIG_LEN:
         raise SignatureError(f"bad signature: {len(raw)} bytes, ES256 wants {_SIG_LEN}")
-    der = encode_dss_signature(
-        int.from_bytes(raw[:_COORD_LEN], "big"), int.from_bytes(raw[_COORD_LEN:], "big")
-    )
+    der = encode_dss_signature(int.from_bytes(raw[:_COORD_LEN], "big"), int.from_bytes(raw[_COORD_LEN:], "big"))
     try:
         public_key.verify(der, f"{header_b64}.{payload_b64}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
@@ -234,9 +232,7 @@ def _reject_constant(name: str) -> Any:
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(
-            data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
+        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise SignatureError(f"malformed token: {what} is not JSON") from None
     if not isinstance(obj, dict):

@@ -139,9 +139,7 @@ def parse_public_key(text: str | bytes, *, source: str = "public key") -> ec.Ell
 
 
 def public_key_pem(key: ec.EllipticCurvePublicKey) -> str:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
 
 
 def public_key_der(key: ec.EllipticCurvePublicKey) -> bytes:

@@ -91,9 +91,7 @@ def export_message(
 SigSpec = tuple[SignatureInfo, ec.EllipticCurvePrivateKey]
 
 
-def signature_list(
-    export_bin: bytes, signers: Sequence[SigSpec], *, batch: tuple[int, int] = (1, 1)
-) -> bytes:
+def signature_list(export_bin: bytes, signers: Sequence[SigSpec], *, batch: tuple[int, int] = (1, 1)) -> bytes:
     sigs = pb.TEKSignatureList()
     for info, key in signers:
         sigs.signatures.add(

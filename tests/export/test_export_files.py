@@ -47,11 +47,8 @@ def test_real_ens_export_verifies_and_decodes_byte_for_byte(ens: EnsExample) -> 
     assert result.signature_infos == (want_info,)
     assert result.verified_by == want_info
     assert [k.key_data.hex() for k in result.keys] == [k["key_data"] for k in decoded["keys"]]
-    assert [
-        (k.rolling_start_interval_number, k.rolling_period, k.transmission_risk_level) for k in result.keys
-    ] == [
-        (k["rolling_start_interval_number"], k["rolling_period"], k["transmission_risk_level"])
-        for k in decoded["keys"]
+    assert [(k.rolling_start_interval_number, k.rolling_period, k.transmission_risk_level) for k in result.keys] == [
+        (k["rolling_start_interval_number"], k["rolling_period"], k["transmission_risk_level"]) for k in decoded["keys"]
     ]
     assert all(k.report_type == ReportType.UNKNOWN and k.days_since_onset is None for k in result.keys)
     assert result.revised_keys == ()
@@ -89,17 +86,13 @@ def test_encoder_reproduces_the_real_export_bin(ens: EnsExample) -> None:
         batch_num=decoded["batch_num"],
         batch_size=decoded["batch_size"],
         signature_infos=[
-            SignatureInfo(
-                info["verification_key_id"], info["verification_key_version"], info["signature_algorithm"]
-            )
+            SignatureInfo(info["verification_key_id"], info["verification_key_version"], info["signature_algorithm"])
         ],
     )
     assert export_bin == ens.export_bin
 
 
-def test_real_ens_export_refused_with_another_key(
-    ens: EnsExample, signer: ec.EllipticCurvePrivateKey
-) -> None:
+def test_real_ens_export_refused_with_another_key(ens: EnsExample, signer: ec.EllipticCurvePrivateKey) -> None:
     with pytest.raises(ExportError) as refused:
         verify_export(zip_export(ens.export_bin, ens.export_sig), {"some_id": signer.public_key()})
     assert refused.value.reason.startswith("bad signature by key id 'some_id'")

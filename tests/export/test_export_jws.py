@@ -78,9 +78,7 @@ def good_claims(body: bytes = BODY, **overrides: object) -> dict[str, object]:
     return claims
 
 
-def es256(
-    claims: dict[str, object] | bytes, key: ec.EllipticCurvePrivateKey, header: dict[str, object]
-) -> str:
+def es256(claims: dict[str, object] | bytes, key: ec.EllipticCurvePrivateKey, header: dict[str, object]) -> str:
     """A token signed properly by ``key`` but with whatever header and claims a test needs."""
     payload = claims if isinstance(claims, bytes) else json.dumps(claims).encode()
     return sign_compact(payload, key, header=header)
@@ -153,9 +151,7 @@ def test_key_id_goes_in_the_protected_header(key: ec.EllipticCurvePrivateKey) ->
 
 
 def test_round_trip(key: ec.EllipticCurvePrivateKey) -> None:
-    token = sign_response(
-        BODY, key, now=NOW, ttl=3600, issuer="proxitrace", extra_claims={"key-bundle-tag": "7"}
-    )
+    token = sign_response(BODY, key, now=NOW, ttl=3600, issuer="proxitrace", extra_claims={"key-bundle-tag": "7"})
     claims = verify_response(BODY, token, key.public_key(), now=NOW + 3599, issuer="proxitrace")
     assert claims == {
         "content-hash": content_hash(BODY),
@@ -281,9 +277,7 @@ def test_expired(key: ec.EllipticCurvePrivateKey) -> None:
         (b'{"exp": NaN}', "malformed token: payload is not JSON"),
     ],
 )
-def test_claim_refusals(
-    key: ec.EllipticCurvePrivateKey, claims: dict[str, object] | bytes, reason: str
-) -> None:
+def test_claim_refusals(key: ec.EllipticCurvePrivateKey, claims: dict[str, object] | bytes, reason: str) -> None:
     if isinstance(claims, dict):
         claims = {k: v for k, v in claims.items() if v is not None}
     token = es256(claims, key, {})

@@ -143,9 +143,7 @@ def test_zip_bomb_refused_on_declared_size(trusted: PublicKeys) -> None:
     assert refusal(data, trusted, limits=limits).startswith("oversized export.bin: declares 4194320 bytes")
 
 
-def test_entry_larger_than_declared_is_not_read_past_the_declaration(
-    trusted: PublicKeys, good_export: bytes
-) -> None:
+def test_entry_larger_than_declared_is_not_read_past_the_declaration(trusted: PublicKeys, good_export: bytes) -> None:
     """A central directory that understates the size (to slip under the caps) gets a cut read that fails
     the CRC, never a read of the real length."""
     lying = patch_central(good_export, b"export.bin", CD_FILE_SIZE, "<I", 20)
@@ -195,12 +193,8 @@ def test_export_sig_not_protobuf(trusted: PublicKeys) -> None:
     assert refusal(data, trusted) == "export.sig: protobuf decode error"
 
 
-def test_export_bin_not_protobuf_even_though_signed(
-    trusted: PublicKeys, signed_zip: Callable[..., bytes]
-) -> None:
-    assert (
-        refusal(signed_zip(EXPORT_HEADER + b"\x3a\xff\x01"), trusted) == "export.bin: protobuf decode error"
-    )
+def test_export_bin_not_protobuf_even_though_signed(trusted: PublicKeys, signed_zip: Callable[..., bytes]) -> None:
+    assert refusal(signed_zip(EXPORT_HEADER + b"\x3a\xff\x01"), trusted) == "export.bin: protobuf decode error"
 
 
 def test_export_bin_protobuf_truncated(trusted: PublicKeys, signed_zip: Callable[..., bytes]) -> None:
@@ -290,9 +284,7 @@ def test_signature_batch_must_match_the_export(trusted: PublicKeys, signed_zip: 
     assert reason == "signature batch 2 of 2 does not match export batch 1 of 2"
 
 
-def test_signing_key_must_be_declared_in_export_bin(
-    trusted: PublicKeys, signed_zip: Callable[..., bytes]
-) -> None:
+def test_signing_key_must_be_declared_in_export_bin(trusted: PublicKeys, signed_zip: Callable[..., bytes]) -> None:
     reason = refusal(signed_zip(export_message(infos=[SignatureInfo("228", "v0")])), trusted)
     assert reason == "signature key id '228' not declared in export.bin"
 
@@ -318,9 +310,7 @@ def test_export_from_the_future(trusted: PublicKeys, signed_zip: Callable[..., b
 
 
 @pytest.mark.parametrize("batch", [(0, 0), (2, 1), (0, 1), (-1, 1)])
-def test_nonsense_batch(
-    trusted: PublicKeys, signed_zip: Callable[..., bytes], batch: tuple[int, int]
-) -> None:
+def test_nonsense_batch(trusted: PublicKeys, signed_zip: Callable[..., bytes], batch: tuple[int, int]) -> None:
     reason = refusal(signed_zip(export_message(batch=batch), sig_batch=batch), trusted)
     assert reason == f"nonsense batch: {batch[0]} of {batch[1]}"
 
@@ -384,9 +374,7 @@ def test_bad_revised_key_is_refused_too(trusted: PublicKeys, signed_zip: Callabl
     assert refusal(signed_zip(msg), trusted) == "revised key 0: nonsense rolling period 0 (want 1..144)"
 
 
-def test_only_the_bad_key_is_named_never_its_bytes(
-    trusted: PublicKeys, signed_zip: Callable[..., bytes]
-) -> None:
+def test_only_the_bad_key_is_named_never_its_bytes(trusted: PublicKeys, signed_zip: Callable[..., bytes]) -> None:
     secret = bytes(range(0x40, 0x4F))  # 15 bytes: too short
     keys = [pb_key(b"\x01" * 16, rsin=TEST_ENIN - 144), pb_key(secret)]
     reason = refusal(signed_zip(export_message(keys)), trusted)
