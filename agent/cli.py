@@ -14,6 +14,7 @@ from agent.cli_doctor import doctor
 from agent.cli_exposures import exposures
 from agent.cli_ids import advert, ids
 from agent.cli_maintenance import calibrate, wipe
+from agent.cli_match import match
 from agent.cli_run import run, status
 from agent.cli_start import start
 from agent.paths import STATE_DIR_ENV, default_state_dir
@@ -60,6 +61,7 @@ cli.add_command(start)
 cli.add_command(run)
 cli.add_command(status)
 cli.add_command(exposures)
+cli.add_command(match)
 cli.add_command(wipe)
 cli.add_command(calibrate)
 cli.add_command(doctor)
