@@ -64,11 +64,12 @@ class ControllerTrace:
     on_air: list[tuple[float, str | None, bytes]] = field(default_factory=list)  # (enabled at, address, payload)
     enables: list[tuple[float, bool, bool]] = field(default_factory=list)  # (time, enable?, succeeded?)
 
-    def gaps(self) -> list[float]:
-        """Seconds between each successful disable and the next successful enable (time off air)."""
+    def gaps(self, since: float = 0.0) -> list[float]:
+        """Seconds between each successful disable and the next successful enable (time off air), for
+        the rotations that started after ``since``."""
         gaps, off_at = [], None
         for t, enable, ok in self.enables:
-            if not ok:
+            if not ok or t < since:
                 continue
             if not enable:
                 off_at = t

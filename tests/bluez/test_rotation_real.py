@@ -41,8 +41,8 @@ def test_rotation_in_sync_while_scanning_on_the_same_controller(vm_adapters: lis
     assert report.violations == 0, report
     enables = [e for e in trace.enables if e[0] >= started]
     assert all(ok for _, _, ok in enables), "a rotation failed to enable advertising"
-    gaps = trace.gaps()
-    assert gaps and max(gaps) < 1.0
+    gaps = trace.gaps(since=window[0][0])
+    assert len(gaps) >= 3 and max(gaps) < 1.0  # software-emulated VM: about 0.15-0.35 s here
     (out / "rotation-gaps.txt").write_text("\n".join(f"{g * 1000:.1f} ms" for g in gaps) + "\n")
 
 
