@@ -1,0 +1,132 @@
+"""A plain object tree served over D-Bus: paths → interfaces → property Variants.
+
+The simulator does not use dbus-fast's ``ServiceInterface`` for BlueZ objects. bluetoothd decides per object
+which properties exist (a Device1 has ``TxPower`` only when the advert carried one), emits ObjectManager
+signals from ``/``, and needs the caller's unique name in several methods; a table of Variants answered by
+a raw message handler does all three directly, and emitting a signal costs one dict update and one send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from xml.sax.saxutils import escape
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+
+PROPERTIES = "org.freedesktop.DBus.Properties"
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
+STANDARD = {INTROSPECTABLE: {}, PROPERTIES: {}}
+
+Setter = Callable[[str, Variant], tuple[str, str] | None]
+"""Called with (path, value); returns (error name, message) to refuse, None when applied."""
+
+Interfaces = dict[str, dict[str, Variant]]
+
+
+class ObjectTable:
+    def __init__(self, bus: MessageBus) -> None:
+        self._bus = bus
+        self.objects: dict[str, Interfaces] = {}
+        self._setters: dict[tuple[str, str], Setter] = {}
+
+    def add_setter(self, interface: str, prop: str, setter: Setter) -> None:
+        self._setters[(interface, prop)] = setter
+
+    def add(self, path: str, interfaces: Interfaces) -> None:
+        self.objects[path] = interfaces
+        self.emit_interfaces_added(path, interfaces)
+
+    def remove(self, path: str) -> None:
+        interfaces = self.objects.pop(path, None)
+        if interfaces is not None:
+            self.emit_interfaces_removed(path, list(interfaces))
+
+    def update(self, path: str, interface: str, changed: dict[str, Variant]) -> None:
+        self.objects[path][interface].update(changed)
+        self.emit_properties_changed(path, interface, changed)
+
+    def value(self, path: str, interface: str, prop: str) -> object:
+        return self.objects[path][interface][prop].value
+
+    def emit_interfaces_added(self, path: str, interfaces: Interfaces) -> None:
+        body = {**STANDARD, **interfaces}
+        self._send_signal("/", OBJECT_MANAGER, "InterfacesAdded", "oa{sa{sv}}", [path, body])
+
+    def emit_interfaces_removed(self, path: str, interfaces: list[str]) -> None:
+        names = [*STANDARD, *interfaces]
+        self._send_signal("/", OBJECT_MANAGER, "InterfacesRemoved", "oas", [path, names])
+
+    def emit_properties_changed(
+        self, path: str, interface: str, changed: dict[str, Variant], invalidated: list[str] | None = None
+    ) -> None:
+        self._send_signal(path, PROPERTIES, "PropertiesChanged", "sa{sv}as", [interface, changed, invalidated or []])
+
+    def _send_signal(self, path: str, interface: str, member: str, signature: str, body: list[object]) -> None:
+        if self._bus.connected:
+            self._bus.send(Message.new_signal(path, interface, member, signature, body))
+
+    def handle(self, msg: Message) -> bool:
+        """Answer Properties, ObjectManager and Introspectable calls on our paths; False for anything else."""
+        interface = msg.interface
+        if interface == PROPERTIES and msg.path in self.objects:
+            self._bus.send(self._properties(msg))
+            return True
+        if interface == OBJECT_MANAGER and msg.member == "GetManagedObjects" and msg.path == "/":
+            body = {p: {**STANDARD, **ifaces} for p, ifaces in self.objects.items()}
+            self._bus.send(Message.new_method_return(msg, "a{oa{sa{sv}}}", [body]))
+            return True
+        if interface == INTROSPECTABLE and msg.member == "Introspect":
+            self._bus.send(Message.new_method_return(msg, "s", [self._introspect(msg.path or "/")]))
+            return True
+        return False
+
+    def _properties(self, msg: Message) -> Message:
+        ifaces = self.objects[msg.path or ""]
+        member, sig, body = msg.member, msg.signature, msg.body
+        if member == "GetAll" and sig == "s":
+            return Message.new_method_return(msg, "a{sv}", [ifaces.get(body[0], {})])
+        if member == "Get" and sig == "ss":
+            value = ifaces.get(body[0], {}).get(body[1])
+            if value is None:
+                return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs", "No such property")
+            return Message.new_method_return(msg, "v", [value])
+        if member == "Set" and sig == "ssv":
+            iface, prop, value = body
+            if prop not in ifaces.get(iface, {}):
+                return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs", "No such property")
+            setter = self._setters.get((iface, prop))
+            if setter is None:
+                return Message.new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly", "Read-only property")
+            if value.signature != ifaces[iface][prop].signature:
+                return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs", "Wrong property type")
+            refused = setter(msg.path or "", value)
+            if refused is not None:
+                return Message.new_error(msg, *refused)
+            return Message.new_method_return(msg)
+        return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", f"{member} is not known")
+
+    def _introspect(self, path: str) -> str:
+        prefix = path.rstrip("/") + "/"
+        children = sorted({p[len(prefix) :].split("/")[0] for p in self.objects if p.startswith(prefix)})
+        ifaces = [*STANDARD, *self.objects.get(path, {})]
+        if path == "/":
+            ifaces.append(OBJECT_MANAGER)
+        parts = [
+            '<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"',
+            ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">',
+            "<node>",
+        ]
+        parts += [f' <interface name="{escape(i)}"/>' for i in ifaces]
+        parts += [f' <node name="{escape(c)}"/>' for c in children if c]
+        parts.append("</node>")
+        return "\n".join(parts)
+
+
+def reply_error(bus: MessageBus, msg: Message, name: str, text: str) -> None:
+    bus.send(Message.new_error(msg, name, text))
+
+
+def is_call(msg: Message) -> bool:
+    return msg.message_type is MessageType.METHOD_CALL
