@@ -16,8 +16,9 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from agent import risk
 from agent.config import ConfigError, build
 
 DEFAULT_BACKEND_CONFIG_PATH = Path("/etc/proxitrace/backend.toml")
@@ -92,7 +93,8 @@ class ListsSection:
 class EbidSection:
     """Centralized mode. ``pow_difficulty`` = leading zero bits of SHA-256(challenge ‖ nonce).
     ``batch_periods``: EBIDs per batch when the device does not ask for fewer (192 periods of 15 min = 2 days).
-    ``status_polls_per_day``: status requests per registration per UTC day."""
+    ``status_polls_per_day``: status requests per registration per UTC day. ``tolerance_periods``: how
+    many periods before or after its own an EBID may be reported as received."""
 
     period_seconds: int = 900
     batch_periods: int = 192
@@ -102,7 +104,6 @@ class EbidSection:
     access_token_ttl_seconds: int = 900
     status_polls_per_day: int = 4
     tolerance_periods: int = 1
-    risk_model: Literal["swisscovid", "cwa"] = "swisscovid"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class BackendConfig:
     lists: ListsSection = field(default_factory=ListsSection)
     ebid: EbidSection = field(default_factory=EbidSection)
     federation: FederationSection = field(default_factory=FederationSection)
+    risk: dict[str, Any] = field(default_factory=dict)
+    """The EBID status verdict's risk model: the same ``[risk]`` keys as ``agent.risk.RiskSettings``
+    (``model = "swisscovid"`` by default, or ``"cwa"`` with its ``[risk.cwa]`` table)."""
 
     @property
     def data_dir(self) -> Path:
@@ -215,6 +219,12 @@ def _check(c: BackendConfig) -> None:
         raise ConfigError("federation.key: K_G must be 32 hex digits (16 bytes)")
     _between("federation.max_clock_skew_seconds", c.federation.max_clock_skew_seconds, 1, 3600)
     _between("federation.retry_seconds", c.federation.retry_seconds, 0.01, 3600)
+    if not isinstance(c.risk, dict):
+        raise ConfigError("risk: expected a table")
+    try:
+        risk.RiskSettings.from_dict(c.risk)
+    except risk.RiskConfigError as exc:
+        raise ConfigError(str(exc)) from None
     if c.federation.peers and not c.federation.key:
         raise ConfigError("federation.key: federation peers need the shared K_G")
     seen: set[int] = set()

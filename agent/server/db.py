@@ -46,12 +46,13 @@ CREATE TABLE IF NOT EXISTS access_tokens (
     expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS broadcast_keys (period INTEGER PRIMARY KEY, key BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS exposures (
-    registration_id INTEGER NOT NULL REFERENCES registrations(id) ON DELETE CASCADE,
+    registration_id INTEGER NOT NULL REFERENCES registrations(id) ON DELETE CASCADE, source TEXT NOT NULL,
     period INTEGER NOT NULL, time REAL NOT NULL, scans TEXT NOT NULL, reported REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS exposures_registration ON exposures (registration_id);
+CREATE TABLE IF NOT EXISTS federation_seen (id TEXT PRIMARY KEY, received REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, country_code INTEGER NOT NULL, body BLOB NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL);
+    attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL);
 """
 
 
@@ -83,8 +84,10 @@ class Registration:
 
 @dataclass(frozen=True)
 class Exposure:
-    """A contact of a registered device, reported by someone diagnosed (here or via federation)."""
+    """A contact of a registered device, reported by someone diagnosed (here or via federation).
+    ``source`` is a random id per report: the rows of one report are one person, as a key is in GAEN."""
 
+    source: str
     period: int
     time: float
     scans: tuple[wire.ScanRecord, ...]
@@ -352,30 +355,50 @@ class ServerStore:
                 out[p] = bytes(k)
         return out
 
-    def add_exposures(self, token_hash: bytes | None, now: float, rows: Sequence[tuple[int, Exposure]]) -> bool:
-        """Store (registration id, exposure) rows, spending the upload token first when one is given
-        (False if it was spent meanwhile; then nothing is stored)."""
+    def file_report(
+        self,
+        token_hash: bytes,
+        now: float,
+        rows: Sequence[tuple[int, Exposure]],
+        forwards: Sequence[tuple[int, bytes]],
+    ) -> bool:
+        """Spend the upload token, store the (registration id, exposure) rows and queue the forwards for
+        other countries, all or nothing; False (and nothing stored) if the token was spent meanwhile."""
         with self._tx() as db:
-            if token_hash is not None and not self._spend_upload_token(db, token_hash, now):
+            if not self._spend_upload_token(db, token_hash, now):
                 return False
+            self._insert_exposures(db, rows, now)
             db.executemany(
-                "INSERT INTO exposures VALUES (?, ?, ?, ?, ?)",
-                [(rid, e.period, e.time, json.dumps(wire.scans_body(e.scans)), now) for rid, e in rows],
+                "INSERT INTO outbox (country_code, body, created, next_attempt) VALUES (?, ?, ?, ?)",
+                [(cc, body, now, now) for cc, body in forwards],
             )
             return True
 
+    def accept_forward(self, message_id: str, now: float, rows: Sequence[tuple[int, Exposure]]) -> bool:
+        """Store a peer's forwarded exposures once per message id; False for a message seen before (a
+        retry after a lost answer), which then changes nothing."""
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO federation_seen VALUES (?, ?)", (message_id, now))
+            if cur.rowcount != 1:
+                return False
+            self._insert_exposures(db, rows, now)
+            return True
+
+    @staticmethod
+    def _insert_exposures(db: sqlite3.Connection, rows: Sequence[tuple[int, Exposure]], now: float) -> None:
+        db.executemany(
+            "INSERT INTO exposures VALUES (?, ?, ?, ?, ?, ?)",
+            [(rid, e.source, e.period, e.time, json.dumps(wire.scans_body(e.scans)), now) for rid, e in rows],
+        )
+
     def exposures_of(self, registration_id: int) -> list[Exposure]:
         rows = self._db.execute(
-            "SELECT period, time, scans FROM exposures WHERE registration_id = ? ORDER BY time", (registration_id,)
+            "SELECT source, period, time, scans FROM exposures WHERE registration_id = ? ORDER BY time",
+            (registration_id,),
         ).fetchall()
-        return [Exposure(r[0], r[1], wire.parse_scans(json.loads(r[2]), "scans")) for r in rows]
+        return [Exposure(r[0], r[1], r[2], wire.parse_scans(json.loads(r[3]), "scans")) for r in rows]
 
     # ---- federation outbox ---------------------------------------------------------------------------
-
-    def enqueue_forward(self, country_code: int, body: bytes, now: float) -> None:
-        self._db.execute(
-            "INSERT INTO outbox (country_code, body, next_attempt) VALUES (?, ?, ?)", (country_code, body, now)
-        )
 
     def due_forwards(self, now: float) -> list[OutboxItem]:
         rows = self._db.execute(
@@ -402,6 +425,8 @@ class ServerStore:
             db.execute("DELETE FROM published_keys WHERE rolling_start + rolling_period <= ?", (oldest_key_interval,))
             db.execute("DELETE FROM broadcast_keys WHERE period < ?", (oldest_period,))
             db.execute("DELETE FROM exposures WHERE time < ?", (oldest_exposure,))
+            db.execute("DELETE FROM federation_seen WHERE received < ?", (oldest_exposure,))
+            db.execute("DELETE FROM outbox WHERE created < ?", (oldest_exposure,))
             day_ago = now - 86_400
             db.execute("DELETE FROM tans WHERE expires < ?", (day_ago,))
             db.execute("DELETE FROM upload_tokens WHERE expires < ?", (day_ago,))

@@ -192,10 +192,10 @@ def parse_ebid_batch(body: object) -> ebid.EbidBatch:
 
 @dataclass(frozen=True)
 class ScanRecord:
-    """One scan window in which a contact's EBID was heard, reduced to what risk scoring needs."""
+    """One scan window in which a contact's EBID was heard, reduced to what risk scoring needs: when it
+    was first heard in that window and its typical (mean) and minimum attenuation in dB."""
 
     time: float
-    seconds: int
     typical_attenuation: int
     min_attenuation: int
 
@@ -215,7 +215,6 @@ def scans_body(scans: Sequence[ScanRecord]) -> list[dict[str, Any]]:
     return [
         {
             "time": s.time,
-            "seconds": s.seconds,
             "typicalAttenuation": s.typical_attenuation,
             "minAttenuation": s.min_attenuation,
         }
@@ -233,7 +232,6 @@ def parse_scans(value: object, field: str) -> tuple[ScanRecord, ...]:
         scans.append(
             ScanRecord(
                 time=_num(s, "time", sf),
-                seconds=_int(s, "seconds", sf, 1, 3600),
                 typical_attenuation=_int(s, "typicalAttenuation", sf, 0, 255),
                 min_attenuation=_int(s, "minAttenuation", sf, 0, 255),
             )
@@ -246,8 +244,7 @@ def contact_body(c: ReportedContact) -> dict[str, Any]:
 
 
 def parse_contacts(body: object, max_contacts: int) -> tuple[ReportedContact, ...]:
-    """``{"contacts": [{ecc, ebid, period, time, scans: [{time, seconds, typicalAttenuation,
-    minAttenuation}]}]}``."""
+    """``{"contacts": [{ecc, ebid, period, time, scans: [{time, typicalAttenuation, minAttenuation}]}]}``."""
     obj = _obj(body, "body")
     items = _list(obj, "contacts", "body")
     if len(items) > max_contacts:
@@ -290,6 +287,10 @@ def optional_bool(body: object, name: str) -> bool:
     if type(value) is not bool:
         raise WireError(f"body.{name}: expected true or false")
     return value
+
+
+def required_int(body: object, name: str, lo: int, hi: int) -> int:
+    return _int(_obj(body, "body"), name, "body", lo, hi)
 
 
 def optional_int(body: object, name: str, lo: int, hi: int, default: int) -> int:
