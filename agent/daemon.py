@@ -1,0 +1,259 @@
+"""``proxitrace run``: one event loop wiring the advertiser, the scanners, the store and the chores.
+
+Each part runs as a supervised task (a dying task is logged, counted and restarted), the state operators
+need is published as a status file, and systemd hears READY once the first advert is registered and a
+scan has started, WATCHDOG only while the loop turns and a scanner has heard something recently.
+SIGTERM flushes the pending sightings, unregisters the advert and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dbus_fast import BusType
+from dbus_fast.aio import MessageBus
+
+from agent.ble.advertiser import Advertiser
+from agent.ble.scanner import Scanner
+from agent.ble.watch import BluezWatch
+from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
+from agent.clock import Clock
+from agent.config import AgentConfig
+from agent.keys import KeyRing
+from agent.schemes.base import SchemeName
+from agent.sdnotify import Notifier
+from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
+from agent.store import SightingAggregator, Store
+from agent.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 10.0
+STATUS_SECONDS = 5.0
+KEY_CHECK_SECONDS = 600.0
+RETENTION_SECONDS = 86_400.0
+
+
+@dataclass
+class DaemonState:
+    started_at: float
+    advertiser: Advertiser | None = None
+    scanners: dict[str, Scanner] = field(default_factory=dict)
+    last_sync_at: float | None = None
+    last_sync_ok: bool | None = None
+    exposure: str = "none"
+    ready: bool = False
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: AgentConfig,
+        state_dir: Path,
+        clock: Clock,
+        adapter: str | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.clock = clock
+        self.adapter_override = adapter
+        self.notifier = notifier or Notifier()
+        self.scheme = SchemeName(config.agent.scheme)
+        self.store = Store.open(state_dir)
+        self.aggregator = SightingAggregator()
+        self.keys = KeyRing(self.store, self.scheme, config.agent.retention_days)
+        self.state = DaemonState(started_at=clock.now())
+        self.supervisor = Supervisor(clock)
+        self._stop = asyncio.Event()
+        self._bus: MessageBus | None = None
+        self.calibration: Calibration | None = None
+        self._rate_mark = (self.state.started_at, 0)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        try:
+            self._bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+            watch = BluezWatch(self._bus)
+            await watch.start()
+            advertise_on, scan_on = await self._choose_adapters(watch)
+            self.calibration = self._calibration(advertise_on)
+            self.keys.calibration_confidence = self.calibration.confidence
+            self.keys.ensure(self.clock.now())
+            for name in scan_on:
+                self.state.scanners[name] = Scanner(
+                    name,
+                    watch,
+                    self.aggregator.add,
+                    self.clock,
+                    self.config.ble.watchdog_seconds,
+                    self.config.ble.scan_seconds,
+                    self.config.ble.scan_period_seconds,
+                    self.config.ble.passive,
+                )
+            tx = self.config.ble.tx_power if self.config.ble.tx_power is not None else self.calibration.tx_power
+            self.state.advertiser = Advertiser(
+                self._bus, watch, advertise_on, self.keys.scheme, self.clock, tx, scan_pause=self._pause
+            )
+            self.supervisor.add("advertiser", self.state.advertiser.run)
+            for name, scanner in self.state.scanners.items():
+                self.supervisor.add(f"scanner:{name}", scanner.run)
+            self.supervisor.add("flusher", self._flusher)
+            self.supervisor.add("keys", self._key_roller)
+            self.supervisor.add("retention", self._retention)
+            self.supervisor.add("status", self._status_loop)
+            self.supervisor.start()
+            log.info(
+                "agent running: scheme %s, advertising on %s, scanning on %s",
+                self.scheme.value,
+                advertise_on,
+                ", ".join(scan_on),
+            )
+            await self._stop.wait()
+            log.info("stopping")
+        finally:
+            await self.supervisor.stop()
+            self.store.flush(self.aggregator)
+            self._publish_status()
+            if self._bus is not None:
+                self._bus.disconnect()
+            self.store.close()
+            self.notifier.stopping()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _choose_adapters(self, watch: BluezWatch) -> tuple[str, list[str]]:
+        ble = self.config.ble
+        if self.adapter_override:
+            return self.adapter_override, [self.adapter_override]
+        generation = watch.generation
+        while not watch.adapters and (ble.advertise_adapter == "auto" or "auto" in ble.scan_adapters):
+            log.warning("no Bluetooth adapter yet: waiting for one")
+            generation = await watch.wait_change(generation)
+        present = sorted(watch.adapters)
+        advertise_on = present[0] if ble.advertise_adapter == "auto" else ble.advertise_adapter
+        scan_on = present if "auto" in ble.scan_adapters else list(ble.scan_adapters)
+        return advertise_on, scan_on
+
+    def _calibration(self, adapter: str) -> Calibration:
+        table = load_table(Path(self.config.calibration.table) if self.config.calibration.table else None)
+        c = resolve(table, adapter_model_keys(adapter), read_local(self.state_dir))
+        if self.config.calibration.rssi_correction is not None or self.config.calibration.tx_power is not None:
+            c = Calibration(
+                self.config.calibration.tx_power if self.config.calibration.tx_power is not None else c.tx_power,
+                self.config.calibration.rssi_correction
+                if self.config.calibration.rssi_correction is not None
+                else c.rssi_correction,
+                c.confidence,
+                "config",
+                c.model,
+                c.quirks,
+            )
+        log.info(
+            "calibration for %s: TX %d dBm, RSSI correction %.1f dB (%s)",
+            adapter,
+            c.tx_power,
+            c.rssi_correction,
+            c.source,
+        )
+        return c
+
+    @contextlib.asynccontextmanager
+    async def _pause(self, adapter: str):  # type: ignore[no-untyped-def]
+        scanner = self.state.scanners.get(adapter)
+        if scanner is None:
+            yield
+            return
+        async with scanner.paused():
+            yield
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.store.flush(self.aggregator)
+
+    async def _key_roller(self) -> None:
+        while True:
+            self.keys.ensure(self.clock.now())
+            await self.clock.sleep(KEY_CHECK_SECONDS)
+
+    async def _retention(self) -> None:
+        while True:
+            removed = self.store.enforce_retention(self.clock.now(), self.config.agent.retention_days)
+            log.info("retention: %d old sighting windows deleted", removed)
+            await self.clock.sleep(RETENTION_SECONDS)
+
+    async def _status_loop(self) -> None:
+        last_ping = 0.0
+        while True:
+            self._publish_status()
+            adv = self.state.advertiser
+            scanning = any(s.health().scanning for s in self.state.scanners.values())
+            if not self.state.ready and adv is not None and adv.health().advertising and scanning:
+                self.state.ready = True
+                self.notifier.ready("advertising and scanning")
+            interval = self.notifier.watchdog_interval
+            if interval is not None and self._healthy() and time.monotonic() - last_ping >= interval:
+                self.notifier.watchdog()
+                last_ping = time.monotonic()
+            await asyncio.sleep(min(STATUS_SECONDS, interval or STATUS_SECONDS))
+
+    def _healthy(self) -> bool:
+        """Loop alive (we are running) and some scanner heard something within its watchdog window."""
+        now = self.clock.now()
+        window = self.config.ble.watchdog_seconds * 2
+        return any(
+            (h.last_heard_at is not None and now - h.last_heard_at < window)
+            or (h.scanning and now - self.state.started_at < window)
+            for h in (s.health() for s in self.state.scanners.values())
+        )
+
+    def _publish_status(self) -> None:
+        now = self.clock.now()
+        _, distinct = self.store.sighting_counts(now - 900)
+        total = sum(sc.health().sightings for sc in self.state.scanners.values())
+        last_t, last_total = self._rate_mark
+        per_minute = (total - last_total) / (now - last_t) * 60 if now > last_t else 0.0
+        self._rate_mark = (now, total)
+        adv = self.state.advertiser.health() if self.state.advertiser else None
+        adapters = []
+        for name in sorted({*self.state.scanners, *([adv.adapter] if adv else [])}):
+            scan = self.state.scanners.get(name)
+            sh = scan.health() if scan else None
+            adapters.append(
+                AdapterStatus(
+                    name,
+                    present=bool(sh and sh.scanning) or bool(adv and adv.advertising),
+                    advertising=bool(adv and adv.adapter == name and adv.advertising),
+                    scanning=bool(sh and sh.scanning),
+                    last_heard_at=sh.last_heard_at if sh else None,
+                )
+            )
+        status = AgentStatus(
+            pid=os.getpid(),
+            started_at=self.state.started_at,
+            updated_at=now,
+            scheme=self.scheme.value,
+            advertising=bool(adv and adv.advertising),
+            seconds_since_rotation=(now - adv.last_rotation_at) if adv and adv.last_rotation_at else None,
+            rotation_failures=adv.failures if adv else 0,
+            sightings_per_minute=round(per_minute, 1),
+            distinct_ids_15min=distinct,
+            db_size_bytes=self.store.size_bytes(),
+            last_sync_at=self.state.last_sync_at,
+            last_sync_ok=self.state.last_sync_ok,
+            exposure=self.state.exposure,
+            adapters=tuple(adapters),
+            tasks=tuple(TaskStatus(t.name, t.running, t.restarts, t.last_error) for t in self.supervisor.health()),
+        )
+        write_status(self.state_dir, status)
