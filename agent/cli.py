@@ -69,3 +69,6 @@ cli.add_command(doctor)
 cli.add_command(ids)
 cli.add_command(advert)
 cli.add_command(bench)
+from agent.cli_backend import backend  # noqa: E402
+
+cli.add_command(backend)

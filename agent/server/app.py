@@ -26,7 +26,7 @@ from agent.schemes.base import SchemeName
 from agent.server import buckets, wire
 from agent.server.centralized import Centralized, RiskScorer
 from agent.server.config import BackendConfig
-from agent.server.db import ServerStore
+from agent.server.db import DB_FILE, ServerStore
 from agent.server.errors import ApiError
 from agent.server.federation import FORWARD_PATH, Federation
 from agent.server.lists import INDEX_FILE, Lists, ListSigner
@@ -34,7 +34,6 @@ from agent.server.ratelimit import FailureLimiter
 from agent.server.uploads import Uploads
 
 log = logging.getLogger(__name__)
-DB_FILE = "backend.db"
 BUNDLE_TAG_HEADER = "x-key-bundle-tag"
 SIGNATURE_HEADER = "Signature"
 ACCESS_LOG_FORMAT = '"%r" %s %b %Tf'  # no client address: the backend keeps none

@@ -48,6 +48,18 @@ class RiskVerdict:
 RiskScorer = Callable[[Sequence[Exposure], float], RiskVerdict]
 
 
+def issue_enrolment_codes(store: ServerStore, now: float, valid_seconds: int, count: int) -> tuple[list[str], float]:
+    """New enrolment codes and their expiry (shared by the admin endpoint and the CLI)."""
+    if not 1 <= count <= 10_000:
+        raise ApiError(400, "count: between 1 and 10000")
+    if valid_seconds <= 0:
+        raise ApiError(400, "validity must be positive")
+    issued = [codes.new_code() for _ in range(count)]
+    store.add_enrolment_codes((codes.code_hash(codes.normalise_code(c) or "") for c in issued), now + valid_seconds)
+    log.info("%d enrolment code(s) issued", count)
+    return issued, now + valid_seconds
+
+
 class Centralized:
     def __init__(
         self,
@@ -71,16 +83,8 @@ class Centralized:
     # ---- enrolment and registration ------------------------------------------------------------------
 
     def issue_enrolment_codes(self, count: int, valid_seconds: int | None = None) -> tuple[list[str], float]:
-        if not 1 <= count <= 10_000:
-            raise ApiError(400, "count: between 1 and 10000")
         valid = self._e.enrolment_valid_seconds if valid_seconds is None else valid_seconds
-        if valid <= 0:
-            raise ApiError(400, "validity must be positive")
-        issued = [codes.new_code() for _ in range(count)]
-        expires = self._clock.now() + valid
-        self._store.add_enrolment_codes((codes.code_hash(codes.normalise_code(c) or "") for c in issued), expires)
-        log.info("%d enrolment code(s) issued", count)
-        return issued, expires
+        return issue_enrolment_codes(self._store, self._clock.now(), valid, count)
 
     def challenge(self) -> dict[str, object]:
         challenge = os.urandom(CHALLENGE_LEN)

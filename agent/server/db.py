@@ -22,6 +22,7 @@ from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.server import wire
 
+DB_FILE = "backend.db"
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);

@@ -37,9 +37,7 @@ def configured_backend(config: BackendConfig, clock: Clock | None = None) -> Bac
     return open_backend(config, the_clock, KeySigner(config, private_key), scorer)
 
 
-async def serve(
-    backend: Backend, host: str, port: int, on_ready: Callable[[int], None] | None = None
-) -> None:
+async def serve(backend: Backend, host: str, port: int, on_ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGTERM or SIGINT; ``on_ready(port)`` once listening (port 0 picks a free one)."""
     runner = web.AppRunner(create_app(backend), access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
     await runner.setup()

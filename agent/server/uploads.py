@@ -41,6 +41,19 @@ class BearerUpload:
     token: UploadToken
 
 
+def issue_tans(
+    store: ServerStore, now: float, valid_seconds: int, onset_day: int | None, count: int = 1
+) -> list[IssuedCode]:
+    """New TANs (shared by the admin endpoint and ``proxitrace backend tan issue``)."""
+    if valid_seconds <= 0:
+        raise ApiError(400, "validity must be positive")
+    issued = [IssuedCode(codes.new_code(), now + valid_seconds) for _ in range(count)]
+    for tan in issued:
+        store.add_tan(codes.code_hash(codes.normalise_code(tan.code) or ""), tan.expires, onset_day)
+    log.info("%d TAN(s) issued, valid %d s", count, valid_seconds)
+    return issued
+
+
 class Uploads:
     def __init__(self, config: BackendConfig, clock: Clock, store: ServerStore, limiter: FailureLimiter) -> None:
         self._config = config
@@ -50,13 +63,7 @@ class Uploads:
 
     def issue_tan(self, valid_seconds: int | None = None, onset_day: int | None = None) -> IssuedCode:
         valid = self._config.tan.valid_seconds if valid_seconds is None else valid_seconds
-        if valid <= 0:
-            raise ApiError(400, "validity must be positive")
-        code = codes.new_code()
-        expires = self._clock.now() + valid
-        self._store.add_tan(codes.code_hash(codes.normalise_code(code) or ""), expires, onset_day)
-        log.info("TAN issued, valid %d s", valid)
-        return IssuedCode(code, expires)
+        return issue_tans(self._store, self._clock.now(), valid, onset_day)[0]
 
     def exchange(self, body: object, address: str) -> IssuedCode:
         """TAN → upload token. ``{"tan": …}``; ``{"fake": true}`` gets a token that uploads nothing

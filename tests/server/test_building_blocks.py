@@ -3,6 +3,7 @@ and the in-memory failure limiter."""
 
 import hashlib
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -97,7 +98,10 @@ def _upload(scheme: SchemeName, real: list[PublishedKey], count: int = 5) -> dic
 
 
 def test_upload_round_trip_drops_fakes() -> None:
-    real = [PublishedKey(os.urandom(16), 19675 * 144, transmission_risk_level=4), PublishedKey(os.urandom(16), 19676 * 144)]
+    real = [
+        PublishedKey(os.urandom(16), 19675 * 144, transmission_risk_level=4),
+        PublishedKey(os.urandom(16), 19676 * 144),
+    ]
     body = _upload(SchemeName.GAEN, real)
     assert len(body["keys"]) == 5 and sum(k["fake"] for k in body["keys"]) == 3
     parsed = wire.parse_key_upload(body, SchemeName.GAEN, 5)
@@ -119,7 +123,7 @@ def test_upload_round_trip_drops_fakes() -> None:
         (lambda b: b.update(keys={}), "body.keys: expected a list"),
     ],
 )
-def test_bad_uploads_name_the_field(mutate, message: str) -> None:  # noqa: ANN001
+def test_bad_uploads_name_the_field(mutate: Callable[[dict], object], message: str) -> None:
     body = _upload(SchemeName.GAEN, [PublishedKey(os.urandom(16), 19675 * 144)])
     mutate(body)
     with pytest.raises(wire.WireError, match=message):
