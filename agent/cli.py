@@ -58,6 +58,7 @@ def main() -> None:
 # Commands live in their own modules, which may import CliContext from here: register them last.
 from agent.cli_bench import bench  # noqa: E402
 from agent.cli_doctor import doctor  # noqa: E402
+from agent.cli_exposures import exposures  # noqa: E402
 from agent.cli_ids import advert, ids  # noqa: E402
 from agent.cli_run import run, status  # noqa: E402
 from agent.cli_start import start  # noqa: E402
@@ -65,6 +66,7 @@ from agent.cli_start import start  # noqa: E402
 cli.add_command(start)
 cli.add_command(run)
 cli.add_command(status)
+cli.add_command(exposures)
 cli.add_command(doctor)
 cli.add_command(ids)
 cli.add_command(advert)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from agent.risk import RiskSettings
+
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
 _T = TypeVar("_T")
 
@@ -60,12 +62,6 @@ class BackendSection:
 
 
 @dataclass(frozen=True)
-class RiskSection:
-    model: Literal["swisscovid", "cwa"] = "swisscovid"
-    default_tx_power: int = -8
-
-
-@dataclass(frozen=True)
 class NotifySection:
     hook: str = ""
     hook_timeout_seconds: float = 30.0
@@ -77,7 +73,7 @@ class AgentConfig:
     ble: BleSection = field(default_factory=BleSection)
     calibration: CalibrationSection = field(default_factory=CalibrationSection)
     backend: BackendSection = field(default_factory=BackendSection)
-    risk: RiskSection = field(default_factory=RiskSection)
+    risk: dict[str, Any] = field(default_factory=dict)  # agent.risk.RiskSettings.from_dict validates it
     notify: NotifySection = field(default_factory=NotifySection)
 
 
@@ -101,7 +97,15 @@ def load_config(path: Path | None) -> AgentConfig:
 def config_from_dict(raw: dict[str, Any]) -> AgentConfig:
     config = build(AgentConfig, raw, "")
     _check(config)
+    try:
+        risk_settings(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return config
+
+
+def risk_settings(config: AgentConfig) -> RiskSettings:
+    return RiskSettings.from_dict(config.risk)
 
 
 def _check(config: AgentConfig) -> None:
@@ -148,6 +152,10 @@ def _convert(hint: Any, value: object, key: str) -> object:
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}: must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table")
         return value
     if origin is tuple:
         if not isinstance(value, list):

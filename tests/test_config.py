@@ -31,7 +31,8 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
         ({"ble": {"passive": 1}}, "ble.passive: expected true or false"),
         ({"ble": {"scan_seconds": 10, "scan_period_seconds": 5}}, "ble.scan_seconds: must be between"),
         ({"agent": {"retention_days": 0}}, "agent.retention_days: must be between"),
-        ({"risk": {"default_tx_power": True}}, "risk.default_tx_power: expected an integer"),
+        ({"risk": {"model": "magic"}}, "risk.model: 'magic' is not a risk model"),
+        ({"risk": 3}, "risk: expected a table"),
     ],
 )
 def test_bad_values_name_the_key(raw: dict[str, object], message: str) -> None:
