@@ -117,7 +117,7 @@ def parse_key_upload(body: object, scheme: SchemeName, expected: int) -> KeyUplo
         field = f"body.keys[{i}]"
         e = _obj(entry, field)
         data = unb64(e.get("keyData"), f"{field}.keyData", KEY_LEN[scheme])
-        start = _int(e, "rollingStartNumber", field, 0, 2**32 - 1)
+        start = _int(e, "rollingStartNumber", field, 0, 2**31 - 1 - gaen.ROLLING_PERIOD)
         period = _int(e, "rollingPeriod", field, 1, 144, default=144)
         risk = _int(e, "transmissionRiskLevel", field, 0, MAX_TRANSMISSION_RISK, default=0)
         fake = _int(e, "fake", field, 0, 1, default=0)

@@ -20,7 +20,9 @@ def signing_key() -> ec.EllipticCurvePrivateKey:
 
 
 @pytest.fixture
-async def running(tmp_path: Path, clock: ManualClock, signing_key: ec.EllipticCurvePrivateKey) -> AsyncIterator[RunningBackend]:
+async def running(
+    tmp_path: Path, clock: ManualClock, signing_key: ec.EllipticCurvePrivateKey
+) -> AsyncIterator[RunningBackend]:
     async with running_backend(backend_config(tmp_path / "backend"), clock, signing_key) as rb:
         yield rb
 
