@@ -6,8 +6,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from multidict import CIMultiDict
 from backend_harness import DAY, KEYS_PER_UPLOAD, T0, RunningBackend
+from multidict import CIMultiDict
 from test_server_uploads import admin_tan, exchange, upload
 
 from agent import export, jws
@@ -88,7 +88,7 @@ async def test_signature_header_binds_body_tag_and_expiry(
 async def test_etag_and_cache_headers(running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock) -> None:
     await report(http, running, [PublishedKey(os.urandom(16), TODAY - 144)], SchemeName.GAEN)
     await clock.advance(7200 + 600)
-    status, body, headers = await pull(http, running)
+    status, _body, headers = await pull(http, running)
     assert status == 200 and headers["Cache-Control"] == "public, max-age=6600"
     status, again, headers2 = await pull(http, running, None, **{"If-None-Match": headers["ETag"]})
     assert status == 304 and again == b"" and headers2["x-key-bundle-tag"] == headers["x-key-bundle-tag"]
@@ -103,7 +103,7 @@ async def test_dp3t_lists_have_the_same_shape(
     await clock.advance(MIDNIGHT - clock.now() + 7199)
     assert (await pull(http, running, scheme="dp3t"))[0] == 204  # the chain reached the upload day: held
     await clock.advance(1)
-    status, body, headers = await pull(http, running, scheme="dp3t")
+    status, body, _headers = await pull(http, running, scheme="dp3t")
     assert status == 200 and verified_keys(running, body, key_length=32) == {sk.key_data}
     assert (await pull(http, running))[0] == 204  # nothing on the GAEN list
 
