@@ -186,7 +186,18 @@ def _scheme(request: web.Request) -> SchemeName:
 
 async def _health(request: web.Request) -> web.Response:
     b = _backend(request)
-    return web.json_response({"status": "ok", "countryCode": b.config.server.country_code})
+    c = b.config
+    return web.json_response(
+        {
+            "status": "ok",
+            "countryCode": c.server.country_code,
+            "keysPerUpload": c.upload.keys_per_upload,
+            "bucketSeconds": c.lists.bucket_seconds,
+            "periodSeconds": c.ebid.period_seconds,
+            "powDifficulty": c.ebid.pow_difficulty,
+            "statusPollsPerDay": c.ebid.status_polls_per_day,
+        }
+    )
 
 
 async def _onset(request: web.Request) -> web.Response:

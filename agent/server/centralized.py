@@ -188,7 +188,7 @@ class Centralized:
         own: list[wire.ReportedContact] = []
         foreign: dict[int, list[wire.ReportedContact]] = defaultdict(list)
         for c in contacts:
-            cc = ebid.country_of(self._kg, c.ebid, c.ecc)
+            cc = own_cc if c.ecc is None else ebid.country_of(self._kg, c.ebid, c.ecc)
             if cc == own_cc:
                 own.append(c)
             elif self._federation.peer(cc) is not None:

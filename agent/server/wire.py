@@ -202,9 +202,10 @@ class ScanRecord:
 
 @dataclass(frozen=True)
 class ReportedContact:
-    """An EBID the reporting device received: ECC ‖ EBID, the period it claims, when it was first heard."""
+    """An EBID the reporting device received: ECC ‖ EBID, the period it claims, when it was first heard.
+    ``ecc`` None: the device did not keep the ECC; the backend then takes the EBID for one of its own."""
 
-    ecc: int
+    ecc: int | None
     ebid: bytes
     period: int
     time: float
@@ -255,7 +256,7 @@ def parse_contacts(body: object, max_contacts: int) -> tuple[ReportedContact, ..
         e = _obj(item, field)
         out.append(
             ReportedContact(
-                ecc=_int(e, "ecc", field, 0, 255),
+                ecc=None if e.get("ecc") is None else _int(e, "ecc", field, 0, 255),
                 ebid=unb64(e.get("ebid"), f"{field}.ebid", ebid.EBID_LEN),
                 period=_int(e, "period", field, 0, 2**40),
                 time=_num(e, "time", field),
