@@ -401,10 +401,11 @@ class SyncClient:
         scheme: SchemeName,
         risk: RiskSettings,
         receiver_correction: float,
-        on_result: Callable[[SyncOutcome | SyncError], None] | None = None,
+        on_result: Callable[[SyncOutcome | SyncError, float], None] | None = None,
     ) -> None:
         """Sync every interval (plus random jitter, so devices do not all arrive at once); after a failure
-        back off exponentially (capped), then catch up. Runs until cancelled."""
+        back off exponentially (capped), then catch up. ``on_result(result, seconds to the next attempt)``
+        after each attempt. Runs until cancelled."""
         retry = _Retry()
         await self._clock.sleep(self._rng.uniform(0, self.settings.jitter_seconds))
         while True:
@@ -414,9 +415,10 @@ class SyncClient:
             except SyncError as exc:
                 log.warning("sync failed: %s", exc.reason)
                 result = exc
+            delay = self._next_delay(retry, result if isinstance(result, SyncError) else None)
             if on_result is not None:
-                on_result(result)
-            await self._clock.sleep(self._next_delay(retry, result if isinstance(result, SyncError) else None))
+                on_result(result, delay)
+            await self._clock.sleep(delay)
 
     # ---- reports (DP-3T, GAEN) -----------------------------------------------------------------------
 
@@ -592,9 +594,10 @@ class SyncClient:
             self._access = _Token()
         return result
 
-    async def run_ebid(self, on_result: Callable[[StatusResult | SyncError], None] | None = None) -> None:
+    async def run_ebid(self, on_result: Callable[[StatusResult | SyncError, float], None] | None = None) -> None:
         """Keep at least a day of EBIDs ahead and poll the status every ``status_interval_seconds`` (plus
-        jitter); back off after failures. Runs until cancelled."""
+        jitter); back off after failures. ``on_result(result, seconds to the next attempt)`` after each
+        attempt. Runs until cancelled."""
         retry = _Retry()
         ring = KeyRing(self._store, SchemeName.EBID, self.settings.retention_days)
         while True:
@@ -612,7 +615,7 @@ class SyncClient:
                 result = exc
                 delay = self._next_delay(retry, exc)
             if on_result is not None:
-                on_result(result)
+                on_result(result, delay)
             await self._clock.sleep(delay)
 
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import risk
 from agent.clock import Clock
-from agent.schemes.base import Scheme
+from agent.schemes.base import Scheme, SchemeName
 from agent.server.app import Backend, create_app, open_backend
 from agent.server.config import BackendConfig, backend_config_from_dict
 from agent.server.scoring import ServerRiskScorer
@@ -74,15 +74,19 @@ async def running_backend(
         await server.close()
 
 
-def heard(scheme: Scheme, start: float, minutes: int, rssi: int = -60, tx_power: int = -8) -> list[SightingWindow]:
-    """What a scanner next to a device broadcasting ``scheme`` records: one window per minute, a few
-    callbacks each, the service data's metadata kept as received."""
+def heard(
+    scheme: Scheme, start: float, minutes: int, rssi: int = -60, tx_power: int = -8, keep_ecc: bool = False
+) -> list[SightingWindow]:
+    """What a scanner next to a device broadcasting ``scheme`` records, as the BLE scanner hands it to the
+    store: one window per minute, a few callbacks each. DP-3T/GAEN keep the (encrypted) metadata; an EBID
+    advert's TX power is plaintext, and its ECC is kept (as one metadata byte) only with ``keep_ecc``."""
     out = []
     for m in range(minutes):
         t = start + 60 * m
         b = scheme.broadcast_at(t + 1, tx_power)
         assert b is not None, "the scheme has no broadcast at that time"
         window = int(t) - int(t) % SCAN_WINDOW_SECONDS
+        is_ebid = b.scheme is SchemeName.EBID
         out.append(
             SightingWindow(
                 scheme=b.scheme,
@@ -92,8 +96,8 @@ def heard(scheme: Scheme, start: float, minutes: int, rssi: int = -60, tx_power:
                 rssi_min=rssi - 2,
                 rssi_max=rssi + 2,
                 rssi_sum=4 * rssi,
-                tx_power=None,
-                metadata=b.service_data[16:20] if len(b.service_data) == 20 and b.scheme != "ebid" else b"",
+                tx_power=tx_power if is_ebid else None,
+                metadata=(b.service_data[:1] if keep_ecc else b"") if is_ebid else b.service_data[16:20],
                 first_seen=float(window + 1),
                 last_seen=float(window + 50),
             )
