@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from agent import __version__
+from agent.cli_bench import bench
+from agent.cli_context import CliContext
+from agent.cli_doctor import doctor
+from agent.cli_exposures import exposures
+from agent.cli_ids import advert, ids
+from agent.cli_maintenance import calibrate, wipe
+from agent.cli_match import match
+from agent.cli_run import run, status
+from agent.cli_start import start
 from agent.paths import STATE_DIR_ENV, default_state_dir
-
-
-@dataclass(frozen=True)
-class CliContext:
-    config_path: Path | None
-    state_dir: Path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,18 +57,13 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-# Commands live in their own modules, which may import CliContext from here: register them last.
-from agent.cli_bench import bench  # noqa: E402
-from agent.cli_doctor import doctor  # noqa: E402
-from agent.cli_exposures import exposures  # noqa: E402
-from agent.cli_ids import advert, ids  # noqa: E402
-from agent.cli_run import run, status  # noqa: E402
-from agent.cli_start import start  # noqa: E402
-
 cli.add_command(start)
 cli.add_command(run)
 cli.add_command(status)
 cli.add_command(exposures)
+cli.add_command(match)
+cli.add_command(wipe)
+cli.add_command(calibrate)
 cli.add_command(doctor)
 cli.add_command(ids)
 cli.add_command(advert)

@@ -8,7 +8,7 @@ explanation (buckets, minutes, why) and never with an ID.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen
@@ -45,11 +45,17 @@ def list_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def match_keys(scheme: SchemeName, keys: Sequence[PublishedKey], index: SightingIndex, now: float) -> list[KeyMatch]:
+def match_keys(
+    scheme: SchemeName,
+    keys: Sequence[PublishedKey],
+    index: SightingIndex,
+    now: float,
+    progress: Callable[[int], None] | None = None,
+) -> list[KeyMatch]:
     if scheme is SchemeName.GAEN:
-        return match_gaen(keys, index)
+        return match_gaen(keys, index, progress=progress)
     if scheme is SchemeName.DP3T:
-        return match_dp3t(keys, index, today=int(now) // DAY)
+        return match_dp3t(keys, index, today=int(now) // DAY, progress=progress)
     raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
 
 
@@ -84,13 +90,14 @@ def process_list(
     settings: RiskSettings,
     receiver_correction: float,
     retention_days: int = 14,
+    progress: Callable[[int], None] | None = None,
 ) -> ListOutcome:
     """Match one verified list against everything heard within retention and store the per-day results
     together with the list's digest (so it is never matched twice)."""
     if store.is_list_processed(digest):
         return ListOutcome(digest, len(keys), 0, True, None)
     index = SightingIndex(store.windows(scheme=scheme, since=now - retention_days * DAY))
-    matches = match_keys(scheme, keys, index, now)
+    matches = match_keys(scheme, keys, index, now, progress)
     assessment = assess_matches(matches, settings, receiver_correction) if matches else None
     records = []
     if assessment is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +84,7 @@ def match_gaen(
     index: SightingIndex,
     tolerance: float = GAEN_TOLERANCE_SECONDS,
     native: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> list[KeyMatch]:
     """Keys whose RPIs were heard inside their own 10-minute interval ± tolerance."""
     if not index:
@@ -114,6 +115,8 @@ def match_gaen(
                     lo = interval * gaen.INTERVAL_SECONDS - tolerance
                     hi = (interval + 1) * gaen.INTERVAL_SECONDS + tolerance
                     found[first + n].extend(_consistent(windows, lo, hi))
+            if progress is not None:
+                progress(len(batch))
     return [
         KeyMatch(SchemeName.GAEN, usable[n], tuple(ws), _gaen_tx(gaen.aemk(usable[n].key_data), ws))
         for n, ws in found.items()
@@ -136,6 +139,7 @@ def match_dp3t(
     today: int,
     tolerance: float = DP3T_TOLERANCE_SECONDS,
     native: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> list[KeyMatch]:
     """Expand each published (SK_t, t) forward day by day up to ``today`` (a UTC day number) and keep
     EphIDs heard within their own day ± tolerance."""
@@ -166,6 +170,8 @@ def match_dp3t(
                     lo = day * dp3t.DAY_SECONDS - tolerance
                     hi = (day + 1) * dp3t.DAY_SECONDS + tolerance
                     found[n].extend((sk, w) for w in _consistent(windows, lo, hi))
+            if progress is not None:  # a key is done once its last day (today) is expanded
+                progress(sum(1 for _, day, _ in batch if day == today))
     return [
         KeyMatch(SchemeName.DP3T, keys[n], tuple(w for _, w in hits), _dp3t_tx(hits))
         for n, hits in found.items()

@@ -34,11 +34,20 @@ class RunningAgent:
 
 
 def start_agent(
-    adapter: str, state_dir: Path, scheme: str, out_dir: Path, extra: list[str] | None = None, config_text: str = ""
+    adapter: str,
+    state_dir: Path,
+    scheme: str,
+    out_dir: Path,
+    extra: list[str] | None = None,
+    scan_adapter: str | None = None,
 ) -> RunningAgent:
+    """An agent advertising on ``adapter`` and scanning on ``scan_adapter`` (default: the same one)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     config = state_dir.parent / f"{state_dir.name}.toml"
-    config.write_text(f'[agent]\nscheme = "{scheme}"\n[ble]\nwatchdog_seconds = 60\n' + config_text)
+    config.write_text(
+        f'[agent]\nscheme = "{scheme}"\n[ble]\nwatchdog_seconds = 60\nadvertise_adapter = "{adapter}"\n'
+        f'scan_adapters = ["{scan_adapter or adapter}"]\n'
+    )
     log_path = out_dir / f"agent-{state_dir.name}.log"
     proc = subprocess.Popen(
         [
@@ -50,8 +59,6 @@ def start_agent(
             "--state-dir",
             str(state_dir),
             "run",
-            "--adapter",
-            adapter,
             "--log-level",
             "debug",
             *(extra or []),

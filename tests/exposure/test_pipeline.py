@@ -97,3 +97,16 @@ def test_dp3t_far_contact_is_recorded_but_does_not_notify(tmp_path: Path) -> Non
         ).stdout
     )
     assert js[0]["scheme"] == "dp3t" and js[0]["notify"] is False
+
+
+def test_wipe_erases_after_confirmation(tmp_path: Path) -> None:
+    store = Store.open(tmp_path)
+    hear(store, SchemeName.GAEN, os.urandom(16), T, 2, -60, b"")
+    store.close()
+    cmd = [sys.executable, "-m", "agent", "--state-dir", str(tmp_path), "wipe"]
+    refused = subprocess.run(cmd, input="n\n", capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert list(Store.open(tmp_path).windows())
+    done = subprocess.run(cmd, input="y\n", capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "erased" in done.stdout
+    assert list(Store.open(tmp_path).windows()) == []

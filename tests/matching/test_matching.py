@@ -74,8 +74,10 @@ def test_gaen_ignores_malformed_keys_and_empty_index() -> None:
     good = PublishedKey(os.urandom(16), START)
     rpi = gaen.rpi(gaen.rpik(good.key_data), START)
     index = SightingIndex([window(SchemeName.GAEN, rpi, START * 600)])
-    bad = [PublishedKey(os.urandom(15), START), PublishedKey(os.urandom(16), START, rolling_period=0)]
-    assert [m.key for m in match_gaen([*bad, good], index)] == [good]
+    dp3t_key = PublishedKey(os.urandom(32), START)  # a DP-3T day key handed to the GAEN matcher
+    assert [m.key for m in match_gaen([dp3t_key, good], index)] == [good]
+    with pytest.raises(ValueError, match="key_data is 15 bytes"):
+        PublishedKey(os.urandom(15), START)
     assert match_gaen([good], SightingIndex([])) == []
 
 

@@ -1,0 +1,110 @@
+"""``proxitrace match``: run one signed export file against this device's sightings, by hand."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent.calibration import read_local
+from agent.cli_context import CliContext
+from agent.clock import SystemClock
+from agent.config import ConfigError, load_config, risk_settings
+from agent.export import DEFAULT_LIMITS, ExportError, verify_export
+from agent.exposure import process_list
+from agent.schemes.base import SchemeName
+from agent.schemes.published import DP3T_KEY_LEN, GAEN_KEY_LEN
+from agent.signing_keys import SigningKeyError, load_public_key
+from agent.store import Store, StoreError
+
+
+class TrustedForAnyKeyId(Mapping[object, ec.EllipticCurvePublicKey]):
+    """The one key given on the command line, whatever key id the file's signature info names: the
+    signature itself is what is checked, the id is only a label for picking among several keys."""
+
+    def __init__(self, key: ec.EllipticCurvePublicKey) -> None:
+        self.key = key
+
+    def __getitem__(self, name: object) -> ec.EllipticCurvePublicKey:
+        return self.key
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(["command-line key"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+@click.command()
+@click.option(
+    "--list",
+    "list_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="A signed GAEN-format export zip (GAEN TEKs, or DP-3T day keys with --scheme dp3t).",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The list signer's P-256 public key (PEM or base64).",
+)
+@click.option("--scheme", type=click.Choice(["gaen", "dp3t"]), default="gaen", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_obj
+def match(obj: CliContext, list_path: Path, public_key: Path, scheme: str, as_json: bool) -> None:
+    """Verify an export file and match it against the local store; results go to `proxitrace exposures`."""
+    now = SystemClock().now()
+    try:
+        key = load_public_key(public_key)
+        data = list_path.read_bytes()
+        if len(data) > DEFAULT_LIMITS.max_archive_bytes:
+            raise ExportError(f"file is {len(data)} bytes, over the {DEFAULT_LIMITS.max_archive_bytes}-byte limit")
+        verified = verify_export(
+            data, TrustedForAnyKeyId(key), now=now, key_length=GAEN_KEY_LEN if scheme == "gaen" else DP3T_KEY_LEN
+        )
+        config = load_config(obj.config_path)
+        store = Store.open(obj.state_dir)
+    except (ExportError, SigningKeyError, ConfigError, StoreError, OSError) as exc:
+        raise click.ClickException(f"{list_path.name}: {exc}") from None
+    try:
+        local = read_local(obj.state_dir) or {}
+        correction = float(local.get("rssi_correction", config.calibration.rssi_correction or 0.0))  # type: ignore[arg-type]
+        keys = verified.keys
+        with click.progressbar(
+            length=len(keys), label=f"matching {len(keys)} keys", file=click.get_text_stream("stderr"), show_pos=True
+        ) as bar:
+            outcome = process_list(
+                store,
+                SchemeName(scheme),
+                keys,
+                verified.export_sha256.hex(),
+                str(list_path.name),
+                now,
+                risk_settings(config),
+                correction,
+                config.agent.retention_days,
+                progress=bar.update,
+            )
+    finally:
+        store.close()
+    result = {
+        "keys": outcome.keys,
+        "matched_keys": outcome.matched_keys,
+        "already_processed": outcome.already_processed,
+        "notify": outcome.notify,
+        "region": verified.region,
+        "batch": f"{verified.batch_num}/{verified.batch_size}",
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+    elif outcome.already_processed:
+        click.echo("This list was matched before; nothing changed.")
+    else:
+        click.echo(
+            f"{outcome.keys} keys checked, {outcome.matched_keys} matched; "
+            + ("EXPOSED (see proxitrace exposures --explain)" if outcome.notify else "no notification")
+        )
