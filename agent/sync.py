@@ -303,40 +303,43 @@ class SyncClient:
 
     # ---- a plain GAEN key server ---------------------------------------------------------------------
 
-    async def pull_key_server(self, progress: Progress | None = None) -> tuple[list[VerifiedList], dict[str, Any]]:
-        """New export files listed in the key server's ``index.txt``, verified with its key; and the state
-        to commit once they are processed."""
+    async def pull_key_server(
+        self, progress: Progress | None = None
+    ) -> tuple[list[VerifiedList], list[str], dict[str, Any]]:
+        """New export files listed in the key server's ``index.txt``, each verified with its key; the
+        problems (a file that fails is skipped now and tried again next time); and the state to commit
+        once the lists are processed (the index's ETag only when every file was good)."""
         ks = self.settings.key_server
         if ks is None:
-            return [], {}
+            return [], [], {}
         state = self._store.credential("sync.keyserver") or {}
         seen = set(state.get("files", []))
         headers = {"If-None-Match": state["etag"]} if state.get("etag") else {}
         status, got, body = await self._request("GET", ks.index_url, headers=headers)
         if status == 304:
-            return [], state
+            return [], [], state
         try:
             names = [line.strip() for line in body.decode("utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError:
             raise ListRejected("key server index: not text") from None
-        bad = next((n for n in names if not _INDEX_ENTRY.match(n) or ".." in n), None)
-        if bad is not None:
+        if any(not _INDEX_ENTRY.match(n) or ".." in n for n in names):
             raise ListRejected("key server index: an entry is not a relative .zip path")
         root = urljoin(ks.index_url, "..")
-        lists = []
+        lists, problems, good = [], [], [n for n in names if n in seen]
         for name in names:
             if name in seen:
                 continue
-            _, _, data = await self._request("GET", urljoin(root, name), progress=progress)
             try:
+                _, _, data = await self._request("GET", urljoin(root, name), progress=progress)
                 content = export.verify_export(data, {ks.key_id: ks.public_key}, now=self._clock.now())
-            except export.ExportError as exc:
-                raise ListRejected(f"key server file {name}: {exc.reason}") from None
-            lists.append(
-                VerifiedList(SchemeName.GAEN, f"{ks.index_url} {name}", content.keys, hashlib.sha256(data).hexdigest())
-            )
-        new_state = {"etag": got.get("ETag", ""), "files": sorted(set(names))}
-        return lists, new_state
+            except (export.ExportError, SyncError) as exc:
+                problems.append(f"key server file {name}: {exc.reason}")
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            lists.append(VerifiedList(SchemeName.GAEN, f"{ks.index_url} {name}", content.keys, digest))
+            good.append(name)
+        new_state = {"etag": "" if problems else got.get("ETag", ""), "files": sorted(good)}
+        return lists, problems, new_state
 
     # ---- sync = pull, match, record ------------------------------------------------------------------
 
@@ -357,9 +360,10 @@ class SyncClient:
         problems: list[str] = []
         if scheme is SchemeName.GAEN and self.settings.key_server is not None:
             try:
-                lists, state = await self.pull_key_server(progress)
+                lists, trouble, state = await self.pull_key_server(progress)
                 outcomes += [self._process(scheme, v, risk, receiver_correction) for v in lists]
                 self._store.set_credential("sync.keyserver", state, self._clock.now())
+                problems += trouble
             except SyncError as exc:
                 problems.append(exc.reason)
         fresh = [o for o in outcomes if not o.already_processed]
