@@ -40,7 +40,7 @@ class ServerSection:
     data_dir: str = str(DEFAULT_DATA_DIR)
     admin_token: str = ""
     clock: str = "system"
-    max_body_bytes: int = 65_536
+    max_body_bytes: int = 1_048_576
     trust_forwarded_for: bool = False
 
 

@@ -37,7 +37,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def backend_config(data_dir: Path, **sections: dict[str, Any]) -> BackendConfig:
     raw = {
-        "server": {"data_dir": str(data_dir), "admin_token": ADMIN_TOKEN, "country_code": 1},
+        "server": {"data_dir": str(data_dir), "admin_token": ADMIN_TOKEN, "country_code": 1, "max_body_bytes": 65_536},
         "upload": {"keys_per_upload": KEYS_PER_UPLOAD, "min_response_seconds": 0},
         "ebid": {"pow_difficulty": 8},
         "tan": {"max_failures_per_hour": 3},

@@ -1,7 +1,9 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+import agent.server
 from agent.config import ConfigError
 from agent.server.config import BackendConfig, backend_config_from_dict, load_backend_config
 
@@ -16,6 +18,18 @@ def test_defaults_are_documented_values() -> None:
     assert config.signing_key_path == Path("/var/lib/proxitrace-backend/signing-key.pem")
     assert config.export_dir == Path("/var/lib/proxitrace-backend/exports")
     assert config.federation_key is None
+
+
+def test_the_shipped_example_lists_every_default() -> None:
+    example = Path(agent.server.__file__).parent / "backend.example.toml"
+    assert load_backend_config(example) == BackendConfig()
+    text = example.read_text()
+    defaults = BackendConfig()
+    for section in ("server", "signing", "tan", "upload", "lists", "ebid", "federation"):
+        assert f"\n[{section}]\n" in text
+        for f in dataclasses.fields(getattr(defaults, section)):
+            if f.name != "peers":
+                assert f"\n{f.name} = " in text, f"{section}.{f.name} is not in the example"
 
 
 def test_file_values_and_peers(tmp_path: Path) -> None:

@@ -265,3 +265,37 @@ async def test_oversized_report(running: RunningBackend, http: aiohttp.ClientSes
         headers={"Authorization": f"Bearer {answer['token']}"},
     ) as r:
         assert r.status == 413 and "body larger than" in (await r.json())["error"]
+
+
+async def test_fake_reports_store_nothing(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    creds = await register(http, running)
+    batch = await batch_of(http, running, await access_token(http, running, creds))
+    await clock.advance(1800)
+    _, answer = await post(http, f"{running.url}/v1/onset", {"fake": True})
+    contacts = contacts_heard(batch, T0, minutes=20, attenuation=50)
+    assert await post(http, f"{running.url}/v1/ebid/report", wire.contacts_body(contacts), answer["token"]) == (
+        200,
+        {"status": "accepted"},
+    )
+    reg = running.backend.store.registration_by_client(creds["clientId"])
+    assert reg is not None and running.backend.store.exposures_of(reg.id) == []
+
+
+async def test_retention_forgets_broadcast_keys_and_exposures(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    creds = await register(http, running)
+    batch = await batch_of(http, running, await access_token(http, running, creds))
+    await clock.advance(1800)
+    assert (await file_report(http, running, contacts_heard(batch, T0, minutes=3, attenuation=70)))[0] == 200
+    store = running.backend.store
+    reg = store.registration_by_client(creds["clientId"])
+    assert reg is not None and len(store.exposures_of(reg.id)) == 1
+    periods = [e.period for e in batch.entries]
+    assert len(store.existing_broadcast_keys(periods)) == len(periods)
+    await clock.advance(14 * DAY + PERIOD * 10)
+    running.backend.maintain()
+    assert store.exposures_of(reg.id) == []
+    assert store.existing_broadcast_keys(periods) == {}  # old EBIDs can no longer be mapped to anyone

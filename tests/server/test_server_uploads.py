@@ -3,6 +3,7 @@ bad input answered with a clear HTTP error that changes nothing."""
 
 import asyncio
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.server import wire
+from agent.server.db import ServerStore
 
 TODAY = gaen.day_start_enin(gaen.enin(T0))
 
@@ -190,3 +192,32 @@ async def test_unknown_routes_and_methods_answer_json(running: RunningBackend, h
         assert r.status == 404 and "error" in await r.json()
     async with http.delete(f"{running.url}/v1/onset") as r:
         assert r.status == 405 and "error" in await r.json()
+
+
+async def test_forwarded_addresses_when_behind_a_proxy(
+    tmp_path: Path, clock: ManualClock, signing_key: ec.EllipticCurvePrivateKey, http: aiohttp.ClientSession
+) -> None:
+    """Behind a reverse proxy every request comes from the proxy; X-Forwarded-For tells clients apart."""
+    config = backend_config(tmp_path / "proxied", server={"trust_forwarded_for": True})
+    async with running_backend(config, clock, signing_key) as rb:
+        for _ in range(3):
+            async with http.post(
+                f"{rb.url}/v1/onset", json={"tan": "WRONG"}, headers={"X-Forwarded-For": "192.0.2.7, 10.0.0.1"}
+            ) as r:
+                assert r.status == 403
+        async with http.post(
+            f"{rb.url}/v1/onset", json={"tan": "WRONG"}, headers={"X-Forwarded-For": "192.0.2.7"}
+        ) as r:
+            assert r.status == 429
+        good = await admin_tan(http, rb)
+        async with http.post(f"{rb.url}/v1/onset", json={"tan": good}, headers={"X-Forwarded-For": "192.0.2.8"}) as r:
+            assert r.status == 200  # another client behind the same proxy is not blocked
+
+
+def test_a_store_from_a_newer_backend_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "backend.db"
+    ServerStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(RuntimeError, match="store schema 99 is newer than this backend"):
+        ServerStore(path)

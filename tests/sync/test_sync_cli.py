@@ -6,6 +6,7 @@ end and its release bucket close within a test."""
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -176,4 +177,17 @@ def test_bad_arguments_and_config(tmp_path: Path) -> None:
     no_key.write_text(f'[server]\ndata_dir = "{tmp_path / "k"}"\n')
     result = proxitrace("backend", "serve", "--config", str(no_key))
     assert result.returncode == 1 and "run `proxitrace backend keygen` first" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_busy_port(tmp_path: Path) -> None:
+    config = tmp_path / "b.toml"
+    config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert proxitrace("backend", "keygen", "--config", str(config)).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = proxitrace("backend", "serve", "--config", str(config), "--port", str(port))
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
