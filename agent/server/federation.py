@@ -93,7 +93,10 @@ class Federation:
         """Deliver the outbox until cancelled."""
         while True:
             self._wake.clear()
-            await self.deliver_due(session)
+            try:
+                await self.deliver_due(session)
+            except Exception:  # a store hiccup must not end delivery for good; the outbox keeps the work
+                log.exception("federation delivery failed")
             next_at = self._store.next_forward_time()
             delay = 3600.0 if next_at is None else max(0.0, next_at - self._clock.now())
             waiter = asyncio.ensure_future(self._wake.wait())

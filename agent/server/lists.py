@@ -76,7 +76,10 @@ class Lists:
         now = self._clock.now()
         current = buckets.current_tag_ms(now, self._bucket)
         if current != self._published_tag:
-            self.publish()
+            try:
+                self.publish()
+            except OSError:  # the API serves from the store; the folder catches up at the next bucket
+                log.exception("writing the export folder failed")
         after = buckets.normalise_tag_ms(last_tag or 0, self._bucket)
         after = min(max(after, self._oldest_tag(current)), current)
         if current != self._cache_tag:
