@@ -68,3 +68,12 @@ cli.add_command(doctor)
 cli.add_command(ids)
 cli.add_command(advert)
 cli.add_command(bench)
+from agent.cli_backend import backend  # noqa: E402
+
+cli.add_command(backend)
+from agent.cli_sync import register, report, status_check, sync  # noqa: E402
+
+cli.add_command(sync)
+cli.add_command(register)
+cli.add_command(report)
+cli.add_command(status_check)

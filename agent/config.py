@@ -55,10 +55,20 @@ class CalibrationSection:
 
 @dataclass(frozen=True)
 class BackendSection:
+    """``url``/``public_key``/``key_id``: our backend and the key that signs its lists (``proxitrace backend
+    keygen`` prints both values). ``key_server_*``: optionally also follow a plain GAEN key server (its
+    ``index.txt`` URL, public key and the ``verification_key_id`` its exports are signed under).
+    ``status_interval_seconds``: how often EBID mode polls its status (the backend allows a few a day)."""
+
     url: str = ""
     public_key: str = ""
+    key_id: str = "proxitrace"
     sync_interval_seconds: int = 7200
     sync_jitter_seconds: int = 600
+    key_server_index_url: str = ""
+    key_server_public_key: str = ""
+    key_server_key_id: str = ""
+    status_interval_seconds: int = 21_600
 
 
 @dataclass(frozen=True)

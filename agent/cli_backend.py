@@ -1,0 +1,189 @@
+"""``proxitrace backend``: run the pilot backend and do the operator's and health authority's chores."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+from pathlib import Path
+
+import click
+
+from agent.clock import Clock, clock_from_spec
+from agent.config import ConfigError
+from agent.server.config import BackendConfig, load_backend_config
+from agent.server.db import DB_FILE, ServerStore
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class Duration(click.ParamType):
+    """``90``, ``90s``, ``30m``, ``24h`` or ``7d``, as seconds."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        match = _DURATION.match(str(value).strip())
+        if not match or int(match[1]) <= 0:
+            self.fail(f"{value!r} is not a duration like 90s, 30m, 24h or 7d", param, ctx)
+        return int(match[1]) * _UNIT[match[2]]
+
+
+class Date(click.ParamType):
+    name = "date"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a date YYYY-MM-DD", param, ctx)
+
+
+def day_number(date: dt.date | None) -> int | None:
+    return None if date is None else (date - dt.date(1970, 1, 1)).days
+
+
+_config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Backend TOML config (default /etc/proxitrace/backend.toml when it exists, else built-in defaults).",
+)
+
+
+def _load(config_path: Path | None) -> BackendConfig:
+    try:
+        return load_backend_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def backend() -> None:
+    """The pilot backend: lists, TANs, uploads, registration, EBIDs, status and federation."""
+
+
+@backend.command()
+@_config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
+def serve(config_path: Path | None, host: str, port: int) -> None:
+    """Serve the backend until SIGTERM or Ctrl-C."""
+    from agent.server.serve import configured_backend
+    from agent.server.serve import serve as run
+
+    config = _load(config_path)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        backend_ = configured_backend(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def ready(bound: int) -> None:
+        click.echo(f"proxitrace backend listening on http://{host}:{bound}", err=True)
+
+    try:
+        asyncio.run(run(backend_, host, port, ready))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+@backend.command()
+@_config_option
+def keygen(config_path: Path | None) -> None:
+    """Create the ECDSA P-256 signing key (kept if it exists) and print the public key for the agents."""
+    from agent import signing_keys
+
+    config = _load(config_path)
+    path = config.signing_key_path
+    try:
+        if path.exists():
+            key = signing_keys.load_private_key(path)
+            click.echo(f"signing key exists at {path}; kept", err=True)
+        else:
+            key = signing_keys.generate_key_file(path)
+            click.echo(f"signing key written to {path}", err=True)
+    except signing_keys.SigningKeyError as exc:
+        raise click.ClickException(exc.reason) from None
+    except OSError as exc:
+        raise click.ClickException(f"{path}: {exc.strerror or exc}") from None
+    public = key.public_key()
+    click.echo(signing_keys.public_key_pem(public).rstrip())
+    click.echo(f'# for the agents\' config: [backend] public_key = "{signing_keys.public_key_base64(public)}"')
+    click.echo(f"# export signature info: key_id = {config.signing.key_id}, key_version = {config.signing.key_version}")
+
+
+def _open(config: BackendConfig) -> ServerStore:
+    try:
+        return ServerStore(config.data_dir / DB_FILE)
+    except OSError as exc:
+        raise click.ClickException(f"server.data_dir: {config.data_dir}: {exc.strerror or exc}") from None
+
+
+def _clock(config: BackendConfig) -> Clock:
+    try:
+        return clock_from_spec(config.server.clock)
+    except ValueError as exc:
+        raise click.ClickException(f"server.clock: {exc}") from None
+
+
+@backend.group()
+def tan() -> None:
+    """TANs for diagnosed people (the health authority's side)."""
+
+
+@tan.command("issue")
+@_config_option
+@click.option("--valid", type=Duration(), default=None, help="Validity, e.g. 24h (default tan.valid_seconds).")
+@click.option("--onset", type=Date(), default=None, help="Symptom onset (or test) date, YYYY-MM-DD.")
+@click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
+def tan_issue(config_path: Path | None, valid: int | None, onset: dt.date | None, count: int) -> None:
+    """Issue one-time TANs; each works once and expires."""
+    from agent.server.uploads import issue_tans
+
+    config = _load(config_path)
+    seconds = config.tan.valid_seconds if valid is None else valid
+    store = _open(config)
+    try:
+        issued = issue_tans(store, _clock(config).now(), seconds, day_number(onset), count)
+    finally:
+        store.close()
+    click.echo("\n".join(t.code for t in issued))
+    click.echo(f"valid until {_utc(issued[0].expires)}", err=True)
+
+
+@backend.group()
+def enrol() -> None:
+    """Enrolment codes for EBID registration (the operator's side; a CAPTCHA stand-in for wearables)."""
+
+
+@enrol.command("issue")
+@_config_option
+@click.option(
+    "--valid", type=Duration(), default=None, help="Validity, e.g. 30d (default ebid.enrolment_valid_seconds)."
+)
+@click.option("--count", type=click.IntRange(1, 10_000), default=1, show_default=True)
+def enrol_issue(config_path: Path | None, valid: int | None, count: int) -> None:
+    """Issue one-time enrolment codes, one per device to register."""
+    from agent.server.centralized import issue_enrolment_codes
+
+    config = _load(config_path)
+    seconds = config.ebid.enrolment_valid_seconds if valid is None else valid
+    store = _open(config)
+    try:
+        issued, expires = issue_enrolment_codes(store, _clock(config).now(), seconds, count)
+    finally:
+        store.close()
+    click.echo("\n".join(issued))
+    click.echo(f"valid until {_utc(expires)}", err=True)
+
+
+def _utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,245 @@
+"""``proxitrace sync``, ``register``, ``report`` and ``status-check``: the backend by hand.
+
+The daemon runs the same client on its own schedule; these commands are for a field engineer, a test-bed
+operator or a person reporting a diagnosis, so they show progress, say what will be sent and ask first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import click
+
+from agent.calibration import CalibrationError, read_local
+from agent.cli_context import CliContext
+from agent.clock import Clock, clock_from_spec
+from agent.config import AgentConfig, ConfigError, load_config, risk_settings
+from agent.keys import KeyRing
+from agent.schemes.base import SchemeName
+from agent.store import Store, StoreError
+from agent.sync import SyncClient, SyncError, SyncSettings
+
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15)
+
+
+class _Bar:
+    """A click progress bar per download (or per proof of work), created once the total is known."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._bar: Any = None
+        self._done = 0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self._bar is not None and done < self._done:
+            self.close()
+        if self._bar is None:
+            if not total:
+                return
+            self._bar = click.progressbar(length=total, label=self._label, file=click.get_text_stream("stderr"))
+            self._bar.__enter__()
+            self._done = 0
+        self._bar.update(max(0, min(done, self._bar.length) - self._done))
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+@dataclass(frozen=True)
+class _Env:
+    config: AgentConfig
+    client: SyncClient
+    store: Store
+    clock: Clock
+    correction: float
+
+
+@asynccontextmanager
+async def _env(obj: CliContext) -> AsyncIterator[_Env]:
+    try:
+        config = load_config(obj.config_path)
+        settings = SyncSettings.from_config(config)
+        clock = clock_from_spec(config.agent.clock)
+        local = read_local(obj.state_dir) or {}
+        correction = float(local.get("rssi_correction", config.calibration.rssi_correction or 0.0))  # type: ignore[arg-type]
+        store = Store.open(obj.state_dir)
+    except (ConfigError, StoreError, CalibrationError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.ClickException(f"agent.clock: {exc}") from None
+    try:
+        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+            yield _Env(config, SyncClient(session, settings, clock, store), store, clock, correction)
+    finally:
+        store.close()
+
+
+def _run(coro_fn: Callable[[], Any]) -> Any:
+    try:
+        return asyncio.run(coro_fn())
+    except (SyncError, ConfigError) as exc:
+        raise click.ClickException(exc.reason if isinstance(exc, SyncError) else str(exc)) from None
+
+
+def _day(date: dt.date | None) -> int | None:
+    return None if date is None else (date - dt.date(1970, 1, 1)).days
+
+
+def _date(day: int) -> str:
+    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.pass_obj
+def sync(obj: CliContext, as_json: bool) -> None:
+    """Pull the new infection lists now, verify their signatures and match them against this device."""
+
+    async def go() -> dict[str, Any]:
+        async with _env(obj) as env:
+            scheme = SchemeName(env.config.agent.scheme)
+            if scheme is SchemeName.EBID:
+                raise click.ClickException("EBID mode matches nothing on the device: use `proxitrace status-check`")
+            bar = _Bar(f"{scheme} list")
+            try:
+                outcome = await env.client.sync(scheme, risk_settings(env.config), env.correction, bar)
+            finally:
+                bar.close()
+            return {
+                "scheme": scheme.value,
+                "lists": outcome.lists,
+                "keys": outcome.keys,
+                "matched_keys": outcome.matched_keys,
+                "notify": outcome.notify,
+                "summaries": list(outcome.summaries),
+                "problems": list(outcome.problems),
+                "bundle_tag": env.client.last_tag(scheme),
+            }
+
+    result = _run(go)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for problem in result["problems"]:
+        click.echo(f"warning: {problem}", err=True)
+    if not result["lists"]:
+        click.echo(f"{result['scheme']}: nothing new")
+        return
+    verdict = "EXPOSED (see proxitrace exposures --explain)" if result["notify"] else "no notification"
+    click.echo(
+        f"{result['scheme']}: {result['lists']} new list(s), {result['keys']} keys, "
+        f"{result['matched_keys']} matched; {verdict}"
+    )
+
+
+@click.command()
+@click.option("--code", required=True, help="The enrolment code from the operator.")
+@click.pass_obj
+def register(obj: CliContext, code: str) -> None:
+    """EBID mode: register this device with the backend (proof of work + enrolment code)."""
+
+    async def go() -> tuple[dict[str, Any], int]:
+        async with _env(obj) as env:
+            bar = _Bar("proof of work")
+            try:
+                creds = await env.client.register(code.strip(), bar)
+            finally:
+                bar.close()
+            left = KeyRing(env.store, SchemeName.EBID).ebid_periods_left(env.clock.now())
+            return creds, left * int(creds["period_seconds"])
+
+    creds, seconds = _run(go)
+    click.echo(f"registered (country code {creds['country_code']}); EBIDs for the next {seconds // 3600} h stored")
+
+
+@click.command()
+@click.option("--tan", required=True, help="The TAN the health authority gave you.")
+@click.option(
+    "--onset",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Symptom onset (or test) date, YYYY-MM-DD: keys from two days before it are sent.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for consent (it was given otherwise).")
+@click.pass_obj
+def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> None:
+    """Report a diagnosis: show exactly what would be sent, ask for consent, then upload it."""
+    onset_day = _day(onset.date()) if onset else None
+
+    async def go() -> str:
+        async with _env(obj) as env:
+            scheme = SchemeName(env.config.agent.scheme)
+            now = env.clock.now()
+            url = env.client.settings.base_url
+            if scheme is SchemeName.EBID:
+                windows = risk_settings(env.config).windows
+                contacts = env.client.ebid_contacts(onset_day, now, windows.default_tx_power, env.correction)
+                if not contacts:
+                    return "nothing to report: no EBID heard in the contagious period"
+                days = sorted({int(c.time) // 86_400 for c in contacts})
+                click.echo(
+                    f"To send to {url}: {len(contacts)} EBIDs this device received between {_date(days[0])} and "
+                    f"{_date(days[-1])}, each with when it was heard and how strong (attenuation per scan). "
+                    "No key of yours, no location, no name."
+                )
+            else:
+                keys = env.client.report_keys(scheme, onset_day, now)
+                if not keys:
+                    return "nothing to report: no key of this device covers the contagious period"
+                days = sorted(k.rolling_start_interval_number // 144 for k in keys)
+                what = "daily key (TEK)" if scheme is SchemeName.GAEN else "key chain from the first contagious day"
+                click.echo(
+                    f"To send to {url}: {len(keys)} {what}{'s' if len(keys) > 1 else ''} covering "
+                    f"{_date(days[0])} to {_date(days[-1])}, padded with fake keys. Anyone who heard this "
+                    "device then will be notified; nothing else about you is sent."
+                )
+                if scheme is SchemeName.DP3T:
+                    click.echo("Afterwards this device starts a fresh key chain.")
+            if not yes and not click.confirm("Send this report?", default=False, err=True):
+                raise click.Abort
+            if scheme is SchemeName.EBID:
+                await env.client.report_ebid(tan, contacts)
+            else:
+                await env.client.report(scheme, tan, onset_day, keys)
+            return "report sent; thank you"
+
+    click.echo(_run(go))
+
+
+@click.command("status-check")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.pass_obj
+def status_check(obj: CliContext, as_json: bool) -> None:
+    """EBID mode: ask the backend whether this device is at risk (a few times a day at most)."""
+
+    async def go() -> dict[str, Any]:
+        async with _env(obj) as env:
+            result = await env.client.status_check()
+            return {
+                "at_risk": result.at_risk,
+                "polls_left_today": result.polls_left_today,
+                "must_register_again": result.must_register_again,
+                "summary": result.explanation.get("summary", ""),
+            }
+
+    result = _run(go)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    if result["at_risk"]:
+        click.echo(f"AT RISK: {result['summary']}")
+    else:
+        click.echo(f"not at risk ({result['summary'] or 'no reported contact'})")
+    if result["must_register_again"]:
+        click.echo("The backend erased this pseudonym: register again (proxitrace register --code …).")
+    click.echo(f"{result['polls_left_today']} status check(s) left today", err=True)

@@ -1,0 +1,355 @@
+"""The aiohttp application: routes, error bodies, response-time padding and the background tasks.
+
+Handlers stay thin: parse the request, call a service, shape the answer. Every refusal is a JSON
+``{"error": "..."}`` with a fitting status, whether it comes from a service (``ApiError``), a body that
+does not parse (``WireError`` → 400) or aiohttp itself (404, 405, 413 for an oversized body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from agent.clock import Clock
+from agent.schemes import gaen
+from agent.schemes.base import SchemeName
+from agent.server import buckets, wire
+from agent.server.centralized import Centralized, RiskScorer
+from agent.server.config import BackendConfig
+from agent.server.db import DB_FILE, ServerStore
+from agent.server.errors import ApiError
+from agent.server.federation import FORWARD_PATH, Federation
+from agent.server.lists import INDEX_FILE, Lists, ListSigner
+from agent.server.ratelimit import FailureLimiter
+from agent.server.uploads import Uploads
+
+log = logging.getLogger(__name__)
+BUNDLE_TAG_HEADER = "x-key-bundle-tag"
+SIGNATURE_HEADER = "Signature"
+ACCESS_LOG_FORMAT = '"%r" %s %b %Tf'  # no client address: the backend keeps none
+_EXPORT_NAME = re.compile(r"^(index\.txt|\d+-\d+-\d{5}\.zip)$")
+_SCHEMES = {"gaen": SchemeName.GAEN, "dp3t": SchemeName.DP3T}
+FEDERATION_KEY_META = "federation_key"
+PADDED_PATHS = frozenset({"/v1/onset", "/v2/gaen/exposed", "/v2/dp3t/exposed", "/v1/ebid/report"})
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Everything one backend instance is made of, for handlers, the CLI and tests."""
+
+    config: BackendConfig
+    clock: Clock
+    store: ServerStore
+    uploads: Uploads
+    lists: Lists
+    centralized: Centralized
+    federation: Federation
+
+    def maintain(self) -> None:
+        """Publish closed buckets and delete what retention no longer allows."""
+        self.lists.publish()
+        now = self.clock.now()
+        days = self.config.lists.retention_days
+        oldest_interval = gaen.day_start_enin(gaen.enin(now)) - days * gaen.ROLLING_PERIOD
+        oldest_period = int(now - days * 86_400) // self.config.ebid.period_seconds
+        self.store.expire(now, oldest_interval, oldest_period, now - days * 86_400)
+
+
+BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
+
+
+def open_backend(
+    config: BackendConfig, clock: Clock, signer: ListSigner, scorer: RiskScorer, store: ServerStore | None = None
+) -> Backend:
+    store = store or ServerStore(config.data_dir / DB_FILE)
+    limiter = FailureLimiter(clock, config.tan.max_failures_per_hour, 3600.0)
+    federation = Federation(config, clock, store)
+    kg = config.federation_key or store.meta_setdefault(FEDERATION_KEY_META, os.urandom(16))
+    uploads = Uploads(config, clock, store, limiter)
+    return Backend(
+        config=config,
+        clock=clock,
+        store=store,
+        uploads=uploads,
+        lists=Lists(config, clock, store, signer),
+        centralized=Centralized(config, clock, store, limiter, federation, kg, scorer),
+        federation=federation,
+    )
+
+
+def create_app(backend: Backend) -> web.Application:
+    app = web.Application(
+        client_max_size=backend.config.server.max_body_bytes, middlewares=[_errors, _padding(backend)]
+    )
+    app[BACKEND] = backend
+    app.router.add_get("/v1/health", _health)
+    app.router.add_post("/v1/onset", _onset)
+    app.router.add_post("/v2/{scheme:gaen|dp3t}/exposed", _upload)
+    app.router.add_get("/v2/{scheme:gaen|dp3t}/exposed", _exposed)
+    app.router.add_get("/exports/{scheme:gaen|dp3t}/{name}", _export_file)
+    app.router.add_post("/v1/ebid/challenge", _challenge)
+    app.router.add_post("/v1/ebid/register", _register)
+    app.router.add_post("/v1/ebid/token", _token)
+    app.router.add_get("/v1/ebid/ebids", _ebids)
+    app.router.add_post("/v1/ebid/report", _report)
+    app.router.add_post("/v1/ebid/status", _status)
+    app.router.add_post(FORWARD_PATH, _forwarded)
+    app.router.add_post("/v1/admin/tans", _admin_tans)
+    app.router.add_post("/v1/admin/enrolment-codes", _admin_enrolment)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+# ---- middlewares and helpers -------------------------------------------------------------------------
+
+
+def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _json_error(exc.status, exc.message, exc.headers)
+    except wire.WireError as exc:
+        return _json_error(400, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return _json_error(413, f"body larger than {request.app[BACKEND].config.server.max_body_bytes} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json_error(exc.status, exc.reason, {k: v for k, v in exc.headers.items() if k == "Allow"})
+
+
+def _padding(backend: Backend) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Answer TAN exchanges, uploads and reports no sooner than ``upload.min_response_seconds`` after
+    they arrived, success or failure, so timing tells nothing. It measures elapsed time on the event
+    loop's monotonic clock: this is about real duration, not the (maybe simulated) time of day."""
+    minimum = backend.config.upload.min_response_seconds
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.method != "POST" or request.path not in PADDED_PATHS or minimum <= 0:
+            return await handler(request)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + minimum
+        try:
+            return await handler(request)
+        finally:
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+    return middleware
+
+
+async def _body(request: web.Request) -> object:
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise wire.WireError(f"body: not valid JSON ({exc})") from None
+
+
+def _client_address(request: web.Request, backend: Backend) -> str:
+    if backend.config.server.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return request.remote or "unknown"
+
+
+def _backend(request: web.Request) -> Backend:
+    return request.app[BACKEND]
+
+
+def _scheme(request: web.Request) -> SchemeName:
+    return _SCHEMES[request.match_info["scheme"]]
+
+
+# ---- handlers ----------------------------------------------------------------------------------------
+
+
+async def _health(request: web.Request) -> web.Response:
+    b = _backend(request)
+    c = b.config
+    return web.json_response(
+        {
+            "status": "ok",
+            "countryCode": c.server.country_code,
+            "keysPerUpload": c.upload.keys_per_upload,
+            "bucketSeconds": c.lists.bucket_seconds,
+            "periodSeconds": c.ebid.period_seconds,
+            "powDifficulty": c.ebid.pow_difficulty,
+            "statusPollsPerDay": c.ebid.status_polls_per_day,
+        }
+    )
+
+
+async def _onset(request: web.Request) -> web.Response:
+    b = _backend(request)
+    issued = b.uploads.exchange(await _body(request), _client_address(request, b))
+    return web.json_response({"token": issued.code, "expiresAt": issued.expires})
+
+
+async def _upload(request: web.Request) -> web.Response:
+    b = _backend(request)
+    bearer = b.uploads.bearer(request.headers.get("Authorization"))
+    b.uploads.upload_keys(_scheme(request), bearer, await _body(request))
+    return web.json_response({"status": "accepted"})
+
+
+async def _exposed(request: web.Request) -> web.Response:
+    b = _backend(request)
+    raw = request.query.get("lastKeyBundleTag")
+    last: int | None = None
+    if raw is not None:
+        if not raw.isdigit() or len(raw) > 16:
+            raise ApiError(400, "lastKeyBundleTag: expected a non-negative integer (ms), as sent in x-key-bundle-tag")
+        last = int(raw)
+    res = b.lists.exposed(_scheme(request), last)
+    headers = {
+        BUNDLE_TAG_HEADER: str(res.tag),
+        SIGNATURE_HEADER: res.signature,
+        "Cache-Control": f"public, max-age={res.max_age}",
+    }
+    if not res.body:
+        return web.Response(status=204, headers=headers)
+    headers["ETag"] = res.etag
+    if res.etag in {t.strip() for t in request.headers.get("If-None-Match", "").split(",")}:
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=res.body, content_type="application/zip", headers=headers)
+
+
+async def _export_file(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if not _EXPORT_NAME.match(name):
+        raise ApiError(404, "no such export file")
+    path = _backend(request).config.export_dir / request.match_info["scheme"] / name
+    if not path.is_file():
+        raise ApiError(404, "no such export file")
+    content_type = "text/plain" if name == INDEX_FILE else "application/zip"
+    return web.FileResponse(path, headers={"Content-Type": content_type})
+
+
+async def _challenge(request: web.Request) -> web.Response:
+    return web.json_response(_backend(request).centralized.challenge())
+
+
+async def _register(request: web.Request) -> web.Response:
+    b = _backend(request)
+    return web.json_response(b.centralized.register(await _body(request), _client_address(request, b)), status=201)
+
+
+async def _token(request: web.Request) -> web.Response:
+    return web.json_response(_backend(request).centralized.access_token(await _body(request)))
+
+
+async def _ebids(request: web.Request) -> web.Response:
+    b = _backend(request)
+    rid = b.centralized.registration_of(request.headers.get("Authorization"))
+    raw = request.query.get("periods")
+    if raw is not None and (not raw.isdigit() or len(raw) > 6):
+        raise ApiError(400, "periods: expected a positive integer")
+    batch = b.centralized.ebids(rid, None if raw is None else int(raw))
+    return web.json_response(wire.ebid_batch_body(batch), headers={"Cache-Control": "no-store"})
+
+
+async def _report(request: web.Request) -> web.Response:
+    b = _backend(request)
+    bearer = b.uploads.bearer(request.headers.get("Authorization"))
+    b.centralized.report(bearer, await _body(request))
+    return web.json_response({"status": "accepted"})
+
+
+async def _status(request: web.Request) -> web.Response:
+    b = _backend(request)
+    rid = b.centralized.registration_of(request.headers.get("Authorization"))
+    return web.json_response(b.centralized.status(rid), headers={"Cache-Control": "no-store"})
+
+
+async def _forwarded(request: web.Request) -> web.Response:
+    b = _backend(request)
+    raw = await request.read()
+    origin = b.federation.authenticate(request.headers, "POST", FORWARD_PATH, raw)
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise wire.WireError(f"body: not valid JSON ({exc})") from None
+    fresh = b.centralized.accept_forward(origin, body)
+    return web.json_response({"status": "stored" if fresh else "duplicate"})
+
+
+def _check_admin(request: web.Request) -> None:
+    token = _backend(request).config.server.admin_token
+    if not token:
+        raise ApiError(404, "admin API disabled (set server.admin_token)")
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
+
+
+async def _admin_tans(request: web.Request) -> web.Response:
+    _check_admin(request)
+    b = _backend(request)
+    body = await _body(request) if request.can_read_body else {}
+    valid = wire.optional_int(body, "validSeconds", 60, 30 * 86_400, b.config.tan.valid_seconds)
+    onset = wire.day_of_date(body.get("onset") if isinstance(body, dict) else None, "body.onset")
+    issued = b.uploads.issue_tan(valid, onset)
+    return web.json_response({"tan": issued.code, "expiresAt": issued.expires}, status=201)
+
+
+async def _admin_enrolment(request: web.Request) -> web.Response:
+    _check_admin(request)
+    b = _backend(request)
+    body = await _body(request) if request.can_read_body else {}
+    count = wire.optional_int(body, "count", 1, 10_000, 1)
+    valid = wire.optional_int(body, "validSeconds", 60, 366 * 86_400, b.config.ebid.enrolment_valid_seconds)
+    codes, expires = b.centralized.issue_enrolment_codes(count, valid)
+    return web.json_response({"codes": codes, "expiresAt": expires}, status=201)
+
+
+# ---- background tasks --------------------------------------------------------------------------------
+
+
+async def _maintenance(backend: Backend) -> None:
+    """Publish each bucket as it closes (and catch up at start), then apply retention."""
+    bucket = backend.config.lists.bucket_seconds
+    while True:
+        try:
+            backend.maintain()
+        except Exception:  # a full disk must not stop the API; the next bucket retries
+            log.exception("maintenance failed")
+        now = backend.clock.now()
+        await backend.clock.sleep(buckets.bucket_end(now, bucket) - now)
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    backend = app[BACKEND]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    tasks = [
+        asyncio.create_task(_maintenance(backend), name="backend-maintenance"),
+        asyncio.create_task(backend.federation.run(session), name="backend-federation"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await session.close()
+    backend.store.close()

@@ -1,0 +1,249 @@
+"""The centralized (EBID) model's server side, after ITU-T X.1152 Suppl. 38 and PEPP-PT/ROBERT.
+
+- Registration costs a proof of work and an enrolment code from the operator (the stand-in for a CAPTCHA
+  on a screenless wearable); it yields client credentials, and the server draws the device a random PUID
+  that never leaves the server.
+- The device trades its credentials for a short-lived access token and fetches EBIDs for the coming
+  periods, EBID_t = AES-128(BK_t, PUID) with its ECC. BK_t is per period, random, kept here only.
+- A diagnosed device reports (with an upload token from a TAN) the EBIDs it received. Each reception
+  must fall inside the EBID's period ± tolerance (replay/relay bound); foreign ones are forwarded, own
+  ones are decrypted to PUIDs and kept as that registration's exposures. Nothing of the report is kept
+  beyond those rows.
+- The device polls its status a few times a day; the verdict comes from the same risk model as on
+  devices, and an at-risk pseudonym is erased at once, so the device must register again.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agent.clock import Clock
+from agent.schemes import ebid
+from agent.server import codes, proof_of_work, wire
+from agent.server.config import BackendConfig
+from agent.server.db import Exposure, ServerStore
+from agent.server.errors import ApiError, too_many
+from agent.server.federation import Federation, forward_body
+from agent.server.ratelimit import FailureLimiter
+from agent.server.uploads import BearerUpload, bearer_token
+
+log = logging.getLogger(__name__)
+CHALLENGE_LEN = 16
+DAY_SECONDS = 86_400
+MAX_CONTACTS = 100_000
+
+
+@dataclass(frozen=True)
+class RiskVerdict:
+    at_risk: bool
+    explanation: dict[str, object]
+
+
+RiskScorer = Callable[[Sequence[Exposure], float], RiskVerdict]
+
+
+def issue_enrolment_codes(store: ServerStore, now: float, valid_seconds: int, count: int) -> tuple[list[str], float]:
+    """New enrolment codes and their expiry (shared by the admin endpoint and the CLI)."""
+    if not 1 <= count <= 10_000:
+        raise ApiError(400, "count: between 1 and 10000")
+    if valid_seconds <= 0:
+        raise ApiError(400, "validity must be positive")
+    issued = [codes.new_code() for _ in range(count)]
+    store.add_enrolment_codes((codes.code_hash(codes.normalise_code(c) or "") for c in issued), now + valid_seconds)
+    log.info("%d enrolment code(s) issued", count)
+    return issued, now + valid_seconds
+
+
+class Centralized:
+    def __init__(
+        self,
+        config: BackendConfig,
+        clock: Clock,
+        store: ServerStore,
+        limiter: FailureLimiter,
+        federation: Federation,
+        federation_key: bytes,
+        scorer: RiskScorer,
+    ) -> None:
+        self._config = config
+        self._e = config.ebid
+        self._clock = clock
+        self._store = store
+        self._limiter = limiter
+        self._federation = federation
+        self._kg = federation_key
+        self._score = scorer
+
+    # ---- enrolment and registration ------------------------------------------------------------------
+
+    def issue_enrolment_codes(self, count: int, valid_seconds: int | None = None) -> tuple[list[str], float]:
+        valid = self._e.enrolment_valid_seconds if valid_seconds is None else valid_seconds
+        return issue_enrolment_codes(self._store, self._clock.now(), valid, count)
+
+    def challenge(self) -> dict[str, object]:
+        challenge = os.urandom(CHALLENGE_LEN)
+        expires = self._clock.now() + self._e.challenge_ttl_seconds
+        self._store.add_challenge(challenge, expires)
+        return {"challenge": wire.b64(challenge), "difficulty": self._e.pow_difficulty, "expiresAt": expires}
+
+    def register(self, body: object, address: str) -> dict[str, object]:
+        challenge = wire.unb64(_field(body, "challenge"), "body.challenge", CHALLENGE_LEN)
+        nonce = wire.required_int(body, "nonce", 0, 2 ** (8 * proof_of_work.NONCE_LEN) - 1)
+        code = wire.required_str(body, "enrolmentCode", 64)
+        now = self._clock.now()
+        wait = self._limiter.retry_after(address)
+        if wait is not None:
+            raise too_many(wait, "wrong enrolment codes from this address")
+        if not self._store.challenge_valid(challenge, now):
+            raise ApiError(403, "challenge unknown, used or expired: ask for a new one")
+        if not proof_of_work.meets(challenge, nonce, self._e.pow_difficulty):
+            raise ApiError(403, f"proof of work does not reach {self._e.pow_difficulty} leading zero bits")
+        normal = codes.normalise_code(code)
+        why = self._store.enrolment_code(codes.code_hash(normal), now) if normal else None
+        if normal is None or why is not None:
+            self._limiter.failed(address)
+            raise ApiError(403, f"enrolment code {why.value if why else 'unknown'}")
+        client_id, secret = secrets.token_urlsafe(16), codes.new_token()
+        puid = os.urandom(ebid.PUID_LEN)
+        if not self._store.register(challenge, codes.code_hash(normal), now, client_id, codes.code_hash(secret), puid):
+            raise ApiError(409, "challenge or enrolment code was used by another request meanwhile")
+        log.info("device registered")
+        return {
+            "clientId": client_id,
+            "clientSecret": secret,
+            "countryCode": self._config.server.country_code,
+            "periodSeconds": self._e.period_seconds,
+        }
+
+    def access_token(self, body: object) -> dict[str, object]:
+        client_id = wire.required_str(body, "clientId", 64)
+        secret = wire.required_str(body, "clientSecret", 128)
+        reg = self._store.registration_by_client(client_id)
+        if reg is None or not hmac.compare_digest(reg.secret_hash, codes.code_hash(secret)):
+            raise ApiError(401, "unknown client or wrong secret (a device found at risk must register again)")
+        token = codes.new_token()
+        expires = self._clock.now() + self._e.access_token_ttl_seconds
+        self._store.add_access_token(codes.code_hash(token), reg.id, expires)
+        return {"accessToken": token, "expiresAt": expires}
+
+    def registration_of(self, authorization: str | None) -> int:
+        found = self._store.access_token(codes.code_hash(bearer_token(authorization)), self._clock.now())
+        if found is None:
+            raise ApiError(401, "access token unknown or expired", {"WWW-Authenticate": "Bearer"})
+        return found
+
+    # ---- EBIDs ---------------------------------------------------------------------------------------
+
+    def ebids(self, registration_id: int, periods: int | None) -> ebid.EbidBatch:
+        reg = self._store.registration(registration_id)
+        if reg is None:
+            raise ApiError(401, "registration erased: register again")
+        count = self._e.batch_periods if periods is None else periods
+        if not 1 <= count <= self._e.batch_periods:
+            raise ApiError(400, f"periods: between 1 and {self._e.batch_periods}")
+        first = ebid.period_of(self._clock.now(), self._e.period_seconds)
+        wanted = list(range(first, first + count))
+        bks = self._store.broadcast_keys(wanted, lambda: os.urandom(ebid.KEY_LEN))
+        cc = self._config.server.country_code
+        entries = []
+        for p in wanted:
+            e = ebid.make_ebid(bks[p], reg.puid)
+            entries.append(ebid.EbidEntry(p, e, ebid.make_ecc(self._kg, e, cc)))
+        return ebid.EbidBatch(self._e.period_seconds, tuple(entries))
+
+    # ---- reports -------------------------------------------------------------------------------------
+
+    def _check_periods(self, contacts: Sequence[wire.ReportedContact]) -> None:
+        """Every reception inside its EBID's period ± tolerance, and none in the future."""
+        p, tol = self._e.period_seconds, self._e.tolerance_periods
+        latest = self._clock.now() + p
+        for i, c in enumerate(contacts):
+            lo, hi = (c.period - tol) * p, (c.period + 1 + tol) * p
+            for t in (c.time, *(s.time for s in c.scans)):
+                if not lo <= t < hi:
+                    raise ApiError(
+                        400, f"body.contacts[{i}]: received outside its EBID's period ± {tol} (replayed or relayed?)"
+                    )
+                if t > latest:
+                    raise ApiError(400, f"body.contacts[{i}]: received in the future")
+
+    def _own_exposures(self, contacts: Sequence[wire.ReportedContact], source: str) -> list[tuple[int, Exposure]]:
+        bks = self._store.existing_broadcast_keys(c.period for c in contacts)
+        puids = [
+            (ebid.puid_of(bks[c.period], c.ebid), c) for c in contacts if c.period in bks
+        ]  # an EBID of a period with no BK was never issued: it maps to nobody
+        regs = self._store.registrations_by_puid(puid for puid, _ in puids)
+        return [(regs[puid], Exposure(source, c.period, c.time, c.scans)) for puid, c in puids if puid in regs]
+
+    def _split(
+        self, contacts: Sequence[wire.ReportedContact]
+    ) -> tuple[list[wire.ReportedContact], dict[int, list[wire.ReportedContact]]]:
+        own_cc = self._config.server.country_code
+        own: list[wire.ReportedContact] = []
+        foreign: dict[int, list[wire.ReportedContact]] = defaultdict(list)
+        for c in contacts:
+            cc = own_cc if c.ecc is None else ebid.country_of(self._kg, c.ebid, c.ecc)
+            if cc == own_cc:
+                own.append(c)
+            elif self._federation.peer(cc) is not None:
+                foreign[cc].append(c)
+        return own, foreign
+
+    def report(self, bearer: BearerUpload, body: object) -> None:
+        contacts = wire.parse_contacts(body, MAX_CONTACTS)
+        self._check_periods(contacts)
+        now = self._clock.now()
+        if bearer.token.fake:
+            rows: list[tuple[int, Exposure]] = []
+            forwards: list[tuple[int, bytes]] = []
+        else:
+            own, foreign = self._split(contacts)
+            rows = self._own_exposures(own, secrets.token_hex(16))
+            forwards = [(cc, forward_body(cs)) for cc, cs in foreign.items()]
+        if not self._store.file_report(bearer.token_hash, now, rows, forwards):
+            raise ApiError(401, "upload token already used", {"WWW-Authenticate": "Bearer"})
+        if forwards:
+            self._federation.wake()
+        log.info("EBID report filed (%d forward(s) queued)", len(forwards))
+
+    def accept_forward(self, origin: int, body: object) -> bool:
+        """A peer's forward: only contacts that decode to this country count (no second hop)."""
+        message_id = wire.required_str(body, "id", 64)
+        contacts = wire.parse_contacts(body, MAX_CONTACTS)
+        self._check_periods(contacts)
+        own, _ = self._split(contacts)
+        source = f"{origin}:{message_id}"
+        fresh = self._store.accept_forward(source, self._clock.now(), self._own_exposures(own, source))
+        log.info("forward from country %d %s", origin, "stored" if fresh else "already seen")
+        return fresh
+
+    # ---- status --------------------------------------------------------------------------------------
+
+    def status(self, registration_id: int) -> dict[str, object]:
+        now = self._clock.now()
+        day = int(now) // DAY_SECONDS
+        left = self._store.count_status_poll(registration_id, day, self._e.status_polls_per_day)
+        if left is None:
+            raise too_many((day + 1) * DAY_SECONDS - now, "status requests today")
+        verdict = self._score(self._store.exposures_of(registration_id), now)
+        if verdict.at_risk:
+            self._store.erase_registration(registration_id)
+            log.info("status: at risk; pseudonym erased")
+        return {
+            "atRisk": verdict.at_risk,
+            "explanation": verdict.explanation,
+            "pollsLeftToday": left,
+            "mustRegisterAgain": verdict.at_risk,
+        }
+
+
+def _field(body: object, name: str) -> object:
+    if not isinstance(body, dict):
+        raise wire.WireError("body: expected a JSON object")
+    return body.get(name)

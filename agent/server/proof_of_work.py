@@ -1,0 +1,53 @@
+"""Proof of work for EBID registration: SHA-256(challenge ‖ nonce) must start with ``difficulty`` zero bits.
+
+It makes mass registration (and so hoarding of pseudonyms) cost CPU time while a real device pays once.
+Shared by the server (check) and the agent (solve), so both sides agree on the byte layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+NONCE_LEN = 8
+_PROGRESS_EVERY = 1 << 14
+
+
+def leading_zero_bits(digest: bytes) -> int:
+    bits = 0
+    for byte in digest:
+        if byte:
+            return bits + 8 - byte.bit_length()
+        bits += 8
+    return bits
+
+
+def meets(challenge: bytes, nonce: int, difficulty: int) -> bool:
+    if not 0 <= nonce < 1 << (8 * NONCE_LEN):
+        return False
+    digest = hashlib.sha256(challenge + nonce.to_bytes(NONCE_LEN, "big")).digest()
+    return leading_zero_bits(digest) >= difficulty
+
+
+def solve(
+    challenge: bytes,
+    difficulty: int,
+    progress: Callable[[int], None] | None = None,
+    start: int = 0,
+) -> int:
+    """The first nonce from ``start`` that meets the difficulty; ``progress(tries)`` every 16384 tries
+    (expected tries: 2**difficulty)."""
+    prefix = hashlib.sha256(challenge)
+    full, rest = divmod(difficulty, 8)
+    zero = bytes(full)
+    limit = 1 << (8 - rest)  # the byte after the zero bytes must be below this
+    nonce = start
+    while True:
+        h = prefix.copy()
+        h.update(nonce.to_bytes(NONCE_LEN, "big"))
+        d = h.digest()
+        if d[:full] == zero and (rest == 0 or d[full] < limit):
+            return nonce
+        nonce += 1
+        if progress is not None and not (nonce - start) % _PROGRESS_EVERY:
+            progress(nonce - start)

@@ -1,0 +1,44 @@
+"""EBID risk on the server, with the very model the devices use (``agent.risk``).
+
+In the centralized model the server, not the device, decides who is at risk, so it must score exactly as
+a device would: each report is one source (as one key is in GAEN), its scan records become attenuation
+samples, the samples exposure windows, and the configured model (SwissCovid by default, or CWA) scores
+the windows per day. The explanation travels back to the device with the verdict.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from agent import risk
+from agent.server.centralized import RiskVerdict
+from agent.server.db import Exposure
+from agent.sightings import SCAN_WINDOW_SECONDS
+
+
+class ServerRiskScorer:
+    def __init__(self, settings: risk.RiskSettings) -> None:
+        self._settings = settings
+
+    def windows(self, exposures: Sequence[Exposure]) -> list[risk.ExposureWindow]:
+        by_source: dict[str, list[risk.AttenuationSample]] = defaultdict(list)
+        for e in exposures:
+            for s in e.scans:
+                t = int(s.time)
+                by_source[e.source].append(
+                    risk.AttenuationSample(
+                        window_start=t - t % SCAN_WINDOW_SECONDS,
+                        typical_attenuation=s.typical_attenuation,
+                        min_attenuation=s.min_attenuation,
+                    )
+                )
+        key = risk.KeyAttributes(report_type=risk.ReportType.CONFIRMED_TEST)
+        out: list[risk.ExposureWindow] = []
+        for samples in by_source.values():
+            out.extend(risk.exposure_windows_from_samples(samples, key=key, config=self._settings.windows))
+        return out
+
+    def __call__(self, exposures: Sequence[Exposure], now: float) -> RiskVerdict:
+        assessment = self._settings.model.assess(self.windows(exposures))
+        return RiskVerdict(assessment.notify, assessment.explain().to_dict())

@@ -1,0 +1,60 @@
+"""Running the backend as a service: build it from its config, listen, stop cleanly on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from agent import risk, signing_keys
+from agent.clock import Clock, clock_from_spec
+from agent.config import ConfigError
+from agent.server.app import ACCESS_LOG_FORMAT, Backend, create_app, open_backend
+from agent.server.config import BackendConfig
+from agent.server.scoring import ServerRiskScorer
+from agent.server.signing import KeySigner
+
+log = logging.getLogger(__name__)
+
+
+def configured_backend(config: BackendConfig, clock: Clock | None = None) -> Backend:
+    """The backend the config describes: its store, signing key, risk model and clock."""
+    path = config.signing_key_path
+    if not path.exists():
+        raise ConfigError(f"signing.private_key: no signing key at {path}; run `proxitrace backend keygen` first")
+    try:
+        private_key = signing_keys.load_private_key(path)
+    except signing_keys.SigningKeyError as exc:
+        raise ConfigError(f"signing.private_key: {exc.reason}") from None
+    try:
+        the_clock = clock or clock_from_spec(config.server.clock)
+    except ValueError as exc:
+        raise ConfigError(f"server.clock: {exc}") from None
+    scorer = ServerRiskScorer(risk.RiskSettings.from_dict(config.risk))
+    return open_backend(config, the_clock, KeySigner(config, private_key), scorer)
+
+
+async def serve(backend: Backend, host: str, port: int, on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT; ``on_ready(port)`` once listening (port 0 picks a free one)."""
+    runner = web.AppRunner(create_app(backend), access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        log.info("backend listening on %s:%d", host, bound)
+        if on_ready is not None:
+            on_ready(bound)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

@@ -1,0 +1,141 @@
+"""TANs, upload tokens and key uploads (the decentralized models' write side).
+
+A health authority hands a diagnosed person a TAN; the device trades it for a short-lived upload token
+(so the TAN itself never travels with keys) and uploads its keys with that token, padded with fake keys
+to a fixed count. The server drops the fakes, refuses keys for the future or beyond retention, stamps
+each key with the release bucket that will publish it (never before its day is over), and only then
+spends the token: a rejected upload leaves the token usable and the store unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from agent.clock import Clock
+from agent.schemes import gaen
+from agent.schemes.base import SchemeName
+from agent.schemes.published import PublishedKey
+from agent.server import buckets, codes, wire
+from agent.server.config import BackendConfig
+from agent.server.db import ServerStore, Spent, UploadToken
+from agent.server.errors import ApiError, too_many
+from agent.server.ratelimit import FailureLimiter
+
+log = logging.getLogger(__name__)
+REPORT_TYPE_CONFIRMED_TEST = 1
+MAX_DAYS_SINCE_ONSET = 14
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    code: str
+    expires: float
+
+
+@dataclass(frozen=True)
+class BearerUpload:
+    """A checked (not yet spent) upload token."""
+
+    token_hash: bytes
+    token: UploadToken
+
+
+def issue_tans(
+    store: ServerStore, now: float, valid_seconds: int, onset_day: int | None, count: int = 1
+) -> list[IssuedCode]:
+    """New TANs (shared by the admin endpoint and ``proxitrace backend tan issue``)."""
+    if valid_seconds <= 0:
+        raise ApiError(400, "validity must be positive")
+    issued = [IssuedCode(codes.new_code(), now + valid_seconds) for _ in range(count)]
+    for tan in issued:
+        store.add_tan(codes.code_hash(codes.normalise_code(tan.code) or ""), tan.expires, onset_day)
+    log.info("%d TAN(s) issued, valid %d s", count, valid_seconds)
+    return issued
+
+
+class Uploads:
+    def __init__(self, config: BackendConfig, clock: Clock, store: ServerStore, limiter: FailureLimiter) -> None:
+        self._config = config
+        self._clock = clock
+        self._store = store
+        self._limiter = limiter
+
+    def issue_tan(self, valid_seconds: int | None = None, onset_day: int | None = None) -> IssuedCode:
+        valid = self._config.tan.valid_seconds if valid_seconds is None else valid_seconds
+        return issue_tans(self._store, self._clock.now(), valid, onset_day)[0]
+
+    def exchange(self, body: object, address: str) -> IssuedCode:
+        """TAN → upload token. ``{"tan": …}``; ``{"fake": true}`` gets a token that uploads nothing
+        (dummy traffic that looks like a real report from the outside)."""
+        now = self._clock.now()
+        ttl = self._config.upload.token_ttl_seconds
+        token = codes.new_token()
+        if wire.optional_bool(body, "fake"):
+            self._store.add_fake_upload_token(codes.code_hash(token), now + ttl)
+            return IssuedCode(token, now + ttl)
+        tan = wire.required_str(body, "tan", 64)
+        wait = self._limiter.retry_after(address)
+        if wait is not None:
+            raise too_many(wait, "wrong TANs from this address")
+        normal = codes.normalise_code(tan)
+        why: Spent | None = Spent.UNKNOWN
+        if normal is not None:
+            _, why = self._store.redeem_tan(codes.code_hash(normal), now, codes.code_hash(token), now + ttl)
+        if why is not None:
+            self._limiter.failed(address)
+            log.info("TAN refused: %s", why.value)
+            raise ApiError(403, f"TAN {why.value}")
+        return IssuedCode(token, now + ttl)
+
+    def bearer(self, authorization: str | None) -> BearerUpload:
+        token = bearer_token(authorization)
+        token_hash = codes.code_hash(token)
+        found = self._store.upload_token(token_hash, self._clock.now())
+        if isinstance(found, Spent):
+            raise ApiError(401, f"upload token {found.value}", {"WWW-Authenticate": "Bearer"})
+        return BearerUpload(token_hash, found)
+
+    def upload_keys(self, scheme: SchemeName, bearer: BearerUpload, body: object) -> int:
+        """Check and store an upload; the number of real keys stored (never returned to the client)."""
+        upload = wire.parse_key_upload(body, scheme, self._config.upload.keys_per_upload)
+        now = self._clock.now()
+        if bearer.token.fake:
+            keys: list[tuple[PublishedKey, int]] = []
+        else:
+            onset = bearer.token.onset_day if bearer.token.onset_day is not None else upload.onset_day
+            checked = [self._checked(k, now, onset) for k in upload.keys]
+            bucket = self._config.lists.bucket_seconds
+            keys = [(k, buckets.release_tag_ms(scheme, k, now, bucket)) for k in checked]
+        if not self._store.publish_keys(bearer.token_hash, now, scheme, keys):
+            raise ApiError(401, "upload token already used", {"WWW-Authenticate": "Bearer"})
+        log.info("%s upload stored", scheme.value)
+        return len(keys)
+
+    def _checked(self, key: PublishedKey, now: float, onset_day: int | None) -> PublishedKey:
+        current = gaen.enin(now)
+        oldest = gaen.day_start_enin(current) - self._config.lists.retention_days * gaen.ROLLING_PERIOD
+        if key.rolling_start_interval_number > current:
+            raise ApiError(400, "body.keys: a key for the future (its first interval has not begun)")
+        if key.rolling_start_interval_number + key.rolling_period <= oldest:
+            raise ApiError(400, f"body.keys: a key older than the {self._config.lists.retention_days}-day retention")
+        dso = None
+        if onset_day is not None:
+            dso = key.rolling_start_interval_number // gaen.ROLLING_PERIOD - onset_day
+            dso = max(-MAX_DAYS_SINCE_ONSET, min(MAX_DAYS_SINCE_ONSET, dso))
+        return PublishedKey(
+            key.key_data,
+            key.rolling_start_interval_number,
+            key.rolling_period,
+            key.transmission_risk_level,
+            REPORT_TYPE_CONFIRMED_TEST,
+            dso,
+        )
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer …`` header, or a 401."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip() or len(token) > 256:
+        raise ApiError(401, "missing bearer token (Authorization: Bearer …)", {"WWW-Authenticate": "Bearer"})
+    return token.strip()

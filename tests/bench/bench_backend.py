@@ -1,0 +1,211 @@
+"""Load on the real backend over loopback: concurrent TAN exchanges + uploads, list pulls, EBID reports.
+
+Run: python tests/bench/bench_backend.py [--uploads N] [--pulls M] [--reports R] [--concurrency C]
+Bounded and loopback only (127.0.0.1, a temporary data dir). The baseline, measured in the same run on the
+same server, is the rate of a trivial JSON request (GET /v1/health): each figure is also given as a ratio
+to it, so read the ratios rather than the absolutes on a shared machine. Response-time padding is off
+here (it is a fixed floor per request, not a cost). The client runs in the same process and on the same
+cores as the server, so absolute rates are a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from agent import risk
+from agent.clock import ManualClock
+from agent.schemes import ebid, gaen
+from agent.schemes.base import SchemeName
+from agent.schemes.published import PublishedKey
+from agent.server import wire
+from agent.server.app import create_app, open_backend
+from agent.server.config import backend_config_from_dict
+from agent.server.scoring import ServerRiskScorer
+from agent.server.signing import KeySigner
+from agent.server.uploads import issue_tans
+from agent.signing_keys import generate_signing_key
+
+T0 = 1_763_978_400.0  # a 10:00 UTC
+KEYS_PER_UPLOAD = 30
+REAL_KEYS = 14
+
+
+async def timed(n: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
+    """Run ``one(i)`` for i < n, ``concurrency`` at a time; rate and latency percentiles."""
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def run(i: int) -> None:
+        async with sem:
+            t = time.perf_counter()
+            await one(i)
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(run(i) for i in range(n)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "count": n,
+        "per_second": round(n / elapsed, 1),
+        "p50_ms": round(1000 * statistics.median(latencies), 2),
+        "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 2),
+    }
+
+
+async def bench(uploads: int, pulls: int, reports: int, concurrency: int, data_dir: Path) -> dict[str, Any]:
+    clock = ManualClock(T0)
+    config = backend_config_from_dict(
+        {
+            "server": {"data_dir": str(data_dir), "max_body_bytes": 1_048_576},
+            "upload": {"keys_per_upload": KEYS_PER_UPLOAD, "min_response_seconds": 0},
+            "tan": {"max_failures_per_hour": 1_000_000},
+            "ebid": {"pow_difficulty": 0},
+        }
+    )
+    backend = open_backend(
+        config, clock, KeySigner(config, generate_signing_key()), ServerRiskScorer(risk.RiskSettings())
+    )
+    runner = web.AppRunner(create_app(backend), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    today = gaen.day_start_enin(gaen.enin(T0))
+    out: dict[str, Any] = {}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def health(_: int) -> None:
+            async with http.get(f"{url}/v1/health") as r:
+                assert r.status == 200
+                await r.read()
+
+        await timed(100, concurrency, health)  # warm-up
+        runs = [await timed(max(uploads, pulls), concurrency, health) for _ in range(3)]
+        baseline = sorted(runs, key=lambda r: r["per_second"])[1]  # the median run
+        out["baseline_health"] = baseline
+
+        tans = [t.code for t in issue_tans(backend.store, T0, 86_400, None, uploads + reports)]
+
+        async def upload(i: int) -> None:
+            async with http.post(f"{url}/v1/onset", json={"tan": tans[i]}) as r:
+                token = (await r.json())["token"]
+            keys = [PublishedKey(os.urandom(16), today - d * 144) for d in range(1, REAL_KEYS + 1)]
+            body = wire.key_upload_body(SchemeName.GAEN, keys, KEYS_PER_UPLOAD, None)
+            async with http.post(
+                f"{url}/v2/gaen/exposed", json=body, headers={"Authorization": f"Bearer {token}"}
+            ) as r:
+                assert r.status == 200, await r.text()
+
+        up = await timed(uploads, concurrency, upload)
+        up["requests_per_upload"] = 2
+        up["ratio_requests_vs_baseline"] = round(2 * up["per_second"] / baseline["per_second"], 3)
+        out["uploads_tan_exchange_plus_30_keys"] = up
+
+        await clock.advance(7200)  # the bucket closes: every uploaded key is released
+        sizes: list[int] = []
+
+        async def pull(_: int) -> None:
+            async with http.get(f"{url}/v2/gaen/exposed") as r:
+                assert r.status == 200
+                sizes.append(len(await r.read()))
+
+        t = time.perf_counter()
+        await pull(0)
+        out["first_pull_builds_and_signs_export_ms"] = round(1000 * (time.perf_counter() - t), 1)
+        full = await timed(pulls, concurrency, pull)
+        full["keys_in_list"] = uploads * REAL_KEYS
+        full["bytes_per_list"] = sizes[-1]
+        full["mib_per_second"] = round(full["per_second"] * sizes[-1] / 1_048_576, 1)
+        full["ratio_vs_baseline"] = round(full["per_second"] / baseline["per_second"], 3)
+        out["pulls_full_list"] = full
+        tag = backend.lists.exposed(SchemeName.GAEN, None).tag
+
+        async def pull_nothing_new(_: int) -> None:
+            async with http.get(f"{url}/v2/gaen/exposed?lastKeyBundleTag={tag}") as r:
+                assert r.status == 204
+
+        empty = await timed(pulls, concurrency, pull_nothing_new)
+        empty["ratio_vs_baseline"] = round(empty["per_second"] / baseline["per_second"], 3)
+        out["pulls_nothing_new_204"] = empty
+
+        # EBID: one registered device, each report 20 contacts of 15 scans
+        codes, _ = backend.centralized.issue_enrolment_codes(1)
+        async with http.post(f"{url}/v1/ebid/challenge") as r:
+            ch = await r.json()
+        body = {"challenge": ch["challenge"], "nonce": 0, "enrolmentCode": codes[0]}
+        async with http.post(f"{url}/v1/ebid/register", json=body) as r:
+            creds = await r.json()
+        async with http.post(
+            f"{url}/v1/ebid/token", json={"clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
+        ) as r:
+            access = (await r.json())["accessToken"]
+        async with http.get(f"{url}/v1/ebid/ebids?periods=20", headers={"Authorization": f"Bearer {access}"}) as r:
+            batch = wire.parse_ebid_batch(await r.json())
+        await clock.advance(20 * 900)
+        contacts = [
+            wire.ReportedContact(
+                e.ecc,
+                e.ebid,
+                e.period,
+                e.period * 900.0 + 1,
+                tuple(wire.ScanRecord(e.period * 900.0 + 60 * s + 1, 60, 55) for s in range(15)),
+            )
+            for e in batch.entries
+        ]
+        report_body = wire.contacts_body(contacts)
+
+        async def report(i: int) -> None:
+            async with http.post(f"{url}/v1/onset", json={"tan": tans[uploads + i]}) as r:
+                token = (await r.json())["token"]
+            async with http.post(
+                f"{url}/v1/ebid/report", json=report_body, headers={"Authorization": f"Bearer {token}"}
+            ) as r:
+                assert r.status == 200, await r.text()
+
+        rep = await timed(reports, concurrency, report)
+        rep["contacts_per_report"] = len(contacts)
+        rep["ratio_requests_vs_baseline"] = round(2 * rep["per_second"] / baseline["per_second"], 3)
+        out["ebid_reports_tan_exchange_plus_report"] = rep
+        async with http.post(
+            f"{url}/v1/ebid/token", json={"clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
+        ) as r:
+            access = (await r.json())["accessToken"]  # the first one expired while time moved on
+        t = time.perf_counter()
+        async with http.post(f"{url}/v1/ebid/status", headers={"Authorization": f"Bearer {access}"}) as r:
+            verdict = await r.json()
+        out["status_scoring_ms"] = round(1000 * (time.perf_counter() - t), 1)
+        out["status_exposures_scored"] = reports * len(contacts)
+        out["status_at_risk"] = verdict["atRisk"]
+        assert ebid.period_of(clock.now()) > batch.entries[-1].period
+    await runner.cleanup()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--uploads", type=int, default=500)
+    parser.add_argument("--pulls", type=int, default=1000)
+    parser.add_argument("--reports", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pt-bench-backend-") as tmp:
+        result = asyncio.run(bench(args.uploads, args.pulls, args.reports, args.concurrency, Path(tmp)))
+    print(json.dumps({"params": vars(args), **result}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

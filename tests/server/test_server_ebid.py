@@ -1,0 +1,301 @@
+"""The centralized model against the real server: registration (proof of work + enrolment code), access
+tokens, EBID batches, reports checked against their periods, status with its daily limit and erasure."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from backend_harness import ADMIN_TOKEN, DAY, T0, RunningBackend, backend_config, running_backend
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_server_uploads import admin_tan, exchange
+
+from agent.clock import ManualClock
+from agent.schemes import ebid
+from agent.server import proof_of_work, wire
+from agent.server.app import FEDERATION_KEY_META
+
+PERIOD = 900
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: object = None, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+    async with http.post(url, headers=headers, **kwargs) as r:
+        return r.status, await r.json()
+
+
+async def enrolment_codes(http: aiohttp.ClientSession, rb: RunningBackend, count: int = 1) -> list[str]:
+    status, answer = await post(http, f"{rb.url}/v1/admin/enrolment-codes", {"count": count}, ADMIN_TOKEN)
+    assert status == 201
+    return answer["codes"]
+
+
+async def register(http: aiohttp.ClientSession, rb: RunningBackend, code: str | None = None) -> dict[str, Any]:
+    code = code or (await enrolment_codes(http, rb))[0]
+    _, challenge = await post(http, f"{rb.url}/v1/ebid/challenge")
+    nonce = proof_of_work.solve(wire.unb64(challenge["challenge"], "c"), challenge["difficulty"])
+    body = {"challenge": challenge["challenge"], "nonce": nonce, "enrolmentCode": code}
+    status, answer = await post(http, f"{rb.url}/v1/ebid/register", body)
+    assert status == 201, answer
+    return answer
+
+
+async def access_token(http: aiohttp.ClientSession, rb: RunningBackend, creds: dict[str, Any]) -> str:
+    body = {"clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
+    status, answer = await post(http, f"{rb.url}/v1/ebid/token", body)
+    assert status == 200, answer
+    return answer["accessToken"]
+
+
+async def batch_of(http: aiohttp.ClientSession, rb: RunningBackend, token: str, periods: int = 8) -> ebid.EbidBatch:
+    async with http.get(f"{rb.url}/v1/ebid/ebids?periods={periods}", headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200, await r.text()
+        return wire.parse_ebid_batch(await r.json())
+
+
+def contacts_heard(batch: ebid.EbidBatch, start: float, minutes: int, attenuation: int) -> list[wire.ReportedContact]:
+    """What a reporting device next to the registered one recorded: per EBID, one scan a minute."""
+    by_period: dict[int, list[wire.ScanRecord]] = {}
+    for m in range(minutes):
+        t = start + 60 * m + 5
+        by_period.setdefault(ebid.period_of(t, PERIOD), []).append(wire.ScanRecord(t, attenuation, attenuation - 4))
+    entries = {e.period: e for e in batch.entries}
+    return [
+        wire.ReportedContact(entries[p].ecc, entries[p].ebid, p, scans[0].time, tuple(scans))
+        for p, scans in by_period.items()
+    ]
+
+
+async def file_report(
+    http: aiohttp.ClientSession, rb: RunningBackend, contacts: list[wire.ReportedContact]
+) -> tuple[int, Any]:
+    _, answer = await exchange(http, rb, await admin_tan(http, rb))
+    return await post(http, f"{rb.url}/v1/ebid/report", wire.contacts_body(contacts), answer["token"])
+
+
+async def test_registration_and_batch(running: RunningBackend, http: aiohttp.ClientSession) -> None:
+    creds = await register(http, running)
+    assert creds["countryCode"] == 1 and creds["periodSeconds"] == PERIOD
+    batch = await batch_of(http, running, await access_token(http, running, creds), periods=8)
+    first = ebid.period_of(T0, PERIOD)
+    assert [e.period for e in batch.entries] == list(range(first, first + 8))
+    store = running.backend.store
+    puid = store.registration_by_client(creds["clientId"]).puid  # type: ignore[union-attr]
+    bks = store.existing_broadcast_keys(range(first, first + 8))
+    kg = store.meta(FEDERATION_KEY_META)
+    assert kg is not None
+    for e in batch.entries:
+        assert ebid.puid_of(bks[e.period], e.ebid) == puid  # EBID = AES-128(BK_t, PUID)
+        assert ebid.country_of(kg, e.ebid, e.ecc) == 1
+    assert len({e.ebid for e in batch.entries}) == 8
+
+
+async def test_batch_needs_a_token_and_sane_sizes(running: RunningBackend, http: aiohttp.ClientSession) -> None:
+    token = await access_token(http, running, await register(http, running))
+    for query, status in (("", 200), ("?periods=0", 400), ("?periods=193", 400), ("?periods=x", 400)):
+        async with http.get(f"{running.url}/v1/ebid/ebids{query}", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == status, query
+    async with http.get(f"{running.url}/v1/ebid/ebids") as r:
+        assert r.status == 401
+    async with http.get(f"{running.url}/v1/ebid/ebids", headers={"Authorization": "Bearer forged"}) as r:
+        assert r.status == 401 and (await r.json())["error"] == "access token unknown or expired"
+
+
+async def test_registration_refusals_spend_nothing(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    code, spare = await enrolment_codes(http, running, 2)
+    _, ch = await post(http, f"{running.url}/v1/ebid/challenge")
+    challenge = wire.unb64(ch["challenge"], "c")
+    wrong = next(n for n in range(1000) if not proof_of_work.meets(challenge, n, 8))
+    url = f"{running.url}/v1/ebid/register"
+    good = proof_of_work.solve(challenge, 8)
+    assert await post(http, url, {"challenge": ch["challenge"], "nonce": wrong, "enrolmentCode": code}) == (
+        403,
+        {"error": "proof of work does not reach 8 leading zero bits"},
+    )
+    assert (await post(http, url, {"challenge": "%%", "nonce": good, "enrolmentCode": code}))[0] == 400
+    assert (await post(http, url, {"challenge": ch["challenge"], "enrolmentCode": code}))[1] == {
+        "error": "body.nonce: expected an integer"
+    }
+    assert await post(http, url, {"challenge": ch["challenge"], "nonce": good, "enrolmentCode": "ZZZZ-ZZZZ-ZZZZ"}) == (
+        403,
+        {"error": "enrolment code unknown"},
+    )
+    status, _ = await post(http, url, {"challenge": ch["challenge"], "nonce": good, "enrolmentCode": code})
+    assert status == 201  # challenge and code were still unspent
+    assert (await post(http, url, {"challenge": ch["challenge"], "nonce": good, "enrolmentCode": spare}))[0] == 403
+    creds = await register(http, running, spare)
+    assert creds["clientId"]
+    _, ch2 = await post(http, f"{running.url}/v1/ebid/challenge")
+    nonce2 = proof_of_work.solve(wire.unb64(ch2["challenge"], "c"), 8)
+    assert await post(http, url, {"challenge": ch2["challenge"], "nonce": nonce2, "enrolmentCode": spare}) == (
+        403,
+        {"error": "enrolment code already used"},
+    )
+    await clock.advance(601)
+    status, answer = await post(http, url, {"challenge": ch2["challenge"], "nonce": nonce2, "enrolmentCode": spare})
+    assert status == 403 and "challenge unknown, used or expired" in answer["error"]
+
+
+async def test_wrong_enrolment_codes_are_rate_limited(running: RunningBackend, http: aiohttp.ClientSession) -> None:
+    _, ch = await post(http, f"{running.url}/v1/ebid/challenge")
+    nonce = proof_of_work.solve(wire.unb64(ch["challenge"], "c"), 8)
+    body = {"challenge": ch["challenge"], "nonce": nonce, "enrolmentCode": "0000-0000-0000"}
+    for _ in range(3):
+        assert (await post(http, f"{running.url}/v1/ebid/register", body))[0] == 403
+    status, answer = await post(http, f"{running.url}/v1/ebid/register", body)
+    assert status == 429 and "too many wrong enrolment codes" in answer["error"]
+
+
+async def test_wrong_secret(running: RunningBackend, http: aiohttp.ClientSession) -> None:
+    creds = await register(http, running)
+    status, answer = await post(
+        http, f"{running.url}/v1/ebid/token", {"clientId": creds["clientId"], "clientSecret": "guess"}
+    )
+    assert status == 401 and "wrong secret" in answer["error"]
+
+
+async def test_report_makes_the_contact_at_risk_and_erases_it(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    creds = await register(http, running)
+    token = await access_token(http, running, creds)
+    batch = await batch_of(http, running, token)
+    contacts = contacts_heard(batch, T0, minutes=20, attenuation=50)  # 20 close minutes over two periods
+    assert len(contacts) == 2
+    await clock.advance(3600)
+    assert await file_report(http, running, contacts) == (200, {"status": "accepted"})
+    token = await access_token(http, running, creds)  # the first one expired meanwhile (15 min)
+    status, answer = await post(http, f"{running.url}/v1/ebid/status", None, token)
+    assert status == 200
+    assert answer["atRisk"] is True and answer["mustRegisterAgain"] is True
+    assert answer["explanation"]["notify"] is True
+    day = answer["explanation"]["days"][0]
+    assert day["crossed"] is True and day["score"] == 20  # 20 minutes below 55 dB, weight 1.0
+    # the pseudonym is gone: token, credentials and exposures
+    assert (await post(http, f"{running.url}/v1/ebid/status", None, token))[0] == 401
+    status, _ = await post(http, f"{running.url}/v1/ebid/token", {k: creds[k] for k in ("clientId", "clientSecret")})
+    assert status == 401
+    assert running.backend.store.registration_by_client(creds["clientId"]) is None
+
+
+async def test_far_or_short_contacts_are_not_at_risk(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    creds = await register(http, running)
+    batch = await batch_of(http, running, await access_token(http, running, creds))
+    far = contacts_heard(batch, T0, minutes=30, attenuation=70)
+    await clock.advance(1800)
+    assert (await file_report(http, running, far))[0] == 200
+    token = await access_token(http, running, creds)
+    status, answer = await post(http, f"{running.url}/v1/ebid/status", None, token)
+    assert (status, answer["atRisk"], answer["mustRegisterAgain"]) == (200, False, False)
+    assert (await post(http, f"{running.url}/v1/ebid/status", None, token))[0] == 200  # still registered
+
+
+async def test_status_polls_are_limited_per_day(
+    tmp_path: Path, clock: ManualClock, signing_key: ec.EllipticCurvePrivateKey, http: aiohttp.ClientSession
+) -> None:
+    config = backend_config(tmp_path / "b", ebid={"status_polls_per_day": 2})
+    async with running_backend(config, clock, signing_key) as rb:
+        creds = await register(http, rb)
+        token = await access_token(http, rb, creds)
+        assert [(await post(http, f"{rb.url}/v1/ebid/status", None, token))[1]["pollsLeftToday"] for _ in range(2)] == [
+            1,
+            0,
+        ]
+        async with http.post(f"{rb.url}/v1/ebid/status", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 429
+            midnight = (int(T0) // DAY + 1) * DAY
+            assert int(r.headers["Retry-After"]) == midnight - int(T0)
+        await clock.advance(midnight - T0)
+        status, answer = await post(http, f"{rb.url}/v1/ebid/status", None, await access_token(http, rb, creds))
+        assert (status, answer["pollsLeftToday"]) == (200, 1)
+
+
+async def test_reports_outside_the_period_are_refused_whole(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    token = await access_token(http, running, await register(http, running))
+    batch = await batch_of(http, running, token)
+    good = contacts_heard(batch, T0, minutes=5, attenuation=50)[0]
+    replayed = wire.ReportedContact(good.ecc, good.ebid, good.period, good.time + 2 * PERIOD, good.scans)
+    relayed_scan = wire.ReportedContact(
+        good.ecc, good.ebid, good.period, good.time, (*good.scans, wire.ScanRecord(good.time - 2 * PERIOD, 50, 45))
+    )
+    wrong_period = wire.ReportedContact(good.ecc, good.ebid, good.period + 8, good.time, good.scans)
+    await clock.advance(1200)
+    _, answer = await exchange(http, running, await admin_tan(http, running))
+    url = f"{running.url}/v1/ebid/report"
+    for bad, message in (
+        (replayed, "received outside its EBID's period ± 1"),
+        (relayed_scan, "received outside its EBID's period ± 1"),
+        (wrong_period, "received outside its EBID's period ± 1"),
+    ):
+        status, got = await post(http, url, wire.contacts_body([good, bad]), answer["token"])
+        assert status == 400 and "body.contacts[1]" in got["error"] and message in got["error"]
+    later = (good.period + 8) * PERIOD + 1
+    future_in_period = wire.ReportedContact(
+        good.ecc, good.ebid, good.period + 8, later, (wire.ScanRecord(later, 50, 45),)
+    )
+    status, got = await post(http, url, wire.contacts_body([future_in_period]), answer["token"])
+    assert status == 400 and "received in the future" in got["error"]
+    assert (await post(http, url, b"[", answer["token"]))[0] == 400
+    assert (await post(http, url, {"contacts": [{"ebid": "AA=="}]}, answer["token"]))[0] == 400
+    assert running.backend.store.exposures_of(1) == []
+    assert (await post(http, url, wire.contacts_body([good]), answer["token"]))[0] == 200  # the token survived
+    assert len(running.backend.store.exposures_of(1)) == 1
+
+
+async def test_unknown_ebids_are_accepted_and_forgotten(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    stranger = wire.ReportedContact(1, os.urandom(16), ebid.period_of(T0, PERIOD), T0, (wire.ScanRecord(T0, 50, 45),))
+    await clock.advance(60)
+    assert (await file_report(http, running, [stranger]))[0] == 200
+
+
+async def test_oversized_report(running: RunningBackend, http: aiohttp.ClientSession) -> None:
+    _, answer = await exchange(http, running, await admin_tan(http, running))
+    async with http.post(
+        f"{running.url}/v1/ebid/report",
+        data=b"{" + b" " * 70_000 + b"}",
+        headers={"Authorization": f"Bearer {answer['token']}"},
+    ) as r:
+        assert r.status == 413 and "body larger than" in (await r.json())["error"]
+
+
+async def test_fake_reports_store_nothing(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    creds = await register(http, running)
+    batch = await batch_of(http, running, await access_token(http, running, creds))
+    await clock.advance(1800)
+    _, answer = await post(http, f"{running.url}/v1/onset", {"fake": True})
+    contacts = contacts_heard(batch, T0, minutes=20, attenuation=50)
+    assert await post(http, f"{running.url}/v1/ebid/report", wire.contacts_body(contacts), answer["token"]) == (
+        200,
+        {"status": "accepted"},
+    )
+    reg = running.backend.store.registration_by_client(creds["clientId"])
+    assert reg is not None and running.backend.store.exposures_of(reg.id) == []
+
+
+async def test_retention_forgets_broadcast_keys_and_exposures(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    creds = await register(http, running)
+    batch = await batch_of(http, running, await access_token(http, running, creds))
+    await clock.advance(1800)
+    assert (await file_report(http, running, contacts_heard(batch, T0, minutes=3, attenuation=70)))[0] == 200
+    store = running.backend.store
+    reg = store.registration_by_client(creds["clientId"])
+    assert reg is not None and len(store.exposures_of(reg.id)) == 1
+    periods = [e.period for e in batch.entries]
+    assert len(store.existing_broadcast_keys(periods)) == len(periods)
+    await clock.advance(14 * DAY + PERIOD * 10)
+    running.backend.maintain()
+    assert store.exposures_of(reg.id) == []
+    assert store.existing_broadcast_keys(periods) == {}  # old EBIDs can no longer be mapped to anyone
