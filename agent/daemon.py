@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 
@@ -25,13 +26,15 @@ from agent.ble.scanner import Scanner
 from agent.ble.watch import BluezWatch
 from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.clock import Clock
-from agent.config import AgentConfig
+from agent.config import AgentConfig, risk_settings
 from agent.keys import KeyRing
+from agent.notify import run_hook
 from agent.schemes.base import SchemeName
 from agent.sdnotify import Notifier
 from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
+from agent.sync import StatusResult, SyncClient, SyncError, SyncOutcome, SyncSettings
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,9 @@ class Daemon:
         self._bus: MessageBus | None = None
         self.calibration: Calibration | None = None
         self._rate_mark = (self.state.started_at, 0)
+        self._background: set[asyncio.Task[object]] = set()
+        if any(r.notify for r in self.store.exposures()):
+            self.state.exposure = "exposed"
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -111,6 +117,8 @@ class Daemon:
             self.supervisor.add("keys", self._key_roller)
             self.supervisor.add("retention", self._retention)
             self.supervisor.add("status", self._status_loop)
+            if self.config.backend.url:
+                self.supervisor.add("sync", self._sync)
             self.supervisor.start()
             log.info(
                 "agent running: scheme %s, advertising on %s, scanning on %s",
@@ -176,6 +184,41 @@ class Daemon:
             return
         async with scanner.paused():
             yield
+
+    async def _sync(self) -> None:
+        """Pull and match lists (DP-3T, GAEN) or keep EBIDs and poll the status (EBID), with backoff."""
+        settings = SyncSettings.from_config(self.config)
+        correction = self.calibration.rssi_correction if self.calibration else 0.0
+        async with aiohttp.ClientSession() as session:
+            client = SyncClient(session, settings, self.clock, self.store)
+            if self.scheme is SchemeName.EBID:
+                await client.run_ebid(self._on_status)
+            else:
+                self.store.flush(self.aggregator)
+                await client.run(self.scheme, risk_settings(self.config), correction, self._on_sync)
+
+    def _on_sync(self, result: SyncOutcome | SyncError, next_in: float) -> None:
+        self.state.last_sync_at = self.clock.now()
+        self.state.last_sync_ok = not isinstance(result, SyncError)
+        if isinstance(result, SyncOutcome) and result.notify:
+            self._exposed(len([r for r in self.store.exposures() if r.notify]))
+
+    def _on_status(self, result: StatusResult | SyncError, next_in: float) -> None:
+        self.state.last_sync_at = self.clock.now()
+        self.state.last_sync_ok = not isinstance(result, SyncError)
+        if isinstance(result, StatusResult) and result.at_risk:
+            self._exposed(1)
+
+    def _exposed(self, days: int) -> None:
+        if self.state.exposure == "exposed":
+            return
+        self.state.exposure = "exposed"
+        log.warning("exposure notification: contact with a reported case on %d day(s); see proxitrace exposures", days)
+        task = asyncio.get_running_loop().create_task(
+            run_hook(self.config.notify.hook, "exposed", days, self.config.notify.hook_timeout_seconds)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _flusher(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -101,3 +102,61 @@ def test_two_daemons_see_each_other_and_stop_cleanly(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = conn.execute("SELECT rssi_min, rssi_max, count FROM sightings").fetchall()
         assert all(-100 < lo <= hi < 0 and n >= 1 for lo, hi, n in rows)
+
+
+def test_daemon_with_a_real_backend_syncs_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    backend_toml = tmp_path / "backend.toml"
+    backend_toml.write_text(f'[server]\ndata_dir = "{tmp_path / "backend"}"\n')
+    keygen = subprocess.run(
+        [sys.executable, "-m", "agent", "backend", "keygen", "--config", str(backend_toml)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    public = re.search(r'public_key = "([^"]+)"', keygen.stdout)
+    assert keygen.returncode == 0 and public, keygen.stderr
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agent", "backend", "serve", "--config", str(backend_toml), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        url = next(m[1] for line in server.stderr if (m := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)))
+        config = {"adapters": [{"name": "hci0", "x": 0.0}, {"name": "hci1", "x": 1.0}], "tick_seconds": 0.2}
+        with SimBed(config, tmp_path / "bed") as bed:
+            (tmp_path / "a.toml").write_text(
+                '[agent]\nscheme = "gaen"\n[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n'
+                f'[backend]\nurl = "{url}"\npublic_key = "{public[1]}"\nsync_jitter_seconds = 1\n'
+            )
+            agent = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "agent",
+                    "--config",
+                    str(tmp_path / "a.toml"),
+                    "--state-dir",
+                    str(tmp_path / "a"),
+                    "run",
+                ],
+                cwd=ROOT,
+                stdout=(tmp_path / "a.log").open("wb"),
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **bed.env},
+            )
+            try:
+                assert wait_for(lambda: (status(tmp_path, "a", bed) or {}).get("last_sync_ok") is True, 60), (
+                    tmp_path / "a.log"
+                ).read_text()[-3000:]
+                snapshot = status(tmp_path, "a", bed)
+                assert snapshot and snapshot["advertising"] is True and snapshot["exposure"] == "none"
+            finally:
+                agent.send_signal(signal.SIGTERM)
+                assert agent.wait(30) == 0
+            assert [i for i in instances(bed.air_records()) if i.off is None] == []
+        conn = sqlite3.connect(tmp_path / "a" / DB_FILE)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(15)
