@@ -9,29 +9,24 @@ SIGTERM flushes the pending sightings, unregisters the advert and closes the sto
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
-from dbus_fast import BusType
-from dbus_fast.aio import MessageBus
 
-from agent.ble.advertiser import Advertiser
-from agent.ble.scanner import Scanner
-from agent.ble.watch import BluezWatch
+from agent.ble.edge import BleEdge, BleSettings
 from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.clock import Clock
 from agent.config import AgentConfig, risk_settings
 from agent.keys import KeyRing
 from agent.notify import run_hook
-from agent.schemes.base import SchemeName
+from agent.schemes.base import Scheme, SchemeName
 from agent.sdnotify import Notifier
-from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
+from agent.status import AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
 from agent.sync import StatusResult, SyncClient, SyncError, SyncOutcome, SyncSettings
@@ -47,8 +42,6 @@ RETENTION_SECONDS = 86_400.0
 @dataclass
 class DaemonState:
     started_at: float
-    advertiser: Advertiser | None = None
-    scanners: dict[str, Scanner] = field(default_factory=dict)
     last_sync_at: float | None = None
     last_sync_ok: bool | None = None
     exposure: str = "none"
@@ -76,7 +69,8 @@ class Daemon:
         self.state = DaemonState(started_at=clock.now())
         self.supervisor = Supervisor(clock)
         self._stop = asyncio.Event()
-        self._bus: MessageBus | None = None
+        self.edge: BleEdge | None = None
+        self._scheme_now: Scheme | None = None
         self.calibration: Calibration | None = None
         self._rate_mark = (self.state.started_at, 0)
         self._background: set[asyncio.Task[object]] = set()
@@ -88,31 +82,20 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         try:
-            self._bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-            watch = BluezWatch(self._bus)
-            await watch.start()
-            advertise_on, scan_on = await self._choose_adapters(watch)
-            self.calibration = self._calibration(advertise_on)
+            ble = self.config.ble
+            if self.adapter_override:
+                ble = replace(ble, advertise_adapter=self.adapter_override, scan_adapters=(self.adapter_override,))
+            self.calibration = self._calibration(ble.advertise_adapter if ble.advertise_adapter != "auto" else "hci0")
             self.keys.calibration_confidence = self.calibration.confidence
             self.keys.ensure(self.clock.now())
-            for name in scan_on:
-                self.state.scanners[name] = Scanner(
-                    name,
-                    watch,
-                    self.aggregator.add,
-                    self.clock,
-                    self.config.ble.watchdog_seconds,
-                    self.config.ble.scan_seconds,
-                    self.config.ble.scan_period_seconds,
-                    self.config.ble.passive,
-                )
-            tx = self.config.ble.tx_power if self.config.ble.tx_power is not None else self.calibration.tx_power
-            self.state.advertiser = Advertiser(
-                self._bus, watch, advertise_on, self.keys.scheme, self.clock, tx, scan_pause=self._pause
+            self._scheme_now = self.keys.scheme()
+            self.edge = BleEdge(
+                BleSettings.from_config(ble, self.calibration.tx_power),
+                self._scheme_now,
+                self.aggregator.add_sighting,
+                self.clock,
             )
-            self.supervisor.add("advertiser", self.state.advertiser.run)
-            for name, scanner in self.state.scanners.items():
-                self.supervisor.add(f"scanner:{name}", scanner.run)
+            self.supervisor.add("ble", self.edge.run)
             self.supervisor.add("flusher", self._flusher)
             self.supervisor.add("keys", self._key_roller)
             self.supervisor.add("retention", self._retention)
@@ -123,8 +106,8 @@ class Daemon:
             log.info(
                 "agent running: scheme %s, advertising on %s, scanning on %s",
                 self.scheme.value,
-                advertise_on,
-                ", ".join(scan_on),
+                ble.advertise_adapter,
+                ", ".join(ble.scan_adapters),
             )
             await self._stop.wait()
             log.info("stopping")
@@ -132,26 +115,11 @@ class Daemon:
             await self.supervisor.stop()
             self.store.flush(self.aggregator)
             self._publish_status()
-            if self._bus is not None:
-                self._bus.disconnect()
             self.store.close()
             self.notifier.stopping()
 
     def stop(self) -> None:
         self._stop.set()
-
-    async def _choose_adapters(self, watch: BluezWatch) -> tuple[str, list[str]]:
-        ble = self.config.ble
-        if self.adapter_override:
-            return self.adapter_override, [self.adapter_override]
-        generation = watch.generation
-        while not watch.adapters and (ble.advertise_adapter == "auto" or "auto" in ble.scan_adapters):
-            log.warning("no Bluetooth adapter yet: waiting for one")
-            generation = await watch.wait_change(generation)
-        present = sorted(watch.adapters)
-        advertise_on = present[0] if ble.advertise_adapter == "auto" else ble.advertise_adapter
-        scan_on = present if "auto" in ble.scan_adapters else list(ble.scan_adapters)
-        return advertise_on, scan_on
 
     def _calibration(self, adapter: str) -> Calibration:
         table = load_table(Path(self.config.calibration.table) if self.config.calibration.table else None)
@@ -167,23 +135,8 @@ class Daemon:
                 c.model,
                 c.quirks,
             )
-        log.info(
-            "calibration for %s: TX %d dBm, RSSI correction %.1f dB (%s)",
-            adapter,
-            c.tx_power,
-            c.rssi_correction,
-            c.source,
-        )
+        log.info("calibration: TX %d dBm, RSSI correction %.1f dB (%s)", c.tx_power, c.rssi_correction, c.source)
         return c
-
-    @contextlib.asynccontextmanager
-    async def _pause(self, adapter: str):  # type: ignore[no-untyped-def]
-        scanner = self.state.scanners.get(adapter)
-        if scanner is None:
-            yield
-            return
-        async with scanner.paused():
-            yield
 
     async def _sync(self) -> None:
         """Pull and match lists (DP-3T, GAEN) or keep EBIDs and poll the status (EBID), with backoff."""
@@ -228,7 +181,15 @@ class Daemon:
     async def _key_roller(self) -> None:
         while True:
             self.keys.ensure(self.clock.now())
+            self._refresh_scheme()
             await self.clock.sleep(KEY_CHECK_SECONDS)
+
+    def _refresh_scheme(self) -> None:
+        """Hand the advertiser new key material only when it changed (new day key, new EBID batch)."""
+        scheme = self.keys.scheme()
+        if scheme != self._scheme_now and self.edge is not None:
+            self._scheme_now = scheme
+            self.edge.set_scheme(scheme)
 
     async def _retention(self) -> None:
         while True:
@@ -240,9 +201,10 @@ class Daemon:
         last_ping = 0.0
         while True:
             self._publish_status()
-            adv = self.state.advertiser
-            scanning = any(s.health().scanning for s in self.state.scanners.values())
-            if not self.state.ready and adv is not None and adv.health().advertising and scanning:
+            health = self.edge.health() if self.edge else None
+            scanning = bool(health and any(sc.scanning for sc in health.scanners))
+            advertising = bool(health and health.advertiser and health.advertiser.advertising)
+            if not self.state.ready and advertising and scanning:
                 self.state.ready = True
                 self.notifier.ready("advertising and scanning")
             interval = self.notifier.watchdog_interval
@@ -253,35 +215,25 @@ class Daemon:
 
     def _healthy(self) -> bool:
         """Loop alive (we are running) and some scanner heard something within its watchdog window."""
+        if self.edge is None:
+            return False
         now = self.clock.now()
         window = self.config.ble.watchdog_seconds * 2
         return any(
             (h.last_heard_at is not None and now - h.last_heard_at < window)
             or (h.scanning and now - self.state.started_at < window)
-            for h in (s.health() for s in self.state.scanners.values())
+            for h in self.edge.health().scanners
         )
 
     def _publish_status(self) -> None:
         now = self.clock.now()
         _, distinct = self.store.sighting_counts(now - 900)
-        total = sum(sc.health().sightings for sc in self.state.scanners.values())
+        health = self.edge.health() if self.edge else None
+        total = sum(sc.sightings for sc in health.scanners) if health else 0
         last_t, last_total = self._rate_mark
         per_minute = (total - last_total) / (now - last_t) * 60 if now > last_t else 0.0
         self._rate_mark = (now, total)
-        adv = self.state.advertiser.health() if self.state.advertiser else None
-        adapters = []
-        for name in sorted({*self.state.scanners, *([adv.adapter] if adv else [])}):
-            scan = self.state.scanners.get(name)
-            sh = scan.health() if scan else None
-            adapters.append(
-                AdapterStatus(
-                    name,
-                    present=bool(sh and sh.scanning) or bool(adv and adv.advertising),
-                    advertising=bool(adv and adv.adapter == name and adv.advertising),
-                    scanning=bool(sh and sh.scanning),
-                    last_heard_at=sh.last_heard_at if sh else None,
-                )
-            )
+        adv = health.advertiser if health else None
         status = AgentStatus(
             pid=os.getpid(),
             started_at=self.state.started_at,
@@ -296,7 +248,7 @@ class Daemon:
             last_sync_at=self.state.last_sync_at,
             last_sync_ok=self.state.last_sync_ok,
             exposure=self.state.exposure,
-            adapters=tuple(adapters),
+            adapters=health.adapter_statuses() if health else (),
             tasks=tuple(TaskStatus(t.name, t.running, t.restarts, t.last_error) for t in self.supervisor.health()),
         )
         write_status(self.state_dir, status)

@@ -52,7 +52,7 @@ def test_advert_decode_prints_json() -> None:
     assert json.loads(out.stdout) == {
         "scheme": "ebid",
         "ephemeral_id": "11" * 16,
-        "metadata": None,
+        "metadata": "ab",
         "tx_power": -20,
         "ecc": 0xAB,
         "version": 1,

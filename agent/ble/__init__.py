@@ -1,1 +1,1 @@
-"""The BLE edge: our LEAdvertisement1 on dbus-fast, bleak scanners, and recovery when BlueZ comes and goes."""
+"""The BLE edge on BlueZ: our own LEAdvertisement1 with ID/address rotation, bleak scanners, recovery."""

@@ -1,10 +1,16 @@
-"""Broadcasts the scheme's live ID and rotates it, with a fresh random address, at every ID boundary.
+"""Broadcast the live ephemeral ID, and rotate ID and address together.
 
-Rotation is unregister → register with the new data, never an in-place update: the kernel programs a new
-non-resolvable address only when an advertising instance is set up, and an in-place update would put the
-new ID on air under the old address for a moment. Scanning on the same controller is paused around it,
-because legacy controllers (the Pi's) refuse a new random address while scanning and would silently stay
-off the air. Failures are retried with backoff and reported in health; nothing here ends the daemon.
+With Privacy off, the kernel gives a non-connectable advertising instance a fresh non-resolvable private
+address each time it is set up, so one rotation is: pause scanning on this controller → unregister →
+register the new service data → resume scanning. Updating the data in place would send the new ID under the
+old address for a moment (linking them), and a legacy controller (the Pi's) refuses the address change while
+it scans, leaving advertising silently off — hence the pause.
+
+Rotation happens at the live ID's ``valid_until``. Only an ID that outlives the longest rotation interval
+(an EBID period configured above 20 min, say) gets extra address changes at a random 10-20 min: rotating
+earlier than the boundary otherwise would put one ID under two addresses and gain nothing, since the ID
+links them anyway. Failures (BlueZ gone, adapter gone, registration refused) are retried with backoff and
+reported in health; the loop never ends on its own.
 """
 
 from __future__ import annotations
@@ -12,166 +18,265 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import random
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
+from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from agent.ble._aio import first, within
 from agent.ble.advertisement import Advertisement
-from agent.ble.bluez import ADV_MANAGER, BluezError, ErrorClass, adapter_path, call
-from agent.ble.watch import BluezWatch
-from agent.clock import Clock
+from agent.ble.bluez_watch import BLUEZ, BluezState, BluezWatch
+from agent.ble.errors import classify, dbus_error_name, describe
+from agent.clock import Clock, SystemClock
 from agent.schemes.base import Broadcast, Scheme
 
 log = logging.getLogger(__name__)
 
-ScanPause = Callable[[str], AbstractAsyncContextManager[None]]
+ADV_MANAGER = "org.bluez.LEAdvertisingManager1"
 
 
-@contextlib.asynccontextmanager
-async def no_pause(adapter: str) -> AsyncIterator[None]:
-    yield
+class ScanPauser(Protocol):
+    """The scanner side of a rotation: scanning on ``adapter`` is stopped inside the context."""
+
+    def paused(self, adapter: str) -> AbstractAsyncContextManager[None]: ...
 
 
 @dataclass(frozen=True)
 class AdvertiserHealth:
     adapter: str
     advertising: bool
-    rotations: int
     last_rotation_at: float | None
+    next_rotation_at: float | None
+    rotations: int
     failures: int
+    consecutive_failures: int
+    releases: int
+    bluez_generation: int
     last_error: str | None
+    note: str | None
+
+
+def next_rotation(live: Broadcast, now: float, min_s: float, max_s: float, rng: random.Random) -> float:
+    """When to rotate next: at the live ID's end, or after a random interval if the ID outlives ``max_s``."""
+    if live.valid_until - now <= max_s:
+        return live.valid_until
+    return now + rng.uniform(min_s, max_s)
+
+
+def backoff_delay(attempt: int, initial: float = 1.0, maximum: float = 60.0) -> float:
+    return min(maximum, initial * 2.0 ** max(0, attempt - 1))
 
 
 class Advertiser:
     def __init__(
         self,
-        bus: MessageBus,
-        watch: BluezWatch,
         adapter: str,
-        scheme: Callable[[], Scheme],
-        clock: Clock,
+        scheme: Scheme,
         tx_power: int,
-        scan_pause: ScanPause = no_pause,
-        path: str = "/org/proxitrace/advertisement0",
-        backoff_initial: float = 1.0,
-        backoff_max: float = 60.0,
+        clock: Clock,
+        *,
+        io_clock: Clock | None = None,
+        pauser: ScanPauser | None = None,
+        include_tx_power: bool = False,
+        rotation_min_s: float = 600.0,
+        rotation_max_s: float = 1200.0,
+        rng: random.Random | None = None,
+        call_timeout_s: float = 10.0,
+        no_id_retry_s: float = 60.0,
+        backoff_max_s: float = 60.0,
     ) -> None:
-        self.bus = bus
-        self.watch = watch
+        if not 0 < rotation_min_s <= rotation_max_s:
+            raise ValueError("rotation_min_s must be positive and at most rotation_max_s")
         self.adapter = adapter
-        self.scheme = scheme
-        self.clock = clock
+        self.path = f"/org/proxitrace/advertisement/{adapter}"
         self.tx_power = tx_power
-        self.scan_pause = scan_pause
-        self.path = path
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
-        self._advert = Advertisement(self._released)
+        self._scheme = scheme
+        self._clock = clock
+        self._io = io_clock or SystemClock()
+        self._pauser = pauser
+        self._include_tx_power = include_tx_power
+        self._min = rotation_min_s
+        self._max = rotation_max_s
+        self._rng = rng or random.SystemRandom()
+        self._call_timeout = call_timeout_s
+        self._no_id_retry = no_id_retry_s
+        self._backoff_max = backoff_max_s
+        self._wake = asyncio.Event()
+        self._bus: MessageBus | None = None
         self._registered = False
-        self._live: Broadcast | None = None
+        self._registered_generation = -1
+        self._advertising = False
+        self._last_rotation: float | None = None
+        self._next_rotation: float | None = None
+        self._on_air: Broadcast | None = None
         self._rotations = 0
-        self._last_rotation_at: float | None = None
         self._failures = 0
+        self._consecutive = 0
+        self._releases = 0
+        self._generation = 0
         self._last_error: str | None = None
-        self._kick = asyncio.Event()
-        self.on_rotation: Callable[[Broadcast, float], None] | None = None
+        self._note: str | None = None
+
+    def set_scheme(self, scheme: Scheme) -> None:
+        """New key material (a new EBID batch, a new day key): takes effect at once."""
+        self._scheme = scheme
+        self._wake.set()
 
     def health(self) -> AdvertiserHealth:
         return AdvertiserHealth(
-            self.adapter, self._registered, self._rotations, self._last_rotation_at, self._failures, self._last_error
+            adapter=self.adapter,
+            advertising=self._advertising,
+            last_rotation_at=self._last_rotation,
+            next_rotation_at=self._next_rotation if self._advertising else None,
+            rotations=self._rotations,
+            failures=self._failures,
+            consecutive_failures=self._consecutive,
+            releases=self._releases,
+            bluez_generation=self._generation,
+            last_error=self._last_error,
+            note=self._note,
         )
 
-    async def run(self) -> None:
-        self.bus.export(self.path, self._advert)
+    async def run(self, bus: MessageBus, watch: BluezWatch) -> None:
+        """Advertise on ``bus`` until cancelled (or until the bus dies: BusLost)."""
+        ad = Advertisement(self._released, self._include_tx_power)
+        bus.export(self.path, ad)
+        self._bus = bus
+        self._registered = False
         try:
-            await self._loop()
+            await self._loop(watch, ad)
         finally:
-            await self._unregister()
-            self.bus.unexport(self.path, self._advert)
+            self._advertising = False
+            if self._registered and bus.connected:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await within(self._io, 2.0, self._call("UnregisterAdvertisement", "o", [self.path]))
+            self._registered = False
+            bus.unexport(self.path, ad)
+            self._bus = None
 
-    async def _loop(self) -> None:
-        delay = self.backoff_initial
-        generation = self.watch.generation
+    async def _loop(self, watch: BluezWatch, ad: Advertisement) -> None:
         while True:
-            if not self.watch.has_adapter(self.adapter):
-                self._registered = False
-                self._live = None
-                log.warning(
-                    "advertising on %s waits for the adapter (bluetoothd %s)",
-                    self.adapter,
-                    "up" if self.watch.available else "down",
-                )
-                generation = await self.watch.wait_change(generation)
+            state = await watch.wait_until(lambda s: s.ready(self.adapter))
+            self._generation = state.generation
+            if self._registered_generation != state.generation:
+                self._registered = False  # registered with a bluetoothd that has since gone
+            self._wake.clear()
+            now = self._clock.now()
+            live = self._scheme.broadcast_at(now, self.tx_power)
+            if live is None:
+                await self._stop_advertising()
+                self._note = "no ID for the current time: waiting for new key material"
+                await self._wait(self._io, self._no_id_retry, watch, state)
                 continue
-            now = self.clock.now()
-            broadcast = self.scheme().broadcast_at(now, self.tx_power)
-            if broadcast is None:
-                self._fail("no key material covers now")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
+            if self._registered and self._on_air == live and self._next_rotation and now < self._next_rotation:
+                # woken early (new key material that does not change what is live): the same ID must keep
+                # its address, so nothing is re-registered
+                await self._sleep_until(self._next_rotation, watch, state)
                 continue
-            if not self._registered or self._live is None or broadcast.ephemeral_id != self._live.ephemeral_id:
-                try:
-                    await self._rotate(broadcast)
-                except BluezError as exc:
-                    self._fail(str(exc))
-                    if exc.error_class is ErrorClass.GONE:
-                        generation = await self.watch.wait_change(generation, timeout=delay)
-                    else:
-                        await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.backoff_max)
-                    continue
-                delay = self.backoff_initial
-            generation = await self._wait_until(broadcast.valid_until, generation)
+            try:
+                await self._rotate(ad, live, state)
+            except Exception as exc:  # never crash: count it, report it, retry with backoff
+                self._failed(exc)
+                await self._wait(self._io, backoff_delay(self._consecutive, maximum=self._backoff_max), watch, state)
+                continue
+            self._consecutive = 0
+            self._rotations += 1
+            self._last_rotation = now
+            self._note = None
+            self._next_rotation = next_rotation(live, now, self._min, self._max, self._rng)
+            log.info("advertising on %s, next rotation in %.0f s", self.adapter, self._next_rotation - now)
+            await self._sleep_until(self._next_rotation, watch, state)
 
-    async def _wait_until(self, deadline: float, generation: int) -> int:
-        """Sleep (on the agent's clock) until the ID ends, waking early on a BlueZ change or a Release."""
-        self._kick.clear()
-        sleeper = asyncio.ensure_future(self.clock.sleep(max(0.0, deadline - self.clock.now())))
-        changed = asyncio.ensure_future(self.watch.wait_change(generation))
-        kicked = asyncio.ensure_future(self._kick.wait())
-        try:
-            await asyncio.wait({sleeper, changed, kicked}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in (sleeper, changed, kicked):
-                f.cancel()
-            await asyncio.gather(sleeper, changed, kicked, return_exceptions=True)
-        if changed.done() and not changed.cancelled():
-            self._registered = False  # bluetoothd or the adapter changed: BlueZ no longer holds our advert
-            return changed.result()
-        return self.watch.generation if self.watch.generation != generation else generation
-
-    async def _rotate(self, broadcast: Broadcast) -> None:
-        async with self.scan_pause(self.adapter):
-            await self._unregister()
-            self._advert.set_payload(broadcast.service_uuid16, broadcast.service_data)
-            await call(
-                self.bus, adapter_path(self.adapter), ADV_MANAGER, "RegisterAdvertisement", "oa{sv}", [self.path, {}]
-            )
+    async def _rotate(self, ad: Advertisement, live: Broadcast, state: BluezState) -> None:
+        pause = self._pauser.paused(self.adapter) if self._pauser else contextlib.nullcontext()
+        async with pause:
+            if self._registered:
+                self._advertising = False
+                await self._unregister()
+            ad.set_content(live.service_uuid16, live.service_data)
+            await self._register()
         self._registered = True
-        self._live = broadcast
-        self._rotations += 1
-        self._last_rotation_at = self.clock.now()
-        log.debug("advertising a new ID on %s until %.0f", self.adapter, broadcast.valid_until)
-        if self.on_rotation is not None:
-            self.on_rotation(broadcast, self._last_rotation_at)
+        self._registered_generation = state.generation
+        self._advertising = True
+        self._on_air = live
+
+    async def _register(self) -> None:
+        try:
+            await self._call("RegisterAdvertisement", "oa{sv}", [self.path, {}])
+        except DBusError as exc:
+            if dbus_error_name(exc) != "org.bluez.Error.AlreadyExists":
+                raise
+            # an earlier Register we gave up on completed after all: take it back and register afresh
+            await self._unregister()
+            await self._call("RegisterAdvertisement", "oa{sv}", [self.path, {}])
 
     async def _unregister(self) -> None:
-        if not self._registered:
-            return
         self._registered = False
         try:
-            await call(self.bus, adapter_path(self.adapter), ADV_MANAGER, "UnregisterAdvertisement", "o", [self.path])
-        except BluezError as exc:
-            log.debug("unregister on %s: %s", self.adapter, exc)
+            await self._call("UnregisterAdvertisement", "o", [self.path])
+        except DBusError as exc:
+            if dbus_error_name(exc) != "org.bluez.Error.DoesNotExist":
+                raise
+
+    async def _stop_advertising(self) -> None:
+        if self._registered:
+            try:
+                await self._unregister()
+            except Exception as exc:  # it is going away either way; note why
+                self._last_error = describe(exc)
+        self._advertising = False
+
+    async def _call(self, member: str, signature: str, body: list[object]) -> None:
+        assert self._bus is not None
+        msg = Message(
+            destination=BLUEZ,
+            path=f"/org/bluez/{self.adapter}",
+            interface=ADV_MANAGER,
+            member=member,
+            signature=signature,
+            body=body,
+        )
+        reply = await within(self._io, self._call_timeout, self._bus.call(msg))
+        if reply.message_type is MessageType.ERROR:
+            raise DBusError(reply.error_name or "org.freedesktop.DBus.Error.Failed", str(reply.body[:1]), reply)
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        self._consecutive += 1
+        self._advertising = False
+        self._last_error = describe(exc)
+        self._note = f"registration failing ({classify(exc).value})"
+        log.warning(
+            "advertising on %s failed (%s, attempt %d); retrying", self.adapter, self._last_error, self._consecutive
+        )
 
     def _released(self) -> None:
+        """BlueZ dropped our advert by itself (adapter gone, bluetoothd stopping)."""
+        self._releases += 1
         self._registered = False
-        self._kick.set()
+        self._advertising = False
+        log.warning("BlueZ released the advertisement on %s", self.adapter)
+        self._wake.set()
 
-    def _fail(self, reason: str) -> None:
-        self._failures += 1
-        self._last_error = reason[:200]
-        log.warning("advertising on %s failed (%d so far): %s", self.adapter, self._failures, reason)
+    async def _wait(self, clock: Clock, seconds: float, watch: BluezWatch, state: BluezState) -> str:
+        """Sleep on ``clock``; return early ("wake" / "bluez") on a Release, new scheme or BlueZ change."""
+
+        def changed(s: BluezState) -> bool:
+            return s.generation != state.generation or s.ready(self.adapter) != state.ready(self.adapter)
+
+        reason = await first(time=clock.sleep(seconds), wake=self._wake.wait(), bluez=watch.wait_until(changed))
+        if reason == "bluez":
+            now = watch.state
+            if now.generation != state.generation or not now.ready(self.adapter):
+                self._registered = False
+                self._advertising = False
+        return reason
+
+    async def _sleep_until(self, target: float, watch: BluezWatch, state: BluezState) -> None:
+        """Until ``target`` on the scheme's clock; an early wake-up (timer jitter) just sleeps again."""
+        while (remaining := target - self._clock.now()) > 0:
+            if await self._wait(self._clock, remaining, watch, state) != "time":
+                return

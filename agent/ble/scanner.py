@@ -1,9 +1,14 @@
-"""Scans one adapter with bleak and hands our three schemes' adverts to the store's aggregator.
+"""Hear our three service UUIDs with bleak, one scanner per adapter, and keep hearing them.
 
-Self-healing after Home Assistant's pattern: errors are classified (retry soon, wait for BlueZ, report),
-a watchdog restarts a scanner that heard nothing at all for ``watchdog_seconds``, and a bluetoothd restart
-or an adapter re-plug (which bleak does not notice) restarts the scan. Everything on the callback path is
-cheap: a dict look-up rejects other devices' adverts before any decoding.
+The hot path (bleak callback → decode → sink) does three dict lookups for anything that is not ours and
+never raises: every Device1 update in range comes through here, hostile ones included. A sighting carries
+the scheme, ID, time, RSSI, TX power and metadata — never the BLE address.
+
+Self-healing follows Home Assistant's habluetooth: start failures are classified (``agent.ble.errors``) and
+retried with backoff, a scanner that has heard nothing for ``watchdog_s`` is restarted, repeated transient
+failures power-cycle the adapter, a vanished adapter is waited for, and a new ``org.bluez`` owner (bleak
+does not notice one) restarts every scan. An optional duty cycle scans S seconds every P seconds for
+battery-powered wearables, and the advertiser can pause an adapter's scan around a rotation.
 """
 
 from __future__ import annotations
@@ -11,217 +16,371 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
 
 from bleak import BleakScanner
+from bleak.args.bluez import OrPattern
+from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakDBusError, BleakError
 
-from agent.ble.bluez import ErrorClass, classify
-from agent.ble.watch import BluezWatch
-from agent.clock import Clock
-from agent.schemes.base import SCHEME_BY_UUID16, DecodedAdvert, SchemeName, uuid128
+from agent.ble._aio import first, within
+from agent.ble.adapters import set_powered
+from agent.ble.bluez_watch import BluezState, BluezWatch, BusLost
+from agent.ble.errors import ErrorKind, classify, describe
+from agent.clock import Clock, SystemClock
+from agent.schemes.base import SERVICE_UUID16, DecodedAdvert, uuid128
 from agent.schemes.decoder import decode_service_data
+from agent.sightings import RawSighting
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[SchemeName, bytes, float, int, "int | None", bytes], None]
-OUR_UUIDS = frozenset(uuid128(u) for u in SCHEME_BY_UUID16)
+Sink = Callable[[RawSighting], None]
+OUR_UUIDS: tuple[str, ...] = tuple(uuid128(u) for u in SERVICE_UUID16.values())
+OR_PATTERNS = [
+    OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, u.to_bytes(2, "little")) for u in SERVICE_UUID16.values()
+]
+RSSI_RANGE = range(-127, 21)  # HCI's valid RSSI; 127 means "not available" and is not a measurement
+TX_RANGE = range(-127, 128)
+
+
+@dataclass(frozen=True)
+class DutyCycle:
+    """Scan ``scan_s`` seconds at the start of every ``period_s``; continuous when either is 0."""
+
+    scan_s: float = 0.0
+    period_s: float = 0.0
+
+    @property
+    def continuous(self) -> bool:
+        return self.scan_s <= 0 or self.period_s <= 0 or self.scan_s >= self.period_s
+
+    def is_on(self, t: float) -> bool:
+        return self.continuous or (t % self.period_s) < self.scan_s
+
+    def next_change(self, t: float) -> float:
+        if self.continuous:
+            return math.inf
+        phase = t % self.period_s
+        start = t - phase
+        return start + self.scan_s if phase < self.scan_s else start + self.period_s
 
 
 @dataclass(frozen=True)
 class ScannerHealth:
     adapter: str
+    present: bool
     scanning: bool
-    last_heard_at: float | None  # agent clock
-    callbacks: int
+    passive: bool
+    last_heard_at: float | None
+    last_sighting_at: float | None
     sightings: int
     rejected: int
+    ignored: int
+    sink_errors: int
+    starts: int
     restarts: int
+    watchdog_restarts: int
+    power_cycles: int
+    failures: int
     last_error: str | None
+    note: str | None
 
 
-class Scanner:
+class _AdapterScan:
     def __init__(
         self,
         adapter: str,
-        watch: BluezWatch,
         sink: Sink,
         clock: Clock,
-        watchdog_seconds: float = 90.0,
-        scan_seconds: float = 0.0,
-        scan_period_seconds: float = 0.0,
-        passive: bool = False,
-        backoff_max: float = 30.0,
+        io: Clock,
+        duty: DutyCycle,
+        passive: bool,
+        watchdog_s: float,
+        backoff_max_s: float,
+        escalate_after: int,
+        call_timeout_s: float,
     ) -> None:
         self.adapter = adapter
-        self.watch = watch
-        self.sink = sink
-        self.clock = clock
-        self.watchdog_seconds = watchdog_seconds
-        self.scan_seconds = scan_seconds
-        self.scan_period_seconds = scan_period_seconds
-        self.passive = passive
-        self.backoff_max = backoff_max
+        self._sink = sink
+        self._clock = clock
+        self._io = io
+        self._duty = duty
+        self._passive = passive
+        self._watchdog_s = watchdog_s
+        self._backoff_max = backoff_max_s
+        self._escalate_after = escalate_after
+        self._timeout = call_timeout_s
         self._scanner: BleakScanner | None = None
-        self._paused = 0
-        self._resume = asyncio.Event()
-        self._resume.set()
-        self._poke = asyncio.Event()
-        self._last_heard_mono: float | None = None
-        self._last_heard_at: float | None = None
-        self._callbacks = self._sightings = self._rejected = self._restarts = 0
-        self._last_error: str | None = None
+        self._started_generation = -1
+        self._started_io = 0.0
+        self._heard_io = 0.0
+        self._retry_at = -math.inf
+        self._pauses = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._unplanned = False
+        self._present = False
+        self.heard_at: float | None = None
+        self.sighting_at: float | None = None
+        self.sightings = 0
+        self.rejected = 0
+        self.ignored = 0
+        self.sink_errors = 0
+        self.starts = 0
+        self.restarts = 0
+        self.watchdog_restarts = 0
+        self.power_cycles = 0
+        self.failures = 0
+        self.consecutive = 0
+        self.last_error: str | None = None
+        self.note: str | None = None
 
-    def health(self) -> ScannerHealth:
-        return ScannerHealth(
-            self.adapter,
-            self._scanner is not None,
-            self._last_heard_at,
-            self._callbacks,
-            self._sightings,
-            self._rejected,
-            self._restarts,
-            self._last_error,
-        )
+    # ---- the hot path ----------------------------------------------------------------------------------
 
-    # -- the callback path -------------------------------------------------------------------------------------
-
-    def _on_advert(self, device: BLEDevice, adv: AdvertisementData) -> None:
-        self._callbacks += 1
-        self._last_heard_mono = asyncio.get_running_loop().time()
-        service_data = adv.service_data
-        if not service_data:
-            return
-        now = None
-        for uuid, data in service_data.items():
-            if uuid not in OUR_UUIDS:
-                continue
-            decoded = decode_service_data(uuid, data)
-            if not isinstance(decoded, DecodedAdvert):
-                self._rejected += 1
-                log.debug("ignored advert on %s: %s", self.adapter, decoded.reason)
-                continue
-            if now is None:
-                now = self.clock.now()
-                self._last_heard_at = now
-            tx = decoded.tx_power if decoded.tx_power is not None else adv.tx_power
-            self._sightings += 1
-            self.sink(decoded.scheme, decoded.ephemeral_id, now, adv.rssi, tx, decoded.metadata)
-
-    # -- lifecycle ---------------------------------------------------------------------------------------------
-
-    async def run(self) -> None:
-        delay = 1.0
-        generation = self.watch.generation
+    def on_advert(self, device: BLEDevice, adv: AdvertisementData) -> None:
         try:
-            while True:
-                if not self.watch.has_adapter(self.adapter):
-                    log.warning("scanning on %s waits for the adapter", self.adapter)
-                    generation = await self.watch.wait_change(generation)
-                    continue
-                await self._resume.wait()
-                try:
-                    await self._start()
-                except (BleakError, BleakDBusError, OSError, EOFError) as exc:
-                    self._note_error(exc)
-                    if _error_class(exc) is ErrorClass.GONE:
-                        generation = await self.watch.wait_change(generation, timeout=delay)
-                    else:
-                        await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.backoff_max)
-                    continue
-                delay = 1.0
-                generation = await self._supervise(generation)
-                await self._stop()
-        finally:
-            await self._stop()
+            now = self._clock.now()
+            self._heard_io = self._io.now()
+            self.heard_at = now
+            sd = adv.service_data
+            if not sd:
+                self.ignored += 1
+                return
+            ours = False
+            for uuid in OUR_UUIDS:
+                data = sd.get(uuid)
+                if data is not None:
+                    ours = True
+                    self._take(uuid, data, adv, now)
+            if not ours:
+                self.ignored += 1
+        except Exception:  # hostile or broken input must never reach bleak's signal handler
+            self.rejected += 1
+            log.debug("advert callback failed", exc_info=True)
 
-    async def _supervise(self, generation: int) -> int:
-        """Run until something calls for a restart: BlueZ changed, silence, a pause, or the duty cycle."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        self._last_heard_mono = started
-        while True:
-            duty_left = None
-            if self.scan_seconds > 0:
-                duty_left = self.scan_seconds - (loop.time() - started)
-                if duty_left <= 0:
-                    await self._stop()
-                    await asyncio.sleep(max(0.0, self.scan_period_seconds - self.scan_seconds))
-                    return self.watch.generation
-            silent_for = loop.time() - (self._last_heard_mono or started)
-            if silent_for >= self.watchdog_seconds:
-                log.warning("scanner on %s heard nothing for %.0f s: restarting it", self.adapter, silent_for)
-                self._restarts += 1
-                return self.watch.generation
-            if self._scanner is None:  # a pause took the scan down: start it again
-                return generation
-            timeout = min(self.watchdog_seconds - silent_for, duty_left if duty_left is not None else 1e9)
-            self._poke.clear()
-            change = asyncio.ensure_future(self.watch.wait_change(generation, timeout=timeout))
-            poke = asyncio.ensure_future(self._poke.wait())
-            await asyncio.wait({change, poke}, return_when=asyncio.FIRST_COMPLETED)
-            for f in (change, poke):
-                f.cancel()
-            await asyncio.gather(change, poke, return_exceptions=True)
-            if self.watch.generation != generation:
-                log.info("BlueZ changed: restarting the scanner on %s", self.adapter)
-                self._restarts += 1
-                return self.watch.generation
-            if self._poke.is_set():  # a pause took the scan down: start it again
-                return generation
-
-    async def _start(self) -> None:
-        kwargs: dict[str, Any] = {"bluez": {"adapter": self.adapter, "filters": {"DuplicateData": True}}}
-        if self.passive:
-            kwargs = {
-                "scanning_mode": "passive",
-                "bluez": {
-                    "adapter": self.adapter,
-                    "or_patterns": [(0, 0x16, uuid.to_bytes(2, "little")) for uuid in SCHEME_BY_UUID16],
-                },
-            }
-        scanner = BleakScanner(self._on_advert, **kwargs)
-        await scanner.start()
-        self._scanner = scanner
-        log.info("scanning on %s (%s)", self.adapter, "passive" if self.passive else "active")
-
-    async def _stop(self) -> None:
-        scanner, self._scanner = self._scanner, None
-        if scanner is None:
+    def _take(self, uuid: str, data: bytes, adv: AdvertisementData, now: float) -> None:
+        decoded = decode_service_data(uuid, data)
+        rssi = adv.rssi
+        if type(decoded) is not DecodedAdvert or type(rssi) is not int or rssi not in RSSI_RANGE:
+            self.rejected += 1
             return
-        # After a bluetoothd restart the old scan is gone on the BlueZ side: stop() then fails, harmlessly.
-        with contextlib.suppress(BleakError, BleakDBusError, OSError, EOFError, asyncio.TimeoutError):
-            await asyncio.wait_for(scanner.stop(), 10)
+        tx = decoded.tx_power if decoded.tx_power is not None else adv.tx_power
+        if tx is not None and (type(tx) is not int or tx not in TX_RANGE):
+            tx = None
+        sighting = RawSighting(decoded.scheme, decoded.ephemeral_id, now, rssi, tx, decoded.metadata, self.adapter)
+        try:
+            self._sink(sighting)
+        except Exception:  # the store's problem must not silence the radio; count it, health shows it
+            self.sink_errors += 1
+            if self.sink_errors == 1 or self.sink_errors % 1000 == 0:
+                log.warning("sighting sink failed (%d so far)", self.sink_errors, exc_info=True)
+            return
+        self.sightings += 1
+        self.sighting_at = now
+
+    # ---- control ---------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
-        """Stop scanning for the duration (the advertiser's rotation on a legacy controller)."""
-        self._paused += 1
-        self._resume.clear()
+        self._pauses += 1
+        self._wake.set()
         try:
-            await self._stop()
+            try:
+                await within(self._io, self._timeout, self._idle.wait())
+            except TimeoutError:
+                log.warning("scan on %s did not pause in time", self.adapter)
             yield
         finally:
-            self._paused -= 1
-            if self._paused == 0:
-                self._resume.set()
-                self._poke.set()
+            self._pauses -= 1
+            self._wake.set()
 
-    def _note_error(self, exc: BaseException) -> None:
-        self._last_error = f"{exc.__class__.__name__}: {exc}"[:200]
-        log.warning("scanner on %s: %s", self.adapter, self._last_error)
+    def health(self) -> ScannerHealth:
+        return ScannerHealth(
+            adapter=self.adapter,
+            present=self._present,
+            scanning=self._scanner is not None,
+            passive=self._passive and self._scanner is not None,
+            last_heard_at=self.heard_at,
+            last_sighting_at=self.sighting_at,
+            sightings=self.sightings,
+            rejected=self.rejected,
+            ignored=self.ignored,
+            sink_errors=self.sink_errors,
+            starts=self.starts,
+            restarts=self.restarts,
+            watchdog_restarts=self.watchdog_restarts,
+            power_cycles=self.power_cycles,
+            failures=self.failures,
+            last_error=self.last_error,
+            note=self.note,
+        )
+
+    async def run(self, watch: BluezWatch) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                state = watch.state
+                if state.bus_lost:
+                    raise BusLost("D-Bus connection lost")
+                self._present = state.ready(self.adapter)
+                io_now = self._io.now()
+                want = (
+                    self._pauses == 0
+                    and self._present
+                    and self._duty.is_on(self._clock.now())
+                    and io_now >= self._retry_at
+                )
+                if self._scanner is not None:
+                    if (
+                        state.generation != self._started_generation
+                        or not self._present
+                        or self.adapter in state.unpowered
+                    ):
+                        log.warning("BlueZ or %s went away under the scan; restarting it", self.adapter)
+                        self._unplanned = True
+                        await self._stop()
+                    elif not want:
+                        await self._stop()
+                    elif io_now - max(self._heard_io, self._started_io) >= self._watchdog_s:
+                        log.warning("scan on %s silent for %.0f s; restarting it", self.adapter, self._watchdog_s)
+                        self.watchdog_restarts += 1
+                        self._unplanned = True
+                        await self._stop()
+                if self._scanner is None and want:
+                    await self._start(watch, state)
+                if self._scanner is None:
+                    self._idle.set()
+                await self._wait_next(watch, state)
+        finally:
+            await self._stop()
+
+    async def _start(self, watch: BluezWatch, state: BluezState) -> None:
+        passive = self._passive
+        if passive:
+            scanner = BleakScanner(
+                self.on_advert, scanning_mode="passive", bluez={"adapter": self.adapter, "or_patterns": OR_PATTERNS}
+            )
+        else:
+            scanner = BleakScanner(self.on_advert, bluez={"adapter": self.adapter, "filters": {"DuplicateData": True}})
+        self._idle.clear()
+        try:
+            await within(self._io, self._timeout, scanner.start())
+        except Exception as exc:  # classified below; the loop retries
+            self._idle.set()
+            await self._start_failed(exc, watch, passive)
+            return
+        self._scanner = scanner
+        self._started_generation = state.generation
+        self._started_io = self._io.now()
+        self.starts += 1
+        self.consecutive = 0
+        if self._unplanned:
+            self.restarts += 1
+            self._unplanned = False
+        log.info("scanning on %s%s", self.adapter, " (passive)" if passive else "")
+
+    async def _start_failed(self, exc: Exception, watch: BluezWatch, passive: bool) -> None:
+        kind = classify(exc)
+        self.last_error = describe(exc)
+        if passive and kind is ErrorKind.UNSUPPORTED:
+            self._passive = False
+            self.note = "passive scanning unavailable (BlueZ needs --experimental); scanning actively"
+            log.warning("%s: %s", self.adapter, self.note)
+            self._wake.set()  # try again at once, actively
+            return
+        self.failures += 1
+        self.consecutive += 1
+        self._unplanned = True
+        self._retry_at = self._io.now() + min(self._backoff_max, 2.0 ** (self.consecutive - 1))
+        log.warning("scan on %s failed to start (%s, attempt %d)", self.adapter, self.last_error, self.consecutive)
+        if kind is ErrorKind.NOT_READY or (kind is ErrorKind.TRANSIENT and self.consecutive >= self._escalate_after):
+            await self._power_cycle(watch, off_first=kind is not ErrorKind.NOT_READY)
+
+    async def _power_cycle(self, watch: BluezWatch, off_first: bool) -> None:
+        """The escalation step: Powered off and on again (or just on, for an adapter found powered off)."""
+        try:
+            if off_first:
+                await within(self._io, self._timeout, set_powered(watch.bus, self.adapter, False))
+            await within(self._io, self._timeout, set_powered(watch.bus, self.adapter, True))
+            self.power_cycles += 1
+            log.warning("power-cycled %s", self.adapter)
+        except Exception as exc:  # best effort: the next start attempt reports what is still wrong
+            log.warning("could not power-cycle %s (%s)", self.adapter, describe(exc))
+
+    async def _stop(self) -> None:
+        scanner, self._scanner = self._scanner, None
+        if scanner is not None:
+            try:
+                await within(self._io, self._timeout, scanner.stop())
+            except Exception as exc:  # a scan whose BlueZ is gone cannot be stopped cleanly; it is over anyway
+                log.debug("stopping the scan on %s: %s", self.adapter, describe(exc))
+        self._idle.set()
+
+    async def _wait_next(self, watch: BluezWatch, state: BluezState) -> None:
+        waits = {"wake": self._wake.wait(), "bluez": watch.wait_until(lambda s: s != state)}
+        io_now, now = self._io.now(), self._clock.now()
+        io_deadlines = [self._retry_at] if self._scanner is None and self._retry_at > io_now else []
+        if self._scanner is not None:
+            io_deadlines.append(max(self._heard_io, self._started_io) + self._watchdog_s)
+        if io_deadlines:
+            waits["io"] = self._io.sleep(max(0.0, min(io_deadlines) - io_now))
+        change = self._duty.next_change(now)
+        if change != math.inf:
+            waits["duty"] = self._clock.sleep(max(0.0, change - now))
+        await first(**waits)
 
 
-def _error_class(exc: BaseException) -> ErrorClass:
-    if isinstance(exc, BleakDBusError):
-        return classify(exc.dbus_error)
-    if isinstance(exc, OSError | EOFError):
-        return ErrorClass.GONE
-    if "not found" in str(exc):
-        return ErrorClass.GONE
-    return ErrorClass.RETRY
+class Scanner:
+    """Scans on several adapters at once (one bleak scanner each, sharing bleak's connection)."""
+
+    def __init__(
+        self,
+        adapters: Sequence[str],
+        sink: Sink,
+        clock: Clock,
+        *,
+        io_clock: Clock | None = None,
+        duty: DutyCycle = DutyCycle(),
+        passive: bool = False,
+        watchdog_s: float = 90.0,
+        backoff_max_s: float = 30.0,
+        escalate_after: int = 3,
+        call_timeout_s: float = 10.0,
+    ) -> None:
+        if not adapters:
+            raise ValueError("scan on at least one adapter")
+        io = io_clock or SystemClock()
+        self._scans = {
+            a: _AdapterScan(
+                a, sink, clock, io, duty, passive, watchdog_s, backoff_max_s, escalate_after, call_timeout_s
+            )
+            for a in dict.fromkeys(adapters)
+        }
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        return tuple(self._scans)
+
+    def paused(self, adapter: str) -> AbstractAsyncContextManager[None]:
+        scan = self._scans.get(adapter)
+        return scan.paused() if scan is not None else contextlib.nullcontext()
+
+    def health(self) -> tuple[ScannerHealth, ...]:
+        return tuple(s.health() for s in self._scans.values())
+
+    async def run(self, watch: BluezWatch) -> None:
+        """Until cancelled; raises BusLost when the D-Bus connection dies (rebuild and call again)."""
+        tasks = [asyncio.ensure_future(s.run(watch)) for s in self._scans.values()]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

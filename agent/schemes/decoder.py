@@ -40,7 +40,7 @@ def decode_service_data(uuid: str | int, data: bytes) -> DecodedAdvert | Rejecte
         return DecodedAdvert(
             scheme=scheme,
             ephemeral_id=data[1:17],
-            metadata=b"",
+            metadata=data[:1],  # the ECC byte: kept so reports can be routed by country
             tx_power=int.from_bytes(data[18:19], "big", signed=True),
             ecc=data[0],
             version=version,

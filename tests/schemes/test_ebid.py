@@ -50,7 +50,7 @@ def test_advert_layout_and_round_trip() -> None:
     assert len(ad) == 31
     decoded = decode_advertising_data(ad)
     assert isinstance(decoded, DecodedAdvert)
-    assert decoded == DecodedAdvert(SchemeName.EBID, e, b"", tx_power=-20, ecc=0xAB, version=1)
+    assert decoded == DecodedAdvert(SchemeName.EBID, e, b"\xab", tx_power=-20, ecc=0xAB, version=1)
     assert decode_service_data(0xFD64, sd) == decoded
 
 

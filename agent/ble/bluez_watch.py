@@ -1,0 +1,190 @@
+"""Who owns ``org.bluez`` right now, and which adapters it has — from our own D-Bus connection.
+
+bleak never notices bluetoothd going away and coming back: its scan goes silent without an error, and an
+advertisement registered with the old daemon is simply gone. So the agent watches ``NameOwnerChanged`` for
+``org.bluez`` and the ObjectManager signals for adapters itself, and the advertiser and the scanners wait
+on this one state: a new ``generation`` means "BlueZ restarted, register and scan again"; an adapter leaving
+the set means "wait for it to come back".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+log = logging.getLogger(__name__)
+
+BLUEZ = "org.bluez"
+ADAPTER1 = "org.bluez.Adapter1"
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+PROPERTIES = "org.freedesktop.DBus.Properties"
+BUS_DAEMON = "org.freedesktop.DBus"
+ADAPTER_PREFIX = "/org/bluez/"
+
+
+class BusLost(ConnectionError):
+    """Our own D-Bus connection died; everything built on it must be rebuilt."""
+
+
+@dataclass(frozen=True)
+class BluezState:
+    owner: str | None = None
+    generation: int = 0
+    adapters: frozenset[str] = frozenset()
+    unpowered: frozenset[str] = frozenset()
+    bus_lost: bool = False
+
+    def ready(self, adapter: str) -> bool:
+        return self.owner is not None and adapter in self.adapters
+
+
+def adapter_name(path: str) -> str | None:
+    """``/org/bluez/hci0`` → ``hci0``; None for devices and anything else."""
+    if not path.startswith(ADAPTER_PREFIX):
+        return None
+    rest = path[len(ADAPTER_PREFIX) :]
+    return rest if rest and "/" not in rest else None
+
+
+class BluezWatch:
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self.state = BluezState()
+        self.owner_changes = 0
+        self._changed = asyncio.Event()
+        self._refresh: asyncio.Task[None] | None = None
+        self._lost_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.bus.add_message_handler(self._on_message)
+        for rule in (
+            f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='NameOwnerChanged',arg0='{BLUEZ}'",
+            f"type='signal',interface='{OBJECT_MANAGER}',member='InterfacesAdded',arg0path='{ADAPTER_PREFIX}'",
+            f"type='signal',interface='{OBJECT_MANAGER}',member='InterfacesRemoved',arg0path='{ADAPTER_PREFIX}'",
+            f"type='signal',interface='{PROPERTIES}',member='PropertiesChanged',arg0='{ADAPTER1}',"
+            "path_namespace='/org/bluez'",
+        ):
+            await self._bus_call("AddMatch", "s", [rule])
+        reply = await self._bus_call("GetNameOwner", "s", [BLUEZ])
+        if reply.message_type is MessageType.METHOD_RETURN:
+            self._new_owner(reply.body[0])
+        self._lost_task = asyncio.get_running_loop().create_task(self._watch_bus())
+
+    def close(self) -> None:
+        self.bus.remove_message_handler(self._on_message)
+        for task in (self._refresh, self._lost_task):
+            if task is not None:
+                task.cancel()
+
+    async def wait_until(self, predicate: Callable[[BluezState], bool]) -> BluezState:
+        """The first state (maybe the current one) that satisfies ``predicate``; raises BusLost."""
+        while True:
+            state = self.state
+            if state.bus_lost:
+                raise BusLost("D-Bus connection lost")
+            if predicate(state):
+                return state
+            await self._changed.wait()
+
+    def _publish(self, state: BluezState) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def _watch_bus(self) -> None:
+        try:
+            await self.bus.wait_for_disconnect()
+        except Exception:  # the reason does not matter: the connection is gone either way
+            log.debug("bus disconnected with an error", exc_info=True)
+        log.warning("D-Bus connection lost")
+        self._publish(replace(self.state, owner=None, adapters=frozenset(), bus_lost=True))
+
+    async def _bus_call(self, member: str, signature: str, body: list[object]) -> Message:
+        return await self.bus.call(
+            Message(
+                destination=BUS_DAEMON,
+                path="/org/freedesktop/DBus",
+                interface=BUS_DAEMON,
+                member=member,
+                signature=signature,
+                body=body,
+            )
+        )
+
+    def _on_message(self, msg: Message) -> bool:
+        if msg.message_type is not MessageType.SIGNAL:
+            return False
+        if msg.member == "NameOwnerChanged" and msg.sender == BUS_DAEMON and msg.body[0] == BLUEZ:
+            self._new_owner(msg.body[2])
+        elif msg.member == "PropertiesChanged" and msg.body[0] == ADAPTER1 and "Powered" in msg.body[1]:
+            name = adapter_name(msg.path or "")
+            if name is not None and msg.sender == self.state.owner:
+                self._set_powered(name, bool(msg.body[1]["Powered"].value))
+        elif msg.member in ("InterfacesAdded", "InterfacesRemoved") and msg.interface == OBJECT_MANAGER:
+            owner = self.state.owner
+            if owner is None or msg.sender != owner:
+                return False  # only BlueZ itself speaks for BlueZ's objects
+            name = adapter_name(msg.body[0])
+            if name is None:
+                return False
+            if msg.member == "InterfacesAdded" and ADAPTER1 in msg.body[1]:
+                log.info("adapter %s appeared", name)
+                self._publish(replace(self.state, adapters=self.state.adapters | {name}))
+                powered = msg.body[1][ADAPTER1].get("Powered")
+                if powered is not None:
+                    self._set_powered(name, bool(powered.value))
+            elif msg.member == "InterfacesRemoved" and ADAPTER1 in msg.body[1]:
+                log.warning("adapter %s disappeared", name)
+                self._publish(replace(self.state, adapters=self.state.adapters - {name}))
+        return False
+
+    def _new_owner(self, owner: str) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
+        if not owner:
+            log.warning("BlueZ stopped (org.bluez has no owner)")
+            self._publish(replace(self.state, owner=None, adapters=frozenset(), unpowered=frozenset()))
+            return
+        if owner == self.state.owner:
+            return
+        self.owner_changes += 1
+        log.info("BlueZ is running (owner %s)", owner)
+        self._publish(
+            replace(
+                self.state,
+                owner=owner,
+                generation=self.state.generation + 1,
+                adapters=frozenset(),
+                unpowered=frozenset(),
+            )
+        )
+        self._refresh = asyncio.get_running_loop().create_task(self._read_adapters(owner))
+
+    async def _read_adapters(self, owner: str) -> None:
+        reply = await self.bus.call(
+            Message(destination=owner, path="/", interface=OBJECT_MANAGER, member="GetManagedObjects")
+        )
+        if reply.message_type is not MessageType.METHOD_RETURN or self.state.owner != owner:
+            return
+        found, off = set(), set()
+        for path, ifaces in reply.body[0].items():
+            name = adapter_name(path)
+            if name is None or ADAPTER1 not in ifaces:
+                continue
+            found.add(name)
+            powered = ifaces[ADAPTER1].get("Powered")
+            if powered is not None and not powered.value:
+                off.add(name)
+        self._publish(replace(self.state, adapters=self.state.adapters | found, unpowered=frozenset(off)))
+
+    def _set_powered(self, name: str, on: bool) -> None:
+        unpowered = self.state.unpowered - {name} if on else self.state.unpowered | {name}
+        self._publish(replace(self.state, unpowered=unpowered))

@@ -1,0 +1,201 @@
+"""The whole BLE edge of one agent: a D-Bus connection, the BlueZ watch, an advertiser and the scanners.
+
+``BleEdge.run`` owns the connection. If the connection dies (the system bus restarting, a test killing its
+private bus) it builds a new one and carries on with the same advertiser and scanner objects, so their
+counters and the sightings already handed to the sink survive. Health is a frozen snapshot the daemon
+publishes; it never contains an ID or an address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+
+from dbus_fast import BusType
+from dbus_fast.aio import MessageBus
+
+from agent.ble._aio import first
+from agent.ble.adapters import choose_adapters
+from agent.ble.advertiser import Advertiser, AdvertiserHealth, backoff_delay
+from agent.ble.bluez_watch import BluezState, BluezWatch, BusLost
+from agent.ble.errors import describe
+from agent.ble.scanner import DutyCycle, Scanner, ScannerHealth, Sink
+from agent.clock import Clock, SystemClock
+from agent.config import BleSection
+from agent.schemes.base import Scheme
+from agent.status import AdapterStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BleSettings:
+    advertise_adapter: str | None = "auto"
+    scan_adapters: tuple[str, ...] = ("auto",)
+    tx_power: int = -8
+    include_tx_power: bool = False
+    rotation_min_s: float = 600.0
+    rotation_max_s: float = 1200.0
+    scan_seconds: float = 0.0
+    scan_period_seconds: float = 0.0
+    passive: bool = False
+    watchdog_s: float = 90.0
+
+    @classmethod
+    def from_config(cls, ble: BleSection, tx_power: int) -> BleSettings:
+        return cls(
+            advertise_adapter=ble.advertise_adapter,
+            scan_adapters=ble.scan_adapters,
+            tx_power=ble.tx_power if ble.tx_power is not None else tx_power,
+            rotation_min_s=float(ble.rotation_min_seconds),
+            rotation_max_s=float(ble.rotation_max_seconds),
+            scan_seconds=ble.scan_seconds,
+            scan_period_seconds=ble.scan_period_seconds,
+            passive=ble.passive,
+            watchdog_s=ble.watchdog_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class BleHealth:
+    bluez_running: bool
+    bluez_generation: int
+    connections: int
+    advertiser: AdvertiserHealth | None
+    scanners: tuple[ScannerHealth, ...]
+    last_error: str | None
+
+    def adapter_statuses(self) -> tuple[AdapterStatus, ...]:
+        """The per-adapter lines of the status snapshot (agent.status)."""
+        names = dict.fromkeys(
+            ([self.advertiser.adapter] if self.advertiser else []) + [s.adapter for s in self.scanners]
+        )
+        scans = {s.adapter: s for s in self.scanners}
+        out = []
+        for name in names:
+            scan = scans.get(name)
+            advertising = bool(self.advertiser and self.advertiser.adapter == name and self.advertiser.advertising)
+            out.append(
+                AdapterStatus(
+                    name=name,
+                    present=scan.present if scan else self.bluez_running,
+                    advertising=advertising,
+                    scanning=bool(scan and scan.scanning),
+                    last_heard_at=scan.last_heard_at if scan else None,
+                )
+            )
+        return tuple(out)
+
+
+class BleEdge:
+    def __init__(
+        self,
+        settings: BleSettings,
+        scheme: Scheme,
+        sink: Sink,
+        clock: Clock,
+        *,
+        io_clock: Clock | None = None,
+        rng: random.Random | None = None,
+        bus_address: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self._scheme = scheme
+        self._sink = sink
+        self._clock = clock
+        self._io = io_clock or SystemClock()
+        self._rng = rng
+        self._bus_address = bus_address
+        self._watch: BluezWatch | None = None
+        self.advertiser: Advertiser | None = None
+        self.scanner: Scanner | None = None
+        self._connections = 0
+        self._last_error: str | None = None
+        self._generation_base = 0
+
+    def set_scheme(self, scheme: Scheme) -> None:
+        self._scheme = scheme
+        if self.advertiser is not None:
+            self.advertiser.set_scheme(scheme)
+
+    def health(self) -> BleHealth:
+        state = self._watch.state if self._watch else None
+        return BleHealth(
+            bluez_running=bool(state and state.owner),
+            bluez_generation=self._generation_base + (state.generation if state else 0),
+            connections=self._connections,
+            advertiser=self.advertiser.health() if self.advertiser else None,
+            scanners=self.scanner.health() if self.scanner else (),
+            last_error=self._last_error,
+        )
+
+    async def run(self) -> None:
+        """Until cancelled: connect, wait for BlueZ, advertise and scan; reconnect if the bus dies."""
+        attempt = 0
+        while True:
+            try:
+                bus = await MessageBus(bus_address=self._bus_address, bus_type=BusType.SYSTEM).connect()
+            except Exception as exc:  # no bus yet (early boot, a test restarting it): try again
+                attempt += 1
+                self._last_error = describe(exc)
+                log.warning("cannot connect to the system bus (%s); retrying", self._last_error)
+                await self._io.sleep(backoff_delay(attempt, maximum=30.0))
+                continue
+            attempt = 0
+            self._connections += 1
+            try:
+                await self._run_on(bus)
+            except BusLost:
+                log.warning("D-Bus connection lost; reconnecting")
+            except Exception as exc:  # a bug must not end the BLE edge; log it fully and start over
+                self._last_error = describe(exc)
+                log.exception("BLE edge failed; restarting it")
+            finally:
+                if self._watch is not None:
+                    self._generation_base += self._watch.state.generation
+                    self._watch.close()
+                    self._watch = None
+                with contextlib.suppress(Exception):
+                    bus.disconnect()
+            await self._io.sleep(1.0)
+
+    async def _run_on(self, bus: MessageBus) -> None:
+        watch = BluezWatch(bus)
+        await watch.start()
+        self._watch = watch
+        if self.scanner is None:
+            self._build(await watch.wait_until(lambda s: s.owner is not None and bool(s.adapters)))
+        assert self.scanner is not None
+        parts = {"scan": self.scanner.run(watch)}
+        if self.advertiser is not None:
+            parts["advertise"] = self.advertiser.run(bus, watch)
+        await first(**parts)
+
+    def _build(self, state: BluezState) -> None:
+        s = self.settings
+        adv, scans = choose_adapters(s.advertise_adapter, s.scan_adapters, state.adapters)
+        log.info("advertising on %s, scanning on %s", adv or "no adapter", ", ".join(scans))
+        self.scanner = Scanner(
+            scans,
+            self._sink,
+            self._clock,
+            io_clock=self._io,
+            duty=DutyCycle(s.scan_seconds, s.scan_period_seconds),
+            passive=s.passive,
+            watchdog_s=s.watchdog_s,
+        )
+        if adv is not None:
+            self.advertiser = Advertiser(
+                adv,
+                self._scheme,
+                s.tx_power,
+                self._clock,
+                io_clock=self._io,
+                pauser=self.scanner,
+                include_tx_power=s.include_tx_power,
+                rotation_min_s=s.rotation_min_s,
+                rotation_max_s=s.rotation_max_s,
+                rng=self._rng,
+            )

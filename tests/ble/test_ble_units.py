@@ -1,0 +1,94 @@
+"""Pure parts of the BLE edge: error classes, adapter choice, rotation schedule, duty cycle."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from bleak.exc import BleakBluetoothNotAvailableError, BleakBluetoothNotAvailableReason, BleakDBusError, BleakError
+from dbus_fast import DBusError
+
+from agent.ble.adapters import NoAdapter, choose_adapters
+from agent.ble.advertiser import backoff_delay, next_rotation
+from agent.ble.bluez_watch import adapter_name
+from agent.ble.edge import BleSettings
+from agent.ble.errors import ErrorKind, classify, describe
+from agent.ble.scanner import DutyCycle
+from agent.config import BleSection
+from agent.schemes.base import Broadcast, SchemeName
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (BleakDBusError("org.bluez.Error.InProgress", []), ErrorKind.TRANSIENT),
+        (BleakDBusError("org.bluez.Error.Failed", ["No discovery started"]), ErrorKind.TRANSIENT),
+        (BleakDBusError("org.bluez.Error.NotReady", []), ErrorKind.NOT_READY),
+        (BleakDBusError("org.freedesktop.DBus.Error.ServiceUnknown", []), ErrorKind.BLUEZ_GONE),
+        (DBusError("org.freedesktop.DBus.Error.UnknownObject", "x"), ErrorKind.ADAPTER_GONE),
+        (DBusError("org.bluez.Error.NotPermitted", "Maximum advertisements reached"), ErrorKind.REJECTED),
+        (BleakError("adapter 'hci7' not found"), ErrorKind.ADAPTER_GONE),
+        (BleakError("passive scanning on Linux requires BlueZ >= 5.56 with --experimental"), ErrorKind.UNSUPPORTED),
+        (BleakBluetoothNotAvailableError("off", BleakBluetoothNotAvailableReason.POWERED_OFF), ErrorKind.NOT_READY),
+        (OSError(9, "Bad file descriptor"), ErrorKind.BUS_GONE),
+        (EOFError(), ErrorKind.BUS_GONE),
+        (FileNotFoundError(2, "No such file"), ErrorKind.BUS_GONE),
+        (TimeoutError(), ErrorKind.TRANSIENT),
+        (BleakDBusError("org.example.Weird", []), ErrorKind.UNKNOWN),
+        (ValueError("bug"), ErrorKind.UNKNOWN),
+    ],
+)
+def test_errors_are_classified_for_recovery(exc: BaseException, kind: ErrorKind) -> None:
+    assert classify(exc) is kind
+    assert kind.value in describe(exc)
+
+
+def test_adapter_choice_prefers_separate_controllers() -> None:
+    assert choose_adapters("auto", ("auto",), ["hci1", "hci0"]) == ("hci0", ("hci1",))
+    assert choose_adapters("auto", ("auto",), ["hci0"]) == ("hci0", ("hci0",))
+    assert choose_adapters("auto", ("auto",), ["hci10", "hci2", "hci0"]) == ("hci0", ("hci2", "hci10"))
+    assert choose_adapters("hci1", ("hci1", "hci1"), []) == ("hci1", ("hci1",))
+    assert choose_adapters("none", ("auto",), ["hci0", "hci1"]) == (None, ("hci0", "hci1"))
+    assert choose_adapters(None, ("hci3",), []) == (None, ("hci3",))
+    with pytest.raises(NoAdapter):
+        choose_adapters("auto", ("auto",), [])
+
+
+def _live(valid_from: float, valid_until: float) -> Broadcast:
+    return Broadcast(SchemeName.GAEN, bytes(16), bytes(20), valid_from, valid_until)
+
+
+def test_rotation_is_at_the_id_boundary_and_random_only_for_long_ids() -> None:
+    rng = random.Random(1)
+    # GAEN (10 min) and DP-3T (15 min): always the boundary, never a second address for one ID
+    assert next_rotation(_live(0, 600), 0.0, 600, 1200, rng) == 600
+    assert next_rotation(_live(0, 900), 100.0, 600, 1200, rng) == 900
+    # an ID valid for an hour: 10-20 min random rotations until the boundary is within reach
+    draws = [next_rotation(_live(0, 3600), 0.0, 600, 1200, rng) for _ in range(200)]
+    assert all(600 <= d <= 1200 for d in draws) and max(draws) - min(draws) > 300
+    assert next_rotation(_live(0, 3600), 2500.0, 600, 1200, rng) == 3600
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    assert [backoff_delay(n, maximum=10) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
+
+
+def test_duty_cycle() -> None:
+    assert DutyCycle().continuous and DutyCycle(0, 60).continuous and DutyCycle(60, 60).continuous
+    duty = DutyCycle(10, 60)
+    assert duty.is_on(600.0) and duty.is_on(609.9) and not duty.is_on(610.0) and not duty.is_on(659.0)
+    assert duty.next_change(600.0) == 610.0
+    assert duty.next_change(630.0) == 660.0
+    assert DutyCycle().next_change(1.0) == float("inf")
+
+
+def test_adapter_paths() -> None:
+    assert adapter_name("/org/bluez/hci0") == "hci0"
+    assert adapter_name("/org/bluez/hci0/dev_00_11_22_33_44_55") is None
+    assert adapter_name("/org/bluez") is None
+
+
+def test_settings_from_the_agent_config() -> None:
+    s = BleSettings.from_config(BleSection(scan_adapters=("hci1",), scan_seconds=5, scan_period_seconds=30), -12)
+    assert s.scan_adapters == ("hci1",) and s.tx_power == -12 and s.scan_seconds == 5
+    assert BleSettings.from_config(BleSection(tx_power=4), -12).tx_power == 4
