@@ -17,6 +17,7 @@ from agent.cli_maintenance import calibrate, wipe
 from agent.cli_match import match
 from agent.cli_run import run, status
 from agent.cli_start import start
+from agent.cli_testbed import testbed
 from agent.paths import STATE_DIR_ENV, default_state_dir
 
 
@@ -63,6 +64,7 @@ cli.add_command(status)
 cli.add_command(exposures)
 cli.add_command(match)
 cli.add_command(wipe)
+cli.add_command(testbed)
 cli.add_command(calibrate)
 cli.add_command(doctor)
 cli.add_command(ids)

@@ -20,7 +20,12 @@ class Contact:
     minutes: float
 
 
-def close_contacts(scenario: Scenario, seed: int = 0, until: float | None = None) -> list[Contact]:
+def close_contacts(
+    scenario: Scenario,
+    seed: int = 0,
+    until: float | None = None,
+    since: float | None = None,
+) -> list[Contact]:
     """People within ``contact_distance_m`` of a positive person for ≥ ``contact_minutes`` on one day,
     during that person's infectious window (onset days before, up to the positive test)."""
     end = scenario.end if until is None else min(until, scenario.end)
@@ -29,7 +34,7 @@ def close_contacts(scenario: Scenario, seed: int = 0, until: float | None = None
         source = scenario.person(positive.person)
         window_start = scenario.start + (positive.day - positive.onset_days_before) * DAY
         window_end = min(end, scenario.start + positive.day * DAY + positive.at)
-        t = max(scenario.start, window_start)
+        t = max(scenario.start, window_start, since if since is not None else scenario.start)
         while t < window_end:
             here = scenario.position(source, t, seed)
             if here is not None:

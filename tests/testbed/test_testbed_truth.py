@@ -5,7 +5,7 @@ import pytest
 from agent.testbed.scenario import ScenarioError, load_scenario, scenario_from_dict
 from agent.testbed.truth import close_contacts, efficacy
 
-OFFICE = Path(__file__).resolve().parent.parent / "hw" / "scenarios" / "office-floor.toml"
+OFFICE = Path(__file__).resolve().parents[2] / "hw" / "scenarios" / "office-floor.toml"
 
 
 def test_office_floor_ground_truth() -> None:

@@ -1,0 +1,90 @@
+"""The one-command demo, at CI length: real agents, the simulated BlueZ, a real backend, an accelerated clock."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.testbed.runner import run_scheme, sim_config, simulated_window
+from agent.testbed.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "hw" / "scenarios" / "office-floor.toml"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["dp3t", "gaen", "ebid"])
+def test_quick_office_floor_meets_the_efficacy_targets(scheme: str, tmp_path: Path) -> None:
+    result = run_scheme(load_scenario(SCENARIO), scheme, tmp_path, seed=1, quick=True)
+    assert result.true_contacts == 4
+    assert result.recall >= 0.9, result
+    assert result.precision >= 0.8, result
+    assert result.address_id_violations == 0
+    assert result.adverts_on_air > 1000
+
+
+def test_same_seed_same_plan() -> None:
+    scenario = load_scenario(SCENARIO)
+    window = simulated_window(scenario, quick=True)
+    assert sim_config(scenario, 7, 0.1, window) == sim_config(scenario, 7, 0.1, window)
+    assert sim_config(scenario, 7, 0.1, window) != sim_config(scenario, 8, 0.1, window)
+
+
+@pytest.mark.slow
+def test_same_seed_same_results(tmp_path: Path) -> None:
+    scenario = load_scenario(SCENARIO)
+    first = run_scheme(scenario, "dp3t", tmp_path / "1", seed=3, quick=True)
+    second = run_scheme(scenario, "dp3t", tmp_path / "2", seed=3, quick=True)
+    assert first.people == second.people
+    assert (first.recall, first.precision) == (second.recall, second.precision)
+
+
+def _leftovers(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+def test_ctrl_c_leaves_no_process_or_bus_behind(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "testbed",
+            "sim",
+            "--scheme",
+            "dp3t",
+            "--quick",
+            "--report",
+            str(tmp_path / "report"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any("agent --config" in line for line in _leftovers(str(tmp_path))):
+        time.sleep(0.5)
+    assert _leftovers(str(tmp_path)), "the test-bed never started its agents"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    time.sleep(1)
+    assert _leftovers(str(tmp_path)) == []
+    assert not [p for p in tmp_path.glob("proxitrace-testbed-*/**/bus*") if p.is_socket()]
+
+
+def test_cli_refuses_a_missing_scenario(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "testbed", "sim", str(tmp_path / "missing.toml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2 and "does not exist" in out.stderr
