@@ -226,7 +226,7 @@ class SimBluez:
         t0 = self.clock.now()
         next_expiry = self.real.now() + 1.0
         while True:
-            await asyncio.sleep(self.config.tick_seconds)
+            await self.real.sleep(self.config.tick_seconds)
             t1 = self.clock.now()
             self.tick(t0, t1)
             t0 = t1
@@ -662,7 +662,7 @@ class SimBluez:
                         )
                     )
                 return
-            await asyncio.sleep(0.02)
+            await self.real.sleep(0.02)
         log.info("%s: monitor never answered, dropped", a.name)
         a.monitors.pop(key, None)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from xml.sax.saxutils import escape
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 PROPERTIES = "org.freedesktop.DBus.Properties"
@@ -160,11 +160,3 @@ class ObjectTable:
         parts += [f' <node name="{escape(c)}"/>' for c in children if c]
         parts.append("</node>")
         return "\n".join(parts)
-
-
-def reply_error(bus: MessageBus, msg: Message, name: str, text: str) -> None:
-    bus.send(Message.new_error(msg, name, text))
-
-
-def is_call(msg: Message) -> bool:
-    return msg.message_type is MessageType.METHOD_CALL
