@@ -154,7 +154,8 @@ class Advertiser:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await within(self._io, 2.0, self._call("UnregisterAdvertisement", "o", [self.path]))
             self._registered = False
-            bus.unexport(self.path, ad)
+            with contextlib.suppress(Exception):
+                bus.unexport(self.path, ad)
             self._bus = None
 
     async def _loop(self, watch: BluezWatch, ad: Advertisement) -> None:

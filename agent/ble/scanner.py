@@ -39,7 +39,7 @@ from agent.sightings import RawSighting
 log = logging.getLogger(__name__)
 
 Sink = Callable[[RawSighting], None]
-OUR_UUIDS: tuple[str, ...] = tuple(uuid128(u) for u in SERVICE_UUID16.values())
+OUR_UUIDS: tuple[tuple[str, int], ...] = tuple((uuid128(u), u) for u in SERVICE_UUID16.values())
 OR_PATTERNS = [
     OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, u.to_bytes(2, "little")) for u in SERVICE_UUID16.values()
 ]
@@ -152,19 +152,19 @@ class _AdapterScan:
                 self.ignored += 1
                 return
             ours = False
-            for uuid in OUR_UUIDS:
+            for uuid, uuid16 in OUR_UUIDS:
                 data = sd.get(uuid)
                 if data is not None:
                     ours = True
-                    self._take(uuid, data, adv, now)
+                    self._take(uuid16, data, adv, now)
             if not ours:
                 self.ignored += 1
         except Exception:  # hostile or broken input must never reach bleak's signal handler
             self.rejected += 1
             log.debug("advert callback failed", exc_info=True)
 
-    def _take(self, uuid: str, data: bytes, adv: AdvertisementData, now: float) -> None:
-        decoded = decode_service_data(uuid, data)
+    def _take(self, uuid16: int, data: bytes, adv: AdvertisementData, now: float) -> None:
+        decoded = decode_service_data(uuid16, data)
         rssi = adv.rssi
         if type(decoded) is not DecodedAdvert or type(rssi) is not int or rssi not in RSSI_RANGE:
             self.rejected += 1
@@ -228,6 +228,8 @@ class _AdapterScan:
                 if state.bus_lost:
                     raise BusLost("D-Bus connection lost")
                 self._present = state.ready(self.adapter)
+                if self.starts and (not self._present or state.generation != self._started_generation):
+                    self._unplanned = True  # whatever stopped the scan, the next start is a recovery
                 io_now = self._io.now()
                 want = (
                     self._pauses == 0

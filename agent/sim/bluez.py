@@ -33,7 +33,7 @@ from agent.clock import Clock
 from agent.sim import air_log as al
 from agent.sim.advert import AdvertError, ParsedAdvert, matches_or_patterns, parse_advertisement, parse_uuid
 from agent.sim.config import AdapterConfig, SimConfig, SimConfigError, adapter_config_from_dict
-from agent.sim.objects import ObjectTable
+from agent.sim.objects import ObjectTable, send_backlog, tolerate_full_socket
 from agent.sim.radio import Track, advertising_events, distance, sample_rssi
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ E_DOES_NOT_EXIST = "org.bluez.Error.DoesNotExist"
 E_NOT_PERMITTED = "org.bluez.Error.NotPermitted"
 E_CONTROL = "org.proxitrace.Sim1.Error"
 CALLBACK_TIMEOUT_S = 5.0
+MAX_SEND_BACKLOG = 2000
 FAULTABLE = frozenset(
     {"SetDiscoveryFilter", "StartDiscovery", "StopDiscovery", "RegisterAdvertisement", "UnregisterAdvertisement"}
 )
@@ -205,12 +206,14 @@ class SimBluez:
         self.instance_counter = 0
         self.beacon_counter = 0
         self.ticks = 0
+        self.congested_ticks = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.table.add_setter(ADAPTER1, "Powered", self._set_powered)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        tolerate_full_socket(self.bus)
         self.bus.add_message_handler(self.handle)
         await self._add_match(f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='NameOwnerChanged'")
         self.table.add(CONTROL_PATH, {CONTROL: {"Run": Variant("s", self.run_token)}})
@@ -223,7 +226,7 @@ class SimBluez:
         t0 = self.clock.now()
         next_expiry = self.real.now() + 1.0
         while True:
-            await asyncio.sleep(self.config.tick_seconds)
+            await self.real.sleep(self.config.tick_seconds)
             t1 = self.clock.now()
             self.tick(t0, t1)
             t0 = t1
@@ -659,7 +662,7 @@ class SimBluez:
                         )
                     )
                 return
-            await asyncio.sleep(0.02)
+            await self.real.sleep(0.02)
         log.info("%s: monitor never answered, dropped", a.name)
         a.monitors.pop(key, None)
 
@@ -694,6 +697,9 @@ class SimBluez:
         self.ticks += 1
         params = self.config.radio
         receivers = [a for a in self.adapters.values() if a.powered and a.scanning and not a.stalled]
+        if send_backlog(self.bus) > MAX_SEND_BACKLOG:
+            receivers = []  # the bus cannot take more: this tick's reports are lost, as in a saturated host
+            self.congested_ticks += 1
         positions = {a.name: a.track.position_at(t1) for a in self.adapters.values()}
         for tx in list(self.on_air.values()):
             n, tx.next_event = advertising_events(tx.next_event, t1, tx.interval_s, self.rng)
@@ -877,6 +883,7 @@ class SimBluez:
             "t": self.clock.now(),
             "run": self.run_token,
             "ticks": self.ticks,
+            "congested_ticks": self.congested_ticks,
             "beacons": len(self.beacons),
             "adapters": {
                 a.name: {

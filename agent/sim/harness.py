@@ -110,7 +110,6 @@ class _Child:
             if code is None:
                 self.signal(signal.SIGKILL)
                 code = self.wait(timeout)
-        self.signal(signal.SIGKILL)  # stragglers left in the group
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._out.close()

@@ -8,10 +8,12 @@ a raw message handler does all three directly, and emitting a signal costs one d
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
+from typing import Any
 from xml.sax.saxutils import escape
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 PROPERTIES = "org.freedesktop.DBus.Properties"
@@ -23,6 +25,42 @@ Setter = Callable[[str, Variant], tuple[str, str] | None]
 """Called with (path, value); returns (error name, message) to refuse, None when applied."""
 
 Interfaces = dict[str, dict[str, Variant]]
+
+
+class _TolerantSocket:
+    """dbus-fast 5.2 treats EAGAIN from a non-blocking send as fatal (python-dbus-next#153): a burst of
+    signals bigger than the socket buffer would kill the connection. Report "nothing sent" instead, and its
+    writer waits for the socket to become writable as it does after a partial write."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, data: bytes | memoryview) -> int:
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    def sendmsg(self, *args: Any) -> int:
+        try:
+            return self._sock.sendmsg(*args)
+        except BlockingIOError:
+            return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def tolerate_full_socket(bus: MessageBus) -> None:
+    writer = getattr(bus, "_writer", None)
+    if writer is not None and isinstance(getattr(writer, "sock", None), socket.socket):
+        writer.sock = _TolerantSocket(writer.sock)
+
+
+def send_backlog(bus: MessageBus) -> int:
+    """Messages waiting in dbus-fast's writer: the simulator stops adding reports when the bus lags."""
+    writer = getattr(bus, "_writer", None)
+    return len(getattr(writer, "messages", ()))
 
 
 class ObjectTable:
@@ -122,11 +160,3 @@ class ObjectTable:
         parts += [f' <node name="{escape(c)}"/>' for c in children if c]
         parts.append("</node>")
         return "\n".join(parts)
-
-
-def reply_error(bus: MessageBus, msg: Message, name: str, text: str) -> None:
-    bus.send(Message.new_error(msg, name, text))
-
-
-def is_call(msg: Message) -> bool:
-    return msg.message_type is MessageType.METHOD_CALL

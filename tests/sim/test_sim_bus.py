@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +22,7 @@ from simtools import FD6F, RawAdvertiser, add_match, advert_props, bluez_call, e
 
 from agent.sim.air_log import END_CLIENT_GONE, END_DATA_CHANGED, instances, is_non_resolvable_private, violations
 from agent.sim.control import SimControl, SimControlError
-from agent.sim.harness import HarnessError, SimBed
+from agent.sim.harness import HarnessError, SimBed, SimProcess
 
 QUIET = {"noise_sigma_db": 0.0}
 Bed = Callable[..., SimBed]
@@ -357,3 +359,65 @@ async def test_injected_failures_come_back_as_bluez_errors(make_bed: Bed) -> Non
     assert names == ["org.bluez.Error.InProgress", "org.bluez.Error.InProgress", None]
     with pytest.raises(SimControlError, match="cannot inject"):
         await ctl.fail_next("hci1", "RemoveDevice", "org.bluez.Error.Failed")
+
+
+async def test_advertising_interval_sets_the_report_rate(make_bed: Bed) -> None:
+    bed = make_bed(two_adapters())  # 50 ms tick
+    slow = await RawAdvertiser.connect(bed.bus_address, advert_props(bytes(20), MaxInterval=Variant("u", 250)))
+    fast = RawAdvertiser(slow.bus, advert_props(bytes([1]) * 20, MinInterval=Variant("u", 20)), "/test/adv1")
+    await slow.register("hci0")
+    await fast.register("hci0")
+    heard = Heard()
+    async with BleakScanner(heard, bluez={"adapter": "hci1", "filters": {"DuplicateData": True}}):
+        await asyncio.sleep(1.5)
+    per_s = {
+        data[0]: sum(1 for _, ad in heard.items if ad.service_data[FD6F] == data) / 1.5
+        for data in (bytes(20), bytes([1]) * 20)
+    }
+    assert 2.5 <= per_s[0] <= 5.5  # one report per 250 ms interval
+    assert per_s[1] >= 12  # 20 ms: capped at one report per 50 ms tick
+    await slow.unregister("hci0")
+    await fast.unregister("hci0")
+    events = {i.service_data[0][1][0]: i.events or 0 for i in instances(bed.air_records())}
+    assert 7 <= events[1] / events[0] <= 12  # every advertising event counted: (250 + 5) / (20 + 5) ms
+
+
+async def test_a_second_simulator_on_the_same_bus_refuses_to_queue(make_bed: Bed, tmp_path: Any) -> None:
+    bed = make_bed(two_adapters())
+    second = SimProcess(bed.bus_address, bed.config_path, tmp_path)
+    with pytest.raises(HarnessError, match="already owned"):
+        second.start()
+    assert not second.running()
+
+
+def test_command_line_errors_are_one_line_and_exit_2(tmp_path: Any) -> None:
+    bad = tmp_path / "sim.json"
+    bad.write_text('{"adapters": [{"name": "hci0", "x": "far"}]}')
+    for args in (["--bus", "unix:path=/nonexistent", "--config", str(bad)], ["--config", str(bad)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent.sim", *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("python -m agent.sim: error:")
+    first = subprocess.run(
+        [sys.executable, "-m", "agent.sim", "--bus", "unix:path=/nonexistent", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert first.stderr.strip() == "error: adapters[0].x: expected a number, got 'far'"
+
+
+async def test_the_simulator_survives_a_flood_bigger_than_its_socket_buffer(make_bed: Bed) -> None:
+    bed = make_bed({"tick_seconds": 0.02, "adapters": [{"name": "hci0"}]})
+    ctl = await SimControl.connect(bed.bus_address)
+    for i in range(300):
+        await ctl.add_beacon({FD6F: bytes([i % 256]) * 20}, x=1.0, interval_ms=20)
+    heard = Heard()
+    async with BleakScanner(heard, bluez={"adapter": "hci0", "filters": {"DuplicateData": True}}):
+        await asyncio.sleep(2.0)
+    assert bed.sim.running()
+    stats = await ctl.stats()
+    assert stats["adapters"]["hci0"]["reports_received"] >= 3000 and len(heard.items) >= 3000
