@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from agent.cli_run import run
+from agent.cli_testbed import testbed_sim
+
 SYSFS_BLUETOOTH = Path("/sys/class/bluetooth")
 
 
@@ -17,12 +20,15 @@ def local_adapters(sysfs: Path = SYSFS_BLUETOOTH) -> list[str]:
 
 
 @click.command()
-def start() -> None:
+@click.pass_context
+def start(ctx: click.Context) -> None:
     """Run the agent on this machine's Bluetooth adapter; with no radio, run the simulated test-bed."""
     adapters = local_adapters()
     if not adapters:
-        raise click.ClickException(
-            "no Bluetooth adapter found (/sys/class/bluetooth is empty); the simulated test-bed "
-            "(proxitrace testbed sim) is not in this build yet"
+        click.echo(
+            "No Bluetooth adapter here: running the simulated workplace test-bed (proxitrace testbed sim).", err=True
         )
-    raise click.ClickException(f"found {', '.join(adapters)}, but the daemon (proxitrace run) is not in this build yet")
+        ctx.invoke(testbed_sim, schemes=("dp3t", "gaen"), quick=True)
+        return
+    click.echo(f"Bluetooth adapter(s): {', '.join(adapters)}: running the agent (proxitrace run).", err=True)
+    ctx.invoke(run)

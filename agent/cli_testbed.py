@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -69,6 +70,10 @@ def testbed_sim(
         plan = load_scenario(scenario or DEFAULT_SCENARIO)
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
+    # Ctrl-C and SIGTERM must run the clean-up below (agents, backend, bus, simulator), even when the shell
+    # that started us ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="proxitrace-testbed-"))
     results: list[SchemeResult] = []
     try:

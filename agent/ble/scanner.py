@@ -43,7 +43,9 @@ OUR_UUIDS: tuple[tuple[str, int], ...] = tuple((uuid128(u), u) for u in SERVICE_
 OR_PATTERNS = [
     OrPattern(0, AdvertisementDataType.SERVICE_DATA_UUID16, u.to_bytes(2, "little")) for u in SERVICE_UUID16.values()
 ]
-RSSI_RANGE = range(-127, 21)  # HCI's valid RSSI; 127 means "not available" and is not a measurement
+RSSI_RANGE = range(-127, 21)  # HCI's valid RSSI
+RSSI_NOT_AVAILABLE = 127  # HCI's "no measurement" (some controllers, btvirt): presence without a distance
+RSSI_UNKNOWN = -127  # what we store for it: the weakest value, so it proves presence but adds no risk
 TX_RANGE = range(-127, 128)
 
 
@@ -165,7 +167,7 @@ class _AdapterScan:
 
     def _take(self, uuid16: int, data: bytes, adv: AdvertisementData, now: float) -> None:
         decoded = decode_service_data(uuid16, data)
-        rssi = adv.rssi
+        rssi = RSSI_UNKNOWN if adv.rssi == RSSI_NOT_AVAILABLE else adv.rssi
         if type(decoded) is not DecodedAdvert or type(rssi) is not int or rssi not in RSSI_RANGE:
             self.rejected += 1
             return

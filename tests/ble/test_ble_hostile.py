@@ -43,7 +43,7 @@ def hostile_devices(rng: random.Random) -> list[dict[str, Variant]]:
     devices += [
         {"ServiceData": sd({OURS[2]: Variant("ay", bytes([1]) + bytes(16) + bytes([9, 0, 0]))})},  # EBID v9
         {"ServiceData": sd({OURS[0]: Variant("ay", GENUINE)}), "RSSI": Variant("s", "loud")},  # wrong types
-        {"ServiceData": sd({OURS[0]: Variant("ay", GENUINE)}), "RSSI": Variant("n", 127)},  # "no RSSI"
+        {"ServiceData": sd({OURS[0]: Variant("ay", GENUINE)}), "RSSI": Variant("n", 127)},  # "no RSSI": kept as -127
         {"ServiceData": sd({OURS[0]: Variant("ay", GENUINE)}), "RSSI": Variant("n", -40), "TxPower": Variant("s", "")},
         {"ServiceData": sd({OURS[0]: Variant("s", "not bytes")}), "RSSI": Variant("n", -40)},
         {"ServiceData": Variant("s", "not a dict"), "RSSI": Variant("n", -40)},
