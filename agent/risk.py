@@ -35,6 +35,7 @@ from itertools import pairwise
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
+from agent.schemes.published import ReportType
 from agent.sightings import SCAN_WINDOW_SECONDS, SightingWindow
 
 _log = logging.getLogger(__name__)
@@ -54,15 +55,6 @@ class RiskInputError(ValueError):
 
 # --------------------------------------------------------------------------------------------------------
 # GAEN v2 vocabulary (same numeric values as the Exposure Notification API, so configs port unchanged)
-
-
-class ReportType(IntEnum):
-    UNKNOWN = 0
-    CONFIRMED_TEST = 1
-    CONFIRMED_CLINICAL_DIAGNOSIS = 2
-    SELF_REPORT = 3
-    RECURSIVE = 4
-    REVOKED = 5
 
 
 class Infectiousness(IntEnum):
