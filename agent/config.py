@@ -93,15 +93,19 @@ def load_config(path: Path | None) -> AgentConfig:
         if not DEFAULT_CONFIG_PATH.exists():
             return AgentConfig()
         path = DEFAULT_CONFIG_PATH
+    return config_from_dict(read_toml(path))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a table, or one ConfigError line naming the file (shared with the backend's config)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return config_from_dict(raw)
 
 
 def config_from_dict(raw: dict[str, Any]) -> AgentConfig:

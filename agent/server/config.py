@@ -13,13 +13,12 @@ should be readable by the backend's user only (the systemd unit's ``UMask=0077``
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent import risk
-from agent.config import ConfigError, build
+from agent.config import ConfigError, build, read_toml
 
 DEFAULT_BACKEND_CONFIG_PATH = Path("/etc/proxitrace/backend.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/proxitrace-backend")
@@ -164,15 +163,7 @@ def load_backend_config(path: Path | None) -> BackendConfig:
         if not DEFAULT_BACKEND_CONFIG_PATH.exists():
             return backend_config_from_dict({})
         path = DEFAULT_BACKEND_CONFIG_PATH
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return backend_config_from_dict(raw)
+    return backend_config_from_dict(read_toml(path))
 
 
 def backend_config_from_dict(raw: dict[str, Any]) -> BackendConfig:
