@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from dbus_fast import BusType
+from dbus_fast.aio import MessageBus
+
+from agent.ble.bluez_watch import BluezWatch
 from agent.ble.edge import BleEdge, BleHealth
+from agent.ble.scanner import Scanner
 from agent.schemes import ebid, gaen
 from agent.schemes.ebid import EbidBatch, EbidEntry, EbidScheme
 from agent.schemes.gaen import GaenScheme
@@ -96,3 +102,19 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, every: flo
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(every)
+
+
+@asynccontextmanager
+async def scanning(scanner: Scanner) -> AsyncIterator[BluezWatch]:
+    """Run ``scanner`` on its own system-bus connection and BlueZ watch for the duration."""
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    watch = BluezWatch(bus)
+    await watch.start()
+    task = asyncio.create_task(scanner.run(watch))
+    try:
+        yield watch
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        watch.close()
+        bus.disconnect()

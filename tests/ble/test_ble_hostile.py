@@ -3,18 +3,14 @@ stall the scanner: genuine sightings keep arriving, and every bad one is counted
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
-from bletools import eventually
-from dbus_fast import BusType, Variant
-from dbus_fast.aio import MessageBus
+from bletools import eventually, scanning
+from dbus_fast import Variant
 
-from agent.ble.bluez_watch import BluezWatch
 from agent.ble.scanner import Scanner
 from agent.clock import SystemClock
 from agent.schemes.base import DecodedAdvert, uuid128
@@ -54,21 +50,6 @@ def hostile_devices(rng: random.Random) -> list[dict[str, Variant]]:
         {},
     ]
     return devices
-
-
-@asynccontextmanager
-async def scanning(scanner: Scanner) -> AsyncIterator[BluezWatch]:
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    watch = BluezWatch(bus)
-    await watch.start()
-    task = asyncio.create_task(scanner.run(watch))
-    try:
-        yield watch
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        watch.close()
-        bus.disconnect()
 
 
 async def test_hostile_adverts_never_crash_or_stall_the_scanner(make_bed: Bed) -> None:

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
-from bletools import eventually
-from dbus_fast import BusType
-from dbus_fast.aio import MessageBus
+from bletools import eventually, scanning
 
-from agent.ble.bluez_watch import BluezWatch
 from agent.ble.scanner import DutyCycle, Scanner
 from agent.clock import SystemClock
 from agent.schemes.base import SchemeName, uuid128
@@ -29,21 +25,6 @@ CONFIG: dict[str, Any] = {
 GAEN_DATA = bytes(range(16)) + bytes([0x50, 0xF8, 0, 0])
 DP3T_DATA = bytes(range(100, 120))
 EBID_DATA = bytes([0x21]) + bytes(range(200, 216)) + bytes([0x01, 0xFC, 0x00])  # version 1, TX -4 dBm
-
-
-@asynccontextmanager
-async def scanning(scanner: Scanner) -> AsyncIterator[BluezWatch]:
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    watch = BluezWatch(bus)
-    await watch.start()
-    task = asyncio.create_task(scanner.run(watch))
-    try:
-        yield watch
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        watch.close()
-        bus.disconnect()
 
 
 async def test_sightings_of_our_three_uuids_and_nothing_else(make_bed: Bed) -> None:

@@ -1,33 +1,3 @@
-from collections.abc import AsyncIterator
-from pathlib import Path
+from backend_fixtures import clock, http, running, signing_key
 
-import aiohttp
-import pytest
-from backend_harness import T0, RunningBackend, backend_config, running_backend
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from agent.clock import ManualClock
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(T0)
-
-
-@pytest.fixture(scope="session")
-def signing_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-async def running(
-    tmp_path: Path, clock: ManualClock, signing_key: ec.EllipticCurvePrivateKey
-) -> AsyncIterator[RunningBackend]:
-    async with running_backend(backend_config(tmp_path / "backend"), clock, signing_key) as rb:
-        yield rb
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+__all__ = ["clock", "http", "running", "signing_key"]
