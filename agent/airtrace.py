@@ -78,13 +78,6 @@ class ControllerTrace:
                 off_at = None
         return gaps
 
-    def left_off(self) -> bool:
-        """True when the last advertising command left the controller off (or failed to turn it on)."""
-        return bool(self.enables) and not (self.enables[-1][1] and self.enables[-1][2])
-
-    def failed_enables(self) -> int:
-        return sum(1 for _, enable, ok in self.enables if enable and not ok)
-
 
 def controllers(path: Path) -> dict[int, ControllerTrace]:
     """Per controller index: every (address, payload) that went on air, and every enable/disable.

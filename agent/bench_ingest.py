@@ -9,7 +9,6 @@ one row per callback with indexes on ID and time, 1 000 rows per transaction in 
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sqlite3
@@ -131,7 +130,3 @@ def _baseline(path: Path, n: int, peers: int, seed: int) -> float:
         elapsed += time.perf_counter() - t0
     conn.close()
     return n / elapsed
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1
