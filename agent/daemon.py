@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 10.0
 STATUS_SECONDS = 5.0
+STARTUP_STATUS_SECONDS = 0.25  # until READY: systemd and the test-bed learn of it at once, not 5 s later
 KEY_CHECK_SECONDS = 600.0
 RETENTION_SECONDS = 86_400.0
 
@@ -211,7 +212,8 @@ class Daemon:
             if interval is not None and self._healthy() and time.monotonic() - last_ping >= interval:
                 self.notifier.watchdog()
                 last_ping = time.monotonic()
-            await asyncio.sleep(min(STATUS_SECONDS, interval or STATUS_SECONDS))
+            period = min(STATUS_SECONDS, interval or STATUS_SECONDS)
+            await asyncio.sleep(period if self.state.ready else STARTUP_STATUS_SECONDS)
 
     def _healthy(self) -> bool:
         """Loop alive (we are running) and some scanner heard something within its watchdog window."""

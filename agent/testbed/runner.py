@@ -22,12 +22,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.sim.air_log import instances, summarize
 from agent.sim.harness import SimBed
+from agent.status import read_status
 from agent.testbed.scenario import DAY, Scenario
 from agent.testbed.truth import close_contacts, efficacy
 
@@ -37,6 +39,12 @@ SIM_TX_POWER = -8  # dBm: the simulated controllers radiate what the agents adve
 LOSS_AT_1M_DB = 51.5  # body-shadowed indoor loss: 55 dB attenuation ≈ 1.5 m, 63 dB ≈ 3.8 m (SwissCovid buckets)
 AWAY = 10_000.0  # metres: out of everyone's range
 ARRIVE_EARLY = 1800  # seconds of simulated time before the first arrival
+# Real seconds of set-up before the shared clock reaches the window's start, per person: an agent takes about
+# a CPU-second to come up (two at once on a 2-core machine), a registration about half that. Until then the
+# clock runs through simulated time before the window, when nobody is at work.
+SETUP_SECONDS = 4.0
+SETUP_SECONDS_PER_AGENT = 0.8
+SETUP_SECONDS_PER_REGISTRATION = 0.6
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class SchemeResult:
     adverts_on_air: int
     air_instances: int
     wall_seconds: float
+    late_start_seconds: float  # simulated seconds of the window that passed before every agent was up
     people: tuple[PersonResult, ...]
 
 
@@ -157,7 +166,10 @@ def run_scheme(
     scan_interval = max(60, round(tick * speed))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXITRACE_")}
     procs = _Processes()
-    origin = time.time() + 3.0  # the shared clock starts once everything has had a moment to come up
+    lead = SETUP_SECONDS + len(scenario.people) * (
+        SETUP_SECONDS_PER_AGENT + (SETUP_SECONDS_PER_REGISTRATION if scheme == "ebid" else 0.0)
+    )
+    origin = time.time() + lead  # the shared clock reaches the window's start once everything is up
     spec = f"accelerated:{t0!r}:{speed!r}:{origin!r}"
     try:
         backend_toml = workdir / "backend.toml"
@@ -202,19 +214,8 @@ def run_scheme(
                     f"[risk.exposure_windows]\nscan_interval_seconds = {scan_interval}\n"
                 )
                 states[person.name] = (conf, workdir / "agents" / person.name)
-                if scheme == "ebid":
-                    reg = _cli(
-                        "--config",
-                        str(conf),
-                        "--state-dir",
-                        str(states[person.name][1]),
-                        "register",
-                        "--code",
-                        codes[i],
-                        env=agent_env,
-                    )
-                    if reg.returncode != 0:
-                        raise RuntimeError(f"register {person.name}: {reg.stderr.strip()}")
+            if scheme == "ebid":
+                _register_all(states, codes, agent_env)
             agents = {
                 name: procs.start(
                     [sys.executable, "-m", "agent", "--config", str(conf), "--state-dir", str(state), "run"],
@@ -223,6 +224,10 @@ def run_scheme(
                 )
                 for name, (conf, state) in states.items()
             }
+            ready_at = _wait_until_up(states, agents, origin + 60)
+            late = max(0.0, (ready_at - origin) * speed)
+            if late:
+                log.warning("agents were all up only %.0f simulated minutes into the window", late / 60)
             _play(t0, t1, speed, origin, progress)
             for name, proc in agents.items():
                 code = procs.stop(proc)
@@ -274,10 +279,43 @@ def run_scheme(
         adverts_on_air=summary.adverts_on_air,
         air_instances=len(air),
         wall_seconds=round(time.monotonic() - began, 1),
+        late_start_seconds=round(late),
         people=tuple(
             PersonResult(p.name, p.name in truth, p.name in notified, p.name in positives) for p in scenario.people
         ),
     )
+
+
+def _register_all(states: dict[str, tuple[Path, Path]], codes: list[str], env: dict[str, str]) -> None:
+    """Every person's device registers (proof of work and enrolment code), all at once."""
+
+    def register(item: tuple[tuple[Path, Path], str]) -> subprocess.CompletedProcess[str]:
+        (conf, state), code = item
+        return _cli("--config", str(conf), "--state-dir", str(state), "register", "--code", code, env=env)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(register, zip(states.values(), codes, strict=True)))
+    for name, reg in zip(states, results, strict=True):
+        if reg.returncode != 0:
+            raise RuntimeError(f"register {name}: {reg.stderr.strip()}")
+
+
+def _wait_until_up(
+    states: dict[str, tuple[Path, Path]], agents: dict[str, subprocess.Popen[bytes]], deadline: float
+) -> float:
+    """When (wall clock) every agent's status first says it advertises and scans."""
+    waiting = set(states)
+    while waiting and time.time() < deadline:
+        for name in list(waiting):
+            if agents[name].poll() is not None:
+                raise RuntimeError(f"agent {name} exited {agents[name].returncode} while starting; see its log")
+            status = read_status(states[name][1])
+            if status and status.advertising and any(a.scanning for a in status.adapters):
+                waiting.discard(name)
+        time.sleep(0.1)
+    if waiting:
+        raise RuntimeError(f"agents not advertising and scanning after a minute: {', '.join(sorted(waiting))}")
+    return time.time()
 
 
 def _wait_for_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
