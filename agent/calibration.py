@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from agent.paths import ensure_private_dir
 from agent.schemes.gaen import CALIBRATION_CONFIDENCE
 
 LOCAL_FILE = "calibration.toml"
@@ -111,7 +112,7 @@ def read_local(state_dir: Path) -> dict[str, object] | None:
 
 
 def write_local(state_dir: Path, tx_power: int, rssi_correction: float, measured_at: float, samples: int) -> Path:
-    path = state_dir / LOCAL_FILE
+    path = ensure_private_dir(state_dir) / LOCAL_FILE  # calibrating comes before the agent's first run
     tmp = state_dir / f".{LOCAL_FILE}.tmp"
     text = (
         "# Written by proxitrace calibrate; delete to fall back to the shipped table.\n"

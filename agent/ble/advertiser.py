@@ -183,12 +183,18 @@ class Advertiser:
                 self._failed(exc)
                 await self._wait(self._io, backoff_delay(self._consecutive, maximum=self._backoff_max), watch, state)
                 continue
+            recovered = self._consecutive > 0 or self._note is not None
             self._consecutive = 0
             self._rotations += 1
             self._last_rotation = now
             self._note = None
             self._next_rotation = next_rotation(live, now, self._min, self._max, self._rng)
-            log.info("advertising on %s, next rotation in %.0f s", self.adapter, self._next_rotation - now)
+            log.log(  # a routine rotation stays out of the journal; the first advert and recoveries do not
+                logging.INFO if self._rotations == 1 or recovered else logging.DEBUG,
+                "advertising on %s, next rotation in %.0f s",
+                self.adapter,
+                self._next_rotation - now,
+            )
             await self._sleep_until(self._next_rotation, watch, state)
 
     async def _rotate(self, ad: Advertisement, live: Broadcast, state: BluezState) -> None:

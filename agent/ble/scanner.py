@@ -283,10 +283,17 @@ class _AdapterScan:
         self._started_io = self._io.now()
         self.starts += 1
         self.consecutive = 0
-        if self._unplanned:
+        recovered = self._unplanned
+        if recovered:
             self.restarts += 1
             self._unplanned = False
-        log.info("scanning on %s%s", self.adapter, " (passive)" if passive else "")
+        # resuming after a rotation's pause is routine: only the first start and recoveries reach the journal
+        log.log(
+            logging.INFO if self.starts == 1 or recovered else logging.DEBUG,
+            "scanning on %s%s",
+            self.adapter,
+            " (passive)" if passive else "",
+        )
 
     async def _start_failed(self, exc: Exception, watch: BluezWatch, passive: bool) -> None:
         kind = classify(exc)

@@ -5,8 +5,8 @@ Run: python tests/bench/bench_daemon.py [--peers 50] [--speed 60] [--minutes 60]
 
 Two runs of the unmodified daemon (a subprocess) on the simulated BlueZ, one after the other, each for the
 same simulated time on an accelerated clock: 'idle' with nobody in range (the baseline: the interpreter,
-the imports, the timers, advertising and scanning an empty air), and 'loaded' with N peers within 1–10 m.
-Each peer advertises a GAEN payload every 250 ms (the specification's 200–270 ms) and draws a new payload
+the imports, the timers, advertising and scanning an empty air), and 'loaded' with N peers within 1 to 10 m.
+Each peer advertises a GAEN payload every 250 ms (the specification's 200 to 270 ms) and draws a new payload
 every 15 simulated minutes, as a phone would. The simulated air delivers one report per peer per tick, and
 the tick is set to one advertising interval of real time, so the daemon gets the reports per real second
 a device would; its own timers (flush, status, key rotation) run ``speed`` times faster than on a device,
