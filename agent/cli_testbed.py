@@ -14,7 +14,20 @@ import click
 from agent.testbed.runner import SchemeResult, run_scheme, write_report
 from agent.testbed.scenario import ScenarioError, load_scenario
 
-DEFAULT_SCENARIO = Path(__file__).resolve().parent / "data" / "scenarios" / "office-floor.toml"
+SHIPPED_SCENARIOS = Path(__file__).resolve().parent / "data" / "scenarios"
+DEFAULT_SCENARIO = "office-floor"
+
+
+def _scenario_path(value: str) -> Path:
+    """A scenario file, or the name of one shipped in hw/scenarios (``office-floor``, ``desk-testbed``)."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_SCENARIOS / f"{value}.toml"
+    if "/" not in value and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.stem for p in SHIPPED_SCENARIOS.glob("*.toml")))
+    raise click.BadParameter(f"{value!r} does not exist (a file, or one of: {names})", param_hint="SCENARIO")
 
 
 @click.group()
@@ -23,7 +36,7 @@ def testbed() -> None:
 
 
 @testbed.command("sim")
-@click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False)
+@click.argument("scenario", default=DEFAULT_SCENARIO)
 @click.option(
     "--scheme",
     "schemes",
@@ -56,7 +69,7 @@ def testbed() -> None:
 )
 @click.option("--keep", is_flag=True, help="Keep the work folder (agents' stores and logs).")
 def testbed_sim(
-    scenario: Path | None,
+    scenario: str,
     schemes: tuple[str, ...],
     speed: float,
     seed: int,
@@ -65,9 +78,12 @@ def testbed_sim(
     json_file: Path | None,
     keep: bool,
 ) -> None:
-    """Play a workplace scenario with real agents on the simulated BlueZ and a real backend."""
+    """Play a workplace scenario with real agents on the simulated BlueZ and a real backend.
+
+    SCENARIO is a scenario file or the name of a shipped one (default office-floor; also desk-testbed).
+    """
     try:
-        plan = load_scenario(scenario or DEFAULT_SCENARIO)
+        plan = load_scenario(_scenario_path(scenario))
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
     # Ctrl-C and SIGTERM must run the clean-up below (agents, backend, bus, simulator), even when the shell

@@ -7,14 +7,16 @@ from the btmon capture instead (advertising is re-enabled after every rotation).
 """
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.keys import KeyRing
 from agent.schemes import dp3t, gaen
 from agent.schemes.base import SchemeName
 from agent.store import Store
-from tests.bluez.agents import RunningAgent, start_agent, wait_for
+from tests.bluez.agents import RunningAgent, VmBackend, start_agent, wait_for
 
 
 def own_ids(agent: RunningAgent, scheme: str) -> set[bytes]:
@@ -27,6 +29,8 @@ def own_ids(agent: RunningAgent, scheme: str) -> set[bytes]:
             for day in range(state.start_day, state.start_day + 20):
                 ids.update(dp3t.ephids(state.sk_for_day(day)))
             return ids
+        if scheme == "ebid":
+            return {e.ebid for e in KeyRing(store, SchemeName.EBID).ebid_batch().entries}
         ids = set()
         for k in store.own_keys(SchemeName.GAEN, "tek"):
             ids.update(gaen.rpis(gaen.rpik(k.material), int(k.meta["rolling_start"])))
@@ -43,12 +47,23 @@ def heard_ids(agent: RunningAgent) -> dict[bytes, tuple[int, int | None]]:
         store.close()
 
 
-@pytest.mark.parametrize("scheme", ["dp3t", "gaen"])
-def test_two_agents_see_each_other(scheme: str, vm_adapters: list[str], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmBackend]:
+    workdir = tmp_path_factory.mktemp("backend")
+    server = VmBackend(workdir, Path(os.environ.get("PROXITRACE_VM_OUT", workdir)))
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize("scheme", ["dp3t", "gaen", "ebid"])
+def test_two_agents_see_each_other(
+    scheme: str, vm_adapters: list[str], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     assert len(vm_adapters) >= 3, vm_adapters
     out = Path(os.environ.get("PROXITRACE_VM_OUT", tmp_path))
-    a = start_agent(vm_adapters[0], tmp_path / f"{scheme}-a", scheme, out, scan_adapter=vm_adapters[2])
-    b = start_agent(vm_adapters[1], tmp_path / f"{scheme}-b", scheme, out, scan_adapter=vm_adapters[2])
+    server = request.getfixturevalue("backend") if scheme == "ebid" else None
+    a = start_agent(vm_adapters[0], tmp_path / f"{scheme}-a", scheme, out, scan_adapter=vm_adapters[2], backend=server)
+    b = start_agent(vm_adapters[1], tmp_path / f"{scheme}-b", scheme, out, scan_adapter=vm_adapters[2], backend=server)
     try:
         for agent in (a, b):
             assert wait_for(lambda ag=agent: (ag.status() or {}).get("advertising") is True, 120), agent.log_path

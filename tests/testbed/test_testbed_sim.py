@@ -66,6 +66,14 @@ def assert_logs_reveal_nothing(workdir: Path) -> None:
     assert leaks == []
 
 
+@pytest.mark.slow
+def test_desk_testbed_notifies_the_two_close_dongles(tmp_path: Path) -> None:
+    result = run_scheme(load_scenario(SCENARIO.with_name("desk-testbed.toml")), "gaen", tmp_path, seed=1)
+    notified = {p.name for p in result.people if p.notified}
+    assert notified == {"dongle-b", "dongle-c"}, result
+    assert result.address_id_violations == 0
+
+
 def test_same_seed_same_plan() -> None:
     scenario = load_scenario(SCENARIO)
     window = simulated_window(scenario, quick=True)
@@ -124,3 +132,4 @@ def test_cli_refuses_a_missing_scenario(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert out.returncode == 2 and "does not exist" in out.stderr
+    assert "desk-testbed, office-floor" in out.stderr  # the shipped scenarios, by name

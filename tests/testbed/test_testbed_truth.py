@@ -6,6 +6,7 @@ from agent.testbed.scenario import ScenarioError, load_scenario, scenario_from_d
 from agent.testbed.truth import close_contacts, efficacy
 
 OFFICE = Path(__file__).resolve().parents[2] / "hw" / "scenarios" / "office-floor.toml"
+DESK = OFFICE.with_name("desk-testbed.toml")
 
 
 def test_office_floor_ground_truth() -> None:
@@ -18,6 +19,12 @@ def test_office_floor_ground_truth() -> None:
     assert ("dev", 0) in by_person  # lunch at the same table
     assert {c.person for c in contacts}.isdisjoint({"emma", "farid", "hugo", "ana"})
     assert all(c.minutes >= 15 for c in contacts)
+
+
+def test_desk_testbed_ground_truth() -> None:
+    scenario = load_scenario(DESK)
+    minutes = {c.person: c.minutes for c in close_contacts(scenario)}
+    assert minutes == {"dongle-b": 180.0, "dongle-c": 30.0}  # D's 10-minute visit at 1 m is too short
 
 
 def test_positions_are_deterministic_and_away_outside_hours() -> None:
