@@ -9,6 +9,7 @@ import click
 
 from agent import __version__
 from agent.cli_bench import bench
+from agent.cli_config import config_group
 from agent.cli_context import CliContext
 from agent.cli_doctor import doctor
 from agent.cli_exposures import exposures
@@ -64,6 +65,7 @@ cli.add_command(status)
 cli.add_command(exposures)
 cli.add_command(match)
 cli.add_command(wipe)
+cli.add_command(config_group)
 cli.add_command(testbed)
 cli.add_command(calibrate)
 cli.add_command(doctor)

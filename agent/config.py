@@ -1,7 +1,7 @@
 """The agent's configuration: a TOML file with documented defaults, validated on load.
 
 A field device is configured once and then runs for months, so a mistake must be caught at start with a
-message that names the key (``ble.rotation_min_seconds: expected an integer, got "ten"``), never turn into
+message that names the key (``agent.retention_days: expected an integer, got "ten"``), never turn into
 a traceback hours later. Every section is a frozen dataclass; its fields and defaults are the reference
 for the file format (``proxitrace config show`` prints the effective values).
 """
@@ -9,6 +9,7 @@ for the file format (``proxitrace config show`` prints the effective values).
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -28,17 +29,19 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class AgentSection:
+    """``flush_seconds``: how often what was heard is committed to the store (real time). A power cut loses
+    at most that much; longer means fewer writes to a Pi's SD card."""
+
     scheme: Literal["dp3t", "gaen", "ebid"] = "dp3t"
     retention_days: int = 14
     clock: str = "system"
+    flush_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
 class BleSection:
     advertise_adapter: str = "auto"
     scan_adapters: tuple[str, ...] = ("auto",)
-    rotation_min_seconds: int = 600
-    rotation_max_seconds: int = 1200
     scan_seconds: float = 0.0
     scan_period_seconds: float = 0.0
     passive: bool = False
@@ -118,20 +121,64 @@ def config_from_dict(raw: dict[str, Any]) -> AgentConfig:
     return config
 
 
+def config_to_toml(config: AgentConfig) -> str:
+    """The configuration as a TOML file that loads back to the same values (unset keys become comments)."""
+    lines: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"[{f.name}]")
+            for sub in dataclasses.fields(value):
+                item = getattr(value, sub.name)
+                lines.append(f"# {sub.name} is unset" if item is None else f"{sub.name} = {_toml_value(item)}")
+            lines.append("")
+        else:
+            _toml_table(f.name, value, lines)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _toml_table(name: str, table: dict[str, Any], lines: list[str]) -> None:
+    lines.append(f"[{name}]")
+    nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+    lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items() if k not in nested)
+    lines.append("")
+    for key, sub in nested.items():
+        _toml_table(f"{name}.{_toml_key(key)}", sub, lines)
+
+
+def _toml_key(key: object) -> str:
+    text = str(key)
+    return text if text.replace("_", "").replace("-", "").isalnum() and text.isascii() else json.dumps(text)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON's escapes are all valid in a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
 def risk_settings(config: AgentConfig) -> RiskSettings:
     return RiskSettings.from_dict(config.risk)
 
 
 def _check(config: AgentConfig) -> None:
     ble = config.ble
-    if not 0 < ble.rotation_min_seconds <= ble.rotation_max_seconds:
-        raise ConfigError("ble.rotation_min_seconds: must be positive and at most ble.rotation_max_seconds")
     if (
         ble.scan_seconds < 0
         or ble.scan_period_seconds < 0
         or (ble.scan_seconds and ble.scan_seconds > ble.scan_period_seconds)
     ):
         raise ConfigError("ble.scan_seconds: must be between 0 (continuous) and ble.scan_period_seconds")
+    if not 0.1 <= config.agent.flush_seconds <= 300:
+        raise ConfigError("agent.flush_seconds: must be between 0.1 and 300")
     if not 1 <= config.agent.retention_days <= 60:
         raise ConfigError("agent.retention_days: must be between 1 and 60")
     if not ble.scan_adapters:

@@ -33,7 +33,6 @@ from agent.sync import StatusResult, SyncClient, SyncError, SyncOutcome, SyncSet
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 10.0
 STATUS_SECONDS = 5.0
 STARTUP_STATUS_SECONDS = 0.25  # until READY: systemd and the test-bed learn of it at once, not 5 s later
 KEY_CHECK_SECONDS = 600.0
@@ -176,7 +175,7 @@ class Daemon:
 
     async def _flusher(self) -> None:
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            await asyncio.sleep(self.config.agent.flush_seconds)
             self.store.flush(self.aggregator)
 
     async def _key_roller(self) -> None:

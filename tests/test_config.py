@@ -1,8 +1,13 @@
+import dataclasses
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, ConfigError, config_from_dict, load_config
+from agent.config import AgentConfig, ConfigError, config_from_dict, config_to_toml, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_when_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -17,13 +22,14 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
     assert config.agent.scheme == "ebid"
     assert config.ble.scan_adapters == ("hci1", "hci2")
     assert config.ble.watchdog_seconds == 30.0
-    assert config.ble.rotation_min_seconds == 600
+    assert config.agent.flush_seconds == 10.0
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"ble": {"rotation_min_seconds": "ten"}}, "ble.rotation_min_seconds: expected an integer"),
+        ({"agent": {"retention_days": "ten"}}, "agent.retention_days: expected an integer"),
+        ({"agent": {"flush_seconds": 0}}, "agent.flush_seconds: must be between 0.1 and 300"),
         ({"agent": {"scheme": "robert"}}, "agent.scheme: must be one of"),
         ({"agnet": {}}, "agnet: unknown key"),
         ({"ble": {"scan_adapters": "hci0"}}, "ble.scan_adapters: expected a list"),
@@ -47,3 +53,29 @@ def test_unreadable_files_give_one_clear_error(tmp_path: Path) -> None:
     bad.write_text("[agent\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_config_show_output_loads_back_to_the_same_config() -> None:
+    config = config_from_dict(
+        {
+            "agent": {"scheme": "gaen", "flush_seconds": 2.5},
+            "ble": {"scan_adapters": ["hci1", "hci2"], "tx_power": -4},
+            "backend": {"url": "http://127.0.0.1:8080", "public_key": 'with "quotes" and \\ é'},
+            "risk": {"model": "swisscovid", "exposure_windows": {"scan_interval_seconds": 300}},
+        }
+    )
+    assert config_from_dict(tomllib.loads(config_to_toml(config))) == config
+    assert config_from_dict(tomllib.loads(config_to_toml(AgentConfig()))) == AgentConfig()
+
+
+def test_the_example_config_documents_every_key_with_its_default() -> None:
+    text = (ROOT / "systemd" / "config.example.toml").read_text()
+    raw = tomllib.loads("\n".join(re.sub(r"^# (?=[a-z_]+ = )", "", line) for line in text.splitlines()))
+    shown, defaults = config_from_dict(raw), AgentConfig()
+    for section in ("agent", "ble", "calibration", "backend", "notify"):
+        fields = {f.name for f in dataclasses.fields(getattr(defaults, section))}
+        assert set(raw[section]) == fields, section  # every key is there, and no key that does not exist
+        for name in fields:
+            default = getattr(getattr(defaults, section), name)
+            if default is not None:  # an unset key is shown with an example value
+                assert getattr(getattr(shown, section), name) == default, f"{section}.{name}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -59,13 +58,6 @@ class AdvertiserHealth:
     note: str | None
 
 
-def next_rotation(live: Broadcast, now: float, min_s: float, max_s: float, rng: random.Random) -> float:
-    """When to rotate next: at the live ID's end, or after a random interval if the ID outlives ``max_s``."""
-    if live.valid_until - now <= max_s:
-        return live.valid_until
-    return now + rng.uniform(min_s, max_s)
-
-
 def backoff_delay(attempt: int, initial: float = 1.0, maximum: float = 60.0) -> float:
     return min(maximum, initial * 2.0 ** max(0, attempt - 1))
 
@@ -81,15 +73,10 @@ class Advertiser:
         io_clock: Clock | None = None,
         pauser: ScanPauser | None = None,
         include_tx_power: bool = False,
-        rotation_min_s: float = 600.0,
-        rotation_max_s: float = 1200.0,
-        rng: random.Random | None = None,
         call_timeout_s: float = 10.0,
         no_id_retry_s: float = 60.0,
         backoff_max_s: float = 60.0,
     ) -> None:
-        if not 0 < rotation_min_s <= rotation_max_s:
-            raise ValueError("rotation_min_s must be positive and at most rotation_max_s")
         self.adapter = adapter
         self.path = f"/org/proxitrace/advertisement/{adapter}"
         self.tx_power = tx_power
@@ -98,9 +85,6 @@ class Advertiser:
         self._io = io_clock or SystemClock()
         self._pauser = pauser
         self._include_tx_power = include_tx_power
-        self._min = rotation_min_s
-        self._max = rotation_max_s
-        self._rng = rng or random.SystemRandom()
         self._call_timeout = call_timeout_s
         self._no_id_retry = no_id_retry_s
         self._backoff_max = backoff_max_s
@@ -188,7 +172,7 @@ class Advertiser:
             self._rotations += 1
             self._last_rotation = now
             self._note = None
-            self._next_rotation = next_rotation(live, now, self._min, self._max, self._rng)
+            self._next_rotation = live.valid_until  # the address lives exactly as long as its ID
             log.log(  # a routine rotation stays out of the journal; the first advert and recoveries do not
                 logging.INFO if self._rotations == 1 or recovered else logging.DEBUG,
                 "advertising on %s, next rotation in %.0f s",

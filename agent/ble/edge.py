@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from dataclasses import dataclass
 
 from dbus_fast import BusType
@@ -36,8 +35,6 @@ class BleSettings:
     scan_adapters: tuple[str, ...] = ("auto",)
     tx_power: int = -8
     include_tx_power: bool = False
-    rotation_min_s: float = 600.0
-    rotation_max_s: float = 1200.0
     scan_seconds: float = 0.0
     scan_period_seconds: float = 0.0
     passive: bool = False
@@ -49,8 +46,6 @@ class BleSettings:
             advertise_adapter=ble.advertise_adapter,
             scan_adapters=ble.scan_adapters,
             tx_power=ble.tx_power if ble.tx_power is not None else tx_power,
-            rotation_min_s=float(ble.rotation_min_seconds),
-            rotation_max_s=float(ble.rotation_max_seconds),
             scan_seconds=ble.scan_seconds,
             scan_period_seconds=ble.scan_period_seconds,
             passive=ble.passive,
@@ -98,7 +93,6 @@ class BleEdge:
         clock: Clock,
         *,
         io_clock: Clock | None = None,
-        rng: random.Random | None = None,
         bus_address: str | None = None,
     ) -> None:
         self.settings = settings
@@ -106,7 +100,6 @@ class BleEdge:
         self._sink = sink
         self._clock = clock
         self._io = io_clock or SystemClock()
-        self._rng = rng
         self._bus_address = bus_address
         self._watch: BluezWatch | None = None
         self.advertiser: Advertiser | None = None
@@ -195,7 +188,4 @@ class BleEdge:
                 io_clock=self._io,
                 pauser=self.scanner,
                 include_tx_power=s.include_tx_power,
-                rotation_min_s=s.rotation_min_s,
-                rotation_max_s=s.rotation_max_s,
-                rng=self._rng,
             )

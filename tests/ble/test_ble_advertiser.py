@@ -105,6 +105,25 @@ async def test_rotates_id_and_address_together_at_every_boundary(make_bed: Bed) 
     assert violations(items) == []
 
 
+async def test_an_hour_long_id_keeps_one_address_for_its_hour(make_bed: Bed) -> None:
+    bed = make_bed(CONFIG)
+    hour = 3600
+    clock = ManualClock(1_800_000_000.0 - 1_800_000_000.0 % hour + 60)
+    adv = Advertiser("hci0", ebid_scheme(clock.now(), periods=4, period_s=hour), -8, clock)
+    async with running(adv):
+        await eventually(lambda: adv.health().rotations == 1)
+        for _ in range(5):  # 50 minutes: no re-registration, so no second address for this ID
+            await clock.advance(600)
+        await asyncio.sleep(0.5)
+        assert adv.health().rotations == 1
+        await clock.advance(600)  # the next hour: new ID, new address
+        await eventually(lambda: adv.health().rotations == 2)
+    items = instances(bed.air_records())
+    assert len(items) == 2 and items[0].address != items[1].address
+    assert items[0].service_data != items[1].service_data
+    assert violations(items) == []
+
+
 async def test_registration_failures_are_retried_and_reported(make_bed: Bed) -> None:
     bed = make_bed(CONFIG)
     ctl = await SimControl.connect(bed.bus_address)

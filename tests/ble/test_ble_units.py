@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from bleak.exc import BleakBluetoothNotAvailableError, BleakBluetoothNotAvailableReason, BleakDBusError, BleakError
 from dbus_fast import DBusError
 
 from agent.ble.adapters import NoAdapter, choose_adapters
-from agent.ble.advertiser import backoff_delay, next_rotation
+from agent.ble.advertiser import backoff_delay
 from agent.ble.bluez_watch import adapter_name
 from agent.ble.edge import BleSettings
 from agent.ble.errors import ErrorKind, classify, describe
@@ -56,17 +54,6 @@ def test_adapter_choice_prefers_separate_controllers() -> None:
 
 def _live(valid_from: float, valid_until: float) -> Broadcast:
     return Broadcast(SchemeName.GAEN, bytes(16), bytes(20), valid_from, valid_until)
-
-
-def test_rotation_is_at_the_id_boundary_and_random_only_for_long_ids() -> None:
-    rng = random.Random(1)
-    # GAEN (10 min) and DP-3T (15 min): always the boundary, never a second address for one ID
-    assert next_rotation(_live(0, 600), 0.0, 600, 1200, rng) == 600
-    assert next_rotation(_live(0, 900), 100.0, 600, 1200, rng) == 900
-    # an ID valid for an hour: 10-20 min random rotations until the boundary is within reach
-    draws = [next_rotation(_live(0, 3600), 0.0, 600, 1200, rng) for _ in range(200)]
-    assert all(600 <= d <= 1200 for d in draws) and max(draws) - min(draws) > 300
-    assert next_rotation(_live(0, 3600), 2500.0, 600, 1200, rng) == 3600
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
