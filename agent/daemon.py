@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STATUS_SECONDS = 5.0
 STARTUP_STATUS_SECONDS = 0.25  # until READY: systemd and the test-bed learn of it at once, not 5 s later
+STARTUP_WINDOW_SECONDS = 60.0  # ...but a daemon that cannot get ready (no adapter) goes back to the slow pace
 KEY_CHECK_SECONDS = 600.0
 RETENTION_SECONDS = 86_400.0
 
@@ -199,6 +200,7 @@ class Daemon:
 
     async def _status_loop(self) -> None:
         last_ping = 0.0
+        fast_until = time.monotonic() + STARTUP_WINDOW_SECONDS
         while True:
             self._publish_status()
             health = self.edge.health() if self.edge else None
@@ -212,7 +214,8 @@ class Daemon:
                 self.notifier.watchdog()
                 last_ping = time.monotonic()
             period = min(STATUS_SECONDS, interval or STATUS_SECONDS)
-            await asyncio.sleep(period if self.state.ready else STARTUP_STATUS_SECONDS)
+            starting = not self.state.ready and time.monotonic() < fast_until
+            await asyncio.sleep(STARTUP_STATUS_SECONDS if starting else period)
 
     def _healthy(self) -> bool:
         """Loop alive (we are running) and some scanner heard something within its watchdog window."""

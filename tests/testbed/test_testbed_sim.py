@@ -53,7 +53,8 @@ def assert_logs_reveal_nothing(workdir: Path) -> None:
     assert len(on_air) > 100
     secrets: set[str] = set()
     for i in on_air:
-        secrets |= _spellings(ephemeral_id_of(i)) | {i.address.lower(), i.address.replace(":", "").lower()}
+        address = i.address.lower()  # also as in a BlueZ object path: /org/bluez/hci0/dev_aa_bb_...
+        secrets |= _spellings(ephemeral_id_of(i)) | {address, address.replace(":", ""), address.replace(":", "_")}
     for db in workdir.glob("agents/*/" + DB_FILE):
         conn = sqlite3.connect(db)
         secrets |= {s for (m,) in conn.execute("SELECT material FROM own_keys") for s in _spellings(m)}
