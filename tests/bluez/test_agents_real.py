@@ -1,8 +1,8 @@
-"""Two real agents on virtual controllers of one shared air, through the real bluetoothd.
+"""Real agents of every scheme on virtual controllers of one shared air, through the real bluetoothd.
 
 btvirt delivers one advertising report per scan start, and in our runs a controller that advertises and
 scans at once never passed its reports up (the kernel dropped them); so here each agent advertises on its
-own controller and both scan on a third one. Rotation with scanning on the same controller is checked
+own controller and all of them scan on a fourth one. Rotation with scanning on the same controller is checked
 from the btmon capture instead (advertising is re-enabled after every rotation).
 """
 
@@ -55,28 +55,35 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VmBackend]:
     assert server.stop() == 0
 
 
-@pytest.mark.parametrize("scheme", ["dp3t", "gaen", "ebid"])
-def test_two_agents_see_each_other(
-    scheme: str, vm_adapters: list[str], tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    assert len(vm_adapters) >= 3, vm_adapters
-    out = Path(os.environ.get("PROXITRACE_VM_OUT", tmp_path))
-    server = request.getfixturevalue("backend") if scheme == "ebid" else None
-    a = start_agent(vm_adapters[0], tmp_path / f"{scheme}-a", scheme, out, scan_adapter=vm_adapters[2], backend=server)
-    b = start_agent(vm_adapters[1], tmp_path / f"{scheme}-b", scheme, out, scan_adapter=vm_adapters[2], backend=server)
-    try:
-        for agent in (a, b):
-            assert wait_for(lambda ag=agent: (ag.status() or {}).get("advertising") is True, 120), agent.log_path
-        ids = {a.adapter: own_ids(a, scheme), b.adapter: own_ids(b, scheme)}
+SCHEMES = ("dp3t", "gaen", "ebid")
 
-        def each_heard_the_other() -> bool:
-            return bool(heard_ids(a).keys() & ids[b.adapter]) and bool(heard_ids(b).keys() & ids[a.adapter])
+
+def test_agents_of_every_scheme_see_each_other(vm_adapters: list[str], tmp_path: Path, backend: VmBackend) -> None:
+    """One agent per scheme, each advertising on its own controller, all three scanning on a fourth."""
+    assert len(vm_adapters) >= 4, vm_adapters
+    out = Path(os.environ.get("PROXITRACE_VM_OUT", tmp_path))
+    scan = vm_adapters[3]
+    agents = {
+        scheme: start_agent(vm_adapters[i], tmp_path / scheme, scheme, out, scan_adapter=scan, backend=backend)
+        for i, scheme in enumerate(SCHEMES)
+    }
+    try:
+        for agent in agents.values():
+            assert wait_for(lambda ag=agent: (ag.status() or {}).get("advertising") is True, 180), agent.log_path
+        ids = {scheme: own_ids(agent, scheme) for scheme, agent in agents.items()}
+
+        def unheard() -> list[str]:
+            return [
+                f"{listener} did not store {talker}'s IDs"
+                for listener, agent in agents.items()
+                for talker in SCHEMES
+                if talker != listener and not heard_ids(agent).keys() & ids[talker]
+            ]
 
         # bluetoothd restarts LE discovery every ~10 s, and btvirt reports each advertiser once per scan start
-        assert wait_for(each_heard_the_other, 90), "the agents did not store each other's IDs"
+        assert wait_for(lambda: not unheard(), 120), unheard()
     finally:
-        assert a.stop() == 0 and b.stop() == 0
-    for listener, talker in ((a, b), (b, a)):
-        heard = heard_ids(listener)
-        assert heard.keys() & ids[talker.adapter], f"{listener.adapter} did not store {talker.adapter}'s IDs"
-        assert all(count >= 1 for count, _ in heard.values())
+        codes = {scheme: agent.stop() for scheme, agent in agents.items()}
+    assert codes == dict.fromkeys(SCHEMES, 0)
+    for agent in agents.values():
+        assert all(count >= 1 for count, _ in heard_ids(agent).values())

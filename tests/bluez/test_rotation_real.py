@@ -9,7 +9,7 @@ from agent.airtrace import controllers, linkability
 from agent.schemes.base import SERVICE_DATA_LEN
 from tests.bluez.agents import start_agent, wait_for
 
-SPEED = 60.0  # a 15-minute DP-3T epoch lasts 15 s
+SPEED = 120.0  # a 15-minute DP-3T epoch lasts 7.5 s
 
 
 def capture() -> Path:
@@ -25,7 +25,7 @@ def test_rotation_in_sync_while_scanning_on_the_same_controller(vm_adapters: lis
     agent = start_agent(adapter, tmp_path / "rot", "dp3t", out, extra=["--clock", clock])
     try:
         assert wait_for(lambda: (agent.status() or {}).get("advertising") is True, 120), agent.log_path
-        time.sleep(70)  # four to five epoch boundaries at this speed
+        time.sleep(40)  # five epoch boundaries at this speed
     finally:
         assert agent.stop() == 0
     trace = controllers(capture())[index]
