@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from dbus_fast import BusType
@@ -105,12 +105,12 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0, every: flo
 
 
 @asynccontextmanager
-async def scanning(scanner: Scanner) -> AsyncIterator[BluezWatch]:
-    """Run ``scanner`` on its own system-bus connection and BlueZ watch for the duration."""
+async def on_bluez(work: Callable[[BluezWatch], Coroutine[Any, Any, None]]) -> AsyncIterator[BluezWatch]:
+    """Run ``work`` on its own system-bus connection and BlueZ watch for the duration."""
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     watch = BluezWatch(bus)
     await watch.start()
-    task = asyncio.create_task(scanner.run(watch))
+    task = asyncio.create_task(work(watch))
     try:
         yield watch
     finally:
@@ -118,3 +118,7 @@ async def scanning(scanner: Scanner) -> AsyncIterator[BluezWatch]:
         await asyncio.gather(task, return_exceptions=True)
         watch.close()
         bus.disconnect()
+
+
+def scanning(scanner: Scanner) -> AbstractAsyncContextManager[BluezWatch]:
+    return on_bluez(scanner.run)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from bletools import ebid_scheme, eventually, gaen_scheme
-from dbus_fast import BusType, Message
-from dbus_fast.aio import MessageBus
+from bletools import ebid_scheme, eventually, gaen_scheme, on_bluez
+from dbus_fast import Message
 
 from agent.ble.advertiser import Advertiser
 from agent.ble.bluez_watch import BluezWatch
@@ -28,19 +27,8 @@ CONFIG: dict[str, Any] = {
 }
 
 
-@asynccontextmanager
-async def running(adv: Advertiser) -> AsyncIterator[BluezWatch]:
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    watch = BluezWatch(bus)
-    await watch.start()
-    task = asyncio.create_task(adv.run(bus, watch))
-    try:
-        yield watch
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        watch.close()
-        bus.disconnect()
+def running(adv: Advertiser) -> AbstractAsyncContextManager[BluezWatch]:
+    return on_bluez(lambda watch: adv.run(watch.bus, watch))
 
 
 async def on_air(ctl: SimControl, adapter: str = "hci0") -> list[dict[str, Any]]:
