@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from exportkit import TEST_END, TEST_INFO, TEST_START, EnsExample, sample_keys, zip_signed
-
-from agent.export import build_export
+from exportkit import TEST_INFO, EnsExample, standard_export, zip_signed
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
@@ -47,16 +45,7 @@ def trusted(signer: ec.EllipticCurvePrivateKey) -> dict[str | tuple[str, str], e
 
 @pytest.fixture
 def good_export(signer: ec.EllipticCurvePrivateKey) -> bytes:
-    return build_export(
-        sample_keys(),
-        start=TEST_START,
-        end=TEST_END,
-        region="CH",
-        batch_num=1,
-        batch_size=1,
-        signature_info=TEST_INFO,
-        private_key=signer,
-    )
+    return standard_export(signer)
 
 
 @pytest.fixture

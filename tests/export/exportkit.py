@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.export import EXPORT_HEADER, SignatureInfo, zip_export
+from agent.export import EXPORT_HEADER, SignatureInfo, build_export, zip_export
 from agent.proto import gaen_export as pb
 from agent.schemes.published import PublishedKey
 
@@ -50,6 +50,22 @@ def sample_keys(n: int = 3, length: int = 16) -> list[PublishedKey]:
         )
         for i in range(n)
     ]
+
+
+def standard_export(
+    signer: ec.EllipticCurvePrivateKey, keys: Sequence[PublishedKey] | None = None, **overrides: Any
+) -> bytes:
+    """``build_export`` with the tests' usual arguments (CH, batch 1 of 1, TEST_INFO, the test window)."""
+    args: dict[str, Any] = {
+        "start": TEST_START,
+        "end": TEST_END,
+        "region": "CH",
+        "batch_num": 1,
+        "batch_size": 1,
+        "signature_info": TEST_INFO,
+        "private_key": signer,
+    }
+    return build_export(sample_keys() if keys is None else keys, **{**args, **overrides})
 
 
 def pb_key(

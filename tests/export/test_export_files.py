@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from exportkit import TEST_END, TEST_ENIN, TEST_INFO, TEST_NOW, TEST_START, EnsExample, sample_keys
+from exportkit import TEST_END, TEST_ENIN, TEST_INFO, TEST_NOW, TEST_START, EnsExample, sample_keys, standard_export
 
 from agent.export import (
     ECDSA_P256_SHA256_OID,
@@ -118,17 +118,7 @@ def test_round_trip_of_our_own_build(signer: ec.EllipticCurvePrivateKey) -> None
             report_type=ReportType.REVOKED,
         )
     ]
-    data = build_export(
-        keys,
-        start=TEST_START,
-        end=TEST_END,
-        region="CH",
-        batch_num=2,
-        batch_size=3,
-        signature_info=TEST_INFO,
-        private_key=signer,
-        revised_keys=revised,
-    )
+    data = standard_export(signer, keys, batch_num=2, batch_size=3, revised_keys=revised)
     result = verify_export(data, {"228": signer.public_key()}, now=TEST_NOW)
     assert sorted(result.keys, key=lambda k: k.key_data) == sorted(keys, key=lambda k: k.key_data)
     assert result.revised_keys == tuple(revised)
@@ -141,16 +131,7 @@ def test_round_trip_of_our_own_build(signer: ec.EllipticCurvePrivateKey) -> None
 def test_build_writes_keys_sorted_not_in_upload_order(signer: ec.EllipticCurvePrivateKey) -> None:
     keys = sample_keys(6)
     shuffled = [keys[i] for i in (3, 0, 5, 1, 4, 2)]
-    data = build_export(
-        shuffled,
-        start=TEST_START,
-        end=TEST_END,
-        region="CH",
-        batch_num=1,
-        batch_size=1,
-        signature_info=TEST_INFO,
-        private_key=signer,
-    )
+    data = standard_export(signer, shuffled)
     result = verify_export(data, {"228": signer.public_key()})
     assert [k.key_data for k in result.keys] == sorted(k.key_data for k in keys)
 
@@ -163,16 +144,7 @@ def test_build_is_a_zip_with_exactly_the_two_entries(good_export: bytes) -> None
 
 def test_build_is_deterministic_apart_from_the_signature(signer: ec.EllipticCurvePrivateKey) -> None:
     def export_bin() -> bytes:
-        data = build_export(
-            sample_keys(),
-            start=TEST_START,
-            end=TEST_END,
-            region="CH",
-            batch_num=1,
-            batch_size=1,
-            signature_info=TEST_INFO,
-            private_key=signer,
-        )
+        data = standard_export(signer)
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return zf.read(EXPORT_BIN)
 
@@ -181,16 +153,7 @@ def test_build_is_deterministic_apart_from_the_signature(signer: ec.EllipticCurv
 
 def test_dp3t_day_keys_travel_in_the_same_container(signer: ec.EllipticCurvePrivateKey) -> None:
     keys = sample_keys(3, length=32)
-    data = build_export(
-        keys,
-        start=TEST_START,
-        end=TEST_END,
-        region="CH",
-        batch_num=1,
-        batch_size=1,
-        signature_info=TEST_INFO,
-        private_key=signer,
-    )
+    data = standard_export(signer, keys)
     result = verify_export(data, {"228": signer.public_key()}, key_length=32)
     assert {k.key_data for k in result.keys} == {k.key_data for k in keys}
     with pytest.raises(ExportError) as refused:
@@ -202,17 +165,7 @@ def test_several_signers_and_the_verifier_picks_by_key_id(
     signer: ec.EllipticCurvePrivateKey, other_signer: ec.EllipticCurvePrivateKey
 ) -> None:
     other_info = SignatureInfo("262", "v2")
-    data = build_export(
-        sample_keys(),
-        start=TEST_START,
-        end=TEST_END,
-        region="CH",
-        batch_num=1,
-        batch_size=1,
-        signature_info=TEST_INFO,
-        private_key=signer,
-        extra_signers=[(other_info, other_signer)],
-    )
+    data = standard_export(signer, extra_signers=[(other_info, other_signer)])
     assert verify_export(data, {"228": signer.public_key()}).verified_by == TEST_INFO
     assert verify_export(data, {"262": other_signer.public_key()}).verified_by == other_info
     both = verify_export(data, {"228": signer.public_key(), "262": other_signer.public_key()})
@@ -222,32 +175,14 @@ def test_several_signers_and_the_verifier_picks_by_key_id(
 
 
 def test_a_version_pin_does_not_match_another_version(signer: ec.EllipticCurvePrivateKey) -> None:
-    data = build_export(
-        sample_keys(),
-        start=TEST_START,
-        end=TEST_END,
-        region="CH",
-        batch_num=1,
-        batch_size=1,
-        signature_info=TEST_INFO,
-        private_key=signer,
-    )
+    data = standard_export(signer)
     with pytest.raises(ExportError) as refused:
         verify_export(data, {("228", "v2"): signer.public_key()})
     assert refused.value.reason.startswith("signature by an unknown key")
 
 
 def test_empty_export_is_valid(signer: ec.EllipticCurvePrivateKey) -> None:
-    data = build_export(
-        [],
-        start=TEST_START,
-        end=TEST_END,
-        region="CH",
-        batch_num=1,
-        batch_size=1,
-        signature_info=TEST_INFO,
-        private_key=signer,
-    )
+    data = standard_export(signer, [])
     assert verify_export(data, {"228": signer.public_key()}).keys == ()
 
 
