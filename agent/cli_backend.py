@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from agent.clock import Clock, clock_from_spec
+from agent.clock import Clock, clock_from_spec, date_to_day
 from agent.config import ConfigError
 from agent.server.config import BackendConfig, load_backend_config
 from agent.server.db import DB_FILE, ServerStore
@@ -46,7 +46,7 @@ class Date(click.ParamType):
 
 
 def day_number(date: dt.date | None) -> int | None:
-    return None if date is None else (date - dt.date(1970, 1, 1)).days
+    return None if date is None else date_to_day(date)
 
 
 _config_option = click.option(

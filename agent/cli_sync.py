@@ -19,7 +19,7 @@ import click
 
 from agent.calibration import CalibrationError, read_local
 from agent.cli_context import CliContext
-from agent.clock import Clock, clock_from_spec
+from agent.clock import Clock, clock_from_spec, date_to_day, day_to_iso
 from agent.config import AgentConfig, ConfigError, load_config, risk_settings
 from agent.keys import KeyRing
 from agent.schemes.base import SchemeName
@@ -92,11 +92,7 @@ def _run(coro_fn: Callable[[], Any]) -> Any:
 
 
 def _day(date: dt.date | None) -> int | None:
-    return None if date is None else (date - dt.date(1970, 1, 1)).days
-
-
-def _date(day: int) -> str:
-    return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+    return None if date is None else date_to_day(date)
 
 
 @click.command()
@@ -188,8 +184,8 @@ def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> N
                     return "nothing to report: no EBID heard in the contagious period"
                 days = sorted({int(c.time) // 86_400 for c in contacts})
                 click.echo(
-                    f"To send to {url}: {len(contacts)} EBIDs this device received between {_date(days[0])} and "
-                    f"{_date(days[-1])}, each with when it was heard and how strong (attenuation per scan). "
+                    f"To send to {url}: {len(contacts)} EBIDs this device received between {day_to_iso(days[0])} and "
+                    f"{day_to_iso(days[-1])}, each with when it was heard and how strong (attenuation per scan). "
                     "No key of yours, no location, no name."
                 )
             else:
@@ -200,7 +196,7 @@ def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> N
                 what = "daily key (TEK)" if scheme is SchemeName.GAEN else "key chain from the first contagious day"
                 click.echo(
                     f"To send to {url}: {len(keys)} {what}{'s' if len(keys) > 1 else ''} covering "
-                    f"{_date(days[0])} to {_date(days[-1])}, padded with fake keys. Anyone who heard this "
+                    f"{day_to_iso(days[0])} to {day_to_iso(days[-1])}, padded with fake keys. Anyone who heard this "
                     "device then will be notified; nothing else about you is sent."
                 )
                 if scheme is SchemeName.DP3T:

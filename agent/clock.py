@@ -8,10 +8,39 @@ the daemon, the tests and the simulator choose which one.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import heapq
 import itertools
 import time
 from typing import Protocol
+
+DAY = 86_400
+"""Seconds in a UTC day: the unit of key schedules, retention, risk days and rate-limit days alike."""
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def day_of(unix_seconds: float) -> int:
+    """The UTC day number (days since 1970-01-01) that ``unix_seconds`` falls in."""
+    return int(unix_seconds // DAY)
+
+
+def start_of_day(day: int) -> int:
+    """Unix seconds at 00:00 UTC of day number ``day``."""
+    return day * DAY
+
+
+def day_to_date(day: int) -> dt.date:
+    return _EPOCH + dt.timedelta(days=day)
+
+
+def day_to_iso(day: int) -> str:
+    """``YYYY-MM-DD`` of a day number: how days are shown to people and sent on the wire."""
+    return day_to_date(day).isoformat()
+
+
+def date_to_day(date: dt.date) -> int:
+    return (date - _EPOCH).days
 
 
 class Clock(Protocol):

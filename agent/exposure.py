@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from agent.clock import DAY, day_of
 from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen
 from agent.risk import (
     Assessment,
@@ -24,8 +25,6 @@ from agent.risk import (
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.store import ExposureRecord, Store
-
-DAY = 86_400
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def match_keys(
     if scheme is SchemeName.GAEN:
         return match_gaen(keys, index, progress=progress)
     if scheme is SchemeName.DP3T:
-        return match_dp3t(keys, index, today=int(now) // DAY, progress=progress)
+        return match_dp3t(keys, index, today=day_of(now), progress=progress)
     raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
 
 

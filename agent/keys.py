@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from agent.clock import DAY, day_of
 from agent.schemes import dp3t, ebid, gaen
 from agent.schemes.base import Scheme, SchemeName
 from agent.store import OwnKey, Store
-
-DAY = 86_400
 
 
 class KeyRing:
@@ -56,7 +55,7 @@ class KeyRing:
         return dp3t.Dp3tKeyState(int(row.meta["start_day"]), row.material[:32], row.material[32:])  # type: ignore[call-overload]
 
     def _ensure_dp3t(self, now: float) -> None:
-        today = dp3t.day_number(now)
+        today = day_of(now)
         oldest_kept = today - self.retention_days + 1
         try:
             state = self.dp3t_state()
@@ -99,7 +98,7 @@ class KeyRing:
 
     def _ensure_gaen(self, now: float) -> None:
         have = {k.rolling_start_interval_number for k in self.teks()}
-        for day in (dp3t.day_number(now), dp3t.day_number(now) + 1):
+        for day in (day_of(now), day_of(now) + 1):
             start = day * gaen.ROLLING_PERIOD
             if start not in have:
                 self.store.put_own_key(

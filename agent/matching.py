@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.clock import start_of_day
 from agent.schemes import dp3t, gaen
 from agent.schemes._crypto import hkdf16, hmac_sha256
 from agent.schemes._fastaes import Rekeyer
@@ -167,8 +168,8 @@ def match_dp3t(
                 windows = index.by_id.get(view[16 * pos : 16 * pos + 16].tobytes())
                 if windows:
                     n, day, sk = batch[pos // dp3t.EPHIDS_PER_DAY]
-                    lo = day * dp3t.DAY_SECONDS - tolerance
-                    hi = (day + 1) * dp3t.DAY_SECONDS + tolerance
+                    lo = start_of_day(day) - tolerance
+                    hi = start_of_day(day + 1) + tolerance
                     found[n].extend((sk, w) for w in _consistent(windows, lo, hi))
             if progress is not None:  # a key is done once its last day (today) is expanded
                 progress(sum(1 for _, day, _ in batch if day == today))

@@ -29,18 +29,17 @@ import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
 from enum import IntEnum
 from itertools import pairwise
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
+from agent.clock import DAY, day_to_iso
 from agent.schemes.published import ReportType
 from agent.sightings import SCAN_WINDOW_SECONDS, SightingWindow
 
 _log = logging.getLogger(__name__)
 
-SECONDS_PER_DAY = 86_400
 MAX_ATTENUATION_DB = 255
 DEFAULT_MAX_WINDOW_SECONDS = 30 * 60
 
@@ -207,11 +206,6 @@ def _check_trl(trl: object, where: str) -> None:
         raise RiskInputError(f"{where} must be 1..8 or None (unknown), got {trl!r}")
 
 
-def day_to_iso(day: int) -> str:
-    """The UTC calendar date of a unix day number, e.g. 19723 → '2024-01-01'."""
-    return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
-
-
 @dataclass(frozen=True)
 class KeyAttributes:
     """What a published key says about its uploader, as the matcher read it from the list (no key bytes).
@@ -349,10 +343,10 @@ class WindowConfig:
         if (
             not _is_int(self.max_window_seconds)
             or self.max_window_seconds < SCAN_WINDOW_SECONDS
-            or self.max_window_seconds > SECONDS_PER_DAY
+            or self.max_window_seconds > DAY
         ):
             raise RiskConfigError(
-                f"{where}.max_window_seconds must be between {SCAN_WINDOW_SECONDS} and {SECONDS_PER_DAY}, "
+                f"{where}.max_window_seconds must be between {SCAN_WINDOW_SECONDS} and {DAY}, "
                 f"got {self.max_window_seconds!r}"
             )
         if not _is_int(self.default_tx_power) or not -127 <= self.default_tx_power <= 127:
@@ -377,7 +371,7 @@ class WindowConfig:
             kwargs["scan_interval_seconds"] = value
         if "max_window_minutes" in data:
             value = _int_setting(data, "max_window_minutes", where)
-            if not 1 <= value <= SECONDS_PER_DAY // 60:
+            if not 1 <= value <= DAY // 60:
                 raise RiskConfigError(f"{where}.max_window_minutes: must be 1..1440, got {value}")
             kwargs["max_window_seconds"] = value * 60
         if "default_tx_power_dbm" in data:
@@ -534,7 +528,7 @@ def exposure_windows_from_samples(
         assumed = sum(1 for s, _ in current if s.assumed_tx_power)
         windows.append(
             ExposureWindow(
-                day=current[0][0].window_start // SECONDS_PER_DAY,
+                day=current[0][0].window_start // DAY,
                 scan_instances=tuple(
                     ScanInstance(_to_db(s.typical_attenuation), _to_db(s.min_attenuation), secs) for s, secs in current
                 ),
@@ -557,7 +551,7 @@ def exposure_windows_from_samples(
             seconds = min(start - previous, config.scan_interval_seconds)
         if current:
             first = current[0][0].window_start
-            if start // SECONDS_PER_DAY != first // SECONDS_PER_DAY or start - first >= config.max_window_seconds:
+            if start // DAY != first // DAY or start - first >= config.max_window_seconds:
                 flush()
         current.append((sample, seconds))
         previous = start

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from agent.clock import DAY
 from agent.paths import ensure_private_dir
 from agent.schemes.base import SchemeName
 from agent.sightings import SCAN_WINDOW_SECONDS, RawSighting, SightingWindow
@@ -30,7 +31,6 @@ from agent.sightings import SCAN_WINDOW_SECONDS, RawSighting, SightingWindow
 log = logging.getLogger(__name__)
 
 DB_FILE = "agent.db"
-DAY = 86_400
 SCHEME_CODES = {SchemeName.DP3T: 1, SchemeName.GAEN: 2, SchemeName.EBID: 3}
 SCHEMES_BY_CODE = {v: k for k, v in SCHEME_CODES.items()}
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from agent.backoff import backoff_delay
 from agent.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class Supervisor:
             self._runners.append(asyncio.create_task(self._keep_alive(slot), name=f"supervise:{slot.name}"))
 
     async def _keep_alive(self, slot: _Slot) -> None:
-        delay = self._backoff_initial
+        failures = 0
         while True:
             started = self._clock.now()
             slot.task = asyncio.create_task(_as_coroutine(slot.factory), name=slot.name)
@@ -82,18 +83,19 @@ class Supervisor:
                     slot.name,
                     exc.__class__.__name__,
                     slot.restarts + 1,
-                    delay,
+                    self._delay(failures + 1),
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
             else:
                 slot.done = True
                 log.info("task %s finished", slot.name)
                 return
-            if self._clock.now() - started >= self._healthy_after:
-                delay = self._backoff_initial
-            await self._clock.sleep(delay)
+            failures = 1 if self._clock.now() - started >= self._healthy_after else failures + 1
+            await self._clock.sleep(self._delay(failures))
             slot.restarts += 1
-            delay = min(delay * 2, self._backoff_max)
+
+    def _delay(self, failures: int) -> float:
+        return backoff_delay(failures, self._backoff_initial, self._backoff_max)
 
     def health(self) -> tuple[TaskHealth, ...]:
         return tuple(

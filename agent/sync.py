@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from multidict import CIMultiDictProxy
 
 from agent import export, jws, signing_keys
-from agent.clock import Clock
+from agent.backoff import backoff_delay
+from agent.clock import DAY, Clock, day_of
 from agent.config import AgentConfig, ConfigError
 from agent.exposure import ListOutcome, process_list
 from agent.keys import KeyRing
@@ -46,7 +47,6 @@ from agent.store import ExposureRecord, Store
 
 log = logging.getLogger(__name__)
 
-DAY = 86_400
 CONTAGIOUS_DAYS_BEFORE_ONSET = 2
 MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
 EBID_CREDENTIAL = "ebid"
@@ -396,7 +396,7 @@ class SyncClient:
             retry.failures = 0
             return s.interval_seconds + self._rng.uniform(0, s.jitter_seconds)
         retry.failures += 1
-        delay = min(s.max_retry_seconds, s.first_retry_seconds * 2 ** (retry.failures - 1))
+        delay = backoff_delay(retry.failures, s.first_retry_seconds, s.max_retry_seconds)
         delay *= self._rng.uniform(1.0, 1.25)
         return max(delay, error.retry_after or 0.0)
 
@@ -433,14 +433,14 @@ class SyncClient:
         return info
 
     def first_contagious_day(self, onset_day: int | None, now: float) -> int:
-        today = int(now) // DAY
+        today = day_of(now)
         oldest = today - self.settings.retention_days + 1
         return oldest if onset_day is None else max(oldest, onset_day - CONTAGIOUS_DAYS_BEFORE_ONSET)
 
     def report_keys(self, scheme: SchemeName, onset_day: int | None, now: float) -> list[PublishedKey]:
         """Exactly the keys a report would send: the contagious days' keys up to today, nothing later."""
         ring = KeyRing(self._store, scheme, self.settings.retention_days)
-        first, today = self.first_contagious_day(onset_day, now), int(now) // DAY
+        first, today = self.first_contagious_day(onset_day, now), day_of(now)
         if scheme is SchemeName.GAEN:
             return [
                 PublishedKey(t.key, t.rolling_start_interval_number, t.rolling_period)
@@ -579,7 +579,7 @@ class SyncClient:
         )
         if result.at_risk:
             now = self._clock.now()
-            days = result.explanation.get("days") or [{"day": int(now) // DAY, "score": 0.0}]
+            days = result.explanation.get("days") or [{"day": day_of(now), "score": 0.0}]
             records = [
                 ExposureRecord(
                     int(d["day"]),

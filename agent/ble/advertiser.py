@@ -25,7 +25,8 @@ from typing import Protocol
 from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from agent.ble._aio import first, within
+from agent.aio import first, within
+from agent.backoff import backoff_delay
 from agent.ble.advertisement import Advertisement
 from agent.ble.bluez_watch import BLUEZ, BluezState, BluezWatch
 from agent.ble.errors import classify, dbus_error_name, describe
@@ -56,10 +57,6 @@ class AdvertiserHealth:
     bluez_generation: int
     last_error: str | None
     note: str | None
-
-
-def backoff_delay(attempt: int, initial: float = 1.0, maximum: float = 60.0) -> float:
-    return min(maximum, initial * 2.0 ** max(0, attempt - 1))
 
 
 class Advertiser:

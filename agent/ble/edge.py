@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 
-from agent.ble._aio import first
+from agent.aio import first
+from agent.backoff import backoff_delay
 from agent.ble.adapters import choose_adapters
-from agent.ble.advertiser import Advertiser, AdvertiserHealth, backoff_delay
+from agent.ble.advertiser import Advertiser, AdvertiserHealth
 from agent.ble.bluez_watch import BluezState, BluezWatch, BusLost
 from agent.ble.errors import describe
 from agent.ble.scanner import DutyCycle, Scanner, ScannerHealth, Sink

@@ -27,7 +27,8 @@ from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from agent.ble._aio import first, within
+from agent.aio import first, within
+from agent.backoff import backoff_delay
 from agent.ble.adapters import set_powered
 from agent.ble.bluez_watch import BluezState, BluezWatch, BusLost
 from agent.ble.errors import ErrorKind, classify, describe
@@ -307,7 +308,7 @@ class _AdapterScan:
         self.failures += 1
         self.consecutive += 1
         self._unplanned = True
-        self._retry_at = self._io.now() + min(self._backoff_max, 2.0 ** (self.consecutive - 1))
+        self._retry_at = self._io.now() + backoff_delay(self.consecutive, maximum=self._backoff_max)
         log.warning("scan on %s failed to start (%s, attempt %d)", self.adapter, self.last_error, self.consecutive)
         if kind is ErrorKind.NOT_READY or (kind is ErrorKind.TRANSIENT and self.consecutive >= self._escalate_after):
             await self._power_cycle(watch, off_first=kind is not ErrorKind.NOT_READY)

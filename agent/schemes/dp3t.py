@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from agent.clock import DAY, day_of, start_of_day
 from agent.schemes._crypto import aes_ctr, check_len, hmac_sha256
 from agent.schemes.base import Broadcast, SchemeName
 
-DAY_SECONDS = 86_400
 EPOCH_SECONDS = 900
-EPHIDS_PER_DAY = DAY_SECONDS // EPOCH_SECONDS
+EPHIDS_PER_DAY = DAY // EPOCH_SECONDS
 EPHID_LEN = 16
 SK_LEN = 32
 SERVICE_UUID16 = 0xFD68
@@ -30,17 +30,13 @@ _ZERO_COUNTER = bytes(16)
 _KEYSTREAM_ZEROS = bytes(EPHIDS_PER_DAY * EPHID_LEN)
 
 
-def day_number(unix_seconds: float) -> int:
-    """UTC day index since the epoch."""
-    return int(unix_seconds) // DAY_SECONDS
-
-
 def day_start(unix_seconds: float) -> int:
-    return day_number(unix_seconds) * DAY_SECONDS
+    """Unix seconds at the start of the UTC day holding ``unix_seconds``: where the day's EphIDs begin."""
+    return start_of_day(day_of(unix_seconds))
 
 
 def epoch_in_day(unix_seconds: float) -> int:
-    return (int(unix_seconds) % DAY_SECONDS) // EPOCH_SECONDS
+    return (int(unix_seconds) % DAY) // EPOCH_SECONDS
 
 
 def next_day_key(sk: bytes) -> bytes:
@@ -141,7 +137,7 @@ class Dp3tKeyState:
 
 
 def new_key_state(t: float, random_bytes: Callable[[int], bytes] = os.urandom) -> Dp3tKeyState:
-    return Dp3tKeyState(day_number(t), random_bytes(SK_LEN), random_bytes(32))
+    return Dp3tKeyState(day_of(t), random_bytes(SK_LEN), random_bytes(32))
 
 
 def service_data(ephid: bytes, encrypted_metadata: bytes) -> bytes:
@@ -156,14 +152,14 @@ class Dp3tScheme:
     keys: Dp3tKeyState
 
     def broadcast_at(self, t: float, tx_power: int) -> Broadcast | None:
-        day = day_number(t)
+        day = day_of(t)
         if day < self.keys.start_day:
             return None
         sk = self.keys.sk_for_day(day)
         day_seed = hmac_sha256(self.keys.shuffle_secret, day.to_bytes(8, "big"))
         epoch = epoch_in_day(t)
         ephid = ephids(sk)[secure_shuffle(day_seed)[epoch]]
-        start = day * DAY_SECONDS + epoch * EPOCH_SECONDS
+        start = day * DAY + epoch * EPOCH_SECONDS
         return Broadcast(
             scheme=SchemeName.DP3T,
             ephemeral_id=ephid,

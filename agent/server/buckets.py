@@ -8,7 +8,8 @@ processed and gets everything released after it.
 
 from __future__ import annotations
 
-from agent.schemes import dp3t, gaen
+from agent.clock import day_of, start_of_day
+from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 
@@ -22,7 +23,7 @@ def validity_end(scheme: SchemeName, key: PublishedKey, received: float) -> floa
     """
     if scheme is SchemeName.GAEN:
         return float((key.rolling_start_interval_number + key.rolling_period) * gaen.INTERVAL_SECONDS)
-    return float((dp3t.day_number(received) + 1) * dp3t.DAY_SECONDS)
+    return float(start_of_day(day_of(received) + 1))
 
 
 def bucket_end(t: float, bucket_seconds: int) -> int:

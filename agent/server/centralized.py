@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from agent.clock import Clock
+from agent.clock import Clock, day_of, start_of_day
 from agent.schemes import ebid
 from agent.server import codes, proof_of_work, wire
 from agent.server.config import BackendConfig
@@ -35,7 +35,6 @@ from agent.server.uploads import BearerUpload, bearer_token
 
 log = logging.getLogger(__name__)
 CHALLENGE_LEN = 16
-DAY_SECONDS = 86_400
 MAX_CONTACTS = 100_000
 
 
@@ -227,10 +226,10 @@ class Centralized:
 
     def status(self, registration_id: int) -> dict[str, object]:
         now = self._clock.now()
-        day = int(now) // DAY_SECONDS
+        day = day_of(now)
         left = self._store.count_status_poll(registration_id, day, self._e.status_polls_per_day)
         if left is None:
-            raise too_many((day + 1) * DAY_SECONDS - now, "status requests today")
+            raise too_many(start_of_day(day + 1) - now, "status requests today")
         verdict = self._score(self._store.exposures_of(registration_id), now)
         if verdict.at_risk:
             self._store.erase_registration(registration_id)

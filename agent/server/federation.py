@@ -13,7 +13,6 @@ the allowed clock skew, or from a country with no configured peer, is refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -23,6 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import aiohttp
 
+from agent.aio import first
+from agent.backoff import backoff_delay
 from agent.clock import Clock
 from agent.server import wire
 from agent.server.config import BackendConfig, PeerSection
@@ -99,15 +100,7 @@ class Federation:
                 log.exception("federation delivery failed")
             next_at = self._store.next_forward_time()
             delay = 3600.0 if next_at is None else max(0.0, next_at - self._clock.now())
-            waiter = asyncio.ensure_future(self._wake.wait())
-            sleeper = asyncio.ensure_future(self._clock.sleep(delay))
-            try:
-                await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (waiter, sleeper):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await first(wake=self._wake.wait(), due=self._clock.sleep(delay))
 
     async def deliver_due(self, session: aiohttp.ClientSession) -> int:
         """One pass over the due forwards; the number delivered."""
@@ -126,7 +119,7 @@ class Federation:
                 log.warning("peer %d refused a forward for good (HTTP %d); dropped", peer.country_code, status)
                 self._store.forward_done(item.id)
             else:
-                delay = min(MAX_RETRY_SECONDS, self._config.federation.retry_seconds * 2**item.attempts)
+                delay = backoff_delay(item.attempts + 1, self._config.federation.retry_seconds, MAX_RETRY_SECONDS)
                 self._store.forward_retry(item.id, self._clock.now() + delay)
                 log.info("forward to country %d failed (%s); retry in %.0f s", peer.country_code, status, delay)
         return delivered

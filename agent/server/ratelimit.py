@@ -14,9 +14,8 @@ import os
 from collections import deque
 from collections.abc import Callable
 
-from agent.clock import Clock
+from agent.clock import Clock, day_of
 
-DAY_SECONDS = 86_400
 _PRUNE_MIN = 1024
 
 
@@ -37,7 +36,7 @@ class FailureLimiter:
         self._prune_at = _PRUNE_MIN
 
     def _key(self, address: str) -> bytes:
-        day = int(self._clock.now()) // DAY_SECONDS
+        day = day_of(self._clock.now())
         if day != self._day:
             self._day, self._salt = day, self._random(32)
             self._failures.clear()

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.clock import date_to_day, day_to_iso
 from agent.schemes import dp3t, ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -84,11 +85,11 @@ def day_of_date(value: object, field: str) -> int | None:
         date = dt.date.fromisoformat(value)
     except ValueError:
         raise WireError(f"{field}: expected a date YYYY-MM-DD, got {value!r}") from None
-    return (date - dt.date(1970, 1, 1)).days
+    return date_to_day(date)
 
 
 def date_of_day(day: int | None) -> str | None:
-    return None if day is None else (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
+    return None if day is None else day_to_iso(day)
 
 
 # ---- key uploads (DP-3T and GAEN) --------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from dbus_fast import NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
+from agent.aio import first
 from agent.clock import Clock, SystemClock, clock_from_spec
 from agent.sim.air_log import AirLogWriter
 from agent.sim.bluez import BLUEZ, SimBluez
@@ -50,14 +51,10 @@ async def serve(args: argparse.Namespace, config: SimConfig, clock: Clock) -> in
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print("READY", flush=True)
-    air_task = loop.create_task(sim.run_air())
-    stop_task = loop.create_task(stop.wait())
-    bus_task = loop.create_task(bus.wait_for_disconnect())
-    await asyncio.wait({air_task, stop_task, bus_task}, return_when=asyncio.FIRST_COMPLETED)
-    if air_task.done() and air_task.exception() is not None:
-        log.error("air loop failed", exc_info=air_task.exception())
-    air_task.cancel()
-    stop_task.cancel()
+    try:
+        await first(air=sim.run_air(), stop=stop.wait(), bus=bus.wait_for_disconnect())
+    except Exception:
+        log.exception("air loop failed")
     if bus.connected:
         await sim.shutdown()
         try:
@@ -65,7 +62,6 @@ async def serve(args: argparse.Namespace, config: SimConfig, clock: Clock) -> in
         except Exception:  # the bus may be going away with us; nothing left to release then
             log.debug("release_name failed", exc_info=True)
         bus.disconnect()
-    bus_task.cancel()
     if air is not None:
         air.close()
     return 0

@@ -27,10 +27,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.clock import DAY
 from agent.sim.air_log import instances, summarize
 from agent.sim.harness import SimBed
 from agent.status import read_status
-from agent.testbed.scenario import DAY, Scenario
+from agent.testbed.scenario import Scenario
 from agent.testbed.truth import close_contacts, efficacy
 
 log = logging.getLogger(__name__)

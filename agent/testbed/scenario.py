@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-DAY = 86_400
+from agent.clock import DAY
 
 
 class ScenarioError(ValueError):

@@ -7,7 +7,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from agent.testbed.scenario import DAY, Scenario
+from agent.clock import DAY
+from agent.testbed.scenario import Scenario
 
 SAMPLE_SECONDS = 60
 

@@ -11,9 +11,10 @@ import pytest
 from bletools import AgentThread, eventually, gaen_scheme
 
 from agent.ble.edge import BleEdge, BleSettings
+from agent.clock import DAY as DAY_SECONDS
 from agent.clock import AcceleratedClock
 from agent.schemes.base import Scheme
-from agent.schemes.dp3t import DAY_SECONDS, Dp3tScheme, new_key_state
+from agent.schemes.dp3t import Dp3tScheme, new_key_state
 from agent.sim.air_log import AirInstance, ephemeral_id_of, instances, outside_validity, violations
 from agent.sim.harness import SimBed
 

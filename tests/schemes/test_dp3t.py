@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.clock import day_of
 from agent.schemes import dp3t
 from agent.schemes.base import DecodedAdvert, SchemeName, advertising_data
 from agent.schemes.decoder import decode_advertising_data
@@ -36,7 +37,7 @@ def test_secure_shuffle_is_a_stable_keyed_permutation() -> None:
 def test_a_day_broadcasts_each_ephid_once_in_shuffled_order() -> None:
     state = dp3t.new_key_state(1_700_000_000)
     scheme = dp3t.Dp3tScheme(state)
-    day = dp3t.day_number(1_700_000_000)
+    day = day_of(1_700_000_000)
     sent = [scheme.broadcast_at(day * 86400 + e * 900 + 450, tx_power=3) for e in range(96)]
     assert all(b is not None for b in sent)
     ids = [b.ephemeral_id for b in sent if b]
@@ -50,7 +51,7 @@ def test_a_day_broadcasts_each_ephid_once_in_shuffled_order() -> None:
 
 def test_next_day_uses_the_next_key_in_the_chain() -> None:
     state = dp3t.new_key_state(1_700_000_000)
-    day = dp3t.day_number(1_700_000_000)
+    day = day_of(1_700_000_000)
     b = dp3t.Dp3tScheme(state).broadcast_at((day + 3) * 86400 + 10, 0)
     assert b is not None
     assert b.ephemeral_id in dp3t.ephids(dp3t.advance_key(state.start_sk, 3))
@@ -70,7 +71,7 @@ def test_encrypted_metadata_hides_tx_power_and_decrypts_with_the_day_key() -> No
     assert b is not None
     enc = b.service_data[16:]
     assert enc != dp3t.metadata(-12)
-    sk = state.sk_for_day(dp3t.day_number(1_700_000_000))
+    sk = state.sk_for_day(day_of(1_700_000_000))
     assert dp3t.metadata_tx_power(dp3t.decrypt_metadata(sk, b.ephemeral_id, enc)) == -12
 
 

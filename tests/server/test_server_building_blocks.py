@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.clock import ManualClock
-from agent.schemes import dp3t, gaen
+from agent.clock import ManualClock, day_of
+from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.server import buckets, codes, proof_of_work, wire
@@ -79,7 +79,7 @@ def test_gaen_key_is_released_after_its_day_and_its_arrival() -> None:
 
 
 def test_dp3t_chain_is_released_after_the_day_of_the_upload() -> None:
-    key = PublishedKey(os.urandom(32), (dp3t.day_number(T0) - 3) * 144)
+    key = PublishedKey(os.urandom(32), (day_of(T0) - 3) * 144)
     received = T0 + 3600
     assert buckets.release_tag_ms(SchemeName.DP3T, key, received, 7200) == int(T0 + DAY + 7200) * 1000
 
