@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Protocol
 
-ID_LEN = 16
 SERVICE_DATA_LEN = 20
 LEGACY_ADV_MAX = 31
 BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
@@ -23,6 +22,8 @@ class SchemeName(StrEnum):
     EBID = "ebid"
 
 
+# The one home of each scheme's 16-bit service UUID: the advert (Broadcast.service_uuid16), the decoder and the
+# scanner's filter all read it here.
 SERVICE_UUID16: dict[SchemeName, int] = {
     SchemeName.DP3T: 0xFD68,  # Ubique, used by the DP-3T prototype SDK
     SchemeName.GAEN: 0xFD6F,  # Apple/Google Exposure Notification

@@ -13,13 +13,11 @@ from typing import ClassVar
 from agent.schemes._crypto import aes_ecb_decrypt, aes_ecb_encrypt, check_len
 from agent.schemes.base import Broadcast, SchemeName
 
-SERVICE_UUID16 = 0xFD64
 EBID_LEN = 16
 PUID_LEN = 16
 KEY_LEN = 16
 ADVERT_VERSION = 0x01
 DEFAULT_PERIOD_SECONDS = 900
-SERVICE_DATA_LEN = 20
 
 
 def period_of(unix_seconds: float, period_seconds: int = DEFAULT_PERIOD_SECONDS) -> int:

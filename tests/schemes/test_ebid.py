@@ -3,7 +3,7 @@ import os
 import pytest
 
 from agent.schemes import ebid
-from agent.schemes.base import DecodedAdvert, SchemeName, advertising_data
+from agent.schemes.base import SERVICE_UUID16, DecodedAdvert, SchemeName, advertising_data
 from agent.schemes.decoder import decode_advertising_data, decode_service_data
 
 
@@ -46,7 +46,7 @@ def test_batch_returns_the_live_entry() -> None:
 def test_advert_layout_and_round_trip() -> None:
     e = os.urandom(16)
     sd = ebid.service_data(0xAB, e, -20)
-    ad = advertising_data(ebid.SERVICE_UUID16, sd)
+    ad = advertising_data(SERVICE_UUID16[SchemeName.EBID], sd)
     assert len(ad) == 31
     decoded = decode_advertising_data(ad)
     assert isinstance(decoded, DecodedAdvert)
