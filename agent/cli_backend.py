@@ -172,7 +172,7 @@ def enrol() -> None:
 @click.option("--count", type=click.IntRange(1, 10_000), default=1, show_default=True)
 def enrol_issue(config_path: Path | None, valid: int | None, count: int) -> None:
     """Issue one-time enrolment codes, one per device to register."""
-    from agent.server.centralized import issue_enrolment_codes
+    from agent.server.ebid import issue_enrolment_codes
 
     config = _load(config_path)
     seconds = config.ebid.enrolment_valid_seconds if valid is None else valid

@@ -13,8 +13,8 @@ from agent.calibration import read_local
 from agent.cli_context import CliContext
 from agent.clock import SystemClock
 from agent.config import ConfigError, load_config, risk_settings
-from agent.export import DEFAULT_LIMITS, ExportError, verify_export
 from agent.exposure import process_list
+from agent.protocol.export import DEFAULT_LIMITS, ExportError, verify_export
 from agent.schemes.base import SchemeName
 from agent.schemes.published import DP3T_KEY_LEN, GAEN_KEY_LEN
 from agent.signing_keys import SigningKeyError, load_public_key

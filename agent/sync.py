@@ -31,17 +31,17 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 from multidict import CIMultiDictProxy
 
-from agent import export, jws, signing_keys
+from agent import signing_keys
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
 from agent.config import AgentConfig, ConfigError
 from agent.exposure import ListOutcome, process_list
 from agent.keys import KeyRing
+from agent.protocol import export, jws, proof_of_work, wire
 from agent.risk import MAX_ATTENUATION_DB, RiskSettings
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server import proof_of_work, wire
 from agent.sightings import SightingWindow
 from agent.store import ExposureRecord, Store
 

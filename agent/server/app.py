@@ -21,12 +21,13 @@ import aiohttp
 from aiohttp import web
 
 from agent.clock import Clock
+from agent.protocol import wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
-from agent.server import buckets, wire
-from agent.server.centralized import Centralized, RiskScorer
+from agent.server import buckets
 from agent.server.config import BackendConfig
 from agent.server.db import DB_FILE, ServerStore
+from agent.server.ebid import Centralized, RiskScorer
 from agent.server.errors import ApiError
 from agent.server.federation import FORWARD_PATH, Federation
 from agent.server.lists import INDEX_FILE, Lists, ListSigner

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.paths import ensure_private_dir
+from agent.protocol import wire
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server import wire
 
 DB_FILE = "backend.db"
 SCHEMA_VERSION = 1

@@ -25,7 +25,7 @@ import aiohttp
 from agent.aio import first
 from agent.backoff import backoff_delay
 from agent.clock import Clock
-from agent.server import wire
+from agent.protocol import wire
 from agent.server.config import BackendConfig, PeerSection
 from agent.server.db import ServerStore
 from agent.server.errors import ApiError

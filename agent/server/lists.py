@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.clock import Clock
+from agent.protocol import wire
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server import buckets, wire
+from agent.server import buckets
 from agent.server.config import BackendConfig
 from agent.server.db import ServerStore
 

@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from agent import risk
-from agent.server.centralized import RiskVerdict
 from agent.server.db import Exposure
+from agent.server.ebid import RiskVerdict
 from agent.sightings import SCAN_WINDOW_SECONDS
 
 

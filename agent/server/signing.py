@@ -1,5 +1,5 @@
-"""The backend's signing key at work: GAEN export files and ``Signature`` headers (``agent.export``,
-``agent.jws``), with the key id, version, region and expiry from the config."""
+"""The backend's signing key at work: GAEN export files and ``Signature`` headers (``agent.protocol.export``,
+``agent.protocol.jws``), with the key id, version, region and expiry from the config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent import export, jws
+from agent.protocol import export, jws
 from agent.schemes.published import PublishedKey
 from agent.server.config import BackendConfig
 

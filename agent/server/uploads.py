@@ -13,10 +13,11 @@ import logging
 from dataclasses import dataclass
 
 from agent.clock import Clock
+from agent.protocol import wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server import buckets, codes, wire
+from agent.server import buckets, codes
 from agent.server.config import BackendConfig
 from agent.server.db import ServerStore, Spent, UploadToken
 from agent.server.errors import ApiError, too_many

@@ -26,10 +26,10 @@ from aiohttp import web
 
 from agent import risk
 from agent.clock import ManualClock
+from agent.protocol import wire
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server import wire
 from agent.server.app import create_app, open_backend
 from agent.server.config import backend_config_from_dict
 from agent.server.scoring import ServerRiskScorer

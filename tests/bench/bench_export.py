@@ -24,14 +24,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf import __version__ as protobuf_version
 from google.protobuf.internal import api_implementation
 
-from agent.export import (
+from agent.protocol.export import (
     EXPORT_HEADER,
     SignatureInfo,
     build_export,
     verify_export,
 )
-from agent.jws import sign_response, verify_response
-from agent.proto import gaen_export as pb
+from agent.protocol.jws import sign_response, verify_response
+from agent.protocol.proto import gaen_export as pb
 from agent.schemes.published import PublishedKey
 
 NOW = 1_700_000_000

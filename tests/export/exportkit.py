@@ -17,8 +17,8 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.export import EXPORT_HEADER, SignatureInfo, build_export, zip_export
-from agent.proto import gaen_export as pb
+from agent.protocol.export import EXPORT_HEADER, SignatureInfo, build_export, zip_export
+from agent.protocol.proto import gaen_export as pb
 from agent.schemes.published import PublishedKey
 
 TEST_INFO = SignatureInfo(verification_key_id="228", verification_key_version="v1")

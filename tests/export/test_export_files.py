@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from exportkit import TEST_END, TEST_ENIN, TEST_INFO, TEST_NOW, TEST_START, EnsExample, sample_keys, standard_export
 
-from agent.export import (
+from agent.protocol.export import (
     ECDSA_P256_SHA256_OID,
     EXPORT_BIN,
     EXPORT_HEADER,

@@ -19,7 +19,7 @@ from exportkit import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.export import (
+from agent.protocol.export import (
     EXPORT_HEADER,
     ExportError,
     ExportLimits,

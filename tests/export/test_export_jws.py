@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.jws import (
+from agent.protocol.jws import (
     SignatureError,
     b64url_decode,
     b64url_encode,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2
 
-from agent.proto import gaen_export as pb
-from agent.proto.gaen_export import PROTO_FILE_NAME, file_descriptor_proto
+from agent.protocol.proto import gaen_export as pb
+from agent.protocol.proto.gaen_export import PROTO_FILE_NAME, file_descriptor_proto
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / PROTO_FILE_NAME

@@ -25,7 +25,7 @@ from exportkit import (
     zip_signed,
 )
 
-from agent.export import (
+from agent.protocol.export import (
     EXPORT_HEADER,
     ExportError,
     ExportLimits,
@@ -34,7 +34,7 @@ from agent.export import (
     verify_export,
     zip_export,
 )
-from agent.proto import gaen_export as pb
+from agent.protocol.proto import gaen_export as pb
 
 
 def refusal(data: bytes, public_keys: PublicKeys, **kwargs: Any) -> str:

@@ -9,7 +9,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from agent.export import SignatureInfo, build_export
+from agent.protocol.export import SignatureInfo, build_export
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey

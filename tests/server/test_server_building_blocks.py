@@ -8,10 +8,11 @@ from collections.abc import Callable
 import pytest
 
 from agent.clock import ManualClock, day_of
+from agent.protocol import proof_of_work, wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server import buckets, codes, proof_of_work, wire
+from agent.server import buckets, codes
 from agent.server.ratelimit import FailureLimiter
 
 DAY = 86_400

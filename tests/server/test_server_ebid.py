@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from test_server_uploads import admin_tan, exchange
 
 from agent.clock import ManualClock
+from agent.protocol import proof_of_work, wire
 from agent.schemes import ebid
-from agent.server import proof_of_work, wire
 from agent.server.app import FEDERATION_KEY_META
 
 PERIOD = 900

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from test_server_ebid import access_token, batch_of, contacts_heard, file_report, post, register
 
 from agent.clock import ManualClock
+from agent.protocol import wire
 from agent.schemes import ebid
-from agent.server import wire
 from agent.server.config import BackendConfig
 from agent.server.federation import FORWARD_PATH, forward_body, signed_headers
 

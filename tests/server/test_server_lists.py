@@ -10,12 +10,11 @@ from backend_harness import DAY, KEYS_PER_UPLOAD, T0, RunningBackend
 from multidict import CIMultiDict
 from test_server_uploads import admin_tan, exchange, upload
 
-from agent import export, jws
 from agent.clock import ManualClock
+from agent.protocol import export, jws, wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server import wire
 
 TODAY = gaen.day_start_enin(gaen.enin(T0))
 MIDNIGHT = (int(T0) // DAY + 1) * DAY

@@ -13,10 +13,10 @@ from backend_harness import ADMIN_TOKEN, KEYS_PER_UPLOAD, T0, RunningBackend, ba
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.clock import ManualClock
+from agent.protocol import wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server import wire
 from agent.server.db import ServerStore
 
 TODAY = gaen.day_start_enin(gaen.enin(T0))

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sync_devices import make_device
 
 from agent.clock import ManualClock
-from agent.export import zip_export
+from agent.protocol.export import zip_export
 from agent.risk import RiskSettings
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from multidict import CIMultiDict
 from sync_devices import Device, issue, make_device
 
-from agent import jws
 from agent.clock import ManualClock
+from agent.protocol import jws
 from agent.risk import RiskSettings
 from agent.schemes.base import SchemeName
 from agent.sync import ListRejected

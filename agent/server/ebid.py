@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.clock import Clock, day_of, start_of_day
+from agent.protocol import proof_of_work, wire
 from agent.schemes import ebid
-from agent.server import codes, proof_of_work, wire
+from agent.server import codes
 from agent.server.config import BackendConfig
 from agent.server.db import Exposure, ServerStore
 from agent.server.errors import ApiError, too_many

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.protobuf.message import DecodeError, Message
 
-from agent.proto import gaen_export as pb
+from agent.protocol.proto import gaen_export as pb
 from agent.schemes.published import (
     DP3T_KEY_LEN,
     ENIN_SECONDS,

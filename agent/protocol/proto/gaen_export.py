@@ -15,7 +15,7 @@ from __future__ import annotations
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-PROTO_FILE_NAME = "agent/proto/export.proto"
+PROTO_FILE_NAME = "agent/protocol/proto/export.proto"
 
 _F = descriptor_pb2.FieldDescriptorProto
 _OPTIONAL = _F.LABEL_OPTIONAL
