@@ -7,16 +7,15 @@ upload with a clear 400 and leave its store untouched. Binary values travel as s
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from agent.clock import date_to_day, day_to_iso
+from agent.protocol.fields import WireError, b64, boolean, integer, listed, number, obj_of, string, unb64
+from agent.protocol.proof_of_work import NONCE_LEN
 from agent.schemes import dp3t, ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -24,55 +23,7 @@ from agent.schemes.published import PublishedKey
 KEY_SCHEMES = (SchemeName.DP3T, SchemeName.GAEN)
 KEY_LEN = {SchemeName.DP3T: dp3t.SK_LEN, SchemeName.GAEN: gaen.TEK_LEN}
 MAX_TRANSMISSION_RISK = 8
-
-
-class WireError(ValueError):
-    """A request body that does not follow the format; the message names the field."""
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(value: object, field: str, length: int | None = None) -> bytes:
-    if not isinstance(value, str):
-        raise WireError(f"{field}: expected a base64 string")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise WireError(f"{field}: not valid base64") from None
-    if length is not None and len(data) != length:
-        raise WireError(f"{field}: expected {length} bytes, got {len(data)}")
-    return data
-
-
-def _obj(value: object, field: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise WireError(f"{field}: expected a JSON object")
-    return value
-
-
-def _int(obj: Mapping[str, Any], name: str, field: str, lo: int, hi: int, default: int | None = None) -> int:
-    value = obj.get(name, default)
-    if type(value) is not int:
-        raise WireError(f"{field}.{name}: expected an integer")
-    if not lo <= value <= hi:
-        raise WireError(f"{field}.{name}: must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def _num(obj: Mapping[str, Any], name: str, field: str) -> float:
-    value = obj.get(name)
-    if type(value) not in (int, float) or not math.isfinite(value):
-        raise WireError(f"{field}.{name}: expected a number")
-    return float(value)
-
-
-def _list(obj: Mapping[str, Any], name: str, field: str) -> list[Any]:
-    value = obj.get(name)
-    if not isinstance(value, list):
-        raise WireError(f"{field}.{name}: expected a list")
-    return value
+CHALLENGE_LEN = 16
 
 
 def day_of_date(value: object, field: str) -> int | None:
@@ -106,8 +57,8 @@ class KeyUpload:
 def parse_key_upload(body: object, scheme: SchemeName, expected: int) -> KeyUpload:
     """``{"keys": [{keyData, rollingStartNumber, rollingPeriod, transmissionRiskLevel, fake}], "onset"}``
     with exactly ``expected`` entries (real + fake)."""
-    obj = _obj(body, "body")
-    entries = _list(obj, "keys", "body")
+    obj = obj_of(body, "body")
+    entries = listed(obj, "keys", "body")
     if len(entries) > expected:
         raise WireError(f"body.keys: too many keys ({len(entries)}, the maximum is {expected})")
     if len(entries) < expected:
@@ -116,12 +67,12 @@ def parse_key_upload(body: object, scheme: SchemeName, expected: int) -> KeyUplo
     seen: set[bytes] = set()
     for i, entry in enumerate(entries):
         field = f"body.keys[{i}]"
-        e = _obj(entry, field)
+        e = obj_of(entry, field)
         data = unb64(e.get("keyData"), f"{field}.keyData", KEY_LEN[scheme])
-        start = _int(e, "rollingStartNumber", field, 0, 2**31 - 1 - gaen.ROLLING_PERIOD)
-        period = _int(e, "rollingPeriod", field, 1, 144, default=144)
-        risk = _int(e, "transmissionRiskLevel", field, 0, MAX_TRANSMISSION_RISK, default=0)
-        fake = _int(e, "fake", field, 0, 1, default=0)
+        start = integer(e, "rollingStartNumber", field, 0, 2**31 - 1 - gaen.ROLLING_PERIOD)
+        period = integer(e, "rollingPeriod", field, 1, 144, default=144)
+        risk = integer(e, "transmissionRiskLevel", field, 0, MAX_TRANSMISSION_RISK, default=0)
+        fake = integer(e, "fake", field, 0, 1, default=0)
         if scheme is SchemeName.DP3T and (start % gaen.ROLLING_PERIOD or period != gaen.ROLLING_PERIOD):
             raise WireError(f"{field}: a DP-3T key starts a day (rollingStartNumber = day * 144, period 144)")
         if fake:
@@ -175,17 +126,17 @@ def ebid_batch_body(batch: ebid.EbidBatch) -> dict[str, Any]:
 
 
 def parse_ebid_batch(body: object) -> ebid.EbidBatch:
-    obj = _obj(body, "body")
-    period_seconds = _int(obj, "periodSeconds", "body", 1, 86_400)
+    obj = obj_of(body, "body")
+    period_seconds = integer(obj, "periodSeconds", "body", 1, 86_400)
     entries = []
-    for i, entry in enumerate(_list(obj, "entries", "body")):
+    for i, entry in enumerate(listed(obj, "entries", "body")):
         field = f"body.entries[{i}]"
-        e = _obj(entry, field)
+        e = obj_of(entry, field)
         entries.append(
             ebid.EbidEntry(
-                period=_int(e, "period", field, 0, 2**40),
+                period=integer(e, "period", field, 0, 2**40),
                 ebid=unb64(e.get("ebid"), f"{field}.ebid", ebid.EBID_LEN),
-                ecc=_int(e, "ecc", field, 0, 255),
+                ecc=integer(e, "ecc", field, 0, 255),
             )
         )
     return ebid.EbidBatch(period_seconds, tuple(entries))
@@ -230,12 +181,12 @@ def parse_scans(value: object, field: str) -> tuple[ScanRecord, ...]:
     scans = []
     for j, scan in enumerate(value):
         sf = f"{field}[{j}]"
-        s = _obj(scan, sf)
+        s = obj_of(scan, sf)
         scans.append(
             ScanRecord(
-                time=_num(s, "time", sf),
-                typical_attenuation=_int(s, "typicalAttenuation", sf, 0, 255),
-                min_attenuation=_int(s, "minAttenuation", sf, 0, 255),
+                time=number(s, "time", sf),
+                typical_attenuation=integer(s, "typicalAttenuation", sf, 0, 255),
+                min_attenuation=integer(s, "minAttenuation", sf, 0, 255),
             )
         )
     return tuple(scans)
@@ -247,20 +198,20 @@ def contact_body(c: ReportedContact) -> dict[str, Any]:
 
 def parse_contacts(body: object, max_contacts: int) -> tuple[ReportedContact, ...]:
     """``{"contacts": [{ecc, ebid, period, time, scans: [{time, typicalAttenuation, minAttenuation}]}]}``."""
-    obj = _obj(body, "body")
-    items = _list(obj, "contacts", "body")
+    obj = obj_of(body, "body")
+    items = listed(obj, "contacts", "body")
     if len(items) > max_contacts:
         raise WireError(f"body.contacts: too many contacts ({len(items)}, the maximum is {max_contacts})")
     out = []
     for i, item in enumerate(items):
         field = f"body.contacts[{i}]"
-        e = _obj(item, field)
+        e = obj_of(item, field)
         out.append(
             ReportedContact(
-                ecc=None if e.get("ecc") is None else _int(e, "ecc", field, 0, 255),
+                ecc=None if e.get("ecc") is None else integer(e, "ecc", field, 0, 255),
                 ebid=unb64(e.get("ebid"), f"{field}.ebid", ebid.EBID_LEN),
-                period=_int(e, "period", field, 0, 2**40),
-                time=_num(e, "time", field),
+                period=integer(e, "period", field, 0, 2**40),
+                time=number(e, "time", field),
                 scans=parse_scans(e.get("scans"), f"{field}.scans"),
             )
         )
@@ -271,29 +222,213 @@ def contacts_body(contacts: Sequence[ReportedContact]) -> dict[str, Any]:
     return {"contacts": [contact_body(c) for c in contacts]}
 
 
+# ---- health and the upload token ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Health:
+    """``GET /v1/health``: the backend's public parameters a device adapts to (the upload size above all:
+    every key upload is padded to exactly ``keys_per_upload``)."""
+
+    country_code: int
+    keys_per_upload: int
+    bucket_seconds: int
+    period_seconds: int
+    pow_difficulty: int
+    status_polls_per_day: int
+
+
+def health_body(h: Health) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "countryCode": h.country_code,
+        "keysPerUpload": h.keys_per_upload,
+        "bucketSeconds": h.bucket_seconds,
+        "periodSeconds": h.period_seconds,
+        "powDifficulty": h.pow_difficulty,
+        "statusPollsPerDay": h.status_polls_per_day,
+    }
+
+
+def parse_health(body: object) -> Health:
+    obj = obj_of(body, "body")
+    return Health(
+        country_code=integer(obj, "countryCode", "body", 0, 255),
+        keys_per_upload=integer(obj, "keysPerUpload", "body", 0, 1_000_000),
+        bucket_seconds=integer(obj, "bucketSeconds", "body", 1, 86_400),
+        period_seconds=integer(obj, "periodSeconds", "body", 1, 86_400),
+        pow_difficulty=integer(obj, "powDifficulty", "body", 0, 256),
+        status_polls_per_day=integer(obj, "statusPollsPerDay", "body", 0, 1_000_000),
+    )
+
+
+def tan_body(tan: str) -> dict[str, Any]:
+    """``POST /v1/onset``: the TAN a health authority gave, traded for a one-time upload token."""
+    return {"tan": tan}
+
+
+@dataclass(frozen=True)
+class UploadToken:
+    token: str
+    expires_at: float
+
+
+def upload_token_body(t: UploadToken) -> dict[str, Any]:
+    return {"token": t.token, "expiresAt": t.expires_at}
+
+
+def parse_upload_token(body: object) -> UploadToken:
+    obj = obj_of(body, "body")
+    return UploadToken(string(obj, "token", "body", 256), number(obj, "expiresAt", "body"))
+
+
+# ---- EBID registration, access tokens and the risk verdict --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """``POST /v1/ebid/challenge``: what the proof of work is done on, how hard, and until when."""
+
+    challenge: bytes
+    difficulty: int
+    expires_at: float
+
+
+def challenge_body(c: Challenge) -> dict[str, Any]:
+    return {"challenge": b64(c.challenge), "difficulty": c.difficulty, "expiresAt": c.expires_at}
+
+
+def parse_challenge(body: object) -> Challenge:
+    obj = obj_of(body, "body")
+    return Challenge(
+        challenge=unb64(obj.get("challenge"), "body.challenge", CHALLENGE_LEN),
+        difficulty=integer(obj, "difficulty", "body", 0, 256),
+        expires_at=number(obj, "expiresAt", "body"),
+    )
+
+
+@dataclass(frozen=True)
+class Registration:
+    """``POST /v1/ebid/register``: the solved challenge and the operator's enrolment code."""
+
+    challenge: bytes
+    nonce: int
+    enrolment_code: str
+
+
+def registration_body(r: Registration) -> dict[str, Any]:
+    return {"challenge": b64(r.challenge), "nonce": r.nonce, "enrolmentCode": r.enrolment_code}
+
+
+def parse_registration(body: object) -> Registration:
+    """Checked in this order (challenge, nonce, code), so the first bad field is the one named."""
+    obj = obj_of(body, "body")
+    return Registration(
+        challenge=unb64(obj.get("challenge"), "body.challenge", CHALLENGE_LEN),
+        nonce=integer(obj, "nonce", "body", 0, 2 ** (8 * NONCE_LEN) - 1),
+        enrolment_code=string(obj, "enrolmentCode", "body", 64),
+    )
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """The answer to a registration: what the device trades for access tokens, and the backend's EBID
+    parameters. Also the body of ``POST /v1/ebid/token`` (id and secret only)."""
+
+    client_id: str
+    client_secret: str
+    country_code: int = 0
+    period_seconds: int = ebid.DEFAULT_PERIOD_SECONDS
+
+
+def credentials_body(c: ClientCredentials) -> dict[str, Any]:
+    return {
+        "clientId": c.client_id,
+        "clientSecret": c.client_secret,
+        "countryCode": c.country_code,
+        "periodSeconds": c.period_seconds,
+    }
+
+
+def parse_credentials(body: object) -> ClientCredentials:
+    obj = obj_of(body, "body")
+    return ClientCredentials(
+        client_id=string(obj, "clientId", "body", 64),
+        client_secret=string(obj, "clientSecret", "body", 128),
+        country_code=integer(obj, "countryCode", "body", 0, 255),
+        period_seconds=integer(obj, "periodSeconds", "body", 1, 86_400),
+    )
+
+
+def token_request_body(client_id: str, client_secret: str) -> dict[str, Any]:
+    return {"clientId": client_id, "clientSecret": client_secret}
+
+
+def parse_token_request(body: object) -> ClientCredentials:
+    obj = obj_of(body, "body")
+    return ClientCredentials(string(obj, "clientId", "body", 64), string(obj, "clientSecret", "body", 128))
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    expires_at: float
+
+
+def access_token_body(t: AccessToken) -> dict[str, Any]:
+    return {"accessToken": t.token, "expiresAt": t.expires_at}
+
+
+def parse_access_token(body: object) -> AccessToken:
+    obj = obj_of(body, "body")
+    return AccessToken(string(obj, "accessToken", "body", 256), number(obj, "expiresAt", "body"))
+
+
+@dataclass(frozen=True)
+class RiskVerdict:
+    """``POST /v1/ebid/status``: the backend's answer to "am I at risk?". An at-risk verdict erases the
+    pseudonym on the backend, so ``must_register_again`` comes with it."""
+
+    at_risk: bool
+    explanation: dict[str, Any]
+    polls_left_today: int
+    must_register_again: bool
+
+
+def risk_verdict_body(v: RiskVerdict) -> dict[str, Any]:
+    return {
+        "atRisk": v.at_risk,
+        "explanation": v.explanation,
+        "pollsLeftToday": v.polls_left_today,
+        "mustRegisterAgain": v.must_register_again,
+    }
+
+
+def parse_risk_verdict(body: object) -> RiskVerdict:
+    obj = obj_of(body, "body")
+    explanation = obj.get("explanation") or {}
+    return RiskVerdict(
+        at_risk=boolean(obj, "atRisk", "body"),
+        explanation=dict(obj_of(explanation, "body.explanation")),
+        polls_left_today=integer(obj, "pollsLeftToday", "body", 0, 1_000_000, default=0),
+        must_register_again=boolean(obj, "mustRegisterAgain", "body", default=False),
+    )
+
+
 # ---- small request bodies ----------------------------------------------------------------------------
 
 
 def required_str(body: object, name: str, max_len: int = 256) -> str:
-    obj = _obj(body, "body")
-    value = obj.get(name)
-    if not isinstance(value, str) or not value:
-        raise WireError(f"body.{name}: expected a non-empty string")
-    if len(value) > max_len:
-        raise WireError(f"body.{name}: longer than {max_len} characters")
-    return value
+    return string(obj_of(body, "body"), name, "body", max_len)
 
 
 def optional_bool(body: object, name: str) -> bool:
-    value = _obj(body, "body").get(name, False)
-    if type(value) is not bool:
-        raise WireError(f"body.{name}: expected true or false")
-    return value
+    return boolean(obj_of(body, "body"), name, "body", default=False)
 
 
 def required_int(body: object, name: str, lo: int, hi: int) -> int:
-    return _int(_obj(body, "body"), name, "body", lo, hi)
+    return integer(obj_of(body, "body"), name, "body", lo, hi)
 
 
 def optional_int(body: object, name: str, lo: int, hi: int, default: int) -> int:
-    return _int(_obj(body, "body"), name, "body", lo, hi, default=default)
+    return integer(obj_of(body, "body"), name, "body", lo, hi, default=default)

@@ -27,7 +27,7 @@ from agent.schemes.base import SchemeName
 from agent.server import buckets
 from agent.server.config import BackendConfig
 from agent.server.db import DB_FILE, ServerStore
-from agent.server.ebid import Centralized, RiskScorer
+from agent.server.ebid import EbidBackend, RiskScorer
 from agent.server.errors import ApiError
 from agent.server.federation import FORWARD_PATH, Federation
 from agent.server.lists import INDEX_FILE, Lists, ListSigner
@@ -53,7 +53,7 @@ class Backend:
     store: ServerStore
     uploads: Uploads
     lists: Lists
-    centralized: Centralized
+    ebid: EbidBackend
     federation: Federation
 
     def maintain(self) -> None:
@@ -83,7 +83,7 @@ def open_backend(
         store=store,
         uploads=uploads,
         lists=Lists(config, clock, store, signer),
-        centralized=Centralized(config, clock, store, limiter, federation, kg, scorer),
+        ebid=EbidBackend(config, clock, store, limiter, federation, kg, scorer),
         federation=federation,
     )
 
@@ -188,23 +188,21 @@ def _scheme(request: web.Request) -> SchemeName:
 async def _health(request: web.Request) -> web.Response:
     b = _backend(request)
     c = b.config
-    return web.json_response(
-        {
-            "status": "ok",
-            "countryCode": c.server.country_code,
-            "keysPerUpload": c.upload.keys_per_upload,
-            "bucketSeconds": c.lists.bucket_seconds,
-            "periodSeconds": c.ebid.period_seconds,
-            "powDifficulty": c.ebid.pow_difficulty,
-            "statusPollsPerDay": c.ebid.status_polls_per_day,
-        }
+    health = wire.Health(
+        country_code=c.server.country_code,
+        keys_per_upload=c.upload.keys_per_upload,
+        bucket_seconds=c.lists.bucket_seconds,
+        period_seconds=c.ebid.period_seconds,
+        pow_difficulty=c.ebid.pow_difficulty,
+        status_polls_per_day=c.ebid.status_polls_per_day,
     )
+    return web.json_response(wire.health_body(health))
 
 
 async def _onset(request: web.Request) -> web.Response:
     b = _backend(request)
     issued = b.uploads.exchange(await _body(request), _client_address(request, b))
-    return web.json_response({"token": issued.code, "expiresAt": issued.expires})
+    return web.json_response(wire.upload_token_body(wire.UploadToken(issued.code, issued.expires)))
 
 
 async def _upload(request: web.Request) -> web.Response:
@@ -248,39 +246,41 @@ async def _export_file(request: web.Request) -> web.StreamResponse:
 
 
 async def _challenge(request: web.Request) -> web.Response:
-    return web.json_response(_backend(request).centralized.challenge())
+    return web.json_response(wire.challenge_body(_backend(request).ebid.challenge()))
 
 
 async def _register(request: web.Request) -> web.Response:
     b = _backend(request)
-    return web.json_response(b.centralized.register(await _body(request), _client_address(request, b)), status=201)
+    credentials = b.ebid.register(await _body(request), _client_address(request, b))
+    return web.json_response(wire.credentials_body(credentials), status=201)
 
 
 async def _token(request: web.Request) -> web.Response:
-    return web.json_response(_backend(request).centralized.access_token(await _body(request)))
+    return web.json_response(wire.access_token_body(_backend(request).ebid.access_token(await _body(request))))
 
 
 async def _ebids(request: web.Request) -> web.Response:
     b = _backend(request)
-    rid = b.centralized.registration_of(request.headers.get("Authorization"))
+    rid = b.ebid.registration_of(request.headers.get("Authorization"))
     raw = request.query.get("periods")
     if raw is not None and (not raw.isdigit() or len(raw) > 6):
         raise ApiError(400, "periods: expected a positive integer")
-    batch = b.centralized.ebids(rid, None if raw is None else int(raw))
+    batch = b.ebid.ebids(rid, None if raw is None else int(raw))
     return web.json_response(wire.ebid_batch_body(batch), headers={"Cache-Control": "no-store"})
 
 
 async def _report(request: web.Request) -> web.Response:
     b = _backend(request)
     bearer = b.uploads.bearer(request.headers.get("Authorization"))
-    b.centralized.report(bearer, await _body(request))
+    b.ebid.report(bearer, await _body(request))
     return web.json_response({"status": "accepted"})
 
 
 async def _status(request: web.Request) -> web.Response:
     b = _backend(request)
-    rid = b.centralized.registration_of(request.headers.get("Authorization"))
-    return web.json_response(b.centralized.status(rid), headers={"Cache-Control": "no-store"})
+    rid = b.ebid.registration_of(request.headers.get("Authorization"))
+    verdict = b.ebid.risk_verdict(rid)
+    return web.json_response(wire.risk_verdict_body(verdict), headers={"Cache-Control": "no-store"})
 
 
 async def _forwarded(request: web.Request) -> web.Response:
@@ -291,7 +291,7 @@ async def _forwarded(request: web.Request) -> web.Response:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise wire.WireError(f"body: not valid JSON ({exc})") from None
-    fresh = b.centralized.accept_forward(origin, body)
+    fresh = b.ebid.accept_forward(origin, body)
     return web.json_response({"status": "stored" if fresh else "duplicate"})
 
 
@@ -320,7 +320,7 @@ async def _admin_enrolment(request: web.Request) -> web.Response:
     body = await _body(request) if request.can_read_body else {}
     count = wire.optional_int(body, "count", 1, 10_000, 1)
     valid = wire.optional_int(body, "validSeconds", 60, 366 * 86_400, b.config.ebid.enrolment_valid_seconds)
-    codes, expires = b.centralized.issue_enrolment_codes(count, valid)
+    codes, expires = b.ebid.issue_enrolment_codes(count, valid)
     return web.json_response({"codes": codes, "expiresAt": expires}, status=201)
 
 

@@ -90,7 +90,7 @@ class ListsSection:
 
 @dataclass(frozen=True)
 class EbidSection:
-    """Centralized mode. ``pow_difficulty`` = leading zero bits of SHA-256(challenge ‖ nonce).
+    """EBID mode. ``pow_difficulty`` = leading zero bits of SHA-256(challenge ‖ nonce).
     ``batch_periods``: EBIDs per batch when the device does not ask for fewer (192 periods of 15 min = 2 days).
     ``status_polls_per_day``: status requests per registration per UTC day. ``tolerance_periods``: how
     many periods before or after its own an EBID may be reported as received."""

@@ -1,4 +1,4 @@
-"""The centralized (EBID) model's server side, after ITU-T X.1152 Suppl. 38 and PEPP-PT/ROBERT.
+"""The EBID model's server side, after ITU-T X.1152 Suppl. 38 and PEPP-PT/ROBERT (which call it "centralized").
 
 - Registration costs a proof of work and an enrolment code from the operator (the stand-in for a CAPTCHA
   on a screenless wearable); it yields client credentials, and the server draws the device a random PUID
@@ -9,7 +9,7 @@
   must fall inside the EBID's period ± tolerance (replay/relay bound); foreign ones are forwarded, own
   ones are decrypted to PUIDs and kept as that registration's exposures. Nothing of the report is kept
   beyond those rows.
-- The device polls its status a few times a day; the verdict comes from the same risk model as on
+- The device asks for its risk verdict a few times a day; the verdict comes from the same risk model as on
   devices, and an at-risk pseudonym is erased at once, so the device must register again.
 """
 
@@ -35,17 +35,18 @@ from agent.server.ratelimit import FailureLimiter
 from agent.server.uploads import BearerUpload, bearer_token
 
 log = logging.getLogger(__name__)
-CHALLENGE_LEN = 16
 MAX_CONTACTS = 100_000
 
 
 @dataclass(frozen=True)
-class RiskVerdict:
+class ScoredRisk:
+    """What the risk model made of one registration's exposures; the verdict sent back is built on it."""
+
     at_risk: bool
     explanation: dict[str, object]
 
 
-RiskScorer = Callable[[Sequence[Exposure], float], RiskVerdict]
+RiskScorer = Callable[[Sequence[Exposure], float], ScoredRisk]
 
 
 def issue_enrolment_codes(store: ServerStore, now: float, valid_seconds: int, count: int) -> tuple[list[str], float]:
@@ -60,7 +61,7 @@ def issue_enrolment_codes(store: ServerStore, now: float, valid_seconds: int, co
     return issued, now + valid_seconds
 
 
-class Centralized:
+class EbidBackend:
     def __init__(
         self,
         config: BackendConfig,
@@ -86,16 +87,15 @@ class Centralized:
         valid = self._e.enrolment_valid_seconds if valid_seconds is None else valid_seconds
         return issue_enrolment_codes(self._store, self._clock.now(), valid, count)
 
-    def challenge(self) -> dict[str, object]:
-        challenge = os.urandom(CHALLENGE_LEN)
+    def challenge(self) -> wire.Challenge:
+        challenge = os.urandom(wire.CHALLENGE_LEN)
         expires = self._clock.now() + self._e.challenge_ttl_seconds
         self._store.add_challenge(challenge, expires)
-        return {"challenge": wire.b64(challenge), "difficulty": self._e.pow_difficulty, "expiresAt": expires}
+        return wire.Challenge(challenge, self._e.pow_difficulty, expires)
 
-    def register(self, body: object, address: str) -> dict[str, object]:
-        challenge = wire.unb64(_field(body, "challenge"), "body.challenge", CHALLENGE_LEN)
-        nonce = wire.required_int(body, "nonce", 0, 2 ** (8 * proof_of_work.NONCE_LEN) - 1)
-        code = wire.required_str(body, "enrolmentCode", 64)
+    def register(self, body: object, address: str) -> wire.ClientCredentials:
+        request = wire.parse_registration(body)
+        challenge, nonce, code = request.challenge, request.nonce, request.enrolment_code
         now = self._clock.now()
         wait = self._limiter.retry_after(address)
         if wait is not None:
@@ -114,23 +114,17 @@ class Centralized:
         if not self._store.register(challenge, codes.code_hash(normal), now, client_id, codes.code_hash(secret), puid):
             raise ApiError(409, "challenge or enrolment code was used by another request meanwhile")
         log.info("device registered")
-        return {
-            "clientId": client_id,
-            "clientSecret": secret,
-            "countryCode": self._config.server.country_code,
-            "periodSeconds": self._e.period_seconds,
-        }
+        return wire.ClientCredentials(client_id, secret, self._config.server.country_code, self._e.period_seconds)
 
-    def access_token(self, body: object) -> dict[str, object]:
-        client_id = wire.required_str(body, "clientId", 64)
-        secret = wire.required_str(body, "clientSecret", 128)
-        reg = self._store.registration_by_client(client_id)
-        if reg is None or not hmac.compare_digest(reg.secret_hash, codes.code_hash(secret)):
+    def access_token(self, body: object) -> wire.AccessToken:
+        request = wire.parse_token_request(body)
+        reg = self._store.registration_by_client(request.client_id)
+        if reg is None or not hmac.compare_digest(reg.secret_hash, codes.code_hash(request.client_secret)):
             raise ApiError(401, "unknown client or wrong secret (a device found at risk must register again)")
         token = codes.new_token()
         expires = self._clock.now() + self._e.access_token_ttl_seconds
         self._store.add_access_token(codes.code_hash(token), reg.id, expires)
-        return {"accessToken": token, "expiresAt": expires}
+        return wire.AccessToken(token, expires)
 
     def registration_of(self, authorization: str | None) -> int:
         found = self._store.access_token(codes.code_hash(bearer_token(authorization)), self._clock.now())
@@ -223,27 +217,16 @@ class Centralized:
         log.info("forward from country %d %s", origin, "stored" if fresh else "already seen")
         return fresh
 
-    # ---- status --------------------------------------------------------------------------------------
+    # ---- the risk verdict ----------------------------------------------------------------------------
 
-    def status(self, registration_id: int) -> dict[str, object]:
+    def risk_verdict(self, registration_id: int) -> wire.RiskVerdict:
         now = self._clock.now()
         day = day_of(now)
         left = self._store.count_status_poll(registration_id, day, self._e.status_polls_per_day)
         if left is None:
             raise too_many(start_of_day(day + 1) - now, "status requests today")
-        verdict = self._score(self._store.exposures_of(registration_id), now)
-        if verdict.at_risk:
+        scored = self._score(self._store.exposures_of(registration_id), now)
+        if scored.at_risk:
             self._store.erase_registration(registration_id)
-            log.info("status: at risk; pseudonym erased")
-        return {
-            "atRisk": verdict.at_risk,
-            "explanation": verdict.explanation,
-            "pollsLeftToday": left,
-            "mustRegisterAgain": verdict.at_risk,
-        }
-
-
-def _field(body: object, name: str) -> object:
-    if not isinstance(body, dict):
-        raise wire.WireError("body: expected a JSON object")
-    return body.get(name)
+            log.info("risk verdict: at risk; pseudonym erased")
+        return wire.RiskVerdict(scored.at_risk, scored.explanation, left, must_register_again=scored.at_risk)

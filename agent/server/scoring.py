@@ -1,6 +1,6 @@
 """EBID risk on the server, with the very model the devices use (``agent.risk``).
 
-In the centralized model the server, not the device, decides who is at risk, so it must score exactly as
+In the EBID model the server, not the device, decides who is at risk, so it must score exactly as
 a device would: each report is one source (as one key is in GAEN), its scan records become attenuation
 samples, the samples exposure windows, and the configured model (SwissCovid by default, or CWA) scores
 the windows per day. The explanation travels back to the device with the verdict.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from agent import risk
 from agent.server.db import Exposure
-from agent.server.ebid import RiskVerdict
+from agent.server.ebid import ScoredRisk
 from agent.sightings import SCAN_WINDOW_SECONDS
 
 
@@ -39,6 +39,6 @@ class ServerRiskScorer:
             out.extend(risk.exposure_windows_from_samples(samples, key=key, config=self._settings.windows))
         return out
 
-    def __call__(self, exposures: Sequence[Exposure], now: float) -> RiskVerdict:
+    def __call__(self, exposures: Sequence[Exposure], now: float) -> ScoredRisk:
         assessment = self._settings.model.assess(self.windows(exposures))
-        return RiskVerdict(assessment.notify, assessment.explain().to_dict())
+        return ScoredRisk(assessment.notify, assessment.explain().to_dict())
