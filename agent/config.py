@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Literal
 
+from agent.configfile import ConfigError, build, read_toml
 from agent.risk import RiskSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
-_T = TypeVar("_T")
-
-
-class ConfigError(ValueError):
-    """A config problem, with the dotted key it is about."""
 
 
 @dataclass(frozen=True)
@@ -99,18 +92,6 @@ def load_config(path: Path | None) -> AgentConfig:
     return config_from_dict(read_toml(path))
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file as a table, or one ConfigError line naming the file (shared with the backend's config)."""
-    try:
-        return tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-
-
 def config_from_dict(raw: dict[str, Any]) -> AgentConfig:
     config = build(AgentConfig, raw, "")
     _check(config)
@@ -183,50 +164,3 @@ def _check(config: AgentConfig) -> None:
         raise ConfigError("agent.retention_days: must be between 1 and 60")
     if not ble.scan_adapters:
         raise ConfigError('ble.scan_adapters: name at least one adapter (or "auto")')
-
-
-def build(cls: type[_T], raw: object, prefix: str) -> _T:
-    """A frozen dataclass from a TOML table, checking every key and type and naming the bad one."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a table")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"{_key(prefix, unknown[0])}: unknown key (known: {', '.join(sorted(fields))})")
-    values = {name: _convert(hints[name], raw[name], _key(prefix, name)) for name in raw}
-    return cls(**values)
-
-
-def _key(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
-
-
-def _convert(hint: Any, value: object, key: str) -> object:
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, key)  # type: ignore[arg-type]
-    origin = get_origin(hint)
-    args = get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        options = [a for a in args if a is not type(None)]
-        return _convert(options[0], value, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and (type(value) is not hint):
-        names = {int: "an integer", str: "a string", bool: "true or false"}
-        raise ConfigError(f"{key}: expected {names[hint]}, got {value!r}")
-    if hint is float:
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    return value

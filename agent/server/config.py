@@ -3,7 +3,7 @@
 A pilot server is set up once by someone who is not its author; a wrong value must stop it at start with a
 message naming the key (``ebid.pow_difficulty: must be between 0 and 32``), not surface later as a
 confusing HTTP error. The dataclasses below are the reference for the file format; the same type checker
-as the agent's config (``agent.config.build``) reads them.
+as the agent's config (``agent.configfile.build``) reads them.
 
 Secrets (``server.admin_token``, ``federation.key``, each peer's ``secret``) live in this file, so it
 should be readable by the backend's user only (the systemd unit's ``UMask=0077`` and
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import risk
-from agent.config import ConfigError, build, read_toml
+from agent.configfile import ConfigError, build, read_toml
 
 DEFAULT_BACKEND_CONFIG_PATH = Path("/etc/proxitrace/backend.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/proxitrace-backend")

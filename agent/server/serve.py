@@ -11,7 +11,7 @@ from aiohttp import web
 
 from agent import risk, signing_keys
 from agent.clock import Clock, clock_from_spec
-from agent.config import ConfigError
+from agent.configfile import ConfigError
 from agent.server.app import ACCESS_LOG_FORMAT, Backend, create_app, open_backend
 from agent.server.config import BackendConfig
 from agent.server.scoring import ServerRiskScorer

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 import agent.server
-from agent.config import ConfigError
+from agent.configfile import ConfigError
 from agent.server.config import BackendConfig, backend_config_from_dict, load_backend_config
 
 PEER = {"country_code": 2, "url": "http://127.0.0.1:9", "secret": "s" * 16}
