@@ -143,7 +143,7 @@ async def bench(uploads: int, pulls: int, reports: int, concurrency: int, data_d
         out["pulls_nothing_new_204"] = empty
 
         # EBID: one registered device, each report 20 contacts of 15 scans
-        codes, _ = backend.centralized.issue_enrolment_codes(1)
+        codes, _ = backend.ebid.issue_enrolment_codes(1)
         async with http.post(f"{url}/v1/ebid/challenge") as r:
             ch = await r.json()
         body = {"challenge": ch["challenge"], "nonce": 0, "enrolmentCode": codes[0]}
