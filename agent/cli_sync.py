@@ -20,11 +20,11 @@ import click
 from agent.calibration import CalibrationError, read_local
 from agent.cli_context import CliContext
 from agent.clock import Clock, clock_from_spec, date_to_day, day_to_iso
-from agent.config import AgentConfig, ConfigError, load_config, risk_settings
+from agent.config import AgentConfig, ConfigError, load_config, risk_settings, sync_settings
 from agent.keys import KeyRing
 from agent.schemes.base import SchemeName
 from agent.store import Store, StoreError
-from agent.sync import SyncClient, SyncError, SyncSettings
+from agent.sync import SyncError, SyncService
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15)
 
@@ -58,7 +58,7 @@ class _Bar:
 @dataclass(frozen=True)
 class _Env:
     config: AgentConfig
-    client: SyncClient
+    client: SyncService
     store: Store
     clock: Clock
     correction: float
@@ -68,7 +68,7 @@ class _Env:
 async def _env(obj: CliContext) -> AsyncIterator[_Env]:
     try:
         config = load_config(obj.config_path)
-        settings = SyncSettings.from_config(config)
+        settings = sync_settings(config)
         clock = clock_from_spec(config.agent.clock)
         local = read_local(obj.state_dir) or {}
         correction = float(local.get("rssi_correction", config.calibration.rssi_correction or 0.0))  # type: ignore[arg-type]
@@ -79,7 +79,7 @@ async def _env(obj: CliContext) -> AsyncIterator[_Env]:
         raise click.ClickException(f"agent.clock: {exc}") from None
     try:
         async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
-            yield _Env(config, SyncClient(session, settings, clock, store), store, clock, correction)
+            yield _Env(config, SyncService(session, settings, clock, store), store, clock, correction)
     finally:
         store.close()
 
@@ -220,7 +220,7 @@ def status_check(obj: CliContext, as_json: bool) -> None:
 
     async def go() -> dict[str, Any]:
         async with _env(obj) as env:
-            result = await env.client.status_check()
+            result = await env.client.ask_risk_verdict()
             return {
                 "at_risk": result.at_risk,
                 "polls_left_today": result.polls_left_today,

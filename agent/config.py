@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent import signing_keys
 from agent.configfile import ConfigError, build, read_toml
 from agent.risk import RiskSettings
+from agent.sync.settings import KeyServer, SyncSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
 
@@ -148,6 +153,42 @@ def _toml_value(value: object) -> str:
 
 def risk_settings(config: AgentConfig) -> RiskSettings:
     return RiskSettings.from_dict(config.risk)
+
+
+def sync_settings(config: AgentConfig) -> SyncSettings:
+    """The ``[backend]`` section as the sync edge's settings, checked; ``ConfigError`` names the key at fault."""
+    b = config.backend
+    if not b.url:
+        raise ConfigError("backend.url: not set (the backend's base URL, e.g. https://backend.example)")
+    if not re.match(r"^https?://[^/\s]+", b.url):
+        raise ConfigError(f"backend.url: expected an http(s) URL, got {b.url!r}")
+    public = _public_key(b.public_key, "backend.public_key") if b.public_key else None
+    key_server = None
+    if b.key_server_index_url:
+        if not b.key_server_public_key or not b.key_server_key_id:
+            raise ConfigError("backend.key_server_public_key: a key server needs its public key and key id")
+        key_server = KeyServer(
+            b.key_server_index_url,
+            _public_key(b.key_server_public_key, "backend.key_server_public_key"),
+            b.key_server_key_id,
+        )
+    return SyncSettings(
+        base_url=b.url.rstrip("/"),
+        public_key=public,
+        key_id=b.key_id,
+        interval_seconds=float(b.sync_interval_seconds),
+        jitter_seconds=float(b.sync_jitter_seconds),
+        status_interval_seconds=float(b.status_interval_seconds),
+        retention_days=config.agent.retention_days,
+        key_server=key_server,
+    )
+
+
+def _public_key(text: str, key: str) -> ec.EllipticCurvePublicKey:
+    try:
+        return signing_keys.parse_public_key(text, source=key)
+    except signing_keys.SigningKeyError as exc:
+        raise ConfigError(exc.reason) from None
 
 
 def _check(config: AgentConfig) -> None:

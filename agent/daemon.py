@@ -21,7 +21,7 @@ import aiohttp
 from agent.ble.edge import BleEdge, BleSettings
 from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.clock import Clock
-from agent.config import AgentConfig, risk_settings
+from agent.config import AgentConfig, risk_settings, sync_settings
 from agent.keys import KeyRing
 from agent.notify import run_hook
 from agent.schemes.base import Scheme, SchemeName
@@ -29,7 +29,7 @@ from agent.sdnotify import Notifier
 from agent.status import AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
-from agent.sync import StatusResult, SyncClient, SyncError, SyncOutcome, SyncSettings
+from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +140,16 @@ class Daemon:
         return c
 
     async def _sync(self) -> None:
-        """Pull and match lists (DP-3T, GAEN) or keep EBIDs and poll the status (EBID), with backoff."""
-        settings = SyncSettings.from_config(self.config)
+        """Pull and match lists (DP-3T, GAEN) or keep EBIDs and ask for the risk verdict (EBID), with backoff."""
+        settings = sync_settings(self.config)
         correction = self.calibration.rssi_correction if self.calibration else 0.0
         async with aiohttp.ClientSession() as session:
-            client = SyncClient(session, settings, self.clock, self.store)
+            service = SyncService(session, settings, self.clock, self.store)
             if self.scheme is SchemeName.EBID:
-                await client.run_ebid(self._on_status)
+                await service.run_ebid(self._on_risk_verdict)
             else:
                 self.store.flush(self.aggregator)
-                await client.run(self.scheme, risk_settings(self.config), correction, self._on_sync)
+                await service.run(self.scheme, risk_settings(self.config), correction, self._on_sync)
 
     def _on_sync(self, result: SyncOutcome | SyncError, next_in: float) -> None:
         self.state.last_sync_at = self.clock.now()
@@ -157,10 +157,10 @@ class Daemon:
         if isinstance(result, SyncOutcome) and result.notify:
             self._exposed(len([r for r in self.store.exposures() if r.notify]))
 
-    def _on_status(self, result: StatusResult | SyncError, next_in: float) -> None:
+    def _on_risk_verdict(self, result: RiskVerdict | SyncError, next_in: float) -> None:
         self.state.last_sync_at = self.clock.now()
         self.state.last_sync_ok = not isinstance(result, SyncError)
-        if isinstance(result, StatusResult) and result.at_risk:
+        if isinstance(result, RiskVerdict) and result.at_risk:
             self._exposed(1)
 
     def _exposed(self, days: int) -> None:

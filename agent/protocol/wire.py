@@ -145,11 +145,14 @@ def parse_ebid_batch(body: object) -> ebid.EbidBatch:
 @dataclass(frozen=True)
 class ScanRecord:
     """One scan window in which a contact's EBID was heard, reduced to what risk scoring needs: when it
-    was first heard in that window and its typical (mean) and minimum attenuation in dB."""
+    was first heard in that window and its typical (mean) and minimum attenuation in dB. ``assumed_tx_power``:
+    the sender's TX power was unknown and the risk model's default was used (sent only when true, so the
+    backend's verdict can say so as a device's own would)."""
 
     time: float
     typical_attenuation: int
     min_attenuation: int
+    assumed_tx_power: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,14 +168,18 @@ class ReportedContact:
 
 
 def scans_body(scans: Sequence[ScanRecord]) -> list[dict[str, Any]]:
-    return [
-        {
-            "time": s.time,
-            "typicalAttenuation": s.typical_attenuation,
-            "minAttenuation": s.min_attenuation,
-        }
-        for s in scans
-    ]
+    return [_scan_body(s) for s in scans]
+
+
+def _scan_body(s: ScanRecord) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "time": s.time,
+        "typicalAttenuation": s.typical_attenuation,
+        "minAttenuation": s.min_attenuation,
+    }
+    if s.assumed_tx_power:
+        body["txPowerAssumed"] = True
+    return body
 
 
 def parse_scans(value: object, field: str) -> tuple[ScanRecord, ...]:
@@ -187,6 +194,7 @@ def parse_scans(value: object, field: str) -> tuple[ScanRecord, ...]:
                 time=number(s, "time", sf),
                 typical_attenuation=integer(s, "typicalAttenuation", sf, 0, 255),
                 min_attenuation=integer(s, "minAttenuation", sf, 0, 255),
+                assumed_tx_power=boolean(s, "txPowerAssumed", sf, default=False),
             )
         )
     return tuple(scans)

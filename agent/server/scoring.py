@@ -31,6 +31,7 @@ class ServerRiskScorer:
                         window_start=t - t % SCAN_WINDOW_SECONDS,
                         typical_attenuation=s.typical_attenuation,
                         min_attenuation=s.min_attenuation,
+                        assumed_tx_power=s.assumed_tx_power,
                     )
                 )
         key = risk.KeyAttributes(report_type=risk.ReportType.CONFIRMED_TEST)

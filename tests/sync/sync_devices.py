@@ -13,13 +13,13 @@ from agent.clock import Clock
 from agent.keys import KeyRing
 from agent.schemes.base import SchemeName
 from agent.store import Store
-from agent.sync import KeyServer, SyncClient, SyncSettings
+from agent.sync import KeyServer, SyncService, SyncSettings
 
 
 @dataclass
 class Device:
     store: Store
-    client: SyncClient
+    client: SyncService
     ring: KeyRing
 
 
@@ -35,7 +35,7 @@ def make_device(
 ) -> Device:
     store = Store.open(tmp_path / name)
     settings = SyncSettings(base_url=url, public_key=rb.public_key, key_server=key_server)
-    client = SyncClient(http, settings, clock, store, rng=random.Random(7))
+    client = SyncService(http, settings, clock, store, rng=random.Random(7))
     return Device(store, client, KeyRing(store, scheme))
 
 

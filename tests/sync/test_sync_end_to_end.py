@@ -74,7 +74,7 @@ async def test_ebid(tmp_path: Path, running: RunningBackend, http: aiohttp.Clien
     assert {s.typical_attenuation for c in contacts for s in c.scans} == {52}
     await b.client.report_ebid(await issue(http, running, "tans"), contacts)
 
-    result = await a.client.status_check()
+    result = await a.client.ask_risk_verdict()
     assert result.at_risk and result.must_register_again
     assert result.explanation["notify"] is True
     assert [r.day for r in a.store.exposures() if r.notify] == [int(T0) // DAY]

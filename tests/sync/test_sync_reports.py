@@ -12,7 +12,7 @@ from agent.clock import ManualClock
 from agent.schemes import ebid
 from agent.schemes.base import SchemeName
 from agent.store import OwnKey
-from agent.sync import StatusResult, SyncError
+from agent.sync import RiskVerdict, SyncError
 
 TODAY = int(T0) // DAY
 
@@ -66,7 +66,7 @@ async def test_ebid_loop_refills_the_batch_and_polls_status(
     assert a.ring.ebid_periods_left(clock.now()) == 192
     await clock.advance(DAY + 3600)  # fewer than a day of EBIDs left
     assert a.ring.ebid_periods_left(clock.now()) * 900 < DAY
-    results: list[tuple[StatusResult | SyncError, float]] = []
+    results: list[tuple[RiskVerdict | SyncError, float]] = []
     task = asyncio.create_task(a.client.run_ebid(lambda r, d: results.append((r, d))))
     try:
         for _ in range(500):
@@ -74,7 +74,7 @@ async def test_ebid_loop_refills_the_batch_and_polls_status(
                 break
             await asyncio.sleep(0.01)
         result, delay = results[0]
-        assert isinstance(result, StatusResult) and not result.at_risk
+        assert isinstance(result, RiskVerdict) and not result.at_risk
         assert 21_600 <= delay <= 22_200  # the status interval plus jitter
         assert a.ring.ebid_periods_left(clock.now()) == 192  # refilled from the current period on
         assert a.ring.ebid_batch().entry_at(clock.now()) is not None

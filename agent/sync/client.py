@@ -1,0 +1,160 @@
+"""The backend over HTTP, and nothing else: requests, bounded reads, status codes, JSON and wire bodies.
+
+It keeps no state beyond the HTTP session and knows no store, key ring or risk model, so every method is
+one request and its answer. Failures come out sorted by what the caller should do (``agent.sync.errors``):
+network trouble, 5xx and 429 are ``BackendUnavailable`` (retry later), other 4xx ``BackendRefused``, an
+answer that does not parse a ``SyncError`` naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from agent.protocol import wire
+from agent.schemes import ebid
+from agent.schemes.base import SchemeName
+from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, SyncError
+
+MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
+_T = TypeVar("_T")
+
+Progress = Callable[[int, int | None], None]
+"""Called as work advances: (done, total or None). Bytes for downloads, tries for the proof of work."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """A 2xx/3xx answer as it came: what the list verifier needs (status, headers, exact body bytes)."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class BackendClient:
+    """One backend's HTTP API. ``base_url`` has no trailing slash; other URLs (a key server) are absolute."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self.base_url = base_url
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: object = None,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> Response:
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        where = urlsplit(url).netloc
+        try:
+            async with self._session.request(method, url, json=body, headers=h) as r:
+                data = await _read(r, progress)
+                status, got = r.status, r.headers
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise BackendUnavailable(f"{where}: {type(exc).__name__}") from None
+        if status >= 500 or status == 429:
+            retry = got.get("Retry-After")
+            after = float(retry) if retry and retry.isdigit() else None
+            raise BackendUnavailable(f"{where}: HTTP {status} {_message(data)}".rstrip(), after)
+        if status >= 400:
+            raise BackendRefused(status, _message(data) or "refused")
+        return Response(status, got, data)
+
+    async def _call(
+        self, method: str, path: str, parse: Callable[[object], _T], body: object = None, token: str | None = None
+    ) -> _T:
+        """One JSON exchange with our backend, the answer parsed into its wire type."""
+        answer = await self.request(method, self.base_url + path, body=body, token=token)
+        try:
+            return parse(json.loads(answer.body))
+        except wire.WireError as exc:
+            raise SyncError(f"{path}: unexpected answer ({exc})") from None
+        except ValueError:
+            raise SyncError(f"{path}: the backend answered something that is not JSON") from None
+
+    # ---- lists ---------------------------------------------------------------------------------------
+
+    async def exposed(self, scheme: SchemeName, last_tag: int | None, progress: Progress | None = None) -> Response:
+        """The list released after ``last_tag`` (all of it when None), unverified."""
+        url = f"{self.base_url}/v2/{scheme.value}/exposed"
+        if last_tag is not None:
+            url += f"?lastKeyBundleTag={last_tag}"
+        return await self.request("GET", url, progress=progress)
+
+    async def get(
+        self, url: str, headers: Mapping[str, str] | None = None, progress: Progress | None = None
+    ) -> Response:
+        """Any URL (a key server's index or export file)."""
+        return await self.request("GET", url, headers=headers, progress=progress)
+
+    # ---- reports -------------------------------------------------------------------------------------
+
+    async def health(self) -> wire.Health:
+        return await self._call("GET", "/v1/health", wire.parse_health)
+
+    async def upload_token(self, tan: str) -> wire.UploadToken:
+        return await self._call("POST", "/v1/onset", wire.parse_upload_token, wire.tan_body(tan))
+
+    async def upload_keys(self, scheme: SchemeName, body: dict[str, Any], token: str) -> None:
+        await self.request("POST", f"{self.base_url}/v2/{scheme.value}/exposed", body=body, token=token)
+
+    async def report_ebid(self, contacts: list[wire.ReportedContact], token: str) -> None:
+        await self.request("POST", f"{self.base_url}/v1/ebid/report", body=wire.contacts_body(contacts), token=token)
+
+    # ---- EBID accounts -------------------------------------------------------------------------------
+
+    async def challenge(self) -> wire.Challenge:
+        return await self._call("POST", "/v1/ebid/challenge", wire.parse_challenge)
+
+    async def register(self, registration: wire.Registration) -> wire.ClientCredentials:
+        return await self._call(
+            "POST", "/v1/ebid/register", wire.parse_credentials, wire.registration_body(registration)
+        )
+
+    async def access_token(self, client_id: str, client_secret: str) -> wire.AccessToken:
+        body = wire.token_request_body(client_id, client_secret)
+        return await self._call("POST", "/v1/ebid/token", wire.parse_access_token, body)
+
+    async def ebids(self, token: str, periods: int | None = None) -> ebid.EbidBatch:
+        query = "" if periods is None else f"?periods={periods}"
+        return await self._call("GET", f"/v1/ebid/ebids{query}", wire.parse_ebid_batch, token=token)
+
+    async def risk_verdict(self, token: str) -> wire.RiskVerdict:
+        return await self._call("POST", "/v1/ebid/status", wire.parse_risk_verdict, token=token)
+
+
+async def _read(response: aiohttp.ClientResponse, progress: Progress | None) -> bytes:
+    total = response.content_length
+    if total is not None and total > MAX_DOWNLOAD_BYTES:
+        raise ListRejected(f"download of {total} bytes exceeds the {MAX_DOWNLOAD_BYTES}-byte limit")
+    chunks: list[bytes] = []
+    done = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        done += len(chunk)
+        if done > MAX_DOWNLOAD_BYTES:
+            raise ListRejected(f"download exceeds the {MAX_DOWNLOAD_BYTES}-byte limit")
+        chunks.append(chunk)
+        if progress is not None:
+            progress(done, total)
+    return b"".join(chunks)
+
+
+def _message(data: bytes) -> str:
+    """The backend's ``{"error": …}`` text, or a short excerpt."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        return data[:120].decode("utf-8", "replace").strip()
+    return str(obj.get("error", "")) if isinstance(obj, dict) else ""

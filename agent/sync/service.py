@@ -1,0 +1,429 @@
+"""The agent's side of the backend: pull, verify and match lists, report, register, fetch EBIDs, ask for
+the risk verdict; and the daemon's loops around them.
+
+Control goes one way: this service asks the HTTP client (``client``) for an answer, hands it to the pure
+verifier (``verify``), and only then writes the store or the key ring. What a device must rely on:
+- **Nothing unverified is matched** (``agent.sync.verify`` says what is checked).
+- **Nothing is lost.** The bundle tag advances only after the list's results are stored (with the list's
+  digest, atomically, by ``agent.exposure``); a backend that is down is retried with exponential backoff
+  and the next success asks for everything since the last tag, so keys released meanwhile arrive late
+  but do arrive.
+- **Reports are minimal and consented.** The caller shows what ``report_keys``/``ebid_contacts`` return
+  before ``report``/``report_ebid`` sends it; after a DP-3T report the key chain starts afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent.backoff import backoff_delay
+from agent.clock import DAY, Clock, day_of
+from agent.exposure import ListOutcome, process_list
+from agent.keys import KeyRing
+from agent.protocol import proof_of_work, wire
+from agent.risk import RiskSettings, attenuation_to_db, samples_from_sightings
+from agent.schemes import ebid, gaen
+from agent.schemes.base import SchemeName
+from agent.schemes.published import PublishedKey
+from agent.sightings import SightingWindow
+from agent.store import ExposureRecord, Store
+from agent.sync.client import BackendClient, Progress
+from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
+from agent.sync.settings import SyncSettings
+from agent.sync.verify import (
+    Refusal,
+    VerifiedList,
+    VerifiedPull,
+    index_entries,
+    verify_key_server_file,
+    verify_pull,
+)
+
+log = logging.getLogger(__name__)
+
+CONTAGIOUS_DAYS_BEFORE_ONSET = 2
+EBID_CREDENTIAL = "ebid"
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    scheme: SchemeName
+    lists: int = 0
+    keys: int = 0
+    matched_keys: int = 0
+    notify: bool = False
+    summaries: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+@dataclass
+class _Token:
+    value: str = ""
+    expires: float = 0.0
+
+
+@dataclass
+class _Retry:
+    failures: int = 0
+    rng: random.Random = field(default_factory=random.SystemRandom)
+
+
+class SyncService:
+    """One backend, one device store. Every method is one exchange with the backend (or a short sequence)
+    and what follows from it locally; ``run``/``run_ebid`` are the daemon's periodic loops around them."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: SyncSettings,
+        clock: Clock,
+        store: Store,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._client = BackendClient(session, settings.base_url)
+        self._clock = clock
+        self._store = store
+        self._rng = rng or random.SystemRandom()
+        self._access = _Token()
+
+    # ---- lists from our backend ----------------------------------------------------------------------
+
+    def _require_public_key(self) -> ec.EllipticCurvePublicKey:
+        if self.settings.public_key is None:
+            raise NotConfigured("backend.public_key: not set; lists cannot be verified without it")
+        return self.settings.public_key
+
+    def last_tag(self, scheme: SchemeName) -> int | None:
+        state = self._store.credential(f"sync.{scheme.value}")
+        tag = state.get("tag") if state else None
+        return tag if isinstance(tag, int) else None
+
+    async def pull(self, scheme: SchemeName, progress: Progress | None = None) -> VerifiedPull:
+        """Everything released after the last processed tag, verified; raises ``ListRejected`` for a
+        response that fails any check (and then nothing of it is used)."""
+        public = self._require_public_key()
+        last = self.last_tag(scheme)
+        answer = await self._client.exposed(scheme, last, progress)
+        s = self.settings
+        verdict = verify_pull(
+            scheme, answer.status, answer.headers, answer.body, public, s.key_id, s.base_url, last, self._clock.now()
+        )
+        if isinstance(verdict, Refusal):
+            raise ListRejected(verdict.reason)
+        return verdict
+
+    def _commit_tag(self, scheme: SchemeName, tag: int) -> None:
+        self._store.set_credential(f"sync.{scheme.value}", {"tag": tag}, self._clock.now())
+
+    # ---- a plain GAEN key server ---------------------------------------------------------------------
+
+    async def pull_key_server(
+        self, progress: Progress | None = None
+    ) -> tuple[list[VerifiedList], list[str], dict[str, Any]]:
+        """New export files listed in the key server's ``index.txt``, each verified with its key; the
+        problems (a file that fails is skipped now and tried again next time); and the state to commit
+        once the lists are processed (the index's ETag only when every file was good)."""
+        ks = self.settings.key_server
+        if ks is None:
+            return [], [], {}
+        state = self._store.credential("sync.keyserver") or {}
+        seen = set(state.get("files", []))
+        headers = {"If-None-Match": state["etag"]} if state.get("etag") else {}
+        index = await self._client.get(ks.index_url, headers=headers)
+        if index.status == 304:
+            return [], [], state
+        names = index_entries(index.body)
+        if isinstance(names, Refusal):
+            raise ListRejected(names.reason)
+        root = urljoin(ks.index_url, "..")
+        lists, problems, good = [], [], [n for n in names if n in seen]
+        for name in names:
+            if name in seen:
+                continue
+            try:
+                data = (await self._client.get(urljoin(root, name), progress=progress)).body
+            except SyncError as exc:
+                problems.append(f"key server file {name}: {exc.reason}")
+                continue
+            verified = verify_key_server_file(name, data, ks, self._clock.now())
+            if isinstance(verified, Refusal):
+                problems.append(verified.reason)
+                continue
+            lists.append(verified)
+            good.append(name)
+        new_state = {"etag": "" if problems else index.headers.get("ETag", ""), "files": sorted(good)}
+        return lists, problems, new_state
+
+    # ---- sync = pull, match, record ------------------------------------------------------------------
+
+    async def sync(
+        self,
+        scheme: SchemeName,
+        risk: RiskSettings,
+        receiver_correction: float,
+        progress: Progress | None = None,
+    ) -> SyncOutcome:
+        """Pull, verify and match what is new; results are stored with each list's digest before the tag
+        moves. Key-server trouble is reported in ``problems`` and does not stop our backend's list."""
+        if scheme is SchemeName.EBID:
+            raise ValueError("EBID devices do not match lists: use ask_risk_verdict")
+        pulled = await self.pull(scheme, progress)
+        outcomes = [self._process(scheme, v, risk, receiver_correction) for v in pulled.lists]
+        self._commit_tag(scheme, pulled.tag)
+        problems: list[str] = []
+        if scheme is SchemeName.GAEN and self.settings.key_server is not None:
+            try:
+                lists, trouble, state = await self.pull_key_server(progress)
+                outcomes += [self._process(scheme, v, risk, receiver_correction) for v in lists]
+                self._store.set_credential("sync.keyserver", state, self._clock.now())
+                problems += trouble
+            except SyncError as exc:
+                problems.append(exc.reason)
+        fresh = [o for o in outcomes if not o.already_processed]
+        return SyncOutcome(
+            scheme=scheme,
+            lists=len(fresh),
+            keys=sum(o.keys for o in fresh),
+            matched_keys=sum(o.matched_keys for o in fresh),
+            notify=any(o.notify for o in fresh),
+            summaries=tuple(o.assessment.explain().summary for o in fresh if o.assessment is not None),
+            problems=tuple(problems),
+        )
+
+    def _process(self, scheme: SchemeName, v: VerifiedList, risk: RiskSettings, correction: float) -> ListOutcome:
+        now = self._clock.now()
+        return process_list(
+            self._store, scheme, v.keys, v.digest, v.source, now, risk, correction, self.settings.retention_days
+        )
+
+    def _next_delay(self, retry: _Retry, error: SyncError | None) -> float:
+        s = self.settings
+        if error is None or not isinstance(error, BackendUnavailable):
+            retry.failures = 0
+            return s.interval_seconds + self._rng.uniform(0, s.jitter_seconds)
+        retry.failures += 1
+        delay = backoff_delay(retry.failures, s.first_retry_seconds, s.max_retry_seconds)
+        delay *= self._rng.uniform(1.0, 1.25)
+        return max(delay, error.retry_after or 0.0)
+
+    async def run(
+        self,
+        scheme: SchemeName,
+        risk: RiskSettings,
+        receiver_correction: float,
+        on_result: Callable[[SyncOutcome | SyncError, float], None] | None = None,
+    ) -> None:
+        """Sync every interval (plus random jitter, so devices do not all arrive at once); after a failure
+        back off exponentially (capped), then catch up. ``on_result(result, seconds to the next attempt)``
+        after each attempt. Runs until cancelled."""
+        retry = _Retry()
+        await self._clock.sleep(self._rng.uniform(0, self.settings.jitter_seconds))
+        while True:
+            result: SyncOutcome | SyncError
+            try:
+                result = await self.sync(scheme, risk, receiver_correction)
+            except SyncError as exc:
+                log.warning("sync failed: %s", exc.reason)
+                result = exc
+            delay = self._next_delay(retry, result if isinstance(result, SyncError) else None)
+            if on_result is not None:
+                on_result(result, delay)
+            await self._clock.sleep(delay)
+
+    # ---- reports (DP-3T, GAEN) -----------------------------------------------------------------------
+
+    def first_contagious_day(self, onset_day: int | None, now: float) -> int:
+        today = day_of(now)
+        oldest = today - self.settings.retention_days + 1
+        return oldest if onset_day is None else max(oldest, onset_day - CONTAGIOUS_DAYS_BEFORE_ONSET)
+
+    def report_keys(self, scheme: SchemeName, onset_day: int | None, now: float) -> list[PublishedKey]:
+        """Exactly the keys a report would send: the contagious days' keys up to today, nothing later."""
+        ring = KeyRing(self._store, scheme, self.settings.retention_days)
+        first, today = self.first_contagious_day(onset_day, now), day_of(now)
+        if scheme is SchemeName.GAEN:
+            return [
+                PublishedKey(t.key, t.rolling_start_interval_number, t.rolling_period)
+                for t in ring.teks()
+                if first <= t.rolling_start_interval_number // gaen.ROLLING_PERIOD <= today
+            ]
+        if scheme is SchemeName.DP3T:
+            try:
+                day, sk = ring.dp3t_report_keys(first)
+            except LookupError:
+                return []
+            return [PublishedKey(sk, day * gaen.ROLLING_PERIOD)] if day <= today else []
+        raise ValueError("EBID reports send contacts: use ebid_contacts")
+
+    async def exchange_tan(self, tan: str) -> str:
+        return (await self._client.upload_token(tan)).token
+
+    async def report(self, scheme: SchemeName, tan: str, onset_day: int | None, keys: list[PublishedKey]) -> None:
+        """Upload ``keys`` (what the user consented to) with a TAN, padded to the server's fixed count; a
+        DP-3T device then starts a fresh key chain so nothing it broadcasts from now on is linkable."""
+        count = (await self._client.health()).keys_per_upload
+        if len(keys) > count:
+            raise SyncError(f"{len(keys)} keys do not fit the backend's upload size ({count})")
+        token = await self.exchange_tan(tan)
+        await self._client.upload_keys(scheme, wire.key_upload_body(scheme, keys, count, onset_day), token)
+        if scheme is SchemeName.DP3T:
+            KeyRing(self._store, scheme, self.settings.retention_days).reset_dp3t(now=self._clock.now())
+        log.info("%s report uploaded", scheme.value)
+
+    # ---- EBID: registration, batches, reports, the risk verdict --------------------------------------
+
+    def credentials(self) -> dict[str, Any] | None:
+        creds = self._store.credential(EBID_CREDENTIAL)
+        if creds and creds.get("backend") == self.settings.base_url:
+            return creds
+        return None
+
+    async def register(self, enrolment_code: str, progress: Progress | None = None) -> dict[str, Any]:
+        """Challenge → proof of work (in a worker thread, with progress) → credentials, kept in the store;
+        then the first EBID batch."""
+        challenge = await self._client.challenge()
+        expected = 2**challenge.difficulty
+
+        def report_tries(tries: int) -> None:
+            if progress is not None:
+                progress(tries, expected)
+
+        nonce = await asyncio.get_running_loop().run_in_executor(
+            None, proof_of_work.solve, challenge.challenge, challenge.difficulty, report_tries
+        )
+        answer = await self._client.register(wire.Registration(challenge.challenge, nonce, enrolment_code))
+        creds = {
+            "backend": self.settings.base_url,
+            "client_id": answer.client_id,
+            "client_secret": answer.client_secret,
+            "country_code": answer.country_code,
+            "period_seconds": answer.period_seconds,
+        }
+        self._store.set_credential(EBID_CREDENTIAL, creds, self._clock.now())
+        self._access = _Token()
+        await self.fetch_ebids()
+        log.info("registered with the backend")
+        return creds
+
+    async def _access_token(self) -> str:
+        if self._access.value and self._access.expires - 30 > self._clock.now():
+            return self._access.value
+        creds = self.credentials()
+        if creds is None:
+            raise SyncError("not registered with this backend: run `proxitrace register --code CODE`")
+        try:
+            answer = await self._client.access_token(creds["client_id"], creds["client_secret"])
+        except BackendRefused as exc:
+            if exc.status == 401:
+                raise SyncError("the backend no longer knows this device: run `proxitrace register` again") from None
+            raise
+        self._access = _Token(answer.token, answer.expires_at)
+        return self._access.value
+
+    async def fetch_ebids(self, periods: int | None = None) -> ebid.EbidBatch:
+        batch = await self._client.ebids(await self._access_token(), periods)
+        KeyRing(self._store, SchemeName.EBID, self.settings.retention_days).store_ebid_batch(batch)
+        return batch
+
+    def ebid_contacts(
+        self, onset_day: int | None, now: float, default_tx_power: int, receiver_correction: float
+    ) -> list[wire.ReportedContact]:
+        """The EBIDs this device heard in the contagious window, with per-scan attenuations: exactly what
+        ``report_ebid`` sends (the ECC is sent when the scanner kept it, as metadata of one byte). The
+        attenuation is the device's own risk rule (``agent.risk``), TX power assumed included."""
+        creds = self.credentials() or {}
+        period_seconds = int(creds.get("period_seconds", ebid.DEFAULT_PERIOD_SECONDS))
+        since = self.first_contagious_day(onset_day, now) * DAY
+        by_id: dict[bytes, list[SightingWindow]] = defaultdict(list)
+        for w in self._store.windows(scheme=SchemeName.EBID, since=since):
+            by_id[w.ephemeral_id].append(w)
+        contacts = []
+        for eid, windows in by_id.items():
+            windows.sort(key=lambda w: w.first_seen)
+            first = windows[0]
+            scans = _scans(windows, default_tx_power, receiver_correction)
+            ecc = first.metadata[0] if len(first.metadata) == 1 else None
+            period = ebid.period_of(first.first_seen, period_seconds)
+            contacts.append(wire.ReportedContact(ecc, eid, period, first.first_seen, scans))
+        return contacts
+
+    async def report_ebid(self, tan: str, contacts: list[wire.ReportedContact]) -> None:
+        await self._client.report_ebid(contacts, await self.exchange_tan(tan))
+        log.info("EBID report uploaded")
+
+    async def ask_risk_verdict(self) -> wire.RiskVerdict:
+        """Ask the backend; an at-risk verdict is stored as an exposure with its explanation, and the
+        credentials and EBIDs are dropped (the backend erased the pseudonym)."""
+        verdict = await self._client.risk_verdict(await self._access_token())
+        if verdict.at_risk:
+            self._store.record_exposures(_exposure_records(verdict, self._clock.now()))
+        if verdict.must_register_again:
+            self._store.delete_credential(EBID_CREDENTIAL)
+            self._store.delete_own_keys(SchemeName.EBID)
+            self._access = _Token()
+        return verdict
+
+    async def run_ebid(self, on_result: Callable[[wire.RiskVerdict | SyncError, float], None] | None = None) -> None:
+        """Keep at least a day of EBIDs ahead and ask for the risk verdict every ``status_interval_seconds``
+        (plus jitter); back off after failures. ``on_result(result, seconds to the next attempt)`` after
+        each attempt. Runs until cancelled."""
+        retry = _Retry()
+        ring = KeyRing(self._store, SchemeName.EBID, self.settings.retention_days)
+        while True:
+            result: wire.RiskVerdict | SyncError
+            try:
+                creds = self.credentials()
+                period = int((creds or {}).get("period_seconds", ebid.DEFAULT_PERIOD_SECONDS))
+                if creds and ring.ebid_periods_left(self._clock.now()) * period < DAY:
+                    await self.fetch_ebids()
+                result = await self.ask_risk_verdict()
+                delay = self.settings.status_interval_seconds + self._rng.uniform(0, self.settings.jitter_seconds)
+                retry.failures = 0
+            except SyncError as exc:
+                log.warning("EBID sync failed: %s", exc.reason)
+                result = exc
+                delay = self._next_delay(retry, exc)
+            if on_result is not None:
+                on_result(result, delay)
+            await self._clock.sleep(delay)
+
+
+def _scans(windows: list[SightingWindow], default_tx_power: int, correction: float) -> tuple[wire.ScanRecord, ...]:
+    samples = samples_from_sightings(windows, receiver_correction=correction, default_tx_power=default_tx_power)
+    return tuple(
+        wire.ScanRecord(
+            w.first_seen,
+            attenuation_to_db(s.typical_attenuation),
+            attenuation_to_db(s.min_attenuation),
+            assumed_tx_power=s.assumed_tx_power,
+        )
+        for w, s in zip(windows, samples, strict=True)
+    )
+
+
+def _exposure_records(verdict: wire.RiskVerdict, now: float) -> list[ExposureRecord]:
+    """One record per day the backend's explanation names (today when it names none)."""
+    days = verdict.explanation.get("days") or [{"day": day_of(now), "score": 0.0}]
+    rest = {k: v for k, v in verdict.explanation.items() if k != "days"}
+    return [
+        ExposureRecord(
+            int(d["day"]),
+            SchemeName.EBID,
+            bool(d.get("crossed", True)),
+            float(d.get("score", 0.0)),
+            {**rest, "days": [d]},
+            now,
+        )
+        for d in days
+    ]

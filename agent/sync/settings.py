@@ -1,0 +1,34 @@
+"""The sync edge's own settings: which backend, which keys to trust, how often. Built from the agent's
+config by ``agent.config.sync_settings``; the edge itself never reads config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+
+@dataclass(frozen=True)
+class KeyServer:
+    """A plain GAEN key server: its ``index.txt`` and the key its exports are signed with."""
+
+    index_url: str
+    public_key: ec.EllipticCurvePublicKey
+    key_id: str
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """``public_key`` None: reports and EBID registration work, but no list can be verified (so none is
+    pulled). ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure."""
+
+    base_url: str
+    public_key: ec.EllipticCurvePublicKey | None
+    key_id: str = "proxitrace"
+    interval_seconds: float = 7200.0
+    jitter_seconds: float = 600.0
+    status_interval_seconds: float = 21_600.0
+    first_retry_seconds: float = 60.0
+    max_retry_seconds: float = 3600.0
+    retention_days: int = 14
+    key_server: KeyServer | None = None

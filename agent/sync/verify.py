@@ -1,0 +1,109 @@
+"""Whether a list from the backend may be matched: a pure decision on what the HTTP answer said.
+
+A list from our backend is matched only when its ``Signature`` JWS is valid for the pinned key, covers
+exactly the body, carries the bundle tag of the response and the scheme asked for, has not expired, and
+the tag does not go backwards (an old list replayed as new is refused); and when the export inside is
+signed by the same key. A plain GAEN key server's files need its own key, and its index may name only
+relative ``.zip`` paths. Nothing here does I/O, so each refusal is tested by handing in bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent.protocol import export, jws, wire
+from agent.schemes.base import SchemeName
+from agent.schemes.published import PublishedKey
+from agent.sync.settings import KeyServer
+
+BUNDLE_TAG_HEADER = "x-key-bundle-tag"
+_INDEX_ENTRY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\.zip$")
+
+
+@dataclass(frozen=True)
+class VerifiedList:
+    """A list whose signatures checked out: safe to match. ``digest`` lets the store tell it was seen."""
+
+    scheme: SchemeName
+    source: str
+    keys: tuple[PublishedKey, ...]
+    digest: str
+
+
+@dataclass(frozen=True)
+class VerifiedPull:
+    """What one pull from our backend gave: verified lists (none on 204) and the tag to send next time."""
+
+    lists: tuple[VerifiedList, ...]
+    tag: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a response must not be used; one line without keys or IDs."""
+
+    reason: str
+
+
+def verify_pull(
+    scheme: SchemeName,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    public_key: ec.EllipticCurvePublicKey,
+    key_id: str,
+    source: str,
+    last_tag: int | None,
+    now: float,
+) -> VerifiedPull | Refusal:
+    """Check one ``/v2/<scheme>/exposed`` answer; ``source`` names the backend in the stored results."""
+    tag_text = headers.get(BUNDLE_TAG_HEADER, "")
+    if not tag_text.isdigit():
+        return Refusal(f"{scheme} list: no valid {BUNDLE_TAG_HEADER} header")
+    tag = int(tag_text)
+    signature = headers.get("Signature")
+    if not signature:
+        return Refusal(f"{scheme} list: unsigned response (no Signature header)")
+    try:
+        claims = jws.verify_response(body, signature, public_key, now=now)
+    except jws.SignatureError as exc:
+        return Refusal(f"{scheme} list: Signature header refused: {exc.reason}")
+    if claims.get("key-bundle-tag") != tag_text:
+        return Refusal(f"{scheme} list: the bundle tag is not the one that was signed")
+    if claims.get("scheme", scheme.value) != scheme.value:
+        return Refusal(f"{scheme} list: signed for another scheme")
+    if last_tag is not None and (tag < last_tag or (tag == last_tag and status == 200)):
+        return Refusal(f"{scheme} list: replayed (bundle tag {tag} is not after the last processed {last_tag})")
+    if status != 200:
+        return VerifiedPull((), tag)
+    try:
+        content = export.verify_export(body, {key_id: public_key}, now=now, key_length=wire.KEY_LEN[scheme])
+    except export.ExportError as exc:
+        return Refusal(f"{scheme} list: export refused: {exc.reason}")
+    verified = VerifiedList(scheme, f"{source} {scheme.value} {tag}", content.keys, hashlib.sha256(body).hexdigest())
+    return VerifiedPull((verified,), tag)
+
+
+def index_entries(body: bytes) -> list[str] | Refusal:
+    """The export files a key server's ``index.txt`` names, each a relative ``.zip`` path."""
+    try:
+        names = [line.strip() for line in body.decode("utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        return Refusal("key server index: not text")
+    if any(not _INDEX_ENTRY.match(n) or ".." in n for n in names):
+        return Refusal("key server index: an entry is not a relative .zip path")
+    return names
+
+
+def verify_key_server_file(name: str, data: bytes, server: KeyServer, now: float) -> VerifiedList | Refusal:
+    try:
+        content = export.verify_export(data, {server.key_id: server.public_key}, now=now)
+    except export.ExportError as exc:
+        return Refusal(f"key server file {name}: {exc.reason}")
+    digest = hashlib.sha256(data).hexdigest()
+    return VerifiedList(SchemeName.GAEN, f"{server.index_url} {name}", content.keys, digest)
