@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.calibration import read_local
+from agent.calibration import CalibrationError
 from agent.cli_context import CliContext
 from agent.clock import SystemClock
-from agent.config import ConfigError, load_config, risk_settings
+from agent.config import ConfigError, device_calibration, load_config, risk_settings
 from agent.exposure import process_list
 from agent.protocol.export import DEFAULT_LIMITS, ExportError, verify_export
 from agent.schemes.base import SchemeName
@@ -67,12 +67,11 @@ def match(obj: CliContext, list_path: Path, public_key: Path, scheme: str, as_js
             data, TrustedForAnyKeyId(key), now=now, key_length=GAEN_KEY_LEN if scheme == "gaen" else DP3T_KEY_LEN
         )
         config = load_config(obj.config_path)
+        correction = device_calibration(config, obj.state_dir).rssi_correction
         store = Store.open(obj.state_dir)
-    except (ExportError, SigningKeyError, ConfigError, StoreError, OSError) as exc:
+    except (ExportError, SigningKeyError, ConfigError, CalibrationError, StoreError, OSError) as exc:
         raise click.ClickException(f"{list_path.name}: {exc}") from None
     try:
-        local = read_local(obj.state_dir) or {}
-        correction = float(local.get("rssi_correction", config.calibration.rssi_correction or 0.0))  # type: ignore[arg-type]
         keys = verified.keys
         with click.progressbar(
             length=len(keys), label=f"matching {len(keys)} keys", file=click.get_text_stream("stderr"), show_pos=True

@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import click
 
-from agent.calibration import CalibrationError, read_local
+from agent.calibration import CalibrationError
 from agent.cli_context import CliContext
 from agent.clock import Clock, clock_from_spec, date_to_day, day_to_iso
-from agent.config import AgentConfig, ConfigError, load_config, risk_settings, sync_settings
+from agent.config import AgentConfig, ConfigError, device_calibration, load_config, risk_settings, sync_settings
 from agent.keys import KeyRing
 from agent.schemes.base import SchemeName
 from agent.store import Store, StoreError
@@ -70,8 +70,7 @@ async def _env(obj: CliContext) -> AsyncIterator[_Env]:
         config = load_config(obj.config_path)
         settings = sync_settings(config)
         clock = clock_from_spec(config.agent.clock)
-        local = read_local(obj.state_dir) or {}
-        correction = float(local.get("rssi_correction", config.calibration.rssi_correction or 0.0))  # type: ignore[arg-type]
+        correction = device_calibration(config, obj.state_dir).rssi_correction
         store = Store.open(obj.state_dir)
     except (ConfigError, StoreError, CalibrationError, OSError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import signing_keys
+from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.configfile import ConfigError, build, read_toml
 from agent.risk import RiskSettings
 from agent.sync.settings import KeyServer, SyncSettings
@@ -153,6 +154,37 @@ def _toml_value(value: object) -> str:
 
 def risk_settings(config: AgentConfig) -> RiskSettings:
     return RiskSettings.from_dict(config.risk)
+
+
+def device_calibration(
+    config: AgentConfig,
+    state_dir: Path,
+    adapter: str | None = None,
+    sysfs: Path = Path("/sys/class/bluetooth"),
+    dt_model: Path = Path("/proc/device-tree/model"),
+) -> Calibration:
+    """This device's TX power and receiver RSSI correction: THE rule, used by the daemon, ``proxitrace
+    sync`` and ``proxitrace match`` alike, so one list is scored one way whoever matches it.
+
+    A value set in ``[calibration]`` wins (the operator knows better), then this device's own measurement
+    (``proxitrace calibrate``), then the calibration table's entry for the adapter's model, then the
+    table's default. ``adapter`` None: the advertising adapter (``hci0`` when that is "auto").
+    Raises ``CalibrationError`` for an unreadable table or measurement file."""
+    if adapter is None:
+        adapter = config.ble.advertise_adapter if config.ble.advertise_adapter != "auto" else "hci0"
+    set_in = config.calibration
+    table = load_table(Path(set_in.table) if set_in.table else None)
+    c = resolve(table, adapter_model_keys(adapter, sysfs, dt_model), read_local(state_dir))
+    if set_in.rssi_correction is None and set_in.tx_power is None:
+        return c
+    return Calibration(
+        set_in.tx_power if set_in.tx_power is not None else c.tx_power,
+        set_in.rssi_correction if set_in.rssi_correction is not None else c.rssi_correction,
+        c.confidence,
+        "config",
+        c.model,
+        c.quirks,
+    )
 
 
 def sync_settings(config: AgentConfig) -> SyncSettings:

@@ -19,9 +19,9 @@ from pathlib import Path
 import aiohttp
 
 from agent.ble.edge import BleEdge, BleSettings
-from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
+from agent.calibration import Calibration
 from agent.clock import Clock
-from agent.config import AgentConfig, risk_settings, sync_settings
+from agent.config import AgentConfig, device_calibration, risk_settings, sync_settings
 from agent.keys import KeyRing
 from agent.notify import run_hook
 from agent.schemes.base import Scheme, SchemeName
@@ -64,6 +64,13 @@ class Daemon:
         self.adapter_override = adapter
         self.notifier = notifier or Notifier()
         self.scheme = SchemeName(config.agent.scheme)
+        self.calibration: Calibration = device_calibration(config, state_dir, adapter)
+        log.info(
+            "calibration: TX %d dBm, RSSI correction %.1f dB (%s)",
+            self.calibration.tx_power,
+            self.calibration.rssi_correction,
+            self.calibration.source,
+        )
         self.store = Store.open(state_dir)
         self.aggregator = SightingAggregator()
         self.keys = KeyRing(self.store, self.scheme, config.agent.retention_days)
@@ -72,7 +79,6 @@ class Daemon:
         self._stop = asyncio.Event()
         self.edge: BleEdge | None = None
         self._scheme_now: Scheme | None = None
-        self.calibration: Calibration | None = None
         self._rate_mark = (self.state.started_at, 0)
         self._background: set[asyncio.Task[object]] = set()
         if any(r.notify for r in self.store.exposures()):
@@ -86,7 +92,6 @@ class Daemon:
             ble = self.config.ble
             if self.adapter_override:
                 ble = replace(ble, advertise_adapter=self.adapter_override, scan_adapters=(self.adapter_override,))
-            self.calibration = self._calibration(ble.advertise_adapter if ble.advertise_adapter != "auto" else "hci0")
             self.keys.calibration_confidence = self.calibration.confidence
             self.keys.ensure(self.clock.now())
             self._scheme_now = self.keys.scheme()
@@ -122,27 +127,10 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    def _calibration(self, adapter: str) -> Calibration:
-        table = load_table(Path(self.config.calibration.table) if self.config.calibration.table else None)
-        c = resolve(table, adapter_model_keys(adapter), read_local(self.state_dir))
-        if self.config.calibration.rssi_correction is not None or self.config.calibration.tx_power is not None:
-            c = Calibration(
-                self.config.calibration.tx_power if self.config.calibration.tx_power is not None else c.tx_power,
-                self.config.calibration.rssi_correction
-                if self.config.calibration.rssi_correction is not None
-                else c.rssi_correction,
-                c.confidence,
-                "config",
-                c.model,
-                c.quirks,
-            )
-        log.info("calibration: TX %d dBm, RSSI correction %.1f dB (%s)", c.tx_power, c.rssi_correction, c.source)
-        return c
-
     async def _sync(self) -> None:
         """Pull and match lists (DP-3T, GAEN) or keep EBIDs and ask for the risk verdict (EBID), with backoff."""
         settings = sync_settings(self.config)
-        correction = self.calibration.rssi_correction if self.calibration else 0.0
+        correction = self.calibration.rssi_correction
         async with aiohttp.ClientSession() as session:
             service = SyncService(session, settings, self.clock, self.store)
             if self.scheme is SchemeName.EBID:
