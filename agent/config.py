@@ -60,7 +60,7 @@ class BackendSection:
     """``url``/``public_key``/``key_id``: our backend and the key that signs its lists (``proxitrace backend
     keygen`` prints both values). ``key_server_*``: optionally also follow a plain GAEN key server (its
     ``index.txt`` URL, public key and the ``verification_key_id`` its exports are signed under).
-    ``status_interval_seconds``: how often EBID mode polls its status (the backend allows a few a day)."""
+    ``status_interval_seconds``: how often EBID mode asks for its risk verdict (the backend allows a few a day)."""
 
     url: str = ""
     public_key: str = ""

@@ -1,4 +1,4 @@
-"""Centralized PEPP-PT/ROBERT-style EBIDs (ITU-T X.1152 Suppl. 38): device side and server helpers.
+"""EBID mode: PEPP-PT/ROBERT-style EBIDs (ITU-T X.1152 Suppl. 38): device side and server helpers.
 
 The device only ever holds EBIDs the server issued it; BK_t stays on the server. Anyone holding BK_t could
 link every device, so no mode here lets a device derive its own EBIDs. The encrypted country code (ECC)

@@ -1,4 +1,4 @@
-"""The centralized model against the real server: registration (proof of work + enrolment code), access
+"""EBID mode against the real server: registration (proof of work + enrolment code), access
 tokens, EBID batches, reports checked against their periods, status with its daily limit and erasure."""
 
 import os
