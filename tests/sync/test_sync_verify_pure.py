@@ -1,0 +1,85 @@
+"""The list verifier is a pure function: the same bytes, key, last tag and time always give the same
+verdict, with no network and no store. Each case hands it a response as the backend would send it."""
+
+import os
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent.protocol.export import SignatureInfo, build_export
+from agent.protocol.jws import sign_response
+from agent.schemes.base import SchemeName
+from agent.schemes.published import PublishedKey
+from agent.sync.verify import BUNDLE_TAG_HEADER, Refusal, VerifiedPull, verify_pull
+
+NOW = 1_763_978_400.0
+TAG = 1_763_971_200_000
+KEY = ec.generate_private_key(ec.SECP256R1())
+INFO = SignatureInfo(verification_key_id="proxitrace", verification_key_version="v1")
+
+
+def response(
+    tag: int = TAG, claims_tag: int | None = None, scheme: str = "gaen", body: bytes | None = None
+) -> tuple[dict[str, str], bytes, list[PublishedKey]]:
+    keys = [PublishedKey(os.urandom(16), 2_939_000)]
+    if body is None:
+        body = build_export(
+            keys,
+            start=int(NOW) - 7200,
+            end=int(NOW) - 60,
+            region="XX",
+            batch_num=1,
+            batch_size=1,
+            signature_info=INFO,
+            private_key=KEY,
+        )
+    claims = {"key-bundle-tag": str(tag if claims_tag is None else claims_tag), "scheme": scheme}
+    headers = {
+        BUNDLE_TAG_HEADER: str(tag),
+        "Signature": sign_response(body, KEY, now=NOW, ttl=7200, extra_claims=claims),
+    }
+    return headers, body, keys
+
+
+def verify(
+    headers: dict[str, str], body: bytes, last: int | None = None, status: int = 200, now: float = NOW
+) -> VerifiedPull | Refusal:
+    return verify_pull(SchemeName.GAEN, status, headers, body, KEY.public_key(), "proxitrace", "b", last, now)
+
+
+def test_a_good_list_is_verified_with_its_keys_and_tag() -> None:
+    headers, body, keys = response()
+    got = verify(headers, body, last=TAG - 1)
+    assert isinstance(got, VerifiedPull) and got.tag == TAG
+    [verified] = got.lists
+    assert verified.keys[0].key_data == keys[0].key_data and verified.source == f"b gaen {TAG}"
+    assert verify(headers, body, last=TAG - 1) == got  # same input, same verdict
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("replayed", "replayed (bundle tag"),
+        ("other tag signed", "the bundle tag is not the one that was signed"),
+        ("other scheme", "signed for another scheme"),
+        ("no signature", "unsigned response"),
+        ("expired", "Signature header refused"),
+        ("body swapped", "Signature header refused"),
+    ],
+)
+def test_each_refusal_names_its_reason(case: str, reason: str) -> None:
+    headers, body, _ = response(
+        claims_tag=TAG + 1 if case == "other tag signed" else None, scheme="dp3t" if case == "other scheme" else "gaen"
+    )
+    last, now = (TAG if case == "replayed" else None), (NOW + 86_400 if case == "expired" else NOW)
+    if case == "no signature":
+        del headers["Signature"]
+    if case == "body swapped":
+        body = body + b"\x00"
+    got = verify(headers, body, last=last, now=now)
+    assert isinstance(got, Refusal) and reason in got.reason
+
+
+def test_nothing_new_is_an_empty_pull_that_keeps_the_tag() -> None:
+    headers, _, _ = response(body=b"")
+    assert verify(headers, b"", last=TAG, status=204) == VerifiedPull((), TAG)
