@@ -1,4 +1,4 @@
-"""EBID reports compute attenuation by the device's own risk rule (``agent.risk``: half-up rounding, the
+"""EBID reports compute attenuation by the device's own risk rule (``agent.risk``: the correction, the
 default TX power when the sender's is unknown) and carry the "TX power assumed" note to the backend, whose
 risk verdict then says so as a device's own assessment would."""
 
@@ -22,20 +22,20 @@ def test_the_note_travels_only_when_set_so_other_reports_stay_byte_for_byte() ->
     assert wire.parse_scans(body, "scans") == (plain, assumed)
 
 
-async def test_unknown_tx_power_is_assumed_rounded_half_up_and_reported(
+async def test_unknown_tx_power_is_assumed_and_reported(
     tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     a = make_device(tmp_path, "a", running.url, running, http, clock, SchemeName.EBID)
     b = make_device(tmp_path, "b", running.url, running, http, clock, SchemeName.EBID)
     await a.client.register(await issue(http, running, "enrolment-codes"))
     windows = heard(a.ring.scheme(), T0 + 60, minutes=20, rssi=-50)
-    b.store.add_windows(dataclasses.replace(w, tx_power=None, rssi_sum=w.rssi_sum - 2) for w in windows)
+    b.store.add_windows(dataclasses.replace(w, tx_power=None, rssi_sum=w.rssi_sum - 1) for w in windows)
     await clock.advance(3600)
 
     contacts = b.client.ebid_contacts(None, clock.now(), default_tx_power=0, receiver_correction=0.0)
     scans = [s for c in contacts for s in c.scans]
     assert len(scans) == 20 and all(s.assumed_tx_power for s in scans)
-    assert {(s.typical_attenuation, s.min_attenuation) for s in scans} == {(51, 48)}  # 50.5 rounds up, -(-48)
+    assert {(s.typical_attenuation, s.min_attenuation) for s in scans} == {(50, 48)}  # 0 - (-50.25), 0 - (-48)
     await b.client.report_ebid(await issue(http, running, "tans"), contacts)
 
     verdict = await a.client.ask_risk_verdict()
