@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from backend_harness import ADMIN_TOKEN, DAY, T0, RunningBackend, backend_config, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.backend_harness import ADMIN_TOKEN, DAY, T0, RunningBackend, backend_config, running_backend
 from test_server_uploads import admin_tan, exchange
 
 from agent.clock import ManualClock

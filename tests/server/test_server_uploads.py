@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from backend_harness import ADMIN_TOKEN, KEYS_PER_UPLOAD, T0, RunningBackend, backend_config, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.backend_harness import ADMIN_TOKEN, KEYS_PER_UPLOAD, T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
 from agent.schemes import gaen

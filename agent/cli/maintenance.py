@@ -9,7 +9,7 @@ import statistics
 import click
 
 from agent.calibration import adapter_model_keys, load_table, read_local, resolve, write_local
-from agent.cli_context import CliContext
+from agent.cli.context import CliContext
 from agent.clock import SystemClock
 from agent.status import STATUS_FILE
 from agent.store import Store, StoreError

@@ -18,7 +18,7 @@ import aiohttp
 import click
 
 from agent.calibration import CalibrationError, read_local
-from agent.cli_context import CliContext
+from agent.cli.context import CliContext
 from agent.clock import Clock, clock_from_spec, date_to_day, day_to_iso
 from agent.config import AgentConfig, ConfigError, load_config, risk_settings
 from agent.keys import KeyRing
