@@ -28,14 +28,22 @@ from dbus_fast.aio import MessageBus
 from agent.aio import first, within
 from agent.backoff import backoff_delay
 from agent.ble.advertisement import Advertisement
-from agent.ble.bluez_watch import BLUEZ, BluezState, BluezWatch
+from agent.ble.bluez_watch import BluezState, BluezWatch
 from agent.ble.errors import classify, dbus_error_name, describe
+from agent.ble.names import (
+    ADAPTER_PREFIX,
+    ADV_MANAGER,
+    BLUEZ,
+    E_ALREADY_EXISTS,
+    E_DBUS_FAILED,
+    E_DOES_NOT_EXIST,
+    REGISTER_ADVERTISEMENT,
+    UNREGISTER_ADVERTISEMENT,
+)
 from agent.clock import Clock, SystemClock
 from agent.schemes.base import Broadcast, Scheme
 
 log = logging.getLogger(__name__)
-
-ADV_MANAGER = "org.bluez.LEAdvertisingManager1"
 
 
 class ScanPauser(Protocol):
@@ -133,7 +141,7 @@ class Advertiser:
             self._advertising = False
             if self._registered and bus.connected:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await within(self._io, 2.0, self._call("UnregisterAdvertisement", "o", [self.path]))
+                    await within(self._io, 2.0, self._call(UNREGISTER_ADVERTISEMENT, "o", [self.path]))
             self._registered = False
             with contextlib.suppress(Exception):
                 bus.unexport(self.path, ad)
@@ -193,20 +201,20 @@ class Advertiser:
 
     async def _register(self) -> None:
         try:
-            await self._call("RegisterAdvertisement", "oa{sv}", [self.path, {}])
+            await self._call(REGISTER_ADVERTISEMENT, "oa{sv}", [self.path, {}])
         except DBusError as exc:
-            if dbus_error_name(exc) != "org.bluez.Error.AlreadyExists":
+            if dbus_error_name(exc) != E_ALREADY_EXISTS:
                 raise
             # an earlier Register we gave up on completed after all: take it back and register afresh
             await self._unregister()
-            await self._call("RegisterAdvertisement", "oa{sv}", [self.path, {}])
+            await self._call(REGISTER_ADVERTISEMENT, "oa{sv}", [self.path, {}])
 
     async def _unregister(self) -> None:
         self._registered = False
         try:
-            await self._call("UnregisterAdvertisement", "o", [self.path])
+            await self._call(UNREGISTER_ADVERTISEMENT, "o", [self.path])
         except DBusError as exc:
-            if dbus_error_name(exc) != "org.bluez.Error.DoesNotExist":
+            if dbus_error_name(exc) != E_DOES_NOT_EXIST:
                 raise
 
     async def _stop_advertising(self) -> None:
@@ -221,7 +229,7 @@ class Advertiser:
         assert self._bus is not None
         msg = Message(
             destination=BLUEZ,
-            path=f"/org/bluez/{self.adapter}",
+            path=f"{ADAPTER_PREFIX}{self.adapter}",
             interface=ADV_MANAGER,
             member=member,
             signature=signature,
@@ -229,7 +237,7 @@ class Advertiser:
         )
         reply = await within(self._io, self._call_timeout, self._bus.call(msg))
         if reply.message_type is MessageType.ERROR:
-            raise DBusError(reply.error_name or "org.freedesktop.DBus.Error.Failed", str(reply.body[:1]), reply)
+            raise DBusError(reply.error_name or E_DBUS_FAILED, str(reply.body[:1]), reply)
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1
