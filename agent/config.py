@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from agent.ble.settings import BleSettings
 from agent.risk import RiskSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
@@ -167,6 +168,19 @@ def _toml_value(value: object) -> str:
 
 def risk_settings(config: AgentConfig) -> RiskSettings:
     return RiskSettings.from_dict(config.risk)
+
+
+def ble_settings(ble: BleSection, tx_power: int) -> BleSettings:
+    """The BLE edge's settings from the [ble] table; a configured tx_power beats the calibrated one."""
+    return BleSettings(
+        advertise_adapter=ble.advertise_adapter,
+        scan_adapters=ble.scan_adapters,
+        tx_power=ble.tx_power if ble.tx_power is not None else tx_power,
+        scan_seconds=ble.scan_seconds,
+        scan_period_seconds=ble.scan_period_seconds,
+        passive=ble.passive,
+        watchdog_s=ble.watchdog_seconds,
+    )
 
 
 def _check(config: AgentConfig) -> None:
