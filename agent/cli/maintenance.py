@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import statistics
 
 import click
 
-from agent.calibration import adapter_model_keys, load_table, read_local, resolve, write_local
+from agent.calibration import CalibrationError, measure, parse_distance, record
 from agent.cli.context import CliContext
 from agent.clock import SystemClock
 from agent.status import STATUS_FILE
 from agent.store import Store, StoreError
-
-FREE_SPACE_LOSS_1M_DB = 41.0  # 2.4 GHz, isotropic antennas
 
 
 @click.command()
@@ -34,11 +30,6 @@ def wipe(obj: CliContext, yes: bool) -> None:
     click.echo("All local data erased.")
 
 
-def expected_rssi(reference_tx: float, distance_m: float) -> float:
-    """What a calibrated receiver reads from the reference: its TX power less log-distance free-space loss."""
-    return reference_tx - FREE_SPACE_LOSS_1M_DB - 20 * math.log10(distance_m)
-
-
 @click.command()
 @click.option("--reference-tx", type=float, required=True, help="The reference beacon's TX power, dBm.")
 @click.option("--distance", default="1m", show_default=True, help="Distance to the reference, e.g. 1m or 0.5m.")
@@ -52,39 +43,15 @@ def calibrate(
 ) -> None:
     """Measure a reference beacon's median RSSI and write this device's RSSI correction."""
     try:
-        metres = float(distance.lower().removesuffix("m"))
-    except ValueError:
-        raise click.BadParameter(f"{distance!r} is not a distance like 1m", param_hint="--distance") from None
-    if metres <= 0:
-        raise click.BadParameter("must be positive", param_hint="--distance")
-    samples = asyncio.run(_sample(adapter, address.upper(), seconds))
-    if len(samples) < 10:
-        raise click.ClickException(
-            f"heard the reference only {len(samples)} times in {seconds} s; move it closer or check the address"
-        )
-    median = statistics.median(samples)
-    correction = expected_rssi(reference_tx, metres) - median
-    own_tx = (
-        tx_power
-        if tx_power is not None
-        else resolve(load_table(), adapter_model_keys(adapter), read_local(obj.state_dir)).tx_power
-    )
-    path = write_local(obj.state_dir, own_tx, correction, SystemClock().now(), len(samples))
+        metres = parse_distance(distance)
+    except CalibrationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--distance") from None
+    try:
+        m = asyncio.run(measure(adapter, address, seconds, reference_tx, metres))
+        path = record(obj.state_dir, m, tx_power, adapter, SystemClock().now())
+    except CalibrationError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(
-        f"median RSSI {median:.1f} dBm over {len(samples)} samples; expected "
-        f"{expected_rssi(reference_tx, metres):.1f}: RSSI correction {correction:+.1f} dB written to {path}"
+        f"median RSSI {m.median_rssi:.1f} dBm over {m.samples} samples; expected "
+        f"{m.expected_rssi:.1f}: RSSI correction {m.rssi_correction:+.1f} dB written to {path}"
     )
-
-
-async def _sample(adapter: str, address: str, seconds: int) -> list[int]:
-    from bleak import BleakScanner
-
-    samples: list[int] = []
-
-    def seen(device, adv) -> None:  # type: ignore[no-untyped-def]
-        if device.address.upper() == address and adv.rssi is not None and -127 < adv.rssi < 20:
-            samples.append(adv.rssi)
-
-    async with BleakScanner(seen, bluez={"adapter": adapter, "filters": {"DuplicateData": True}}):
-        await asyncio.sleep(seconds)
-    return samples
