@@ -6,11 +6,10 @@ register the new service data → resume scanning. Updating the data in place wo
 old address for a moment (linking them), and a legacy controller (the Pi's) refuses the address change while
 it scans, leaving advertising silently off — hence the pause.
 
-Rotation happens at the live ID's ``valid_until``. Only an ID that outlives the longest rotation interval
-(an EBID period configured above 20 min, say) gets extra address changes at a random 10-20 min: rotating
-earlier than the boundary otherwise would put one ID under two addresses and gain nothing, since the ID
-links them anyway. Failures (BlueZ gone, adapter gone, registration refused) are retried with backoff and
-reported in health; the loop never ends on its own.
+Rotation happens at the live ID's ``valid_until`` and only then: the address lives exactly as long as its
+ID. Changing the address in between (as earlier versions did for IDs living over 20 min) would put one ID
+under two addresses and gain nothing, since the ID links them anyway. Failures (BlueZ gone, adapter gone,
+registration refused) are retried with backoff and reported in health; the loop never ends on its own.
 """
 
 from __future__ import annotations
