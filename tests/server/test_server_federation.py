@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.backend_calls import access_token, batch_of, contacts_heard, file_report, post, register
 from support.backend_harness import T0, RunningBackend, backend_config, running_backend
-from test_server_ebid import access_token, batch_of, contacts_heard, file_report, post, register
 
 from agent.clock import ManualClock
 from agent.schemes import ebid

@@ -7,8 +7,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from multidict import CIMultiDict
+from support.backend_calls import admin_tan, exchange, upload
 from support.backend_harness import DAY, KEYS_PER_UPLOAD, T0, RunningBackend
-from test_server_uploads import admin_tan, exchange, upload
 
 from agent import export, jws
 from agent.clock import ManualClock
