@@ -23,7 +23,9 @@ from agent.ble.names import (
     ADD_MATCH,
     BLUEZ,
     BUS_DAEMON,
+    BUS_DAEMON_PATH,
     GET_MANAGED_OBJECTS,
+    GET_NAME_OWNER,
     INTERFACES_ADDED,
     INTERFACES_REMOVED,
     NAME_OWNER_CHANGED,
@@ -71,14 +73,14 @@ class BluezWatch:
     async def start(self) -> None:
         self.bus.add_message_handler(self._on_message)
         for rule in (
-            f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='NameOwnerChanged',arg0='{BLUEZ}'",
-            f"type='signal',interface='{OBJECT_MANAGER}',member='InterfacesAdded',arg0path='{ADAPTER_PREFIX}'",
-            f"type='signal',interface='{OBJECT_MANAGER}',member='InterfacesRemoved',arg0path='{ADAPTER_PREFIX}'",
-            f"type='signal',interface='{PROPERTIES}',member='PropertiesChanged',arg0='{ADAPTER1}',"
+            f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='{NAME_OWNER_CHANGED}',arg0='{BLUEZ}'",
+            f"type='signal',interface='{OBJECT_MANAGER}',member='{INTERFACES_ADDED}',arg0path='{ADAPTER_PREFIX}'",
+            f"type='signal',interface='{OBJECT_MANAGER}',member='{INTERFACES_REMOVED}',arg0path='{ADAPTER_PREFIX}'",
+            f"type='signal',interface='{PROPERTIES}',member='{PROPERTIES_CHANGED}',arg0='{ADAPTER1}',"
             "path_namespace='/org/bluez'",
         ):
             await self._bus_call(ADD_MATCH, "s", [rule])
-        reply = await self._bus_call("GetNameOwner", "s", [BLUEZ])
+        reply = await self._bus_call(GET_NAME_OWNER, "s", [BLUEZ])
         if reply.message_type is MessageType.METHOD_RETURN:
             self._new_owner(reply.body[0])
         self._lost_task = asyncio.get_running_loop().create_task(self._watch_bus())
@@ -118,7 +120,7 @@ class BluezWatch:
         return await self.bus.call(
             Message(
                 destination=BUS_DAEMON,
-                path="/org/freedesktop/DBus",
+                path=BUS_DAEMON_PATH,
                 interface=BUS_DAEMON,
                 member=member,
                 signature=signature,

@@ -9,9 +9,10 @@ Names come from BlueZ's ``doc/*.rst`` API descriptions and the D-Bus specificati
 
 from __future__ import annotations
 
-# The well-known bus names.
+# The well-known bus names, and the bus daemon's own object.
 BLUEZ = "org.bluez"
 BUS_DAEMON = "org.freedesktop.DBus"
+BUS_DAEMON_PATH = "/org/freedesktop/DBus"
 
 # Standard D-Bus interfaces.
 PROPERTIES = "org.freedesktop.DBus.Properties"
@@ -35,6 +36,8 @@ GET_ALL = "GetAll"
 SET = "Set"
 GET_MANAGED_OBJECTS = "GetManagedObjects"
 ADD_MATCH = "AddMatch"
+REMOVE_MATCH = "RemoveMatch"
+GET_NAME_OWNER = "GetNameOwner"
 
 # Methods of the BlueZ interfaces.
 SET_DISCOVERY_FILTER = "SetDiscoveryFilter"

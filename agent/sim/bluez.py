@@ -36,6 +36,7 @@ from agent.ble.names import (
     ADV_MANAGER,
     ADVERTISEMENT1,
     BUS_DAEMON,
+    BUS_DAEMON_PATH,
     DEVICE1,
     E_ALREADY_EXISTS,
     E_DOES_NOT_EXIST,
@@ -54,6 +55,7 @@ from agent.ble.names import (
     REGISTER_ADVERTISEMENT,
     REGISTER_MONITOR,
     RELEASE,
+    REMOVE_MATCH,
     SET_DISCOVERY_FILTER,
     START_DISCOVERY,
     STOP_DISCOVERY,
@@ -231,7 +233,9 @@ class SimBluez:
     async def start(self) -> None:
         tolerate_full_socket(self.bus)
         self.bus.add_message_handler(self.handle)
-        await self._add_match(f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='NameOwnerChanged'")
+        await self._add_match(
+            f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='{NAME_OWNER_CHANGED}'"
+        )
         self.table.add(CONTROL_PATH, {CONTROL: {"Run": Variant("s", self.run_token)}})
         for cfg in self.config.adapters:
             self._add_adapter(cfg)
@@ -305,7 +309,7 @@ class SimBluez:
         await self.bus.call(
             Message(
                 destination=BUS_DAEMON,
-                path="/org/freedesktop/DBus",
+                path=BUS_DAEMON_PATH,
                 interface=BUS_DAEMON,
                 member=ADD_MATCH,
                 signature="s",
@@ -317,9 +321,9 @@ class SimBluez:
         self.bus.send(
             Message(
                 destination=BUS_DAEMON,
-                path="/org/freedesktop/DBus",
+                path=BUS_DAEMON_PATH,
                 interface=BUS_DAEMON,
-                member="RemoveMatch",
+                member=REMOVE_MATCH,
                 signature="s",
                 body=[rule],
                 flags=MessageFlag.NO_REPLY_EXPECTED,
@@ -540,8 +544,7 @@ class SimBluez:
             interval_s=(parsed.interval_ms or a.cfg.adv_interval_ms) / 1000.0,
         )
         tx.match_rule = (
-            f"type='signal',sender='{sender}',path='{path}',"
-            "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'"
+            f"type='signal',sender='{sender}',path='{path}',interface='{PROPERTIES}',member='{PROPERTIES_CHANGED}'"
         )
         try:  # follow in-place updates from before the reply, as bluetoothd's property watch does
             await self._add_match(tx.match_rule)

@@ -14,7 +14,16 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from agent.ble.names import ADAPTER1, ADAPTER_PREFIX, BLUEZ, BUS_DAEMON, PROPERTIES, SET
+from agent.ble.names import (
+    ADAPTER1,
+    ADAPTER_PREFIX,
+    BLUEZ,
+    BUS_DAEMON,
+    BUS_DAEMON_PATH,
+    GET_NAME_OWNER,
+    PROPERTIES,
+    SET,
+)
 from agent.sim.bluez import CONTROL, CONTROL_PATH
 
 CALL_TIMEOUT_S = 10.0
@@ -62,9 +71,9 @@ class SimControl:
         reply = await self.bus.call(
             Message(
                 destination=BUS_DAEMON,
-                path="/org/freedesktop/DBus",
+                path=BUS_DAEMON_PATH,
                 interface=BUS_DAEMON,
-                member="GetNameOwner",
+                member=GET_NAME_OWNER,
                 signature="s",
                 body=[BLUEZ],
             )
