@@ -8,16 +8,22 @@ metadata advertises which of these was used (calibration confidence), so receive
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from agent.ble.sampler import sample_rssi
 from agent.paths import ensure_private_dir
 from agent.schemes.gaen import CALIBRATION_CONFIDENCE
 
 LOCAL_FILE = "calibration.toml"
+FREE_SPACE_LOSS_1M_DB = 41.0  # 2.4 GHz, isotropic antennas
+MIN_SAMPLES = 10  # fewer readings than this and the median says more about luck than about the receiver
 
 
 class CalibrationError(ValueError):
@@ -127,3 +133,59 @@ def write_local(state_dir: Path, tx_power: int, rssi_correction: float, measured
         os.close(fd)
     os.replace(tmp, path)
     return path
+
+
+# The measurement behind ``proxitrace calibrate``: a reference beacon of known TX power at a known distance
+# should read a predictable RSSI; what this receiver reads instead is its correction.
+
+
+@dataclass(frozen=True)
+class Measurement:
+    median_rssi: float
+    expected_rssi: float
+    samples: int
+
+    @property
+    def rssi_correction(self) -> float:
+        """What to add to this receiver's readings so that they match a calibrated receiver's."""
+        return self.expected_rssi - self.median_rssi
+
+
+def parse_distance(text: str) -> float:
+    """``1m``, ``0.5m`` or ``2`` as metres; anything else is a one-line error."""
+    try:
+        metres = float(text.lower().removesuffix("m"))
+    except ValueError:
+        raise CalibrationError(f"{text!r} is not a distance like 1m") from None
+    if not metres > 0:
+        raise CalibrationError("must be positive")
+    return metres
+
+
+def expected_rssi(reference_tx: float, distance_m: float) -> float:
+    """What a calibrated receiver reads from the reference: its TX power less log-distance free-space loss."""
+    return reference_tx - FREE_SPACE_LOSS_1M_DB - 20 * math.log10(distance_m)
+
+
+def measurement_of(samples: Sequence[int], reference_tx: float, distance_m: float, seconds: float) -> Measurement:
+    """The median of what was heard against what should have been heard (pure)."""
+    if len(samples) < MIN_SAMPLES:
+        raise CalibrationError(
+            f"heard the reference only {len(samples)} times in {seconds:g} s; move it closer or check the address"
+        )
+    return Measurement(statistics.median(samples), expected_rssi(reference_tx, distance_m), len(samples))
+
+
+async def measure(adapter: str, address: str, seconds: float, reference_tx: float, distance_m: float) -> Measurement:
+    """Listen to the reference on ``adapter`` for ``seconds`` and compare its median RSSI with the expected one."""
+    return measurement_of(await sample_rssi(adapter, address, seconds), reference_tx, distance_m, seconds)
+
+
+def record(state_dir: Path, measurement: Measurement, tx_power: int | None, adapter: str, now: float) -> Path:
+    """Write the correction, with this device's own TX power: the one given, else the one it uses today."""
+    own_tx = (
+        tx_power
+        if tx_power is not None
+        else resolve(load_table(), adapter_model_keys(adapter), read_local(state_dir)).tx_power
+    )
+    return write_local(state_dir, own_tx, measurement.rssi_correction, now, measurement.samples)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import signing_keys
+from agent.ble.settings import BleSettings
 from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.configfile import ConfigError, build, read_toml
 from agent.risk import RiskSettings
@@ -221,6 +222,19 @@ def _public_key(text: str, key: str) -> ec.EllipticCurvePublicKey:
         return signing_keys.parse_public_key(text, source=key)
     except signing_keys.SigningKeyError as exc:
         raise ConfigError(exc.reason) from None
+
+
+def ble_settings(ble: BleSection, tx_power: int) -> BleSettings:
+    """The BLE edge's settings from the [ble] table; a configured tx_power beats the calibrated one."""
+    return BleSettings(
+        advertise_adapter=ble.advertise_adapter,
+        scan_adapters=ble.scan_adapters,
+        tx_power=ble.tx_power if ble.tx_power is not None else tx_power,
+        scan_seconds=ble.scan_seconds,
+        scan_period_seconds=ble.scan_period_seconds,
+        passive=ble.passive,
+        watchdog_s=ble.watchdog_seconds,
+    )
 
 
 def _check(config: AgentConfig) -> None:

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import aiohttp
 
-from agent.ble.edge import BleEdge, BleSettings
+from agent.ble.edge import BleEdge, BleHealth
 from agent.calibration import Calibration
 from agent.clock import Clock
-from agent.config import AgentConfig, device_calibration, risk_settings, sync_settings
+from agent.config import AgentConfig, ble_settings, device_calibration, risk_settings, sync_settings
 from agent.keys import KeyRing
 from agent.notify import run_hook
 from agent.schemes.base import Scheme, SchemeName
 from agent.sdnotify import Notifier
-from agent.status import AgentStatus, TaskStatus, write_status
+from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
 from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService
@@ -96,7 +96,7 @@ class Daemon:
             self.keys.ensure(self.clock.now())
             self._scheme_now = self.keys.scheme()
             self.edge = BleEdge(
-                BleSettings.from_config(ble, self.calibration.tx_power),
+                ble_settings(ble, self.calibration.tx_power),
                 self._scheme_now,
                 self.aggregator.add_sighting,
                 self.clock,
@@ -240,7 +240,16 @@ class Daemon:
             last_sync_at=self.state.last_sync_at,
             last_sync_ok=self.state.last_sync_ok,
             exposure=self.state.exposure,
-            adapters=health.adapter_statuses() if health else (),
+            adapters=_adapter_statuses(health),
             tasks=tuple(TaskStatus(t.name, t.running, t.restarts, t.last_error) for t in self.supervisor.health()),
         )
         write_status(self.state_dir, status)
+
+
+def _adapter_statuses(health: BleHealth | None) -> tuple[AdapterStatus, ...]:
+    """The edge's per-adapter health, as the status snapshot's adapter lines."""
+    if health is None:
+        return ()
+    return tuple(
+        AdapterStatus(a.name, a.present, a.advertising, a.scanning, a.last_heard_at) for a in health.adapter_statuses()
+    )

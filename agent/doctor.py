@@ -20,6 +20,8 @@ from typing import Literal
 from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from agent.ble.names import ADAPTER1, ADV_MANAGER, BLUEZ, GET_MANAGED_OBJECTS, MONITOR_MANAGER, OBJECT_MANAGER
+
 Status = Literal["ok", "warning", "error"]
 BROKEN_ADVERTISING_KERNELS = ("6.12.93", "6.18.34")  # Pi kernels; fixed in later kernels / BlueZ 5.87
 BLUEZ_FIXES_BROKEN_KERNELS = (5, 87)
@@ -310,10 +312,10 @@ async def _bluez_adapters(timeout: float) -> tuple[tuple[AdapterFacts, ...], str
         reply = await asyncio.wait_for(
             bus.call(
                 Message(
-                    destination="org.bluez",
+                    destination=BLUEZ,
                     path="/",
-                    interface="org.freedesktop.DBus.ObjectManager",
-                    member="GetManagedObjects",
+                    interface=OBJECT_MANAGER,
+                    member=GET_MANAGED_OBJECTS,
                 )
             ),
             timeout,
@@ -327,13 +329,11 @@ async def _bluez_adapters(timeout: float) -> tuple[tuple[AdapterFacts, ...], str
         return (), str(name)
     adapters = []
     for path, interfaces in sorted(reply.body[0].items()):
-        props = interfaces.get("org.bluez.Adapter1")
+        props = interfaces.get(ADAPTER1)
         if props is None:
             continue
-        adv = interfaces.get("org.bluez.LEAdvertisingManager1")
-        adapters.append(
-            _adapter_facts(path.rsplit("/", 1)[-1], props, adv, "org.bluez.AdvertisementMonitorManager1" in interfaces)
-        )
+        adv = interfaces.get(ADV_MANAGER)
+        adapters.append(_adapter_facts(path.rsplit("/", 1)[-1], props, adv, MONITOR_MANAGER in interfaces))
     return tuple(adapters), None
 
 

@@ -341,10 +341,6 @@ class Store:
     def is_list_processed(self, sha256: str) -> bool:
         return self.db.conn.execute("SELECT 1 FROM processed_lists WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
-    def mark_list_processed(self, sha256: str, source: str, keys: int, now: float) -> None:
-        with self.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO processed_lists VALUES (?, ?, ?, ?)", (sha256, source, keys, now))
-
     def record_exposures(
         self,
         records: Iterable[ExposureRecord],

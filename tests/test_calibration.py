@@ -6,7 +6,10 @@ import pytest
 from agent.calibration import (
     CalibrationError,
     adapter_model_keys,
+    expected_rssi,
     load_table,
+    measurement_of,
+    parse_distance,
     read_local,
     resolve,
     write_local,
@@ -70,3 +73,23 @@ def test_local_calibration_is_private_and_round_trips(tmp_path: Path) -> None:
     path.write_text("tx_power = [")
     with pytest.raises(CalibrationError):
         read_local(tmp_path)
+
+
+def test_expected_rssi_is_tx_power_less_free_space_loss() -> None:
+    assert expected_rssi(0.0, 1.0) == -41.0
+    assert abs(expected_rssi(-4.0, 2.0) - (-4.0 - 41.0 - 6.0206)) < 1e-3  # 6 dB more loss per doubling
+
+
+def test_a_measurement_is_the_median_against_the_expected_reading() -> None:
+    m = measurement_of([-60, -50, -52, -51, -49, -53, -50, -48, -51, -90], 0.0, 1.0, 5)
+    assert m.median_rssi == -51.0 and m.samples == 10 and m.rssi_correction == 10.0  # the outliers do not pull it
+
+
+def test_too_few_readings_or_a_bad_distance_are_one_line_errors() -> None:
+    with pytest.raises(CalibrationError, match="heard the reference only 9 times in 5 s"):
+        measurement_of([-50] * 9, 0.0, 1.0, 5)
+    assert parse_distance("0.5m") == 0.5 and parse_distance("2") == 2.0
+    with pytest.raises(CalibrationError, match="not a distance like 1m"):
+        parse_distance("two metres")
+    with pytest.raises(CalibrationError, match="must be positive"):
+        parse_distance("-1m")

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-BLUEZ = "org.bluez"
-ADAPTER1 = "org.bluez.Adapter1"
+from agent.ble.names import ADAPTER1, ADAPTER_PREFIX, BLUEZ, E_DBUS_FAILED, PROPERTIES, SET
+
 NO_ADVERTISING = frozenset({"", "none", "off"})
 _INDEX = re.compile(r"(\d+)$")
 
@@ -57,12 +57,12 @@ async def set_powered(bus: MessageBus, adapter: str, on: bool) -> None:
     reply = await bus.call(
         Message(
             destination=BLUEZ,
-            path=f"/org/bluez/{adapter}",
-            interface="org.freedesktop.DBus.Properties",
-            member="Set",
+            path=f"{ADAPTER_PREFIX}{adapter}",
+            interface=PROPERTIES,
+            member=SET,
             signature="ssv",
             body=[ADAPTER1, "Powered", Variant("b", on)],
         )
     )
     if reply.message_type is MessageType.ERROR:
-        raise DBusError(reply.error_name or "org.freedesktop.DBus.Error.Failed", str(reply.body[:1]), reply)
+        raise DBusError(reply.error_name or E_DBUS_FAILED, str(reply.body[:1]), reply)

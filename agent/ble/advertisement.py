@@ -14,9 +14,9 @@ from dbus_fast import PropertyAccess, Variant
 from dbus_fast.annotations import DBusSignature, DBusStr
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
 
+from agent.ble.names import ADVERTISEMENT1
 from agent.schemes.base import uuid128
 
-ADVERTISEMENT1 = "org.bluez.LEAdvertisement1"
 StrList = Annotated[list[str], DBusSignature("as")]
 ServiceDataDict = Annotated[dict[str, Variant], DBusSignature("a{sv}")]
 

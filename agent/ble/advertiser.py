@@ -6,11 +6,10 @@ register the new service data → resume scanning. Updating the data in place wo
 old address for a moment (linking them), and a legacy controller (the Pi's) refuses the address change while
 it scans, leaving advertising silently off — hence the pause.
 
-Rotation happens at the live ID's ``valid_until``. Only an ID that outlives the longest rotation interval
-(an EBID period configured above 20 min, say) gets extra address changes at a random 10-20 min: rotating
-earlier than the boundary otherwise would put one ID under two addresses and gain nothing, since the ID
-links them anyway. Failures (BlueZ gone, adapter gone, registration refused) are retried with backoff and
-reported in health; the loop never ends on its own.
+Rotation happens at the live ID's ``valid_until`` and only then: the address lives exactly as long as its
+ID. Changing the address in between (as earlier versions did for IDs living over 20 min) would put one ID
+under two addresses and gain nothing, since the ID links them anyway. Failures (BlueZ gone, adapter gone,
+registration refused) are retried with backoff and reported in health; the loop never ends on its own.
 """
 
 from __future__ import annotations
@@ -28,14 +27,22 @@ from dbus_fast.aio import MessageBus
 from agent.aio import first, within
 from agent.backoff import backoff_delay
 from agent.ble.advertisement import Advertisement
-from agent.ble.bluez_watch import BLUEZ, BluezState, BluezWatch
+from agent.ble.bluez_watch import BluezState, BluezWatch
 from agent.ble.errors import classify, dbus_error_name, describe
+from agent.ble.names import (
+    ADAPTER_PREFIX,
+    ADV_MANAGER,
+    BLUEZ,
+    E_ALREADY_EXISTS,
+    E_DBUS_FAILED,
+    E_DOES_NOT_EXIST,
+    REGISTER_ADVERTISEMENT,
+    UNREGISTER_ADVERTISEMENT,
+)
 from agent.clock import Clock, SystemClock
 from agent.schemes.base import Broadcast, Scheme
 
 log = logging.getLogger(__name__)
-
-ADV_MANAGER = "org.bluez.LEAdvertisingManager1"
 
 
 class ScanPauser(Protocol):
@@ -133,7 +140,7 @@ class Advertiser:
             self._advertising = False
             if self._registered and bus.connected:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await within(self._io, 2.0, self._call("UnregisterAdvertisement", "o", [self.path]))
+                    await within(self._io, 2.0, self._call(UNREGISTER_ADVERTISEMENT, "o", [self.path]))
             self._registered = False
             with contextlib.suppress(Exception):
                 bus.unexport(self.path, ad)
@@ -193,20 +200,20 @@ class Advertiser:
 
     async def _register(self) -> None:
         try:
-            await self._call("RegisterAdvertisement", "oa{sv}", [self.path, {}])
+            await self._call(REGISTER_ADVERTISEMENT, "oa{sv}", [self.path, {}])
         except DBusError as exc:
-            if dbus_error_name(exc) != "org.bluez.Error.AlreadyExists":
+            if dbus_error_name(exc) != E_ALREADY_EXISTS:
                 raise
             # an earlier Register we gave up on completed after all: take it back and register afresh
             await self._unregister()
-            await self._call("RegisterAdvertisement", "oa{sv}", [self.path, {}])
+            await self._call(REGISTER_ADVERTISEMENT, "oa{sv}", [self.path, {}])
 
     async def _unregister(self) -> None:
         self._registered = False
         try:
-            await self._call("UnregisterAdvertisement", "o", [self.path])
+            await self._call(UNREGISTER_ADVERTISEMENT, "o", [self.path])
         except DBusError as exc:
-            if dbus_error_name(exc) != "org.bluez.Error.DoesNotExist":
+            if dbus_error_name(exc) != E_DOES_NOT_EXIST:
                 raise
 
     async def _stop_advertising(self) -> None:
@@ -221,7 +228,7 @@ class Advertiser:
         assert self._bus is not None
         msg = Message(
             destination=BLUEZ,
-            path=f"/org/bluez/{self.adapter}",
+            path=f"{ADAPTER_PREFIX}{self.adapter}",
             interface=ADV_MANAGER,
             member=member,
             signature=signature,
@@ -229,7 +236,7 @@ class Advertiser:
         )
         reply = await within(self._io, self._call_timeout, self._bus.call(msg))
         if reply.message_type is MessageType.ERROR:
-            raise DBusError(reply.error_name or "org.freedesktop.DBus.Error.Failed", str(reply.body[:1]), reply)
+            raise DBusError(reply.error_name or E_DBUS_FAILED, str(reply.body[:1]), reply)
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1

@@ -17,14 +17,24 @@ from dataclasses import dataclass, replace
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-log = logging.getLogger(__name__)
+from agent.ble.names import (
+    ADAPTER1,
+    ADAPTER_PREFIX,
+    ADD_MATCH,
+    BLUEZ,
+    BUS_DAEMON,
+    BUS_DAEMON_PATH,
+    GET_MANAGED_OBJECTS,
+    GET_NAME_OWNER,
+    INTERFACES_ADDED,
+    INTERFACES_REMOVED,
+    NAME_OWNER_CHANGED,
+    OBJECT_MANAGER,
+    PROPERTIES,
+    PROPERTIES_CHANGED,
+)
 
-BLUEZ = "org.bluez"
-ADAPTER1 = "org.bluez.Adapter1"
-OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
-PROPERTIES = "org.freedesktop.DBus.Properties"
-BUS_DAEMON = "org.freedesktop.DBus"
-ADAPTER_PREFIX = "/org/bluez/"
+log = logging.getLogger(__name__)
 
 
 class BusLost(ConnectionError):
@@ -63,14 +73,14 @@ class BluezWatch:
     async def start(self) -> None:
         self.bus.add_message_handler(self._on_message)
         for rule in (
-            f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='NameOwnerChanged',arg0='{BLUEZ}'",
-            f"type='signal',interface='{OBJECT_MANAGER}',member='InterfacesAdded',arg0path='{ADAPTER_PREFIX}'",
-            f"type='signal',interface='{OBJECT_MANAGER}',member='InterfacesRemoved',arg0path='{ADAPTER_PREFIX}'",
-            f"type='signal',interface='{PROPERTIES}',member='PropertiesChanged',arg0='{ADAPTER1}',"
+            f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='{NAME_OWNER_CHANGED}',arg0='{BLUEZ}'",
+            f"type='signal',interface='{OBJECT_MANAGER}',member='{INTERFACES_ADDED}',arg0path='{ADAPTER_PREFIX}'",
+            f"type='signal',interface='{OBJECT_MANAGER}',member='{INTERFACES_REMOVED}',arg0path='{ADAPTER_PREFIX}'",
+            f"type='signal',interface='{PROPERTIES}',member='{PROPERTIES_CHANGED}',arg0='{ADAPTER1}',"
             "path_namespace='/org/bluez'",
         ):
-            await self._bus_call("AddMatch", "s", [rule])
-        reply = await self._bus_call("GetNameOwner", "s", [BLUEZ])
+            await self._bus_call(ADD_MATCH, "s", [rule])
+        reply = await self._bus_call(GET_NAME_OWNER, "s", [BLUEZ])
         if reply.message_type is MessageType.METHOD_RETURN:
             self._new_owner(reply.body[0])
         self._lost_task = asyncio.get_running_loop().create_task(self._watch_bus())
@@ -110,7 +120,7 @@ class BluezWatch:
         return await self.bus.call(
             Message(
                 destination=BUS_DAEMON,
-                path="/org/freedesktop/DBus",
+                path=BUS_DAEMON_PATH,
                 interface=BUS_DAEMON,
                 member=member,
                 signature=signature,
@@ -121,26 +131,26 @@ class BluezWatch:
     def _on_message(self, msg: Message) -> bool:
         if msg.message_type is not MessageType.SIGNAL:
             return False
-        if msg.member == "NameOwnerChanged" and msg.sender == BUS_DAEMON and msg.body[0] == BLUEZ:
+        if msg.member == NAME_OWNER_CHANGED and msg.sender == BUS_DAEMON and msg.body[0] == BLUEZ:
             self._new_owner(msg.body[2])
-        elif msg.member == "PropertiesChanged" and msg.body[0] == ADAPTER1 and "Powered" in msg.body[1]:
+        elif msg.member == PROPERTIES_CHANGED and msg.body[0] == ADAPTER1 and "Powered" in msg.body[1]:
             name = adapter_name(msg.path or "")
             if name is not None and msg.sender == self.state.owner:
                 self._set_powered(name, bool(msg.body[1]["Powered"].value))
-        elif msg.member in ("InterfacesAdded", "InterfacesRemoved") and msg.interface == OBJECT_MANAGER:
+        elif msg.member in (INTERFACES_ADDED, INTERFACES_REMOVED) and msg.interface == OBJECT_MANAGER:
             owner = self.state.owner
             if owner is None or msg.sender != owner:
                 return False  # only BlueZ itself speaks for BlueZ's objects
             name = adapter_name(msg.body[0])
             if name is None:
                 return False
-            if msg.member == "InterfacesAdded" and ADAPTER1 in msg.body[1]:
+            if msg.member == INTERFACES_ADDED and ADAPTER1 in msg.body[1]:
                 log.info("adapter %s appeared", name)
                 self._publish(replace(self.state, adapters=self.state.adapters | {name}))
                 powered = msg.body[1][ADAPTER1].get("Powered")
                 if powered is not None:
                     self._set_powered(name, bool(powered.value))
-            elif msg.member == "InterfacesRemoved" and ADAPTER1 in msg.body[1]:
+            elif msg.member == INTERFACES_REMOVED and ADAPTER1 in msg.body[1]:
                 log.warning("adapter %s disappeared", name)
                 self._publish(replace(self.state, adapters=self.state.adapters - {name}))
         return False
@@ -170,7 +180,7 @@ class BluezWatch:
 
     async def _read_adapters(self, owner: str) -> None:
         reply = await self.bus.call(
-            Message(destination=owner, path="/", interface=OBJECT_MANAGER, member="GetManagedObjects")
+            Message(destination=owner, path="/", interface=OBJECT_MANAGER, member=GET_MANAGED_OBJECTS)
         )
         if reply.message_type is not MessageType.METHOD_RETURN or self.state.owner != owner:
             return

@@ -22,36 +22,22 @@ from agent.ble.advertiser import Advertiser, AdvertiserHealth
 from agent.ble.bluez_watch import BluezState, BluezWatch, BusLost
 from agent.ble.errors import describe
 from agent.ble.scanner import DutyCycle, Scanner, ScannerHealth, Sink
+from agent.ble.settings import BleSettings
 from agent.clock import Clock, SystemClock
-from agent.config import BleSection
 from agent.schemes.base import Scheme
-from agent.status import AdapterStatus
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class BleSettings:
-    advertise_adapter: str | None = "auto"
-    scan_adapters: tuple[str, ...] = ("auto",)
-    tx_power: int = -8
-    include_tx_power: bool = False
-    scan_seconds: float = 0.0
-    scan_period_seconds: float = 0.0
-    passive: bool = False
-    watchdog_s: float = 90.0
+class AdapterHealth:
+    """One adapter as the edge sees it; the daemon copies these lines into its status snapshot."""
 
-    @classmethod
-    def from_config(cls, ble: BleSection, tx_power: int) -> BleSettings:
-        return cls(
-            advertise_adapter=ble.advertise_adapter,
-            scan_adapters=ble.scan_adapters,
-            tx_power=ble.tx_power if ble.tx_power is not None else tx_power,
-            scan_seconds=ble.scan_seconds,
-            scan_period_seconds=ble.scan_period_seconds,
-            passive=ble.passive,
-            watchdog_s=ble.watchdog_seconds,
-        )
+    name: str
+    present: bool
+    advertising: bool
+    scanning: bool
+    last_heard_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,8 +49,8 @@ class BleHealth:
     scanners: tuple[ScannerHealth, ...]
     last_error: str | None
 
-    def adapter_statuses(self) -> tuple[AdapterStatus, ...]:
-        """The per-adapter lines of the status snapshot (agent.status)."""
+    def adapter_statuses(self) -> tuple[AdapterHealth, ...]:
+        """One line per adapter in use, advertiser's first: what the daemon's status snapshot shows per adapter."""
         names = dict.fromkeys(
             ([self.advertiser.adapter] if self.advertiser else []) + [s.adapter for s in self.scanners]
         )
@@ -74,7 +60,7 @@ class BleHealth:
             scan = scans.get(name)
             advertising = bool(self.advertiser and self.advertiser.adapter == name and self.advertiser.advertising)
             out.append(
-                AdapterStatus(
+                AdapterHealth(
                     name=name,
                     present=scan.present if scan else self.bluez_running,
                     advertising=advertising,

@@ -13,6 +13,27 @@ import enum
 from bleak.exc import BleakBluetoothNotAvailableError, BleakBluetoothNotAvailableReason, BleakDBusError, BleakError
 from dbus_fast import DBusError
 
+from agent.ble.names import (
+    E_ACCESS_DENIED,
+    E_ALREADY_EXISTS,
+    E_BUSY,
+    E_DISCONNECTED,
+    E_DOES_NOT_EXIST,
+    E_FAILED,
+    E_IN_PROGRESS,
+    E_INVALID_ARGUMENTS,
+    E_NAME_HAS_NO_OWNER,
+    E_NO_REPLY,
+    E_NOT_AUTHORIZED,
+    E_NOT_PERMITTED,
+    E_NOT_READY,
+    E_NOT_SUPPORTED,
+    E_SERVICE_UNKNOWN,
+    E_TIMEOUT,
+    E_UNKNOWN_METHOD,
+    E_UNKNOWN_OBJECT,
+)
+
 
 class ErrorKind(enum.Enum):
     TRANSIENT = "transient"  # InProgress, Failed, a timeout: restart after a short backoff
@@ -26,24 +47,24 @@ class ErrorKind(enum.Enum):
 
 
 _BY_DBUS_NAME = {
-    "org.bluez.Error.InProgress": ErrorKind.TRANSIENT,
-    "org.bluez.Error.Failed": ErrorKind.TRANSIENT,
-    "org.bluez.Error.Busy": ErrorKind.TRANSIENT,
-    "org.freedesktop.DBus.Error.NoReply": ErrorKind.TRANSIENT,
-    "org.freedesktop.DBus.Error.Timeout": ErrorKind.TRANSIENT,
-    "org.bluez.Error.NotReady": ErrorKind.NOT_READY,
-    "org.bluez.Error.DoesNotExist": ErrorKind.ADAPTER_GONE,
-    "org.freedesktop.DBus.Error.UnknownObject": ErrorKind.ADAPTER_GONE,
-    "org.freedesktop.DBus.Error.UnknownMethod": ErrorKind.ADAPTER_GONE,
-    "org.freedesktop.DBus.Error.ServiceUnknown": ErrorKind.BLUEZ_GONE,
-    "org.freedesktop.DBus.Error.NameHasNoOwner": ErrorKind.BLUEZ_GONE,
-    "org.freedesktop.DBus.Error.Disconnected": ErrorKind.BUS_GONE,
-    "org.bluez.Error.NotSupported": ErrorKind.UNSUPPORTED,
-    "org.bluez.Error.InvalidArguments": ErrorKind.REJECTED,
-    "org.bluez.Error.NotPermitted": ErrorKind.REJECTED,
-    "org.bluez.Error.NotAuthorized": ErrorKind.REJECTED,
-    "org.freedesktop.DBus.Error.AccessDenied": ErrorKind.REJECTED,
-    "org.bluez.Error.AlreadyExists": ErrorKind.REJECTED,
+    E_IN_PROGRESS: ErrorKind.TRANSIENT,
+    E_FAILED: ErrorKind.TRANSIENT,
+    E_BUSY: ErrorKind.TRANSIENT,
+    E_NO_REPLY: ErrorKind.TRANSIENT,
+    E_TIMEOUT: ErrorKind.TRANSIENT,
+    E_NOT_READY: ErrorKind.NOT_READY,
+    E_DOES_NOT_EXIST: ErrorKind.ADAPTER_GONE,
+    E_UNKNOWN_OBJECT: ErrorKind.ADAPTER_GONE,
+    E_UNKNOWN_METHOD: ErrorKind.ADAPTER_GONE,
+    E_SERVICE_UNKNOWN: ErrorKind.BLUEZ_GONE,
+    E_NAME_HAS_NO_OWNER: ErrorKind.BLUEZ_GONE,
+    E_DISCONNECTED: ErrorKind.BUS_GONE,
+    E_NOT_SUPPORTED: ErrorKind.UNSUPPORTED,
+    E_INVALID_ARGUMENTS: ErrorKind.REJECTED,
+    E_NOT_PERMITTED: ErrorKind.REJECTED,
+    E_NOT_AUTHORIZED: ErrorKind.REJECTED,
+    E_ACCESS_DENIED: ErrorKind.REJECTED,
+    E_ALREADY_EXISTS: ErrorKind.REJECTED,
 }
 
 

@@ -18,9 +18,10 @@ from dbus_fast import NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from agent.aio import first
+from agent.ble.names import BLUEZ
 from agent.clock import Clock, SystemClock, clock_from_spec
 from agent.sim.air_log import AirLogWriter
-from agent.sim.bluez import BLUEZ, SimBluez
+from agent.sim.bluez import SimBluez
 from agent.sim.config import SimConfig, load_sim_config
 
 log = logging.getLogger("agent.sim")

@@ -29,6 +29,39 @@ from typing import Any
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from agent.ble.names import (
+    ADAPTER1,
+    ADAPTER_PREFIX,
+    ADD_MATCH,
+    ADV_MANAGER,
+    ADVERTISEMENT1,
+    BUS_DAEMON,
+    BUS_DAEMON_PATH,
+    DEVICE1,
+    E_ALREADY_EXISTS,
+    E_DOES_NOT_EXIST,
+    E_FAILED,
+    E_IN_PROGRESS,
+    E_INVALID_ARGUMENTS,
+    E_NOT_PERMITTED,
+    E_NOT_READY,
+    GET,
+    GET_ALL,
+    MONITOR1,
+    MONITOR_MANAGER,
+    NAME_OWNER_CHANGED,
+    PROPERTIES,
+    PROPERTIES_CHANGED,
+    REGISTER_ADVERTISEMENT,
+    REGISTER_MONITOR,
+    RELEASE,
+    REMOVE_MATCH,
+    SET_DISCOVERY_FILTER,
+    START_DISCOVERY,
+    STOP_DISCOVERY,
+    UNREGISTER_ADVERTISEMENT,
+    UNREGISTER_MONITOR,
+)
 from agent.clock import Clock
 from agent.sim import air_log as al
 from agent.sim.advert import AdvertError, ParsedAdvert, matches_or_patterns, parse_advertisement, parse_uuid
@@ -38,29 +71,14 @@ from agent.sim.radio import Track, advertising_events, distance, sample_rssi
 
 log = logging.getLogger(__name__)
 
-BLUEZ = "org.bluez"
-ADAPTER1 = "org.bluez.Adapter1"
-ADV_MANAGER = "org.bluez.LEAdvertisingManager1"
-MONITOR_MANAGER = "org.bluez.AdvertisementMonitorManager1"
-DEVICE1 = "org.bluez.Device1"
-ADVERTISEMENT1 = "org.bluez.LEAdvertisement1"
-MONITOR1 = "org.bluez.AdvertisementMonitor1"
 CONTROL = "org.proxitrace.Sim1"
 CONTROL_PATH = "/org/proxitrace/sim"
-BUS_DAEMON = "org.freedesktop.DBus"
 
-E_FAILED = "org.bluez.Error.Failed"
-E_NOT_READY = "org.bluez.Error.NotReady"
-E_IN_PROGRESS = "org.bluez.Error.InProgress"
-E_INVALID_ARGS = "org.bluez.Error.InvalidArguments"
-E_ALREADY_EXISTS = "org.bluez.Error.AlreadyExists"
-E_DOES_NOT_EXIST = "org.bluez.Error.DoesNotExist"
-E_NOT_PERMITTED = "org.bluez.Error.NotPermitted"
 E_CONTROL = "org.proxitrace.Sim1.Error"
 CALLBACK_TIMEOUT_S = 5.0
 MAX_SEND_BACKLOG = 2000
 FAULTABLE = frozenset(
-    {"SetDiscoveryFilter", "StartDiscovery", "StopDiscovery", "RegisterAdvertisement", "UnregisterAdvertisement"}
+    {SET_DISCOVERY_FILTER, START_DISCOVERY, STOP_DISCOVERY, REGISTER_ADVERTISEMENT, UNREGISTER_ADVERTISEMENT}
 )
 
 
@@ -140,7 +158,7 @@ class SimAdapter:
 
     @property
     def path(self) -> str:
-        return f"/org/bluez/{self.cfg.name}"
+        return f"{ADAPTER_PREFIX}{self.cfg.name}"
 
     @property
     def discovering(self) -> bool:
@@ -215,7 +233,9 @@ class SimBluez:
     async def start(self) -> None:
         tolerate_full_socket(self.bus)
         self.bus.add_message_handler(self.handle)
-        await self._add_match(f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='NameOwnerChanged'")
+        await self._add_match(
+            f"type='signal',sender='{BUS_DAEMON}',interface='{BUS_DAEMON}',member='{NAME_OWNER_CHANGED}'"
+        )
         self.table.add(CONTROL_PATH, {CONTROL: {"Run": Variant("s", self.run_token)}})
         for cfg in self.config.adapters:
             self._add_adapter(cfg)
@@ -257,7 +277,7 @@ class SimBluez:
                 return True
             if msg.interface == CONTROL and msg.path == CONTROL_PATH:
                 return self._control(msg)
-            adapter = self.adapters.get((msg.path or "").removeprefix("/org/bluez/"))
+            adapter = self.adapters.get((msg.path or "").removeprefix(ADAPTER_PREFIX))
             if adapter is None or msg.path != adapter.path:
                 return False
             if msg.member in FAULTABLE:
@@ -289,9 +309,9 @@ class SimBluez:
         await self.bus.call(
             Message(
                 destination=BUS_DAEMON,
-                path="/org/freedesktop/DBus",
+                path=BUS_DAEMON_PATH,
                 interface=BUS_DAEMON,
-                member="AddMatch",
+                member=ADD_MATCH,
                 signature="s",
                 body=[rule],
             )
@@ -301,9 +321,9 @@ class SimBluez:
         self.bus.send(
             Message(
                 destination=BUS_DAEMON,
-                path="/org/freedesktop/DBus",
+                path=BUS_DAEMON_PATH,
                 interface=BUS_DAEMON,
-                member="RemoveMatch",
+                member=REMOVE_MATCH,
                 signature="s",
                 body=[rule],
                 flags=MessageFlag.NO_REPLY_EXPECTED,
@@ -386,7 +406,7 @@ class SimBluez:
                 destination=tx.owner,
                 path=tx.path,
                 interface=ADVERTISEMENT1,
-                member="Release",
+                member=RELEASE,
                 flags=MessageFlag.NO_REPLY_EXPECTED,
             )
         )
@@ -396,7 +416,7 @@ class SimBluez:
             self.table.update(a.path, ADAPTER1, {"Discovering": Variant("b", a.discovering)})
 
     def _set_powered(self, path: str, value: Variant) -> tuple[str, str] | None:
-        a = self.adapters.get(path.removeprefix("/org/bluez/"))
+        a = self.adapters.get(path.removeprefix(ADAPTER_PREFIX))
         if a is None:
             return (E_DOES_NOT_EXIST, "No such adapter")
         on = bool(value.value)
@@ -422,10 +442,10 @@ class SimBluez:
 
     def _adapter_call(self, a: SimAdapter, msg: Message) -> bool:
         member, sig, sender = msg.member, msg.signature, msg.sender or ""
-        if member == "SetDiscoveryFilter" and sig == "a{sv}":
+        if member == SET_DISCOVERY_FILTER and sig == "a{sv}":
             a.filters[sender] = _parse_filter(msg.body[0])
             return self._reply(msg)
-        if member == "StartDiscovery" and sig == "":
+        if member == START_DISCOVERY and sig == "":
             if not a.powered:
                 raise CallError(E_NOT_READY, "Resource Not Ready")
             if sender in a.sessions:
@@ -437,7 +457,7 @@ class SimBluez:
             a.discovery_starts += 1
             self._set_discovering(a, was)
             return self._reply(msg)
-        if member == "StopDiscovery" and sig == "":
+        if member == STOP_DISCOVERY and sig == "":
             if sender not in a.sessions:
                 raise CallError(E_FAILED, "No discovery started")
             was = a.discovering
@@ -464,7 +484,7 @@ class SimBluez:
 
     def _adv_manager_call(self, a: SimAdapter, msg: Message) -> bool:
         sender = msg.sender or ""
-        if msg.member == "RegisterAdvertisement" and msg.signature == "oa{sv}":
+        if msg.member == REGISTER_ADVERTISEMENT and msg.signature == "oa{sv}":
             key = (sender, msg.body[0])
             if key in a.adverts or (a.name, *key) in self.pending:
                 raise CallError(E_ALREADY_EXISTS, "Already Exists")
@@ -473,7 +493,7 @@ class SimBluez:
             self.pending.add((a.name, *key))
             self._spawn(self._register(a, msg))
             return True
-        if msg.member == "UnregisterAdvertisement" and msg.signature == "o":
+        if msg.member == UNREGISTER_ADVERTISEMENT and msg.signature == "o":
             tx = a.adverts.get((sender, msg.body[0]))
             if tx is None:
                 raise CallError(E_DOES_NOT_EXIST, "Does Not Exist")
@@ -489,8 +509,8 @@ class SimBluez:
                     Message(
                         destination=sender,
                         path=path,
-                        interface="org.freedesktop.DBus.Properties",
-                        member="GetAll",
+                        interface=PROPERTIES,
+                        member=GET_ALL,
                         signature="s",
                         body=[ADVERTISEMENT1],
                     )
@@ -524,8 +544,7 @@ class SimBluez:
             interval_s=(parsed.interval_ms or a.cfg.adv_interval_ms) / 1000.0,
         )
         tx.match_rule = (
-            f"type='signal',sender='{sender}',path='{path}',"
-            "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'"
+            f"type='signal',sender='{sender}',path='{path}',interface='{PROPERTIES}',member='{PROPERTIES_CHANGED}'"
         )
         try:  # follow in-place updates from before the reply, as bluetoothd's property watch does
             await self._add_match(tx.match_rule)
@@ -620,13 +639,13 @@ class SimBluez:
 
     def _monitor_manager_call(self, a: SimAdapter, msg: Message) -> bool:
         key = (msg.sender or "", msg.body[0] if msg.body else "")
-        if msg.member == "RegisterMonitor" and msg.signature == "o":
+        if msg.member == REGISTER_MONITOR and msg.signature == "o":
             if key in a.monitors:
                 raise CallError(E_ALREADY_EXISTS, "Already Exists")
             a.monitors[key] = Monitor()
             self._spawn(self._read_monitor(a, key))
             return self._reply(msg)
-        if msg.member == "UnregisterMonitor" and msg.signature == "o":
+        if msg.member == UNREGISTER_MONITOR and msg.signature == "o":
             if a.monitors.pop(key, None) is None:
                 raise CallError(E_DOES_NOT_EXIST, "Does Not Exist")
             return self._reply(msg)
@@ -642,8 +661,8 @@ class SimBluez:
                 Message(
                     destination=owner,
                     path=path,
-                    interface="org.freedesktop.DBus.Properties",
-                    member="Get",
+                    interface=PROPERTIES,
+                    member=GET,
                     signature="ss",
                     body=[MONITOR1, "Patterns"],
                 )
@@ -669,11 +688,11 @@ class SimBluez:
     # ---- signals ---------------------------------------------------------------------------------------
 
     def _on_signal(self, msg: Message) -> None:
-        if msg.member == "NameOwnerChanged" and msg.sender == BUS_DAEMON:
+        if msg.member == NAME_OWNER_CHANGED and msg.sender == BUS_DAEMON:
             name, _, new_owner = msg.body
             if name.startswith(":") and not new_owner:
                 self._client_gone(name)
-        elif msg.member == "PropertiesChanged" and msg.body and msg.body[0] == ADVERTISEMENT1:
+        elif msg.member == PROPERTIES_CHANGED and msg.body and msg.body[0] == ADVERTISEMENT1:
             for a in self.adapters.values():
                 tx = a.adverts.get((msg.sender or "", msg.path or ""))
                 if tx is not None:
@@ -925,13 +944,13 @@ def _parse_filter(raw: dict[str, Variant]) -> DiscoveryFilter:
     for key, value in raw.items():
         want = expected.get(key)
         if want is None or value.signature not in (want, "n" if key == "Pathloss" else want):
-            raise CallError(E_INVALID_ARGS, "Invalid arguments in method call")
+            raise CallError(E_INVALID_ARGUMENTS, "Invalid arguments in method call")
     uuids = None
     if "UUIDs" in raw:
         try:
             uuids = frozenset(parse_uuid(u).full for u in raw["UUIDs"].value)
         except AdvertError:
-            raise CallError(E_INVALID_ARGS, "Invalid arguments in method call") from None
+            raise CallError(E_INVALID_ARGUMENTS, "Invalid arguments in method call") from None
     return DiscoveryFilter(
         duplicates=bool(raw["DuplicateData"].value) if "DuplicateData" in raw else False,
         uuids=uuids or None,

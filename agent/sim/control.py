@@ -14,7 +14,17 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
-from agent.sim.bluez import ADAPTER1, BLUEZ, CONTROL, CONTROL_PATH
+from agent.ble.names import (
+    ADAPTER1,
+    ADAPTER_PREFIX,
+    BLUEZ,
+    BUS_DAEMON,
+    BUS_DAEMON_PATH,
+    GET_NAME_OWNER,
+    PROPERTIES,
+    SET,
+)
+from agent.sim.bluez import CONTROL, CONTROL_PATH
 
 CALL_TIMEOUT_S = 10.0
 
@@ -60,10 +70,10 @@ class SimControl:
     async def owner(self) -> str | None:
         reply = await self.bus.call(
             Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="GetNameOwner",
+                destination=BUS_DAEMON,
+                path=BUS_DAEMON_PATH,
+                interface=BUS_DAEMON,
+                member=GET_NAME_OWNER,
                 signature="s",
                 body=[BLUEZ],
             )
@@ -92,11 +102,11 @@ class SimControl:
 
     async def set_powered(self, name: str, powered: bool) -> None:
         await self._call(
-            "Set",
+            SET,
             "ssv",
             [ADAPTER1, "Powered", Variant("b", powered)],
-            interface="org.freedesktop.DBus.Properties",
-            path=f"/org/bluez/{name}",
+            interface=PROPERTIES,
+            path=f"{ADAPTER_PREFIX}{name}",
         )
 
     async def stall(self, name: str) -> None:

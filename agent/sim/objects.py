@@ -16,9 +16,22 @@ from xml.sax.saxutils import escape
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-PROPERTIES = "org.freedesktop.DBus.Properties"
-OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
-INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
+from agent.ble.names import (
+    E_DBUS_INVALID_ARGS,
+    E_PROPERTY_READ_ONLY,
+    E_UNKNOWN_METHOD,
+    GET,
+    GET_ALL,
+    GET_MANAGED_OBJECTS,
+    INTERFACES_ADDED,
+    INTERFACES_REMOVED,
+    INTROSPECTABLE,
+    OBJECT_MANAGER,
+    PROPERTIES,
+    PROPERTIES_CHANGED,
+    SET,
+)
+
 STANDARD = {INTROSPECTABLE: {}, PROPERTIES: {}}
 
 Setter = Callable[[str, Variant], tuple[str, str] | None]
@@ -90,16 +103,16 @@ class ObjectTable:
 
     def emit_interfaces_added(self, path: str, interfaces: Interfaces) -> None:
         body = {**STANDARD, **interfaces}
-        self._send_signal("/", OBJECT_MANAGER, "InterfacesAdded", "oa{sa{sv}}", [path, body])
+        self._send_signal("/", OBJECT_MANAGER, INTERFACES_ADDED, "oa{sa{sv}}", [path, body])
 
     def emit_interfaces_removed(self, path: str, interfaces: list[str]) -> None:
         names = [*STANDARD, *interfaces]
-        self._send_signal("/", OBJECT_MANAGER, "InterfacesRemoved", "oas", [path, names])
+        self._send_signal("/", OBJECT_MANAGER, INTERFACES_REMOVED, "oas", [path, names])
 
     def emit_properties_changed(
         self, path: str, interface: str, changed: dict[str, Variant], invalidated: list[str] | None = None
     ) -> None:
-        self._send_signal(path, PROPERTIES, "PropertiesChanged", "sa{sv}as", [interface, changed, invalidated or []])
+        self._send_signal(path, PROPERTIES, PROPERTIES_CHANGED, "sa{sv}as", [interface, changed, invalidated or []])
 
     def _send_signal(self, path: str, interface: str, member: str, signature: str, body: list[object]) -> None:
         if self._bus.connected:
@@ -111,7 +124,7 @@ class ObjectTable:
         if interface == PROPERTIES and msg.path in self.objects:
             self._bus.send(self._properties(msg))
             return True
-        if interface == OBJECT_MANAGER and msg.member == "GetManagedObjects" and msg.path == "/":
+        if interface == OBJECT_MANAGER and msg.member == GET_MANAGED_OBJECTS and msg.path == "/":
             body = {p: {**STANDARD, **ifaces} for p, ifaces in self.objects.items()}
             self._bus.send(Message.new_method_return(msg, "a{oa{sa{sv}}}", [body]))
             return True
@@ -123,27 +136,27 @@ class ObjectTable:
     def _properties(self, msg: Message) -> Message:
         ifaces = self.objects[msg.path or ""]
         member, sig, body = msg.member, msg.signature, msg.body
-        if member == "GetAll" and sig == "s":
+        if member == GET_ALL and sig == "s":
             return Message.new_method_return(msg, "a{sv}", [ifaces.get(body[0], {})])
-        if member == "Get" and sig == "ss":
+        if member == GET and sig == "ss":
             value = ifaces.get(body[0], {}).get(body[1])
             if value is None:
-                return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs", "No such property")
+                return Message.new_error(msg, E_DBUS_INVALID_ARGS, "No such property")
             return Message.new_method_return(msg, "v", [value])
-        if member == "Set" and sig == "ssv":
+        if member == SET and sig == "ssv":
             iface, prop, value = body
             if prop not in ifaces.get(iface, {}):
-                return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs", "No such property")
+                return Message.new_error(msg, E_DBUS_INVALID_ARGS, "No such property")
             setter = self._setters.get((iface, prop))
             if setter is None:
-                return Message.new_error(msg, "org.freedesktop.DBus.Error.PropertyReadOnly", "Read-only property")
+                return Message.new_error(msg, E_PROPERTY_READ_ONLY, "Read-only property")
             if value.signature != ifaces[iface][prop].signature:
-                return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs", "Wrong property type")
+                return Message.new_error(msg, E_DBUS_INVALID_ARGS, "Wrong property type")
             refused = setter(msg.path or "", value)
             if refused is not None:
                 return Message.new_error(msg, *refused)
             return Message.new_method_return(msg)
-        return Message.new_error(msg, "org.freedesktop.DBus.Error.UnknownMethod", f"{member} is not known")
+        return Message.new_error(msg, E_UNKNOWN_METHOD, f"{member} is not known")
 
     def _introspect(self, path: str) -> str:
         prefix = path.rstrip("/") + "/"

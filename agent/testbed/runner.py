@@ -160,11 +160,12 @@ def run_scheme(
     quick: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> SchemeResult:
+    """Play ``scenario`` for one scheme: backend and agents as real processes on the simulated air, on one
+    accelerated clock; the positives report, everyone syncs, and who was notified is scored against the truth."""
     began = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     t0, t1 = simulated_window(scenario, quick)
     tick = max(0.05, 60.0 / speed)  # one air tick per simulated minute, at most 20 a second
-    scan_interval = max(60, round(tick * speed))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXITRACE_")}
     procs = _Processes()
     lead = SETUP_SECONDS + len(scenario.people) * (
@@ -172,19 +173,10 @@ def run_scheme(
     )
     origin = time.time() + lead  # the shared clock reaches the window's start once everything is up
     spec = f"accelerated:{t0!r}:{speed!r}:{origin!r}"
+    positives = {p.person for p in scenario.positives}
     try:
-        backend_toml = workdir / "backend.toml"
-        backend_toml.write_text(
-            f'[server]\ndata_dir = "{workdir / "backend"}"\nclock = "{spec}"\n'
-            "[upload]\nmin_response_seconds = 0.05\ntoken_ttl_seconds = 86400\n"
-            "[tan]\nvalid_seconds = 864000\n"
-            "[ebid]\npow_difficulty = 8\nchallenge_ttl_seconds = 86400\naccess_token_ttl_seconds = 86400\n"
-            "enrolment_valid_seconds = 864000\nstatus_polls_per_day = 100\n"
-        )
-        keygen = _cli("backend", "keygen", "--config", str(backend_toml), env=env)
-        public = re.search(r'public_key = "([^"]+)"', keygen.stdout)
-        if keygen.returncode != 0 or not public:
-            raise RuntimeError(f"backend keygen failed: {keygen.stderr.strip()}")
+        backend_toml = _write_backend_config(workdir, spec)
+        public = _keygen(backend_toml, env)
         server = procs.start(
             [sys.executable, "-m", "agent", "backend", "serve", "--config", str(backend_toml), "--port", "0"],
             workdir / "backend.log",
@@ -193,38 +185,11 @@ def run_scheme(
         url = _wait_for_url(workdir / "backend.log", server)
         with SimBed(sim_config(scenario, seed, tick, (t0, t1)), workdir / "bed", clock_spec=spec) as bed:
             agent_env = {**env, **bed.env}
-            states = {}
+            scan_interval = max(60, round(tick * speed))
+            states = _write_agent_configs(scenario, scheme, workdir, spec, url, public, scan_interval)
             if scheme == "ebid":
-                codes = _cli(
-                    "backend",
-                    "enrol",
-                    "issue",
-                    "--config",
-                    str(backend_toml),
-                    "--count",
-                    str(len(scenario.people)),
-                    env=env,
-                ).stdout.split()
-            for i, person in enumerate(scenario.people):
-                conf = workdir / f"{person.name}.toml"
-                conf.write_text(
-                    f'[agent]\nscheme = "{scheme}"\nclock = "{spec}"\n'
-                    f'[ble]\nadvertise_adapter = "hci{i}"\nscan_adapters = ["hci{i}"]\nwatchdog_seconds = 120\n'
-                    f'[backend]\nurl = "{url}"\npublic_key = "{public[1]}"\nsync_interval_seconds = 31536000\n'
-                    "sync_jitter_seconds = 0\n"
-                    f"[risk.exposure_windows]\nscan_interval_seconds = {scan_interval}\n"
-                )
-                states[person.name] = (conf, workdir / "agents" / person.name)
-            if scheme == "ebid":
-                _register_all(states, codes, agent_env)
-            agents = {
-                name: procs.start(
-                    [sys.executable, "-m", "agent", "--config", str(conf), "--state-dir", str(state), "run"],
-                    workdir / f"agent-{name}.log",
-                    agent_env,
-                )
-                for name, (conf, state) in states.items()
-            }
+                _register_all(states, _enrolment_codes(backend_toml, len(states), env), agent_env)
+            agents = _start_agents(procs, states, workdir, agent_env)
             ready_at = _wait_until_up(states, agents, origin + 60)
             late = max(0.0, (ready_at - origin) * speed)
             if late:
@@ -234,36 +199,14 @@ def run_scheme(
                 code = procs.stop(proc)
                 if code != 0:
                     log.warning("agent %s exited %s; see its log", name, code)
-            positives = {p.person for p in scenario.positives}
-            for p in scenario.positives:
-                onset = datetime.fromtimestamp(scenario.start + (p.day - p.onset_days_before) * DAY, UTC).date()
-                tan = _cli(
-                    "backend", "tan", "issue", "--config", str(backend_toml), "--onset", onset.isoformat(), env=env
-                ).stdout.strip()
-                conf, state = states[p.person]
-                sent = _cli(
-                    "--config",
-                    str(conf),
-                    "--state-dir",
-                    str(state),
-                    "report",
-                    "--tan",
-                    tan,
-                    "--onset",
-                    onset.isoformat(),
-                    "--yes",
-                    env=agent_env,
-                )
-                if sent.returncode != 0:
-                    raise RuntimeError(f"report by {p.person} failed: {sent.stderr.strip()}")
+            _report_positives(scenario, states, backend_toml, env, agent_env)
             notified = _collect(scheme, states, positives, (t0, t1), speed, origin, agent_env)
             summary = summarize(bed.air_records())
             air = instances(bed.air_records())
         procs.stop(server)
     finally:
         procs.close()
-    since = t0 if quick else None
-    truth = {c.person for c in close_contacts(scenario, seed, until=t1, since=since)}
+    truth = {c.person for c in close_contacts(scenario, seed, until=t1, since=t0 if quick else None)}
     eff = efficacy(truth, notified)
     return SchemeResult(
         scheme=scheme,
@@ -285,6 +228,82 @@ def run_scheme(
             PersonResult(p.name, p.name in truth, p.name in notified, p.name in positives) for p in scenario.people
         ),
     )
+
+
+def _write_backend_config(workdir: Path, spec: str) -> Path:
+    """A backend on the shared clock with quick responses and codes that outlive the whole run."""
+    backend_toml = workdir / "backend.toml"
+    backend_toml.write_text(
+        f'[server]\ndata_dir = "{workdir / "backend"}"\nclock = "{spec}"\n'
+        "[upload]\nmin_response_seconds = 0.05\ntoken_ttl_seconds = 86400\n"
+        "[tan]\nvalid_seconds = 864000\n"
+        "[ebid]\npow_difficulty = 8\nchallenge_ttl_seconds = 86400\naccess_token_ttl_seconds = 86400\n"
+        "enrolment_valid_seconds = 864000\nstatus_polls_per_day = 100\n"
+    )
+    return backend_toml
+
+
+def _keygen(backend_toml: Path, env: dict[str, str]) -> str:
+    """The backend's new list-signing public key, which every agent's config pins."""
+    keygen = _cli("backend", "keygen", "--config", str(backend_toml), env=env)
+    public = re.search(r'public_key = "([^"]+)"', keygen.stdout)
+    if keygen.returncode != 0 or not public:
+        raise RuntimeError(f"backend keygen failed: {keygen.stderr.strip()}")
+    return public[1]
+
+
+def _enrolment_codes(backend_toml: Path, count: int, env: dict[str, str]) -> list[str]:
+    issued = _cli("backend", "enrol", "issue", "--config", str(backend_toml), "--count", str(count), env=env)
+    return issued.stdout.split()
+
+
+def _write_agent_configs(
+    scenario: Scenario, scheme: str, workdir: Path, spec: str, url: str, public: str, scan_interval: int
+) -> dict[str, tuple[Path, Path]]:
+    """Person i's agent uses simulated adapter hci{i}; syncs happen only when the run asks for them."""
+    states = {}
+    for i, person in enumerate(scenario.people):
+        conf = workdir / f"{person.name}.toml"
+        conf.write_text(
+            f'[agent]\nscheme = "{scheme}"\nclock = "{spec}"\n'
+            f'[ble]\nadvertise_adapter = "hci{i}"\nscan_adapters = ["hci{i}"]\nwatchdog_seconds = 120\n'
+            f'[backend]\nurl = "{url}"\npublic_key = "{public}"\nsync_interval_seconds = 31536000\n'
+            "sync_jitter_seconds = 0\n"
+            f"[risk.exposure_windows]\nscan_interval_seconds = {scan_interval}\n"
+        )
+        states[person.name] = (conf, workdir / "agents" / person.name)
+    return states
+
+
+def _start_agents(
+    procs: _Processes, states: dict[str, tuple[Path, Path]], workdir: Path, env: dict[str, str]
+) -> dict[str, subprocess.Popen[bytes]]:
+    return {
+        name: procs.start(
+            [sys.executable, "-m", "agent", "--config", str(conf), "--state-dir", str(state), "run"],
+            workdir / f"agent-{name}.log",
+            env,
+        )
+        for name, (conf, state) in states.items()
+    }
+
+
+def _report_positives(
+    scenario: Scenario,
+    states: dict[str, tuple[Path, Path]],
+    backend_toml: Path,
+    env: dict[str, str],
+    agent_env: dict[str, str],
+) -> None:
+    """Each positive gets a TAN for their onset day and reports through ``proxitrace report``, as a user does."""
+    for p in scenario.positives:
+        onset = datetime.fromtimestamp(scenario.start + (p.day - p.onset_days_before) * DAY, UTC).date().isoformat()
+        tan = _cli("backend", "tan", "issue", "--config", str(backend_toml), "--onset", onset, env=env).stdout.strip()
+        conf, state = states[p.person]
+        args = ("--config", str(conf), "--state-dir", str(state), "report", "--tan", tan, "--onset", onset, "--yes")
+        sent = _cli(*args, env=agent_env)
+        if sent.returncode != 0:
+            raise RuntimeError(f"report by {p.person} failed: {sent.stderr.strip()}")
 
 
 def _register_all(states: dict[str, tuple[Path, Path]], codes: list[str], env: dict[str, str]) -> None:

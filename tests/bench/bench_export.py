@@ -4,7 +4,7 @@ Baseline for an export: inflate export.bin, one ECDSA P-256 verify over it, one 
 verifier adds the zip limits, the signature bookkeeping and a PublishedKey per key; the ratio says how
 much. Baseline for the JWS: one raw ECDSA sign / verify over the same bytes. Run from the worktree:
 
-    /opt/ptvenv/bin/python tests/bench/bench_export.py
+    PYTHONPATH=. python tests/bench/bench_export.py   (or with the package installed)
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec

@@ -10,7 +10,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from agent.bench_ingest import run_ingest_bench
+from agent.bench.ingest import run_ingest_bench
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from agent.bench_match import as_dict, run_match_bench
+from agent.bench.match import as_dict, run_match_bench
 from agent.schemes.base import SchemeName
 
 

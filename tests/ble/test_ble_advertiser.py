@@ -7,8 +7,8 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from bletools import ebid_scheme, eventually, gaen_scheme, on_bluez
 from dbus_fast import Message
+from support.bletools import ebid_scheme, eventually, gaen_scheme, on_bluez
 
 from agent.ble.advertiser import Advertiser
 from agent.ble.bluez_watch import BluezWatch

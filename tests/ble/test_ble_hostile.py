@@ -8,8 +8,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from bletools import eventually, scanning
 from dbus_fast import Variant
+from support.bletools import eventually, scanning
 
 from agent.ble.scanner import Scanner
 from agent.clock import SystemClock

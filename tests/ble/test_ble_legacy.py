@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from bletools import eventually, gaen_scheme
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
+from support.bletools import eventually, gaen_scheme
 
 from agent.ble.advertiser import Advertiser
 from agent.ble.bluez_watch import BluezWatch

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from bletools import eventually, scanning
+from support.bletools import eventually, scanning
 
 from agent.ble.scanner import DutyCycle, Scanner
 from agent.clock import SystemClock

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bletools import AgentThread, ebid_scheme, eventually, gaen_scheme
+from support.bletools import AgentThread, ebid_scheme, eventually, gaen_scheme
 
 from agent.ble.edge import BleEdge, BleSettings
 from agent.clock import SystemClock

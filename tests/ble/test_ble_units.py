@@ -9,10 +9,9 @@ from dbus_fast import DBusError
 from agent.ble.adapters import NoAdapter, choose_adapters
 from agent.ble.advertiser import backoff_delay
 from agent.ble.bluez_watch import adapter_name
-from agent.ble.edge import BleSettings
 from agent.ble.errors import ErrorKind, classify, describe
 from agent.ble.scanner import DutyCycle
-from agent.config import BleSection
+from agent.config import BleSection, ble_settings
 from agent.schemes.base import Broadcast, SchemeName
 
 
@@ -76,6 +75,6 @@ def test_adapter_paths() -> None:
 
 
 def test_settings_from_the_agent_config() -> None:
-    s = BleSettings.from_config(BleSection(scan_adapters=("hci1",), scan_seconds=5, scan_period_seconds=30), -12)
+    s = ble_settings(BleSection(scan_adapters=("hci1",), scan_seconds=5, scan_period_seconds=30), -12)
     assert s.scan_adapters == ("hci1",) and s.tx_power == -12 and s.scan_seconds == 5
-    assert BleSettings.from_config(BleSection(tx_power=4), -12).tx_power == 4
+    assert ble_settings(BleSection(tx_power=4), -12).tx_power == 4

@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Callable
 
 import pytest
-from bletools import AgentThread, eventually, gaen_scheme
+from support.bletools import AgentThread, eventually, gaen_scheme
 
 from agent.ble.edge import BleEdge, BleSettings
 from agent.clock import DAY as DAY_SECONDS

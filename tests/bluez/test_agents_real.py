@@ -11,12 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.bluez_agents import RunningAgent, VmBackend, start_agent, wait_for
 
 from agent.keys import KeyRing
 from agent.schemes import dp3t, gaen
 from agent.schemes.base import SchemeName
 from agent.store import Store
-from tests.bluez.agents import RunningAgent, VmBackend, start_agent, wait_for
 
 
 def own_ids(agent: RunningAgent, scheme: str) -> set[bytes]:

@@ -5,9 +5,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from agent.airtrace import controllers, linkability
+from support.bluez_agents import start_agent, wait_for
+
 from agent.schemes.base import SERVICE_DATA_LEN
-from tests.bluez.agents import start_agent, wait_for
+from agent.testbed.capture import controllers, linkability
 
 SPEED = 120.0  # a 15-minute DP-3T epoch lasts 7.5 s
 

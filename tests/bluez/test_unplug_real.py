@@ -10,8 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from agent.airtrace import controllers
-from tests.bluez.agents import start_agent, wait_for
+from support.bluez_agents import start_agent, wait_for
+
+from agent.testbed.capture import controllers
 
 SYSFS = Path("/sys/class/bluetooth")
 RECOVERY_SECONDS = 30

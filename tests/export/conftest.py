@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
-from exportkit import TEST_INFO, EnsExample, standard_export, zip_signed
+from support.exportkit import TEST_INFO, EnsExample, standard_export, zip_signed
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

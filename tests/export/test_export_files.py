@@ -9,7 +9,16 @@ import zipfile
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from exportkit import TEST_END, TEST_ENIN, TEST_INFO, TEST_NOW, TEST_START, EnsExample, sample_keys, standard_export
+from support.exportkit import (
+    TEST_END,
+    TEST_ENIN,
+    TEST_INFO,
+    TEST_NOW,
+    TEST_START,
+    EnsExample,
+    sample_keys,
+    standard_export,
+)
 
 from agent.protocol.export import (
     ECDSA_P256_SHA256_OID,

@@ -6,7 +6,9 @@ import io
 import zipfile
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from exportkit import (
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.exportkit import (
     TEST_END,
     TEST_INFO,
     TEST_NOW,
@@ -16,8 +18,6 @@ from exportkit import (
     sample_keys,
     zip_signed,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from agent.protocol.export import (
     EXPORT_HEADER,

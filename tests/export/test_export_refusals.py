@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from exportkit import (
+from support.exportkit import (
     TEST_END,
     TEST_ENIN,
     TEST_INFO,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from exportkit import EnsExample
+from support.exportkit import EnsExample
 
 from agent.signing_keys import (
     SigningKeyError,

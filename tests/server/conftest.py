@@ -1,3 +1,3 @@
-from backend_fixtures import clock, http, running, signing_key
+from support.backend_fixtures import clock, http, running, signing_key
 
 __all__ = ["clock", "http", "running", "signing_key"]

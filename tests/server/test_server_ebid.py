@@ -3,75 +3,27 @@ tokens, EBID batches, reports checked against their periods, status with its dai
 
 import os
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-from backend_harness import ADMIN_TOKEN, DAY, T0, RunningBackend, backend_config, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_server_uploads import admin_tan, exchange
+from support.backend_calls import (
+    PERIOD,
+    access_token,
+    admin_tan,
+    batch_of,
+    contacts_heard,
+    enrolment_codes,
+    exchange,
+    file_report,
+    post,
+    register,
+)
+from support.backend_harness import DAY, T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
 from agent.protocol import proof_of_work, wire
 from agent.schemes import ebid
 from agent.server.app import FEDERATION_KEY_META
-
-PERIOD = 900
-
-
-async def post(http: aiohttp.ClientSession, url: str, body: object = None, token: str | None = None) -> tuple[int, Any]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
-    async with http.post(url, headers=headers, **kwargs) as r:
-        return r.status, await r.json()
-
-
-async def enrolment_codes(http: aiohttp.ClientSession, rb: RunningBackend, count: int = 1) -> list[str]:
-    status, answer = await post(http, f"{rb.url}/v1/admin/enrolment-codes", {"count": count}, ADMIN_TOKEN)
-    assert status == 201
-    return answer["codes"]
-
-
-async def register(http: aiohttp.ClientSession, rb: RunningBackend, code: str | None = None) -> dict[str, Any]:
-    code = code or (await enrolment_codes(http, rb))[0]
-    _, challenge = await post(http, f"{rb.url}/v1/ebid/challenge")
-    nonce = proof_of_work.solve(wire.unb64(challenge["challenge"], "c"), challenge["difficulty"])
-    body = {"challenge": challenge["challenge"], "nonce": nonce, "enrolmentCode": code}
-    status, answer = await post(http, f"{rb.url}/v1/ebid/register", body)
-    assert status == 201, answer
-    return answer
-
-
-async def access_token(http: aiohttp.ClientSession, rb: RunningBackend, creds: dict[str, Any]) -> str:
-    body = {"clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
-    status, answer = await post(http, f"{rb.url}/v1/ebid/token", body)
-    assert status == 200, answer
-    return answer["accessToken"]
-
-
-async def batch_of(http: aiohttp.ClientSession, rb: RunningBackend, token: str, periods: int = 8) -> ebid.EbidBatch:
-    async with http.get(f"{rb.url}/v1/ebid/ebids?periods={periods}", headers={"Authorization": f"Bearer {token}"}) as r:
-        assert r.status == 200, await r.text()
-        return wire.parse_ebid_batch(await r.json())
-
-
-def contacts_heard(batch: ebid.EbidBatch, start: float, minutes: int, attenuation: int) -> list[wire.ReportedContact]:
-    """What a reporting device next to the registered one recorded: per EBID, one scan a minute."""
-    by_period: dict[int, list[wire.ScanRecord]] = {}
-    for m in range(minutes):
-        t = start + 60 * m + 5
-        by_period.setdefault(ebid.period_of(t, PERIOD), []).append(wire.ScanRecord(t, attenuation, attenuation - 4))
-    entries = {e.period: e for e in batch.entries}
-    return [
-        wire.ReportedContact(entries[p].ecc, entries[p].ebid, p, scans[0].time, tuple(scans))
-        for p, scans in by_period.items()
-    ]
-
-
-async def file_report(
-    http: aiohttp.ClientSession, rb: RunningBackend, contacts: list[wire.ReportedContact]
-) -> tuple[int, Any]:
-    _, answer = await exchange(http, rb, await admin_tan(http, rb))
-    return await post(http, f"{rb.url}/v1/ebid/report", wire.contacts_body(contacts), answer["token"])
 
 
 async def test_registration_and_batch(running: RunningBackend, http: aiohttp.ClientSession) -> None:

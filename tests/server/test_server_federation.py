@@ -11,9 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
-from backend_harness import T0, RunningBackend, backend_config, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_server_ebid import access_token, batch_of, contacts_heard, file_report, post, register
+from support.backend_calls import access_token, batch_of, contacts_heard, file_report, post, register
+from support.backend_harness import T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
 from agent.protocol import wire

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from backend_harness import DAY, KEYS_PER_UPLOAD, T0, RunningBackend
 from multidict import CIMultiDict
-from test_server_uploads import admin_tan, exchange, upload
+from support.backend_calls import admin_tan, exchange, upload
+from support.backend_harness import DAY, KEYS_PER_UPLOAD, T0, RunningBackend
 
 from agent.clock import ManualClock
 from agent.protocol import export, jws, wire

@@ -9,8 +9,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from backend_harness import ADMIN_TOKEN, KEYS_PER_UPLOAD, T0, RunningBackend, backend_config, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.backend_calls import admin_tan, exchange, upload
+from support.backend_harness import KEYS_PER_UPLOAD, T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
 from agent.protocol import wire
@@ -20,25 +21,6 @@ from agent.schemes.published import PublishedKey
 from agent.server.db import ServerStore
 
 TODAY = gaen.day_start_enin(gaen.enin(T0))
-
-
-async def admin_tan(http: aiohttp.ClientSession, rb: RunningBackend, **body: Any) -> str:
-    async with http.post(f"{rb.url}/v1/admin/tans", json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
-        assert r.status == 201, await r.text()
-        return (await r.json())["tan"]
-
-
-async def exchange(http: aiohttp.ClientSession, rb: RunningBackend, tan: str) -> tuple[int, dict[str, Any]]:
-    async with http.post(f"{rb.url}/v1/onset", json={"tan": tan}) as r:
-        return r.status, await r.json()
-
-
-async def upload(
-    http: aiohttp.ClientSession, rb: RunningBackend, token: str, body: object, scheme: str = "gaen"
-) -> tuple[int, dict[str, Any]]:
-    kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes | str) else {"json": body}
-    async with http.post(f"{rb.url}/v2/{scheme}/exposed", headers={"Authorization": f"Bearer {token}"}, **kwargs) as r:
-        return r.status, await r.json()
 
 
 def gaen_keys(*days_back: int) -> list[PublishedKey]:

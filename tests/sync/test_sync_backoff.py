@@ -5,9 +5,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp.test_utils import unused_port
-from backend_harness import T0, backend_config, heard, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
-from sync_devices import issue, make_device
+from support.backend_harness import T0, backend_config, heard, running_backend
+from support.sync_devices import issue, make_device
 
 from agent.clock import ManualClock
 from agent.risk import RiskSettings

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_harness import heard
+from support.backend_harness import heard
 
 from agent.clock import AcceleratedClock
 from agent.keys import KeyRing

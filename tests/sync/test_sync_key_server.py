@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from backend_harness import backend_config, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
-from sync_devices import make_device
+from support.backend_harness import backend_config, running_backend
+from support.sync_devices import make_device
 
 from agent.clock import ManualClock
 from agent.protocol.export import zip_export

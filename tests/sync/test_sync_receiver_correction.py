@@ -18,9 +18,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from backend_harness import RunningBackend, backend_config, heard, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
-from sync_devices import issue, make_device
+from support.backend_harness import RunningBackend, backend_config, heard, running_backend
+from support.sync_devices import issue, make_device
 
 from agent.calibration import write_local
 from agent.clock import DAY, ManualClock, SystemClock, start_of_day

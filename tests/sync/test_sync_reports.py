@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 
 import aiohttp
-from backend_harness import DAY, T0, RunningBackend, heard
-from sync_devices import issue, make_device
+from support.backend_harness import DAY, T0, RunningBackend, heard
+from support.sync_devices import issue, make_device
 
 from agent.clock import ManualClock
 from agent.schemes import ebid

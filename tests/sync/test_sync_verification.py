@@ -10,10 +10,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from backend_harness import T0, RunningBackend, heard
 from cryptography.hazmat.primitives.asymmetric import ec
 from multidict import CIMultiDict
-from sync_devices import Device, issue, make_device
+from support.backend_harness import T0, RunningBackend, heard
+from support.sync_devices import Device, issue, make_device
 
 from agent.clock import ManualClock
 from agent.protocol import jws

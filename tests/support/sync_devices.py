@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from backend_harness import ADMIN_TOKEN, RunningBackend
 
 from agent.clock import Clock
 from agent.keys import KeyRing
 from agent.schemes.base import SchemeName
 from agent.store import Store
 from agent.sync import KeyServer, SyncService, SyncSettings
+from support.backend_harness import ADMIN_TOKEN, RunningBackend
 
 
 @dataclass

@@ -18,7 +18,7 @@ import aiohttp
 import click
 
 from agent.calibration import CalibrationError
-from agent.cli_context import CliContext
+from agent.cli.context import CliContext
 from agent.clock import Clock, clock_from_spec, date_to_day, day_to_iso
 from agent.config import AgentConfig, ConfigError, device_calibration, load_config, risk_settings, sync_settings
 from agent.keys import KeyRing

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import click
 
-from agent.cli_context import CliContext
+from agent.cli.context import CliContext
 from agent.clock import SystemClock
 from agent.doctor import diagnose, gather_facts, render
 

@@ -14,7 +14,7 @@ import click
 from agent.testbed.runner import SchemeResult, run_scheme, write_report
 from agent.testbed.scenario import ScenarioError, load_scenario
 
-SHIPPED_SCENARIOS = Path(__file__).resolve().parent / "data" / "scenarios"
+SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"  # agent/data/scenarios
 DEFAULT_SCENARIO = "office-floor"
 
 

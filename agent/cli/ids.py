@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from agent.cli_params import HexBytes
+from agent.cli.params import HexBytes
 from agent.schemes import dp3t, gaen
 from agent.schemes.base import DecodedAdvert, Rejected, uuid16_of
 from agent.schemes.decoder import decode_advertising_data, decode_service_data

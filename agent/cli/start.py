@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from agent.cli_run import run
-from agent.cli_testbed import testbed_sim
+from agent.cli.run import run
+from agent.cli.testbed import testbed_sim
 
 SYSFS_BLUETOOTH = Path("/sys/class/bluetooth")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from agent.cli_context import CliContext
+from agent.cli.context import CliContext
 from agent.config import DEFAULT_CONFIG_PATH, ConfigError, config_to_toml, load_config
 
 

@@ -8,17 +8,19 @@ from pathlib import Path
 import click
 
 from agent import __version__
-from agent.cli_bench import bench
-from agent.cli_config import config_group
-from agent.cli_context import CliContext
-from agent.cli_doctor import doctor
-from agent.cli_exposures import exposures
-from agent.cli_ids import advert, ids
-from agent.cli_maintenance import calibrate, wipe
-from agent.cli_match import match
-from agent.cli_run import run, status
-from agent.cli_start import start
-from agent.cli_testbed import testbed
+from agent.cli.backend import backend
+from agent.cli.bench import bench
+from agent.cli.config import config_group
+from agent.cli.context import CliContext
+from agent.cli.doctor import doctor
+from agent.cli.exposures import exposures
+from agent.cli.ids import advert, ids
+from agent.cli.maintenance import calibrate, wipe
+from agent.cli.match import match
+from agent.cli.run import run, status
+from agent.cli.start import start
+from agent.cli.sync import register, report, status_check, sync
+from agent.cli.testbed import testbed
 from agent.paths import STATE_DIR_ENV, default_state_dir
 
 
@@ -72,11 +74,7 @@ cli.add_command(doctor)
 cli.add_command(ids)
 cli.add_command(advert)
 cli.add_command(bench)
-from agent.cli_backend import backend  # noqa: E402
-
 cli.add_command(backend)
-from agent.cli_sync import register, report, status_check, sync  # noqa: E402
-
 cli.add_command(sync)
 cli.add_command(register)
 cli.add_command(report)

@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import click
 
-from agent.cli_context import CliContext
+from agent.cli.context import CliContext
 from agent.clock import SystemClock, clock_from_spec
 from agent.config import ConfigError, load_config
 from agent.status import read_status, render_status

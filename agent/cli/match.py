@@ -10,7 +10,7 @@ import click
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.calibration import CalibrationError
-from agent.cli_context import CliContext
+from agent.cli.context import CliContext
 from agent.clock import SystemClock
 from agent.config import ConfigError, device_calibration, load_config, risk_settings
 from agent.exposure import process_list

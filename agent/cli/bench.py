@@ -7,8 +7,8 @@ from dataclasses import asdict
 
 import click
 
-from agent.bench_ingest import run_ingest_bench
-from agent.bench_match import as_dict, run_match_bench
+from agent.bench.ingest import run_ingest_bench
+from agent.bench.match import as_dict, run_match_bench
 from agent.schemes.base import SchemeName
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from backend_harness import T0, RunningBackend, backend_config, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.clock import ManualClock
+from support.backend_harness import T0, RunningBackend, backend_config, running_backend
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from agent.cli_context import CliContext
+from agent.cli.context import CliContext
 from agent.store import ExposureRecord, Store, StoreError
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks behind `proxitrace bench`: synthetic workloads timed in-process, reported as rates."""

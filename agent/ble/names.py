@@ -1,0 +1,81 @@
+"""Every BlueZ and D-Bus name the agent, the simulated BlueZ and the doctor speak, in one place.
+
+The agent, ``agent.sim`` (which must answer exactly what the agent asks) and ``agent.doctor`` all talk to
+``org.bluez`` over D-Bus. A name spelled in two places can drift apart silently: a typo on one side turns a
+real BlueZ error into "unknown" or makes the simulator answer a method the real daemon does not have. So the
+bus, interface, method, signal and error names live here, grouped by what they name, and nowhere else.
+Names come from BlueZ's ``doc/*.rst`` API descriptions and the D-Bus specification.
+"""
+
+from __future__ import annotations
+
+# The well-known bus names, and the bus daemon's own object.
+BLUEZ = "org.bluez"
+BUS_DAEMON = "org.freedesktop.DBus"
+BUS_DAEMON_PATH = "/org/freedesktop/DBus"
+
+# Standard D-Bus interfaces.
+PROPERTIES = "org.freedesktop.DBus.Properties"
+OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
+INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
+
+# BlueZ interfaces.
+ADAPTER1 = "org.bluez.Adapter1"
+DEVICE1 = "org.bluez.Device1"
+ADV_MANAGER = "org.bluez.LEAdvertisingManager1"
+ADVERTISEMENT1 = "org.bluez.LEAdvertisement1"
+MONITOR_MANAGER = "org.bluez.AdvertisementMonitorManager1"
+MONITOR1 = "org.bluez.AdvertisementMonitor1"
+
+# Object paths: BlueZ's adapters live under /org/bluez (hci0 is /org/bluez/hci0).
+ADAPTER_PREFIX = "/org/bluez/"
+
+# Methods of the standard interfaces.
+GET = "Get"
+GET_ALL = "GetAll"
+SET = "Set"
+GET_MANAGED_OBJECTS = "GetManagedObjects"
+ADD_MATCH = "AddMatch"
+REMOVE_MATCH = "RemoveMatch"
+GET_NAME_OWNER = "GetNameOwner"
+
+# Methods of the BlueZ interfaces.
+SET_DISCOVERY_FILTER = "SetDiscoveryFilter"
+START_DISCOVERY = "StartDiscovery"
+STOP_DISCOVERY = "StopDiscovery"
+REGISTER_ADVERTISEMENT = "RegisterAdvertisement"
+UNREGISTER_ADVERTISEMENT = "UnregisterAdvertisement"
+REGISTER_MONITOR = "RegisterMonitor"
+UNREGISTER_MONITOR = "UnregisterMonitor"
+RELEASE = "Release"
+
+# Signals.
+NAME_OWNER_CHANGED = "NameOwnerChanged"
+INTERFACES_ADDED = "InterfacesAdded"
+INTERFACES_REMOVED = "InterfacesRemoved"
+PROPERTIES_CHANGED = "PropertiesChanged"
+
+# BlueZ errors (org.bluez.Error.*).
+E_FAILED = "org.bluez.Error.Failed"
+E_BUSY = "org.bluez.Error.Busy"
+E_IN_PROGRESS = "org.bluez.Error.InProgress"
+E_NOT_READY = "org.bluez.Error.NotReady"
+E_DOES_NOT_EXIST = "org.bluez.Error.DoesNotExist"
+E_ALREADY_EXISTS = "org.bluez.Error.AlreadyExists"
+E_NOT_SUPPORTED = "org.bluez.Error.NotSupported"
+E_INVALID_ARGUMENTS = "org.bluez.Error.InvalidArguments"
+E_NOT_PERMITTED = "org.bluez.Error.NotPermitted"
+E_NOT_AUTHORIZED = "org.bluez.Error.NotAuthorized"
+
+# D-Bus errors (org.freedesktop.DBus.Error.*) BlueZ calls end in.
+E_DBUS_FAILED = "org.freedesktop.DBus.Error.Failed"
+E_NO_REPLY = "org.freedesktop.DBus.Error.NoReply"
+E_TIMEOUT = "org.freedesktop.DBus.Error.Timeout"
+E_UNKNOWN_OBJECT = "org.freedesktop.DBus.Error.UnknownObject"
+E_UNKNOWN_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
+E_SERVICE_UNKNOWN = "org.freedesktop.DBus.Error.ServiceUnknown"
+E_NAME_HAS_NO_OWNER = "org.freedesktop.DBus.Error.NameHasNoOwner"
+E_DISCONNECTED = "org.freedesktop.DBus.Error.Disconnected"
+E_ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
+E_DBUS_INVALID_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
+E_PROPERTY_READ_ONLY = "org.freedesktop.DBus.Error.PropertyReadOnly"
