@@ -12,7 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.clock import DAY, day_of
-from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen
+from agent.match_workers import ChunkMatcher, StartMethod, match_chunks
+from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen, resolve
+from agent.protocol.export import StreamedExport
 from agent.risk import (
     Assessment,
     CalibrationConfidence,
@@ -97,6 +99,52 @@ def process_list(
         return ListOutcome(digest, len(keys), 0, True, None)
     index = SightingIndex(store.windows(scheme=scheme, since=now - retention_days * DAY))
     matches = match_keys(scheme, keys, index, now, progress)
+    return _record(store, scheme, matches, digest, source, len(keys), now, settings, receiver_correction)
+
+
+def process_export(
+    store: Store,
+    scheme: SchemeName,
+    export: StreamedExport,
+    source: str,
+    now: float,
+    settings: RiskSettings,
+    receiver_correction: float,
+    retention_days: int = 14,
+    workers: int = 1,
+    start_method: StartMethod = "fork",
+    progress: Callable[[int], None] | None = None,
+) -> ListOutcome:
+    """``process_list`` for a streamed export of any size: the keys are read chunk by chunk and matched
+        over ``workers`` processes, and nothing is stored unless every key of the file passed its checks
+        (``ExportError`` otherwise). Only the heard IDs are loaded up front; the windows are read for the
+    few IDs that were hit. The digest is export.bin's SHA-256, known before any key is read, so a
+        file processed before costs one verifying pass and no matching."""
+    if scheme is SchemeName.EBID:
+        raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
+    digest = export.summary.export_sha256.hex()
+    count = export.summary.key_count
+    if store.is_list_processed(digest):
+        return ListOutcome(digest, count, 0, True, None)
+    ids = store.heard_ids(scheme, since=now - retention_days * DAY)
+    index = SightingIndex((), ids)
+    matcher = ChunkMatcher(scheme, export.summary, day_of(now))
+    hits = match_chunks(matcher, export.chunks(), index, ids, workers, start_method, progress)
+    matches = resolve(hits, lambda wanted: store.windows_by_id(wanted, scheme))
+    return _record(store, scheme, matches, digest, source, count, now, settings, receiver_correction)
+
+
+def _record(
+    store: Store,
+    scheme: SchemeName,
+    matches: Sequence[KeyMatch],
+    digest: str,
+    source: str,
+    keys: int,
+    now: float,
+    settings: RiskSettings,
+    receiver_correction: float,
+) -> ListOutcome:
     assessment = assess_matches(matches, settings, receiver_correction) if matches else None
     records = []
     if assessment is not None:
@@ -105,5 +153,5 @@ def process_list(
             day_view = {k: v for k, v in explanation.items() if k != "days"}
             day_view["days"] = [d for d in explanation["days"] if d["day"] == day.day]
             records.append(ExposureRecord(day.day, scheme, day.crossed, float(day.score), day_view, now))
-    store.record_exposures(records, processed=(digest, source, len(keys), now))
-    return ListOutcome(digest, len(keys), len(matches), False, assessment)
+    store.record_exposures(records, processed=(digest, source, keys, now))
+    return ListOutcome(digest, keys, len(matches), False, assessment)

@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import ctypes
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from agent.clock import start_of_day
 from agent.schemes import dp3t, gaen
-from agent.schemes._crypto import hkdf16, hmac_sha256
+from agent.schemes._crypto import hkdf16_many, hmac_sha256_many, sha256_many
 from agent.schemes._fastaes import Rekeyer
 from agent.schemes.base import SchemeName
-from agent.schemes.published import PublishedKey
+from agent.schemes.published import KeyTable, PublishedKey
 from agent.sightings import SightingWindow
 
 GAEN_TOLERANCE_SECONDS = 2 * 3600  # ±12 intervals of clock drift, as GAEN allows
 DP3T_TOLERANCE_SECONDS = 2 * 3600
-BATCH_KEYS = 2048
+BATCH_KEYS = 512  # keys per batch: its 288 KiB of GAEN IDs stay in cache (measured faster than 2048)
 _MIN_BITMAP_BITS = 20
 _MAX_BITMAP_BITS = 28
 _DAY_BYTES = dp3t.EPHIDS_PER_DAY * dp3t.EPHID_LEN
 _DAY_ZEROS = bytes(_DAY_BYTES)
+_GAEN_STRIDE = gaen.ROLLING_PERIOD * gaen.RPI_LEN
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,44 @@ class KeyMatch:
     tx_power: int | None
 
 
+@dataclass(frozen=True)
+class Hit:
+    """A published key generated an ID that was heard; ``lo``..``hi`` is when it may have been heard
+    (its own interval or day ± tolerance), checked against the ID's windows by ``resolve``. ``position``
+    is the key's place in its list (hits of one key are one match); for DP-3T ``day_key`` is that day's
+    SK, which decrypts the metadata."""
+
+    scheme: SchemeName
+    key: PublishedKey
+    ephemeral_id: bytes
+    lo: float
+    hi: float
+    position: int
+    day_key: bytes = b""
+
+
+WindowsOf = Callable[[Sequence[bytes]], Mapping[bytes, Sequence[SightingWindow]]]
+"""Gives the windows of some heard IDs: the index's own, or the store's."""
+
+
 class SightingIndex:
     """The IDs heard, built once per matching run: a dict for exact look-ups and a bitmap prefilter.
+
+    Built from windows, it holds them too; built from ``ids`` alone (a national pass: a store's two
+    weeks of windows are ten times its IDs), it only says which IDs were heard, and ``resolve`` gets the
+    windows of the few IDs that were hit from wherever they are kept.
 
     The bitmap is indexed by the top bits of each ID's first 32 bits (little-endian), sized at about 128
     bits per heard ID (2 MiB for 100 000 IDs): small enough to stay in cache, with under 1 % false
     candidates, which the dict then rejects.
     """
 
-    def __init__(self, windows: Iterable[SightingWindow]) -> None:
+    def __init__(self, windows: Iterable[SightingWindow], ids: Iterable[bytes] = ()) -> None:
         by_id: dict[bytes, list[SightingWindow]] = defaultdict(list)
         for w in windows:
             by_id[w.ephemeral_id].append(w)
-        self.by_id: dict[bytes, list[SightingWindow]] = dict(by_id)
+        self.by_id: dict[bytes, list[SightingWindow]] = {i: [] for i in ids}
+        self.by_id.update(by_id)
         bits = _MIN_BITMAP_BITS
         while bits < _MAX_BITMAP_BITS and (1 << bits) < 128 * len(self.by_id):
             bits += 1
@@ -69,6 +95,9 @@ class SightingIndex:
     def __len__(self) -> int:
         return len(self.by_id)
 
+    def windows_of(self, ids: Sequence[bytes]) -> Mapping[bytes, Sequence[SightingWindow]]:
+        return {i: self.by_id.get(i, []) for i in ids}
+
     def candidates(self, ids: memoryview | bytes, count: int) -> list[int]:
         """Positions (in 16-byte units) among the first ``count`` IDs that pass the bitmap."""
         slots = np.frombuffer(ids, dtype="<u4", count=4 * count)[::4] >> self._shift
@@ -80,49 +109,123 @@ def _consistent(windows: Sequence[SightingWindow], start: float, end: float) -> 
     return [w for w in windows if start <= w.last_seen and w.first_seen <= end]
 
 
+class Expander:
+    """What expanding keys into IDs reuses from one batch of keys to the next: a Rekeyer per cipher
+    with a context per key of a batch, the output buffers and the GAEN plaintext blocks. Setting these up
+    costs milliseconds, as much as matching a thousand keys, so a caller matching a list chunk by chunk
+    keeps one ``Expander`` for all of them (and closes it)."""
+
+    def __init__(self, native: bool = True) -> None:
+        self._native = native
+        self._ecb: Rekeyer | None = None
+        self._ctr: Rekeyer | None = None
+        self.blocks: dict[tuple[int, int], bytes] = {}
+        self._gaen_out: ctypes.Array[ctypes.c_char] | None = None
+        self._dp3t_out: ctypes.Array[ctypes.c_char] | None = None
+
+    def gaen(self) -> tuple[Rekeyer, ctypes.Array[ctypes.c_char]]:
+        if self._ecb is None or self._gaen_out is None:
+            self._ecb = Rekeyer("aes-128-ecb", native=self._native, slots=BATCH_KEYS)
+            self._gaen_out = ctypes.create_string_buffer(BATCH_KEYS * _GAEN_STRIDE)
+        return self._ecb, self._gaen_out
+
+    def dp3t(self) -> tuple[Rekeyer, ctypes.Array[ctypes.c_char]]:
+        if self._ctr is None or self._dp3t_out is None:
+            self._ctr = Rekeyer("aes-256-ctr", native=self._native, slots=BATCH_KEYS)
+            self._dp3t_out = ctypes.create_string_buffer(BATCH_KEYS * _DAY_BYTES)
+        return self._ctr, self._dp3t_out
+
+    def close(self) -> None:
+        for aes in (self._ecb, self._ctr):
+            if aes is not None:
+                aes.close()
+        self._ecb = self._ctr = None
+
+    def __enter__(self) -> Expander:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def match_gaen(
-    keys: Sequence[PublishedKey],
+    keys: Sequence[PublishedKey] | KeyTable,
     index: SightingIndex,
     tolerance: float = GAEN_TOLERANCE_SECONDS,
     native: bool = True,
     progress: Callable[[int], None] | None = None,
 ) -> list[KeyMatch]:
     """Keys whose RPIs were heard inside their own 10-minute interval ± tolerance."""
+    return resolve(gaen_hits(keys, index, tolerance, native, progress), index.windows_of)
+
+
+def gaen_hits(
+    keys: Sequence[PublishedKey] | KeyTable,
+    index: SightingIndex,
+    tolerance: float = GAEN_TOLERANCE_SECONDS,
+    native: bool = True,
+    progress: Callable[[int], None] | None = None,
+    first_position: int = 0,
+    expander: Expander | None = None,
+) -> list[Hit]:
+    """Every heard RPI of every key, with the time it may have been heard in (``resolve`` checks it)."""
     if not index:
         return []
-    usable = [k for k in keys if len(k.key_data) == gaen.TEK_LEN and 0 < k.rolling_period <= 144]
-    found: dict[int, list[SightingWindow]] = defaultdict(list)
-    blocks: dict[tuple[int, int], bytes] = {}
-    stride = gaen.ROLLING_PERIOD * gaen.RPI_LEN
-    out = ctypes.create_string_buffer(BATCH_KEYS * stride)
+    if expander is None:
+        with Expander(native) as own:
+            return gaen_hits(keys, index, tolerance, native, progress, first_position, own)
+    if isinstance(keys, KeyTable):
+        table = keys
+    else:
+        table = KeyTable.of([k for k in keys if 0 < k.rolling_period <= gaen.ROLLING_PERIOD], gaen.TEK_LEN)
+    starts, periods = table.rolling_start, table.rolling_period
+    hits: list[Hit] = []
+    blocks, stride = expander.blocks, _GAEN_STRIDE
+    aes, out = expander.gaen()
     view = memoryview(out).cast("B")
-    with Rekeyer("aes-128-ecb", native=native) as aes:
-        for first in range(0, len(usable), BATCH_KEYS):
-            batch = usable[first : first + BATCH_KEYS]
-            for n, key in enumerate(batch):
-                span = (key.rolling_start_interval_number, key.rolling_period)
-                plain = blocks.get(span)
-                if plain is None:
-                    plain = blocks[span] = gaen.padded_rpi_blocks(*span).ljust(stride, b"\0")
-                aes.encrypt_into(hkdf16(key.key_data, gaen.RPIK_INFO), plain, out, n * stride)
-            for pos in index.candidates(view, len(batch) * gaen.ROLLING_PERIOD):
-                n, j = divmod(pos, gaen.ROLLING_PERIOD)
-                key = batch[n]
-                if j >= key.rolling_period:
-                    continue
-                windows = index.by_id.get(view[16 * pos : 16 * pos + 16].tobytes())
-                if windows:
-                    interval = key.rolling_start_interval_number + j
-                    lo = interval * gaen.INTERVAL_SECONDS - tolerance
-                    hi = (interval + 1) * gaen.INTERVAL_SECONDS + tolerance
-                    found[first + n].extend(_consistent(windows, lo, hi))
-            if progress is not None:
-                progress(len(batch))
-    return [
-        KeyMatch(SchemeName.GAEN, usable[n], tuple(ws), _gaen_tx(gaen.aemk(usable[n].key_data), ws))
-        for n, ws in found.items()
-        if ws
-    ]
+    for first in range(0, len(table), BATCH_KEYS):
+        stop = min(len(table), first + BATCH_KEYS)
+        spans = list(zip(starts[first:stop], periods[first:stop], strict=True))
+        plains = list(map(blocks.get, spans))
+        if None in plains:
+            for span in set(spans) - blocks.keys():
+                blocks[span] = gaen.padded_rpi_blocks(*span).ljust(stride, b"\0")
+            plains = list(map(blocks.__getitem__, spans))
+        aes.encrypt_many(hkdf16_many(table.key_bytes(first, stop), gaen.RPIK_INFO), plains, out, stride)
+        for pos in index.candidates(view, (stop - first) * gaen.ROLLING_PERIOD):
+            n, j = divmod(pos, gaen.ROLLING_PERIOD)
+            start, period = spans[n]
+            rpi = view[16 * pos : 16 * pos + 16].tobytes()
+            if j < period and rpi in index.by_id:
+                interval = start + j
+                lo = interval * gaen.INTERVAL_SECONDS - tolerance
+                hi = (interval + 1) * gaen.INTERVAL_SECONDS + tolerance
+                hits.append(Hit(SchemeName.GAEN, table.key(first + n), rpi, lo, hi, first_position + first + n))
+        if progress is not None:
+            progress(stop - first)
+    return hits
+
+
+def resolve(hits: Sequence[Hit], windows_of: WindowsOf) -> list[KeyMatch]:
+    """The keys whose hits have windows inside their time, one ``KeyMatch`` per key position, with the TX
+    power from the first of those windows whose metadata decrypts to something valid."""
+    heard = windows_of(sorted({h.ephemeral_id for h in hits}))
+    per_key: dict[int, list[tuple[Hit, SightingWindow]]] = defaultdict(list)
+    for hit in hits:
+        windows = heard.get(hit.ephemeral_id, ())
+        per_key[hit.position].extend((hit, w) for w in _consistent(windows, hit.lo, hit.hi))
+    matches = []
+    for pairs in per_key.values():
+        if not pairs:
+            continue
+        hit = pairs[0][0]
+        windows = tuple(w for _, w in pairs)
+        if hit.scheme is SchemeName.GAEN:
+            tx = _gaen_tx(gaen.aemk(hit.key.key_data), windows)
+        else:
+            tx = _dp3t_tx([(h.day_key, w) for h, w in pairs])
+        matches.append(KeyMatch(hit.scheme, hit.key, windows, tx))
+    return matches
 
 
 def _gaen_tx(aemk: bytes, windows: Sequence[SightingWindow]) -> int | None:
@@ -135,7 +238,7 @@ def _gaen_tx(aemk: bytes, windows: Sequence[SightingWindow]) -> int | None:
 
 
 def match_dp3t(
-    keys: Sequence[PublishedKey],
+    keys: Sequence[PublishedKey] | KeyTable,
     index: SightingIndex,
     today: int,
     tolerance: float = DP3T_TOLERANCE_SECONDS,
@@ -144,40 +247,63 @@ def match_dp3t(
 ) -> list[KeyMatch]:
     """Expand each published (SK_t, t) forward day by day up to ``today`` (a UTC day number) and keep
     EphIDs heard within their own day ± tolerance."""
+    return resolve(dp3t_hits(keys, index, today, tolerance, native, progress), index.windows_of)
+
+
+def dp3t_hits(
+    keys: Sequence[PublishedKey] | KeyTable,
+    index: SightingIndex,
+    today: int,
+    tolerance: float = DP3T_TOLERANCE_SECONDS,
+    native: bool = True,
+    progress: Callable[[int], None] | None = None,
+    first_position: int = 0,
+    expander: Expander | None = None,
+) -> list[Hit]:
+    """Every heard EphID of every key's days up to ``today``, with the day it may have been heard in."""
     if not index:
         return []
-    key_days: list[tuple[int, int, bytes]] = []  # (key position, day, SK of that day)
-    for n, key in enumerate(keys):
-        if len(key.key_data) != dp3t.SK_LEN:
-            continue
-        day, sk = key.rolling_start_interval_number // gaen.ROLLING_PERIOD, key.key_data
-        while day <= today:
-            key_days.append((n, day, sk))
-            if day < today:
-                sk = dp3t.next_day_key(sk)
-            day += 1
-    found: dict[int, list[tuple[bytes, SightingWindow]]] = defaultdict(list)
-    out = ctypes.create_string_buffer(BATCH_KEYS * _DAY_BYTES)
+    if expander is None:
+        with Expander(native) as own:
+            return dp3t_hits(keys, index, today, tolerance, native, progress, first_position, own)
+    table = keys if isinstance(keys, KeyTable) else KeyTable.of(keys, dp3t.SK_LEN)
+    owners, days, sks = _key_days(table, today)
+    hits: list[Hit] = []
+    aes, out = expander.dp3t()
     view = memoryview(out).cast("B")
-    with Rekeyer("aes-256-ctr", native=native) as aes:
-        for first in range(0, len(key_days), BATCH_KEYS):
-            batch = key_days[first : first + BATCH_KEYS]
-            for m, (_, _, sk) in enumerate(batch):
-                aes.encrypt_into(hmac_sha256(sk, dp3t.BROADCAST_KEY), _DAY_ZEROS, out, m * _DAY_BYTES)
-            for pos in index.candidates(view, len(batch) * dp3t.EPHIDS_PER_DAY):
-                windows = index.by_id.get(view[16 * pos : 16 * pos + 16].tobytes())
-                if windows:
-                    n, day, sk = batch[pos // dp3t.EPHIDS_PER_DAY]
-                    lo = start_of_day(day) - tolerance
-                    hi = start_of_day(day + 1) + tolerance
-                    found[n].extend((sk, w) for w in _consistent(windows, lo, hi))
-            if progress is not None:  # a key is done once its last day (today) is expanded
-                progress(sum(1 for _, day, _ in batch if day == today))
-    return [
-        KeyMatch(SchemeName.DP3T, keys[n], tuple(w for _, w in hits), _dp3t_tx(hits))
-        for n, hits in found.items()
-        if hits
-    ]
+    zeros = [_DAY_ZEROS] * BATCH_KEYS
+    for first in range(0, len(sks), BATCH_KEYS):
+        stop = min(len(sks), first + BATCH_KEYS)
+        stream_keys = hmac_sha256_many(sks[first:stop], dp3t.BROADCAST_KEY)
+        aes.encrypt_many(stream_keys, zeros[: stop - first], out, _DAY_BYTES)
+        for pos in index.candidates(view, (stop - first) * dp3t.EPHIDS_PER_DAY):
+            ephid = view[16 * pos : 16 * pos + 16].tobytes()
+            if ephid in index.by_id:
+                m = first + pos // dp3t.EPHIDS_PER_DAY
+                lo = start_of_day(days[m]) - tolerance
+                hi = start_of_day(days[m] + 1) + tolerance
+                key = table.key(owners[m])
+                hits.append(Hit(SchemeName.DP3T, key, ephid, lo, hi, first_position + owners[m], sks[m]))
+        if progress is not None:  # a key is done once its last day (today) is expanded
+            progress(days[first:stop].count(today))
+    return hits
+
+
+def _key_days(table: KeyTable, today: int) -> tuple[list[int], list[int], list[bytes]]:
+    """(key position, day, SK of that day) for every day from each key's own up to ``today``, as three
+    lists ordered by key; the SK chain is advanced for all keys of one age at once."""
+    start_days = [s // gaen.ROLLING_PERIOD for s in table.rolling_start]
+    live = [n for n, day in enumerate(start_days) if day <= today]
+    sks = dict(zip(live, table.key_bytes_at(live), strict=True))
+    rows: list[tuple[int, int, bytes]] = []
+    age = 0
+    while live:
+        rows.extend((n, start_days[n] + age, sks[n]) for n in live)
+        live = [n for n in live if start_days[n] + age < today]
+        sks = dict(zip(live, sha256_many(sks[n] for n in live), strict=True))
+        age += 1
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
 
 def _dp3t_tx(hits: Sequence[tuple[bytes, SightingWindow]]) -> int | None:

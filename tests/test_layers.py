@@ -32,7 +32,9 @@ AGENT = Path(__file__).resolve().parents[1] / "agent"
 CORE = frozenset({"clock", "aio", "backoff", "sightings", "schemes", "matching", "risk"})
 PROTOCOL = frozenset({"protocol"})
 EDGES = frozenset({"ble", "store", "keys", "signing_keys", "paths", "notify", "sdnotify", "sync"})
-APP = frozenset({"config", "configfile", "calibration", "exposure", "status", "supervisor", "doctor", "daemon"})
+APP = frozenset(
+    {"config", "configfile", "calibration", "exposure", "match_workers", "status", "supervisor", "doctor", "daemon"}
+)
 SERVER = frozenset({"server"})
 CLI = frozenset({"cli", "__main__"})  # python -m agent is the CLI's second door
 OTHER = frozenset({"sim", "testbed", "bench", "data"})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -13,8 +15,8 @@ from agent.calibration import CalibrationError
 from agent.cli.context import CliContext
 from agent.clock import SystemClock
 from agent.config import ConfigError, device_calibration, load_config, risk_settings
-from agent.exposure import process_list
-from agent.protocol.export import DEFAULT_LIMITS, ExportError, verify_export
+from agent.exposure import process_export
+from agent.protocol.export import ExportError, verify_export_stream
 from agent.schemes.base import SchemeName
 from agent.schemes.published import DP3T_KEY_LEN, GAEN_KEY_LEN
 from agent.signing_keys import SigningKeyError, load_public_key
@@ -53,50 +55,61 @@ class TrustedForAnyKeyId(Mapping[object, ec.EllipticCurvePublicKey]):
     help="The list signer's P-256 public key (PEM or base64).",
 )
 @click.option("--scheme", type=click.Choice(["gaen", "dp3t"]), default="gaen", show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Processes to match in (0: one per core).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.pass_obj
-def match(obj: CliContext, list_path: Path, public_key: Path, scheme: str, as_json: bool) -> None:
-    """Verify an export file and match it against the local store; results go to `proxitrace exposures`."""
+def match(obj: CliContext, list_path: Path, public_key: Path, scheme: str, workers: int, as_json: bool) -> None:
+    """Verify an export file and match it against the local store; results go to `proxitrace exposures`.
+
+    The file is streamed (verified in one pass, then its keys read in chunks), so a national list of a
+    million keys needs no more memory than a small one."""
     now = SystemClock().now()
-    try:
-        key = load_public_key(public_key)
-        data = list_path.read_bytes()
-        if len(data) > DEFAULT_LIMITS.max_archive_bytes:
-            raise ExportError(f"file is {len(data)} bytes, over the {DEFAULT_LIMITS.max_archive_bytes}-byte limit")
-        verified = verify_export(
-            data, TrustedForAnyKeyId(key), now=now, key_length=GAEN_KEY_LEN if scheme == "gaen" else DP3T_KEY_LEN
-        )
-        config = load_config(obj.config_path)
-        correction = device_calibration(config, obj.state_dir).rssi_correction
-        store = Store.open(obj.state_dir)
-    except (ExportError, SigningKeyError, ConfigError, CalibrationError, StoreError, OSError) as exc:
-        raise click.ClickException(f"{list_path.name}: {exc}") from None
-    try:
-        keys = verified.keys
-        with click.progressbar(
-            length=len(keys), label=f"matching {len(keys)} keys", file=click.get_text_stream("stderr"), show_pos=True
-        ) as bar:
-            outcome = process_list(
-                store,
-                SchemeName(scheme),
-                keys,
-                verified.export_sha256.hex(),
-                str(list_path.name),
-                now,
-                risk_settings(config),
-                correction,
-                config.agent.retention_days,
-                progress=bar.update,
+    with contextlib.ExitStack() as stack:
+        try:
+            key = load_public_key(public_key)
+            source = stack.enter_context(list_path.open("rb"))
+            verified = verify_export_stream(
+                source,
+                TrustedForAnyKeyId(key),
+                now=now,
+                key_length=GAEN_KEY_LEN if scheme == "gaen" else DP3T_KEY_LEN,
             )
-    finally:
-        store.close()
+            config = load_config(obj.config_path)
+            correction = device_calibration(config, obj.state_dir).rssi_correction
+            store = Store.open(obj.state_dir)
+            stack.callback(store.close)
+            count = verified.summary.key_count
+            with click.progressbar(
+                length=count, label=f"matching {count} keys", file=click.get_text_stream("stderr"), show_pos=True
+            ) as bar:
+                outcome = process_export(
+                    store,
+                    SchemeName(scheme),
+                    verified,
+                    str(list_path.name),
+                    now,
+                    risk_settings(config),
+                    correction,
+                    config.agent.retention_days,
+                    workers=workers or len(os.sched_getaffinity(0)),
+                    progress=bar.update,
+                )
+        except (ExportError, SigningKeyError, ConfigError, CalibrationError, StoreError, OSError) as exc:
+            raise click.ClickException(f"{list_path.name}: {exc}") from None
+    summary = verified.summary
     result = {
         "keys": outcome.keys,
         "matched_keys": outcome.matched_keys,
         "already_processed": outcome.already_processed,
         "notify": outcome.notify,
-        "region": verified.region,
-        "batch": f"{verified.batch_num}/{verified.batch_size}",
+        "region": summary.region,
+        "batch": f"{summary.batch_num}/{summary.batch_size}",
     }
     if as_json:
         click.echo(json.dumps(result))

@@ -33,7 +33,16 @@ from agent.protocol.export_format import (
     VerifiedExport,
     check_p256,
 )
-from agent.protocol.export_verify import verify_export
+from agent.protocol.export_verify import (
+    STREAM_READ_BYTES,
+    ExportSummary,
+    KeyChunk,
+    StreamedExport,
+    parse_key_chunk,
+    parse_key_table,
+    verify_export,
+    verify_export_stream,
+)
 from agent.protocol.proto import gaen_export as pb
 from agent.schemes.published import (
     PublishedKey,
@@ -50,15 +59,22 @@ __all__ = [
     "EXPORT_BIN",
     "EXPORT_HEADER",
     "EXPORT_SIG",
+    "STREAM_READ_BYTES",
     "ExportError",
     "ExportLimits",
+    "ExportSummary",
+    "KeyChunk",
     "PublicKeys",
     "SignatureInfo",
+    "StreamedExport",
     "VerifiedExport",
     "build_export",
     "encode_export_bin",
+    "parse_key_chunk",
+    "parse_key_table",
     "sign_export_bin",
     "verify_export",
+    "verify_export_stream",
     "zip_export",
 ]
 

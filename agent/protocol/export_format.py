@@ -55,6 +55,8 @@ class ExportLimits:
     max_keys: int = 1_000_000
     max_signatures: int = 16
     clock_skew_seconds: float = 7200.0
+    max_field_bytes: int = 64 * _KIB
+    """Streamed reading only: the largest single field, and all non-key fields together, it will buffer."""
 
 
 DEFAULT_LIMITS = ExportLimits()

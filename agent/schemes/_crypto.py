@@ -9,6 +9,7 @@ zero-salt HMAC pads are hashed once at import and copied per key, the expand pad
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -30,6 +31,39 @@ def hkdf16(ikm: bytes, info: bytes) -> bytes:
     key = outer.digest() + _HALF_BLOCK
     t1 = hashlib.sha256(key.translate(_XOR_IPAD) + info + b"\x01").digest()
     return hashlib.sha256(key.translate(_XOR_OPAD) + t1).digest()[:16]
+
+
+def hkdf16_many(ikms: Iterable[bytes], info: bytes) -> list[bytes]:
+    """``hkdf16`` over many keys: the same hashing, with every lookup hoisted out of the per-key loop."""
+    inner_copy, outer_copy, sha256 = _ZERO_SALT_INNER.copy, _ZERO_SALT_OUTER.copy, hashlib.sha256
+    ipad, opad, half, suffix = _XOR_IPAD, _XOR_OPAD, _HALF_BLOCK, info + b"\x01"
+    out = []
+    for ikm in ikms:
+        inner = inner_copy()
+        inner.update(ikm)
+        outer = outer_copy()
+        outer.update(inner.digest())
+        key = outer.digest() + half
+        t1 = sha256(key.translate(ipad) + suffix).digest()
+        out.append(sha256(key.translate(opad) + t1).digest()[:16])
+    return out
+
+
+def hmac_sha256_many(keys: Iterable[bytes], msg: bytes) -> list[bytes]:
+    """``hmac_sha256(key, msg)`` for many keys of 32 bytes (DP-3T day keys) under one message."""
+    sha256, ipad, opad, half = hashlib.sha256, _XOR_IPAD, _XOR_OPAD, _HALF_BLOCK
+    out = []
+    for key in keys:
+        if len(key) != 32:
+            raise ValueError(f"hmac_sha256_many takes 32-byte keys, got {len(key)}")
+        padded = key + half
+        out.append(sha256(padded.translate(opad) + sha256(padded.translate(ipad) + msg).digest()).digest())
+    return out
+
+
+def sha256_many(values: Iterable[bytes]) -> list[bytes]:
+    sha256 = hashlib.sha256
+    return [sha256(v).digest() for v in values]
 
 
 def hkdf_extract(ikm: bytes) -> bytes:

@@ -8,6 +8,7 @@ The invariants are checked on construction so a key that exists is a key the mat
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -86,3 +87,46 @@ def key_problem(key: PublishedKey) -> str | None:
     if key.days_since_onset is not None and abs(key.days_since_onset) > MAX_DAYS_SINCE_ONSET:
         return f"days_since_onset {key.days_since_onset} not in -14..14"
     return None
+
+
+@dataclass(frozen=True)
+class KeyTable:
+    """Many published keys of one length, column-wise: what the matcher reads per key, with no object
+    per key. A national list holds over a million keys; as ``PublishedKey`` objects they cost several
+    microseconds and a few hundred bytes each, while the matcher needs only the key bytes, rolling start
+    and rolling period of each, and the whole key only for the few that match (``key(i)`` builds it).
+    Whoever builds a table has checked its keys as ``PublishedKey`` would."""
+
+    key_length: int
+    key_data: bytes
+    rolling_start: Sequence[int]
+    rolling_period: Sequence[int]
+    build_key: Callable[[int], PublishedKey]
+
+    def __len__(self) -> int:
+        return len(self.rolling_start)
+
+    def key(self, i: int) -> PublishedKey:
+        return self.build_key(i)
+
+    def key_bytes(self, first: int, stop: int) -> list[bytes]:
+        n = self.key_length
+        data = self.key_data
+        return [data[i : i + n] for i in range(first * n, stop * n, n)]
+
+    def key_bytes_at(self, positions: Sequence[int]) -> list[bytes]:
+        n = self.key_length
+        data = self.key_data
+        return [data[i * n : i * n + n] for i in positions]
+
+    @classmethod
+    def of(cls, keys: Sequence[PublishedKey], key_length: int) -> KeyTable:
+        """The keys of ``key_length`` bytes among ``keys`` (others are left out, as the matcher ignores them)."""
+        chosen = [k for k in keys if len(k.key_data) == key_length]
+        return cls(
+            key_length,
+            b"".join(k.key_data for k in chosen),
+            [k.rolling_start_interval_number for k in chosen],
+            [k.rolling_period for k in chosen],
+            chosen.__getitem__,
+        )

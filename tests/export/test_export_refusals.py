@@ -32,19 +32,31 @@ from agent.protocol.export import (
     PublicKeys,
     SignatureInfo,
     verify_export,
+    verify_export_stream,
     zip_export,
 )
 from agent.protocol.proto import gaen_export as pb
 
 
 def refusal(data: bytes, public_keys: PublicKeys, **kwargs: Any) -> str:
-    """The reason ``verify_export`` gives; fails the test if it returns anything instead."""
+    """The reason ``verify_export`` gives; fails the test if it returns anything instead, or if the
+    streamed reader (verify, then read every chunk) accepts the file or refuses it for another reason."""
     with pytest.raises(ExportError) as refused:
         returned = verify_export(data, public_keys, **kwargs)
         pytest.fail(f"accepted, returned {returned!r}")
     reason = refused.value.reason
     assert reason and "\n" not in reason
+    if isinstance(data, bytes):
+        assert streamed_refusal(data, public_keys, **kwargs) == reason
     return reason
+
+
+def streamed_refusal(data: bytes, public_keys: PublicKeys, **kwargs: Any) -> str:
+    with pytest.raises(ExportError) as refused:
+        streamed = verify_export_stream(io.BytesIO(data), public_keys, **kwargs)
+        keys = [key for keys in streamed.keys(keys_per_chunk=2) for key in keys]
+        pytest.fail(f"streamed reader accepted it, returned {len(keys)} keys")
+    return refused.value.reason
 
 
 def central_header(data: bytes, name: bytes) -> int:
