@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from agent.clock import Clock
+from agent.clock import Clock, day_to_date
 from agent.protocol import wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
@@ -31,6 +31,9 @@ from agent.server.ebid import EbidBackend, RiskScorer
 from agent.server.errors import ApiError
 from agent.server.federation import FORWARD_PATH, Federation
 from agent.server.lists import INDEX_FILE, Lists, ListSigner
+from agent.server.portal import pages
+from agent.server.portal.audit import API_SUFFIX, Action
+from agent.server.portal.service import Portal, PortalError, ReportType, open_portal
 from agent.server.ratelimit import FailureLimiter
 from agent.server.uploads import Uploads
 
@@ -55,6 +58,7 @@ class Backend:
     lists: Lists
     ebid: EbidBackend
     federation: Federation
+    portal: Portal
 
     def maintain(self) -> None:
         """Publish closed buckets and delete what retention no longer allows."""
@@ -85,6 +89,7 @@ def open_backend(
         lists=Lists(config, clock, store, signer),
         ebid=EbidBackend(config, clock, store, limiter, federation, kg, scorer),
         federation=federation,
+        portal=open_portal(config, clock, store),
     )
 
 
@@ -108,7 +113,14 @@ def create_app(backend: Backend) -> web.Application:
     app.router.add_post("/v1/admin/tans", _admin_tans)
     app.router.add_post("/v1/admin/enrolment-codes", _admin_enrolment)
     app.cleanup_ctx.append(_background)
+    if backend.config.portal.enabled and not backend.config.portal.host:
+        pages.mount(app, backend.portal)
     return app
+
+
+def create_portal_app(backend: Backend) -> web.Application:
+    """The portal on a listener of its own (``[portal] host``); the device API app then has none of it."""
+    return pages.standalone_app(backend.portal)
 
 
 # ---- middlewares and helpers -------------------------------------------------------------------------
@@ -295,32 +307,47 @@ async def _forwarded(request: web.Request) -> web.Response:
     return web.json_response({"status": "stored" if fresh else "duplicate"})
 
 
-def _check_admin(request: web.Request) -> None:
-    token = _backend(request).config.server.admin_token
-    if not token:
-        raise ApiError(404, "admin API disabled (set server.admin_token)")
+SHARED_ADMIN_ACTOR = "(shared admin token)"
+
+
+def _admin_actor(request: web.Request) -> str:
+    """Who is calling the admin API, for the audit log: an officer by their API token
+    (``proxitrace backend officer token NAME``), or the shared ``server.admin_token``."""
+    b = _backend(request)
+    shared = b.config.server.admin_token
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise ApiError(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
+    if shared and hmac.compare_digest(given.encode(), shared.encode()):
+        return SHARED_ADMIN_ACTOR
+    officer = b.portal.accounts.by_api_token(given) if given else None
+    if officer is not None:
+        return officer.name + API_SUFFIX
+    if not shared and not b.portal.accounts.any_api_tokens():
+        raise ApiError(404, "admin API disabled (create an officer API token, or set server.admin_token)")
+    raise ApiError(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
 
 
 async def _admin_tans(request: web.Request) -> web.Response:
-    _check_admin(request)
+    actor = _admin_actor(request)
     b = _backend(request)
     body = await _body(request) if request.can_read_body else {}
     valid = wire.optional_int(body, "validSeconds", 60, 30 * 86_400, b.config.tan.valid_seconds)
-    onset = wire.day_of_date(body.get("onset") if isinstance(body, dict) else None, "body.onset")
-    issued = b.uploads.issue_tan(valid, onset)
+    onset_day = wire.day_of_date(body.get("onset") if isinstance(body, dict) else None, "body.onset")
+    onset = None if onset_day is None else day_to_date(onset_day)
+    try:
+        issued = b.portal.issue_tan(actor, onset, ReportType.CONFIRMED_TEST, valid, "")
+    except PortalError as exc:
+        raise ApiError(400, str(exc)) from None
     return web.json_response({"tan": issued.code, "expiresAt": issued.expires}, status=201)
 
 
 async def _admin_enrolment(request: web.Request) -> web.Response:
-    _check_admin(request)
+    actor = _admin_actor(request)
     b = _backend(request)
     body = await _body(request) if request.can_read_body else {}
     count = wire.optional_int(body, "count", 1, 10_000, 1)
     valid = wire.optional_int(body, "validSeconds", 60, 366 * 86_400, b.config.ebid.enrolment_valid_seconds)
     codes, expires = b.ebid.issue_enrolment_codes(count, valid)
+    b.portal.audit.record(b.clock.now(), actor, Action.ENROLMENT_ISSUED, f"{count} code(s) via the API")
     return web.json_response({"codes": codes, "expiresAt": expires}, status=201)
 
 
@@ -353,4 +380,5 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await session.close()
+    backend.portal.close()
     backend.store.close()

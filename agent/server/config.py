@@ -128,6 +128,28 @@ class FederationSection:
 
 
 @dataclass(frozen=True)
+class PortalSection:
+    """The health authority's pages and the operator's dashboard (``/portal/``, plus ``/metrics``).
+
+    ``host`` empty serves them on the device API's listener; a host (and ``port``) gives them a listener of
+    their own, and the device API then has no portal routes: the pages need not face the internet.
+    ``secure_cookies``: session cookies carry ``Secure`` (turn off only for plain http on a test bed that is
+    not localhost). After ``max_failed_logins`` wrong passwords or codes in a row an account is locked for
+    ``lockout_seconds``; every failed login is answered no sooner than ``failure_delay_seconds``.
+    """
+
+    enabled: bool = True
+    host: str = ""
+    port: int = 8081
+    session_seconds: int = 8 * 3600
+    secure_cookies: bool = True
+    max_failed_logins: int = 5
+    lockout_seconds: int = 900
+    failure_delay_seconds: float = 1.0
+    enrolment_batch_max: int = 500
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     server: ServerSection = field(default_factory=ServerSection)
     signing: SigningSection = field(default_factory=SigningSection)
@@ -136,6 +158,7 @@ class BackendConfig:
     lists: ListsSection = field(default_factory=ListsSection)
     ebid: EbidSection = field(default_factory=EbidSection)
     federation: FederationSection = field(default_factory=FederationSection)
+    portal: PortalSection = field(default_factory=PortalSection)
     risk: dict[str, Any] = field(default_factory=dict)
     """The EBID status verdict's risk model: the same ``[risk]`` keys as ``agent.risk.RiskSettings``
     (``model = "swisscovid"`` by default, or ``"cwa"`` with its ``[risk.cwa]`` table)."""
@@ -210,6 +233,12 @@ def _check(c: BackendConfig) -> None:
         raise ConfigError("federation.key: K_G must be 32 hex digits (16 bytes)")
     _between("federation.max_clock_skew_seconds", c.federation.max_clock_skew_seconds, 1, 3600)
     _between("federation.retry_seconds", c.federation.retry_seconds, 0.01, 3600)
+    _between("portal.port", c.portal.port, 0, 65535)
+    _between("portal.session_seconds", c.portal.session_seconds, 60, 7 * 86_400)
+    _between("portal.max_failed_logins", c.portal.max_failed_logins, 1, 100)
+    _between("portal.lockout_seconds", c.portal.lockout_seconds, 1, 7 * 86_400)
+    _between("portal.failure_delay_seconds", c.portal.failure_delay_seconds, 0, 30)
+    _between("portal.enrolment_batch_max", c.portal.enrolment_batch_max, 1, 10_000)
     if not isinstance(c.risk, dict):
         raise ConfigError("risk: expected a table")
     try:

@@ -23,7 +23,6 @@ from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 
 DB_FILE = "backend.db"
-SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tans (
@@ -55,6 +54,38 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, country_code INTEGER NOT NULL, body BLOB NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL);
 """
+# Each step brings the store from its position's version to the next (step 0: version 1 -> 2). A step
+# only adds tables, so a store that a newer step has not touched yet keeps all its data.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 2: the health authority's portal (agent/server/portal). Issued TANs point at the TAN's hash only;
+    # nothing links an issued TAN, an officer or an audit entry to an upload token or an upload.
+    (
+        """CREATE TABLE officers (
+            id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL, totp_secret TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+            locked_until REAL NOT NULL DEFAULT 0, totp_last_step INTEGER NOT NULL DEFAULT -1,
+            created REAL NOT NULL)""",
+        """CREATE TABLE officer_sessions (
+            hash BLOB PRIMARY KEY, officer_id INTEGER NOT NULL REFERENCES officers(id) ON DELETE CASCADE,
+            expires REAL NOT NULL)""",
+        """CREATE TABLE api_tokens (
+            hash BLOB PRIMARY KEY, officer_id INTEGER NOT NULL REFERENCES officers(id) ON DELETE CASCADE,
+            created REAL NOT NULL)""",
+        """CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+            detail TEXT NOT NULL)""",
+        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TABLE issued_tans (
+            id INTEGER PRIMARY KEY, tan_hash BLOB UNIQUE NOT NULL, officer TEXT NOT NULL, issued_hour REAL NOT NULL,
+            expires REAL NOT NULL, report_type TEXT NOT NULL, note TEXT NOT NULL, state TEXT)""",
+        "CREATE TABLE daily_counts (day INTEGER NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, "
+        "PRIMARY KEY (day, name))",
+    ),
+)
+SCHEMA_VERSION = 1 + len(_MIGRATIONS)
 
 
 class _Rollback(Exception):
@@ -122,6 +153,9 @@ class ServerStore:
         with self._tx() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
+            for step in _MIGRATIONS[max(version, 1) - 1 :]:
+                for statement in step:
+                    db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -152,6 +186,27 @@ class ServerStore:
         self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (name, value))
         return bytes(self._one("SELECT value FROM meta WHERE name = ?", (name,))[0])
 
+    # ---- daily counts (the dashboard's and /metrics' aggregates) ------------------------------------
+
+    def count(self, name: str, now: float, n: int = 1) -> None:
+        """Add ``n`` to today's count of ``name`` (a number per UTC day, never a row per person)."""
+        self._count(self._db, name, now, n)
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, name: str, now: float, n: int = 1) -> None:
+        db.execute(
+            "INSERT INTO daily_counts VALUES (?, ?, ?) ON CONFLICT (day, name) DO UPDATE SET count = count + ?",
+            (int(now // 86_400), name, n, n),
+        )
+
+    def daily_counts(self, first_day: int) -> dict[tuple[int, str], int]:
+        rows = self._db.execute("SELECT day, name, count FROM daily_counts WHERE day >= ?", (first_day,))
+        return {(day, name): count for day, name, count in rows}
+
+    def count_totals(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT name, SUM(count) FROM daily_counts GROUP BY name")
+        return {name: total for name, total in rows}
+
     # ---- TANs and upload tokens ----------------------------------------------------------------------
 
     def add_tan(self, code_hash: bytes, expires: float, onset_day: int | None) -> None:
@@ -177,7 +232,47 @@ class ServerStore:
                 "INSERT INTO upload_tokens (hash, expires, onset_day, fake) VALUES (?, ?, ?, 0)",
                 (token_hash, token_expires, row[0]),
             )
+            self._count(db, "tans_used", now)
             return row[0], None
+
+    def revoke_tan(self, code_hash: bytes, now: float) -> bool:
+        """Delete an open TAN so it can no longer be redeemed; False when it is used, expired or gone."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM tans WHERE hash = ? AND used IS NULL AND expires > ?", (code_hash, now))
+            if cur.rowcount != 1:
+                return False
+            self._count(db, "tans_revoked", now)
+            return True
+
+    def expired_tans_by_day(self, now: float) -> dict[int, int]:
+        """TANs that expired unused and are still stored, by the UTC day they expired (retention counts
+        the older ones into ``daily_counts`` as it deletes them)."""
+        rows = self._db.execute(
+            "SELECT CAST(expires / 86400 AS INTEGER), COUNT(*) FROM tans WHERE used IS NULL AND expires <= ? "
+            "GROUP BY 1",
+            (now,),
+        )
+        return dict(rows.fetchall())
+
+    def outbox_state(self) -> tuple[int, int]:
+        """Forwards waiting in the federation outbox, and how many of them have failed at least once."""
+        row = self._one("SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM outbox")
+        return row[0], row[1]
+
+    def keys_by_day(self, scheme: SchemeName) -> dict[int, int]:
+        """Stored keys per UTC day of their release (tag)."""
+        rows = self._db.execute(
+            "SELECT tag_ms / 86400000, COUNT(*) FROM published_keys WHERE scheme = ? GROUP BY 1", (scheme.value,)
+        )
+        return dict(rows.fetchall())
+
+    def tan_states(self, now: float) -> dict[bytes, str]:
+        """Each stored TAN's state: open, used or expired."""
+        rows = self._db.execute("SELECT hash, used, expires FROM tans")
+        return {
+            bytes(h): "used" if used is not None else ("expired" if expires <= now else "open")
+            for h, used, expires in rows
+        }
 
     def add_fake_upload_token(self, token_hash: bytes, expires: float) -> None:
         self._db.execute(
@@ -195,11 +290,15 @@ class ServerStore:
         return UploadToken(row[0], bool(row[1]))
 
     def _spend_upload_token(self, db: sqlite3.Connection, token_hash: bytes, now: float) -> bool:
+        """Spend the token; a real one (not dummy traffic) counts as one upload today."""
         cur = db.execute(
-            "UPDATE upload_tokens SET used = ? WHERE hash = ? AND used IS NULL AND expires > ?",
+            "UPDATE upload_tokens SET used = ? WHERE hash = ? AND used IS NULL AND expires > ? RETURNING fake",
             (now, token_hash, now),
         )
-        return cur.rowcount == 1
+        spent = cur.fetchall()
+        if spent and not spent[0][0]:
+            self._count(db, "uploads", now)
+        return bool(spent)
 
     # ---- published keys ------------------------------------------------------------------------------
 
@@ -289,6 +388,7 @@ class ServerStore:
                     "INSERT INTO registrations (client_id, secret_hash, puid, created) VALUES (?, ?, ?, ?)",
                     (client_id, secret_hash, puid, now),
                 )
+                self._count(db, "ebid_registrations", now)
         except _Rollback:
             return False
         return True
@@ -429,6 +529,19 @@ class ServerStore:
             db.execute("DELETE FROM federation_seen WHERE received < ?", (oldest_exposure,))
             db.execute("DELETE FROM outbox WHERE created < ?", (oldest_exposure,))
             day_ago = now - 86_400
+            db.execute(
+                "UPDATE issued_tans SET state = (SELECT CASE WHEN used IS NULL THEN 'expired' ELSE 'used' END "
+                "FROM tans WHERE tans.hash = issued_tans.tan_hash) WHERE state IS NULL AND tan_hash IN "
+                "(SELECT hash FROM tans WHERE expires < ?)",
+                (day_ago,),
+            )
+            db.execute(
+                "INSERT INTO daily_counts SELECT CAST(expires / 86400 AS INTEGER), 'tans_expired', COUNT(*) FROM tans "
+                "WHERE expires < ? AND used IS NULL GROUP BY 1 ON CONFLICT (day, name) DO UPDATE "
+                "SET count = count + excluded.count",
+                (day_ago,),
+            )
+            db.execute("DELETE FROM issued_tans WHERE expires < ?", (oldest_exposure,))
             db.execute("DELETE FROM tans WHERE expires < ?", (day_ago,))
             db.execute("DELETE FROM upload_tokens WHERE expires < ?", (day_ago,))
             db.execute("DELETE FROM enrolment_codes WHERE expires < ?", (day_ago,))

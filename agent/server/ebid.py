@@ -228,5 +228,6 @@ class EbidBackend:
         scored = self._score(self._store.exposures_of(registration_id), now)
         if scored.at_risk:
             self._store.erase_registration(registration_id)
+            self._store.count("at_risk_verdicts", now)
             log.info("risk verdict: at risk; pseudonym erased")
         return wire.RiskVerdict(scored.at_risk, scored.explanation, left, must_register_again=scored.at_risk)

@@ -12,7 +12,7 @@ from aiohttp import web
 from agent import risk, signing_keys
 from agent.clock import Clock, clock_from_spec
 from agent.configfile import ConfigError
-from agent.server.app import ACCESS_LOG_FORMAT, Backend, create_app, open_backend
+from agent.server.app import ACCESS_LOG_FORMAT, Backend, create_app, create_portal_app, open_backend
 from agent.server.config import BackendConfig
 from agent.server.scoring import ServerRiskScorer
 from agent.server.signing import KeySigner
@@ -37,10 +37,24 @@ def configured_backend(config: BackendConfig, clock: Clock | None = None) -> Bac
     return open_backend(config, the_clock, KeySigner(config, private_key), scorer)
 
 
-async def serve(backend: Backend, host: str, port: int, on_ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT; ``on_ready(port)`` once listening (port 0 picks a free one)."""
+async def serve(
+    backend: Backend,
+    host: str,
+    port: int,
+    on_ready: Callable[[int], None] | None = None,
+    on_portal_ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT; ``on_ready(port)`` once listening (port 0 picks a free one). With
+    ``[portal] host`` set, the portal gets a listener of its own and ``on_portal_ready(host, port)``."""
     runner = web.AppRunner(create_app(backend), access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
     await runner.setup()
+    portal = backend.config.portal
+    portal_runner: web.AppRunner | None = None
+    if portal.enabled and portal.host:
+        portal_runner = web.AppRunner(
+            create_portal_app(backend), access_log_format=ACCESS_LOG_FORMAT, handle_signals=False
+        )
+        await portal_runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -50,6 +64,12 @@ async def serve(backend: Backend, host: str, port: int, on_ready: Callable[[int]
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         log.info("backend listening on %s:%d", host, bound)
+        if portal_runner is not None:
+            await web.TCPSite(portal_runner, portal.host, portal.port, shutdown_timeout=5.0).start()
+            portal_port = portal_runner.addresses[0][1] if portal_runner.addresses else portal.port
+            log.info("portal listening on %s:%d", portal.host, portal_port)
+            if on_portal_ready is not None:
+                on_portal_ready(portal.host, portal_port)
         if on_ready is not None:
             on_ready(bound)
         await stop.wait()
@@ -57,4 +77,6 @@ async def serve(backend: Backend, host: str, port: int, on_ready: Callable[[int]
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if portal_runner is not None:
+            await portal_runner.cleanup()
         await runner.cleanup()

@@ -51,6 +51,7 @@ def issue_tans(
     issued = [IssuedCode(codes.new_code(), now + valid_seconds) for _ in range(count)]
     for tan in issued:
         store.add_tan(codes.code_hash(codes.normalise_code(tan.code) or ""), tan.expires, onset_day)
+    store.count("tans_issued", now, count)
     log.info("%d TAN(s) issued, valid %d s", count, valid_seconds)
     return issued
 
