@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import re
+import shlex
 from pathlib import Path
 
 import click
@@ -14,7 +15,12 @@ from agent.clock import Clock, clock_from_spec, date_to_day
 from agent.config import ConfigError
 from agent.server.config import BackendConfig, load_backend_config
 from agent.server.db import DB_FILE, ServerStore
+from agent.server.portal.accounts import AccountError, Accounts, Credentials, LoginPolicy
+from agent.server.portal.audit import CLI_ACTOR, Action, Audit
+from agent.server.portal.service import portal_store_of
+from agent.server.portal.store import PortalStore
 
+log = logging.getLogger(__name__)
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 
@@ -86,11 +92,18 @@ def serve(config_path: Path | None, host: str, port: int) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
+    if config.portal.enabled and backend_.portal.portal_store.enabled_officers() == 0:
+        config_arg = f" --config {shlex.quote(str(config_path))}" if config_path else ""
+        log.warning("portal: no officer account yet; add one with: proxitrace backend officer add NAME%s", config_arg)
+
     def ready(bound: int) -> None:
         click.echo(f"proxitrace backend listening on http://{host}:{bound}", err=True)
 
+    def portal_ready(portal_host: str, bound: int) -> None:
+        click.echo(f"proxitrace portal listening on http://{portal_host}:{bound}/portal/", err=True)
+
     try:
-        asyncio.run(run(backend_, host, port, ready))
+        asyncio.run(run(backend_, host, port, ready, portal_ready))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -187,3 +200,108 @@ def enrol_issue(config_path: Path | None, valid: int | None, count: int) -> None
 
 def _utc(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@backend.group()
+def officer() -> None:
+    """Health officers' accounts for the portal (/portal/) and their API tokens."""
+
+
+def _accounts(config: BackendConfig) -> tuple[PortalStore, Accounts, Audit]:
+    try:
+        store = portal_store_of(config.data_dir)
+    except OSError as exc:
+        raise click.ClickException(f"server.data_dir: {config.data_dir}: {exc.strerror or exc}") from None
+    policy = LoginPolicy(config.portal.max_failed_logins, config.portal.lockout_seconds)
+    return store, Accounts(store, policy), Audit(store)
+
+
+def _show_credentials(creds: Credentials) -> None:
+    click.echo(f"officer: {creds.name}")
+    click.echo(f"password: {creds.password}")
+    if creds.totp_secret is not None:
+        click.echo(f"totp secret: {creds.totp_secret}")
+        click.echo(f"totp uri: {creds.totp_uri}")
+    click.echo("hand these over once, in person; they are not shown again", err=True)
+
+
+def _officer_action(config_path: Path | None, action: str, name: str, totp: bool = True) -> None:
+    config = _load(config_path)
+    store, accounts, audit = _accounts(config)
+    now = _clock(config).now()
+    try:
+        if action == "add":
+            creds = accounts.add(name, totp, now)
+            audit.record(now, CLI_ACTOR, Action.OFFICER_ADDED, creds.name)
+            _show_credentials(creds)
+        elif action == "reset":
+            creds = accounts.reset(name, totp)
+            audit.record(now, CLI_ACTOR, Action.OFFICER_RESET, creds.name)
+            _show_credentials(creds)
+        elif action == "disable":
+            accounts.disable(name)
+            audit.record(now, CLI_ACTOR, Action.OFFICER_DISABLED, name.strip())
+            click.echo(f"officer {name.strip()!r} disabled; their sessions and API tokens no longer work", err=True)
+        else:
+            token = accounts.new_api_token(name, now)
+            audit.record(now, CLI_ACTOR, Action.API_TOKEN_CREATED, name.strip())
+            click.echo(token)
+            click.echo("use it as 'Authorization: Bearer <token>' on POST /v1/admin/*", err=True)
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+
+
+_totp_option = click.option(
+    "--totp/--no-totp", default=True, show_default=True, help="Require a one-time code (RFC 6238) at login."
+)
+
+
+@officer.command("add")
+@_config_option
+@_totp_option
+@click.argument("name")
+def officer_add(config_path: Path | None, totp: bool, name: str) -> None:
+    """Create an account; prints its password (and TOTP secret) once."""
+    _officer_action(config_path, "add", name, totp)
+
+
+@officer.command("reset")
+@_config_option
+@_totp_option
+@click.argument("name")
+def officer_reset(config_path: Path | None, totp: bool, name: str) -> None:
+    """New password (and TOTP secret), unlock and re-enable; ends the officer's sessions."""
+    _officer_action(config_path, "reset", name, totp)
+
+
+@officer.command("disable")
+@_config_option
+@click.argument("name")
+def officer_disable(config_path: Path | None, name: str) -> None:
+    """Disable an account: no login, its sessions and API tokens stop working."""
+    _officer_action(config_path, "disable", name)
+
+
+@officer.command("token")
+@_config_option
+@click.argument("name")
+def officer_token(config_path: Path | None, name: str) -> None:
+    """Create an API token for the officer's automation (POST /v1/admin/tans and /enrolment-codes)."""
+    _officer_action(config_path, "token", name)
+
+
+@officer.command("list")
+@_config_option
+def officer_list(config_path: Path | None) -> None:
+    """The accounts and whether each is enabled, locked, with a second factor."""
+    config = _load(config_path)
+    store, _, _ = _accounts(config)
+    now = _clock(config).now()
+    try:
+        for o in store.officers():
+            state = "disabled" if o.disabled else ("locked" if o.locked_until > now else "enabled")
+            click.echo(f"{o.name}\t{state}\t{'totp' if o.totp_secret else 'password only'}")
+    finally:
+        store.close()

@@ -64,14 +64,14 @@ async def serve(
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         log.info("backend listening on %s:%d", host, bound)
+        if on_ready is not None:
+            on_ready(bound)
         if portal_runner is not None:
             await web.TCPSite(portal_runner, portal.host, portal.port, shutdown_timeout=5.0).start()
             portal_port = portal_runner.addresses[0][1] if portal_runner.addresses else portal.port
             log.info("portal listening on %s:%d", portal.host, portal_port)
             if on_portal_ready is not None:
                 on_portal_ready(portal.host, portal_port)
-        if on_ready is not None:
-            on_ready(bound)
         await stop.wait()
         log.info("stopping")
     finally:
