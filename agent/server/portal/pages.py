@@ -170,6 +170,7 @@ async def _form(request: web.Request, bound_to_cookie: str) -> dict[str, str]:
 
 def _page(request: web.Request, template: str, officer: Officer | None, status: int = 200, **ctx: Any) -> web.Response:
     ctx.setdefault("csrf_token", _csrf_for_session(request) if officer else "")
+    ctx.setdefault("error", "")
     return aiohttp_jinja2.render_template(template, request, {"officer": officer, **ctx}, status=status)
 
 

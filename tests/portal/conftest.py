@@ -1,0 +1,3 @@
+from browser import browser, screenshots
+
+__all__ = ["browser", "screenshots"]
