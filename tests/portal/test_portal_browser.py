@@ -176,7 +176,9 @@ def test_officer_issues_a_tan_an_agent_reports_with_it(
     driver.get(f"{portal}/portal/tans/new")
     field = driver.find_element(By.NAME, "onset")
     tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
-    driver.execute_script("arguments[0].removeAttribute('max'); arguments[0].value = arguments[1]", field, tomorrow.isoformat())
+    driver.execute_script(
+        "arguments[0].removeAttribute('max'); arguments[0].value = arguments[1]", field, tomorrow.isoformat()
+    )
     click_and_load(driver, "#issue-tan button")
     assert "in the future" in driver.find_element(By.ID, "error").text
 

@@ -104,7 +104,7 @@ def mount(app: web.Application, portal: Portal) -> None:
     reg = metrics.registry(lambda: _board_and_totals(portal))
 
     async def metrics_handler(request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(metrics.exposition, reg)
+        body = metrics.exposition(reg)  # the store is this thread's: read it here
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE, **SECURITY_HEADERS})
 
     async def root(request: web.Request) -> web.Response:

@@ -1,0 +1,66 @@
+"""`proxitrace backend officer …` and `proxitrace backend serve` with and without an officer, as an operator
+runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def proxitrace(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60)
+
+
+def serve_log(toml: Path) -> str:
+    """Start `backend serve`, wait until it listens, stop it; its log."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "agent", "backend", "serve", "--config", str(toml), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stderr is not None
+    lines = []
+    for line in server.stderr:
+        lines.append(line)
+        if "proxitrace backend listening on" in line:
+            break
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=15) == 0, "".join(lines)
+    return "".join(lines) + server.stderr.read()
+
+
+def test_serve_without_an_officer_says_how_to_add_one_and_officer_commands_work(tmp_path: Path) -> None:
+    toml = tmp_path / "backend.toml"
+    toml.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    assert proxitrace("backend", "keygen", "--config", str(toml)).returncode == 0
+    log = serve_log(toml)
+    command = f"proxitrace backend officer add NAME --config {toml}"
+    hint = f"WARNING agent.cli_backend: portal: no officer account yet; add one with: {command}"
+    assert hint in log.splitlines()
+
+    added = proxitrace("backend", "officer", "add", "ann", "--config", str(toml))  # the command the hint gives
+    assert added.returncode == 0, added.stderr
+    assert re.search(r"^password: \S{16,}$", added.stdout, re.M)
+    assert re.search(r"^totp uri: otpauth://totp/Proxitrace%20portal:ann\?secret=[A-Z2-7]+&issuer=", added.stdout, re.M)
+    assert "no officer account yet" not in serve_log(toml)
+
+    plain = proxitrace("backend", "officer", "add", "bob", "--no-totp", "--config", str(toml))
+    assert plain.returncode == 0 and "totp" not in plain.stdout
+    again = proxitrace("backend", "officer", "add", "bob", "--config", str(toml))
+    assert (
+        again.returncode == 1
+        and again.stderr.strip() == "proxitrace: officer 'bob' exists (use `reset` for new credentials)"
+    )
+    token = proxitrace("backend", "officer", "token", "bob", "--config", str(toml))
+    assert token.returncode == 0 and re.fullmatch(r"pto_[A-Za-z0-9_-]{40,}\n", token.stdout)
+    assert proxitrace("backend", "officer", "disable", "bob", "--config", str(toml)).returncode == 0
+    listing = proxitrace("backend", "officer", "list", "--config", str(toml))
+    assert listing.stdout.splitlines() == ["ann\tenabled\ttotp", "bob\tdisabled\tpassword only"]
+    reset = proxitrace("backend", "officer", "reset", "bob", "--no-totp", "--config", str(toml))
+    assert reset.returncode == 0 and "password: " in reset.stdout
+    assert "bob\tenabled" in proxitrace("backend", "officer", "list", "--config", str(toml)).stdout
+    missing = proxitrace("backend", "officer", "disable", "carol", "--config", str(toml))
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no officer 'carol'" in missing.stderr
