@@ -96,6 +96,7 @@ def click_and_load(driver: webdriver.Chrome, css: str, within: object = None) ->
     page = driver.find_element(By.TAG_NAME, "html")
     (within or driver).find_element(By.CSS_SELECTOR, css).click()  # type: ignore[attr-defined]
     WebDriverWait(driver, 15).until(expected_conditions.staleness_of(page))
+    WebDriverWait(driver, 15).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def shoot(driver: webdriver.Chrome, folder: Path, name: str) -> None:
@@ -253,9 +254,10 @@ def test_officer_issues_a_tan_an_agent_reports_with_it(
     assert driver.current_url.endswith("/portal/login")
     for _ in range(3):
         log_in(driver, portal, "locked-out", "guess", "123456")
-        assert "Login failed" in driver.page_source
+        assert "Login failed" in driver.find_element(By.ID, "error").text, driver.page_source
     log_in(driver, portal, "locked-out", target_password, pyotp.TOTP(target_secret).now())
-    assert "Login failed" in driver.page_source and driver.current_url.endswith("/portal/login")
+    assert "Login failed" in driver.find_element(By.ID, "error").text, driver.page_source
+    assert driver.current_url.endswith("/portal/login")
     shoot(driver, screenshots, "00-login")
 
     log = pilot.stop()
