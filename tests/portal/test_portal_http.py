@@ -220,3 +220,25 @@ def test_bar_chart_is_escaped_svg_with_one_bar_per_day() -> None:
     assert svg.count("<rect x=") == 3 and "&lt;TANs &amp; co&gt; (max 10)" in svg and "<TANs" not in svg
     heights = [float(h) for h in re.findall(r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="([^"]+)"', svg)]
     assert heights[0] == 0 and heights[2] == 2 * heights[1] > 0
+
+
+async def test_retention_keeps_the_final_state_and_counts_an_expired_tan_once(
+    rb: RunningBackend, clock: ManualClock
+) -> None:
+    portal = rb.backend.portal
+    expiring = portal.issue_tan("ann", None, ReportType.CONFIRMED_TEST, 3600, "")
+    used = portal.issue_tan("ann", None, ReportType.CONFIRMED_TEST, 3600, "")
+    assert rb.backend.uploads.exchange({"tan": used.code}, "127.0.0.1").code
+    await clock.advance(7200)
+    assert {t.id: t.state for t in portal.tans()} == {expiring.id: "expired", used.id: "used"}
+    day = int(T0 // 86_400)
+    before = rb.backend.store.expired_tans_by_day(clock.now())
+    assert before == {day: 1}
+    await clock.advance(86_400)
+    rb.backend.maintain()  # deletes the TANs a day after they expired
+    assert rb.backend.store.tan_states(clock.now()) == {}
+    assert {t.id: t.state for t in portal.tans()} == {expiring.id: "expired", used.id: "used"}
+    assert rb.backend.store.expired_tans_by_day(clock.now()) == {}
+    assert rb.backend.store.daily_counts(day)[(day, "tans_expired")] == 1
+    rb.backend.maintain()
+    assert rb.backend.store.daily_counts(day)[(day, "tans_expired")] == 1
