@@ -40,7 +40,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
     "Cache-Control": "no-store",
 }
 _VALIDITY_HOURS = (1, 24, 72)
@@ -111,8 +111,7 @@ def mount(app: web.Application, portal: Portal) -> None:
         raise web.HTTPFound(PREFIX + "/")
 
     app.router.add_get("/metrics", metrics_handler)
-    if not any(getattr(res, "canonical", None) == "/" for res in app.router.resources()):
-        app.router.add_get("/", root)
+    app.router.add_get("/", root)
 
 
 def standalone_app(portal: Portal) -> web.Application:
