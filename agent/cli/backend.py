@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import logging
 import re
 import shlex
 from pathlib import Path
 
 import click
+import segno
 
 from agent.clock import Clock, clock_from_spec, date_to_day
 from agent.config import ConfigError
@@ -216,16 +218,20 @@ def _accounts(config: BackendConfig) -> tuple[PortalStore, Accounts, Audit]:
     return store, Accounts(store, policy), Audit(store)
 
 
-def _show_credentials(creds: Credentials) -> None:
+def _show_credentials(creds: Credentials, qr: bool) -> None:
     click.echo(f"officer: {creds.name}")
     click.echo(f"password: {creds.password}")
-    if creds.totp_secret is not None:
+    if creds.totp_secret is not None and creds.totp_uri is not None:
         click.echo(f"totp secret: {creds.totp_secret}")
         click.echo(f"totp uri: {creds.totp_uri}")
+        if qr:  # for the officer's authenticator app to scan off the operator's screen
+            picture = io.StringIO()
+            segno.make(creds.totp_uri, error="m").terminal(out=picture, compact=True)
+            click.echo(picture.getvalue().rstrip("\n"))
     click.echo("hand these over once, in person; they are not shown again", err=True)
 
 
-def _officer_action(config_path: Path | None, action: str, name: str, totp: bool = True) -> None:
+def _officer_action(config_path: Path | None, action: str, name: str, totp: bool = True, qr: bool = False) -> None:
     config = _load(config_path)
     store, accounts, audit = _accounts(config)
     now = _clock(config).now()
@@ -233,11 +239,11 @@ def _officer_action(config_path: Path | None, action: str, name: str, totp: bool
         if action == "add":
             creds = accounts.add(name, totp, now)
             audit.record(now, CLI_ACTOR, Action.OFFICER_ADDED, creds.name)
-            _show_credentials(creds)
+            _show_credentials(creds, qr)
         elif action == "reset":
             creds = accounts.reset(name, totp)
             audit.record(now, CLI_ACTOR, Action.OFFICER_RESET, creds.name)
-            _show_credentials(creds)
+            _show_credentials(creds, qr)
         elif action == "disable":
             accounts.disable(name)
             audit.record(now, CLI_ACTOR, Action.OFFICER_DISABLED, name.strip())
@@ -256,24 +262,27 @@ def _officer_action(config_path: Path | None, action: str, name: str, totp: bool
 _totp_option = click.option(
     "--totp/--no-totp", default=True, show_default=True, help="Require a one-time code (RFC 6238) at login."
 )
+_qr_option = click.option("--qr", is_flag=True, help="Also draw the TOTP secret as a QR code for an authenticator app.")
 
 
 @officer.command("add")
 @_config_option
 @_totp_option
+@_qr_option
 @click.argument("name")
-def officer_add(config_path: Path | None, totp: bool, name: str) -> None:
+def officer_add(config_path: Path | None, totp: bool, qr: bool, name: str) -> None:
     """Create an account; prints its password (and TOTP secret) once."""
-    _officer_action(config_path, "add", name, totp)
+    _officer_action(config_path, "add", name, totp, qr)
 
 
 @officer.command("reset")
 @_config_option
 @_totp_option
+@_qr_option
 @click.argument("name")
-def officer_reset(config_path: Path | None, totp: bool, name: str) -> None:
+def officer_reset(config_path: Path | None, totp: bool, qr: bool, name: str) -> None:
     """New password (and TOTP secret), unlock and re-enable; ends the officer's sessions."""
-    _officer_action(config_path, "reset", name, totp)
+    _officer_action(config_path, "reset", name, totp, qr)
 
 
 @officer.command("disable")

@@ -65,7 +65,10 @@ def test_serve_without_an_officer_says_how_to_add_one_and_officer_commands_work(
     listing = proxitrace("backend", "officer", "list", "--config", str(toml))
     assert listing.stdout.splitlines() == ["ann\tenabled\ttotp", "bob\tdisabled\tpassword only"]
     reset = proxitrace("backend", "officer", "reset", "bob", "--no-totp", "--config", str(toml))
-    assert reset.returncode == 0 and "password: " in reset.stdout
+    assert reset.returncode == 0 and "password: " in reset.stdout and "totp" not in reset.stdout
+    with_qr = proxitrace("backend", "officer", "reset", "ann", "--qr", "--config", str(toml))
+    picture = [line for line in with_qr.stdout.splitlines() if set(line) <= set("█▀▄ ")]
+    assert with_qr.returncode == 0 and len(picture) > 10 and len({len(line) for line in picture}) == 1
     assert "bob\tenabled" in proxitrace("backend", "officer", "list", "--config", str(toml)).stdout
     missing = proxitrace("backend", "officer", "disable", "carol", "--config", str(toml))
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no officer 'carol'" in missing.stderr
