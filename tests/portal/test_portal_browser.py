@@ -260,6 +260,9 @@ def test_officer_issues_a_tan_an_agent_reports_with_it(
     assert driver.current_url.endswith("/portal/login")
     shoot(driver, screenshots, "00-login")
 
+    console = [entry["message"] for entry in driver.get_log("browser")]
+    assert not [m for m in console if "Content Security Policy" in m], console  # every page lives within the CSP
+
     log = pilot.stop()
     assert tan not in log and revoked_tan not in log and password not in log
 
