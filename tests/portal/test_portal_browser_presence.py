@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-import browser
 import pytest
+from support import browser
 
 
 def test_a_missing_browser_fails_in_ci_and_skips_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

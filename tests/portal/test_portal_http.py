@@ -15,9 +15,9 @@ import aiohttp
 import pyotp
 import pytest
 from aiohttp.test_utils import TestServer
-from backend_harness import ADMIN_TOKEN, T0, RunningBackend, backend_config, running_backend
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client.parser import text_string_to_metric_families
+from support.backend_harness import ADMIN_TOKEN, T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
 from agent.server.app import create_portal_app
