@@ -11,9 +11,9 @@ from pathlib import Path
 
 from agent.clock import Clock, date_to_day, day_of, day_to_date
 from agent.server import codes
-from agent.server.ebid import issue_enrolment_codes
 from agent.server.config import BackendConfig
 from agent.server.db import DB_FILE, ServerStore
+from agent.server.ebid import issue_enrolment_codes
 from agent.server.portal.accounts import Accounts, LoginPolicy
 from agent.server.portal.audit import Action, Audit
 from agent.server.portal.sessions import COOKIE_KEY_META, Sessions
