@@ -9,18 +9,19 @@ import logging
 import re
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import segno
 
 from agent.clock import Clock, clock_from_spec, date_to_day
 from agent.config import ConfigError
 from agent.server.config import BackendConfig, load_backend_config
 from agent.server.db import DB_FILE, ServerStore
-from agent.server.portal.accounts import AccountError, Accounts, Credentials, LoginPolicy
-from agent.server.portal.audit import CLI_ACTOR, Action, Audit
-from agent.server.portal.service import portal_store_of
-from agent.server.portal.store import PortalStore
+
+if TYPE_CHECKING:  # the portal's libraries load only for the commands that use them
+    from agent.server.portal.accounts import Accounts, Credentials
+    from agent.server.portal.audit import Audit
+    from agent.server.portal.store import PortalStore
 
 log = logging.getLogger(__name__)
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -210,6 +211,10 @@ def officer() -> None:
 
 
 def _accounts(config: BackendConfig) -> tuple[PortalStore, Accounts, Audit]:
+    from agent.server.portal.accounts import Accounts, LoginPolicy
+    from agent.server.portal.audit import Audit
+    from agent.server.portal.service import portal_store_of
+
     try:
         store = portal_store_of(config.data_dir)
     except OSError as exc:
@@ -225,6 +230,8 @@ def _show_credentials(creds: Credentials, qr: bool) -> None:
         click.echo(f"totp secret: {creds.totp_secret}")
         click.echo(f"totp uri: {creds.totp_uri}")
         if qr:  # for the officer's authenticator app to scan off the operator's screen
+            import segno
+
             picture = io.StringIO()
             segno.make(creds.totp_uri, error="m").terminal(out=picture, compact=True)
             click.echo(picture.getvalue().rstrip("\n"))
@@ -232,6 +239,9 @@ def _show_credentials(creds: Credentials, qr: bool) -> None:
 
 
 def _officer_action(config_path: Path | None, action: str, name: str, totp: bool = True, qr: bool = False) -> None:
+    from agent.server.portal.accounts import AccountError
+    from agent.server.portal.audit import CLI_ACTOR, Action
+
     config = _load(config_path)
     store, accounts, audit = _accounts(config)
     now = _clock(config).now()
