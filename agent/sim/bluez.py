@@ -11,7 +11,10 @@ It behaves like BlueZ plus the kernel where the agent's correctness depends on i
 - devices appear on scanning adapters as ``Device1`` objects updated by PropertiesChanged, expire after a
   timeout, and an advertiser's adverts vanish when its connection does;
 - adapters can be removed and added, powered off and on, stalled, and made to fail named calls, through a
-  test-only control interface (``org.proxitrace.Sim1`` at ``/org/proxitrace/sim``).
+  test-only control interface (``org.proxitrace.Sim1`` at ``/org/proxitrace/sim``);
+- the whole daemon can hang (``Hang``): alive and owning ``org.bluez`` but answering nothing and reporting
+  nothing, as bluetoothd stuck in a blocking call. The calls it receives meanwhile are queued, in order, and
+  handled when it resumes (``Resume``), so their late replies reach callers that long gave up, as they would.
 """
 
 from __future__ import annotations
@@ -226,6 +229,8 @@ class SimBluez:
         self.ticks = 0
         self.congested_ticks = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.hung = False
+        self.held: list[Message] = []
         self.table.add_setter(ADAPTER1, "Powered", self._set_powered)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -272,6 +277,9 @@ class SimBluez:
             return False
         if msg.message_type is not MessageType.METHOD_CALL:
             return False
+        if self.hung and not (msg.interface == CONTROL and msg.path == CONTROL_PATH):
+            self.held.append(msg)
+            return True
         try:
             if self.table.handle(msg):
                 return True
@@ -714,6 +722,8 @@ class SimBluez:
 
     def tick(self, t0: float, t1: float) -> None:
         self.ticks += 1
+        if self.hung:
+            return
         params = self.config.radio
         receivers = [a for a in self.adapters.values() if a.powered and a.scanning and not a.stalled]
         if send_backlog(self.bus) > MAX_SEND_BACKLOG:
@@ -817,6 +827,16 @@ class SimBluez:
         if member == "SetLegacy" and sig == "sb":
             self._adapter(body[0]).legacy = body[1]
             return self._reply(msg)
+        if member == "Hang" and sig == "":
+            self.hung = True
+            return self._reply(msg)
+        if member == "Resume" and sig == "":
+            self.hung = False
+            held, self.held = self.held, []
+            for call in held:
+                if not self.handle(call):
+                    self.bus.send(Message.new_error(call, "org.freedesktop.DBus.Error.UnknownMethod", "unknown"))
+            return self._reply(msg)
         if member == "Stall" and sig == "s":
             self._adapter(body[0]).stalled = True
             return self._reply(msg)
@@ -904,6 +924,8 @@ class SimBluez:
             "ticks": self.ticks,
             "congested_ticks": self.congested_ticks,
             "beacons": len(self.beacons),
+            "hung": self.hung,
+            "held_calls": len(self.held),
             "adapters": {
                 a.name: {
                     "powered": a.powered,
