@@ -258,6 +258,7 @@ class Daemon:
             adapters=_adapter_statuses(health),
             tasks=tuple(TaskStatus(t.name, t.running, t.restarts, t.last_error) for t in self.supervisor.health()),
             notes=self._notes,
+            advertising_problem=adv.problem if adv else None,
             store_problem=self.store.write_error,
             unwritten_windows=self.store.unwritten_windows,
             unwritten_dropped=self.store.unwritten_dropped,

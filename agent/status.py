@@ -56,6 +56,7 @@ class AgentStatus:
     adapters: tuple[AdapterStatus, ...] = ()
     tasks: tuple[TaskStatus, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    advertising_problem: str | None = None  # why advertising is off: the advertiser's note and last error
     store_problem: str | None = None  # why sightings cannot be written now (disk full, read-only)
     unwritten_windows: int = 0  # sighting windows held in memory until the store takes them
     unwritten_dropped: int = 0  # ...and those lost because that memory was full
@@ -133,7 +134,9 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
     )
     lines = [
         f"agent      {state} (pid {s.pid}, up {max(0.0, now - s.started_at) / 3600:.1f} h), scheme {s.scheme}",
-        f"advertising {'on' if s.advertising else 'OFF'}; last rotation "
+        f"advertising {'on' if s.advertising else 'OFF'}"
+        + (f" ({s.advertising_problem})" if s.advertising_problem and not s.advertising else "")
+        + "; last rotation "
         + ("never" if s.seconds_since_rotation is None else f"{s.seconds_since_rotation:.0f} s ago")
         + (f"; {s.rotation_failures} failed registrations" if s.rotation_failures else ""),
         f"heard      {s.sightings_per_minute:.1f} sightings/min, {s.distinct_ids_15min} distinct IDs in 15 min",

@@ -10,6 +10,9 @@ Rotation happens at the live ID's ``valid_until`` and only then: the address liv
 ID. Changing the address in between (as earlier versions did for IDs living over 20 min) would put one ID
 under two addresses and gain nothing, since the ID links them anyway. Failures (BlueZ gone, adapter gone,
 registration refused) are retried with backoff and reported in health; the loop never ends on its own.
+A refusal (NotPermitted, InvalidArguments: BlueZ will say the same next second) backs off from
+``REFUSED_BACKOFF_S`` up to ``REFUSED_BACKOFF_MAX_S``, not from 1 s, so an agent refused for a week asks a
+few hundred times rather than tens of thousands.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from agent.aio import first, within
 from agent.backoff import backoff_delay
 from agent.ble.advertisement import Advertisement
 from agent.ble.bluez_watch import BluezState, BluezWatch
-from agent.ble.errors import classify, dbus_error_name, describe
+from agent.ble.errors import ErrorKind, classify, dbus_error_name, describe
 from agent.ble.names import (
     ADAPTER_PREFIX,
     ADV_MANAGER,
@@ -43,6 +46,9 @@ from agent.clock import Clock, SystemClock
 from agent.schemes.base import Broadcast, Scheme
 
 log = logging.getLogger(__name__)
+
+REFUSED_BACKOFF_S = 30.0
+REFUSED_BACKOFF_MAX_S = 600.0
 
 
 class ScanPauser(Protocol):
@@ -64,6 +70,16 @@ class AdvertiserHealth:
     bluez_generation: int
     last_error: str | None
     note: str | None
+
+    @property
+    def problem(self) -> str | None:
+        """What an operator needs when advertising is off: the note, the last error, how often in a row."""
+        if self.advertising:
+            return None
+        parts = [p for p in (self.note, self.last_error) if p]
+        if self.consecutive_failures:
+            parts.append(f"{self.consecutive_failures} attempts in a row")
+        return "; ".join(parts) or None
 
 
 class Advertiser:
@@ -169,7 +185,7 @@ class Advertiser:
                 await self._rotate(ad, live, state)
             except Exception as exc:  # never crash: count it, report it, retry with backoff
                 self._failed(exc)
-                await self._wait(self._io, backoff_delay(self._consecutive, maximum=self._backoff_max), watch, state)
+                await self._wait(self._io, self._retry_delay(exc), watch, state)
                 continue
             recovered = self._consecutive > 0 or self._note is not None
             self._consecutive = 0
@@ -247,6 +263,11 @@ class Advertiser:
         log.warning(
             "advertising on %s failed (%s, attempt %d); retrying", self.adapter, self._last_error, self._consecutive
         )
+
+    def _retry_delay(self, exc: Exception) -> float:
+        if classify(exc) is ErrorKind.REJECTED:
+            return backoff_delay(self._consecutive, REFUSED_BACKOFF_S, max(REFUSED_BACKOFF_MAX_S, self._backoff_max))
+        return backoff_delay(self._consecutive, maximum=self._backoff_max)
 
     def _released(self) -> None:
         """BlueZ dropped our advert by itself (adapter gone, bluetoothd stopping)."""

@@ -19,6 +19,7 @@ from agent.schemes.gaen import INTERVAL_SECONDS
 from agent.sim.air_log import instances, is_non_resolvable_private, violations
 from agent.sim.control import SimControl
 from agent.sim.harness import SimBed
+from agent.status import AgentStatus, render_status
 
 Bed = Callable[..., SimBed]
 CONFIG: dict[str, Any] = {
@@ -126,6 +127,39 @@ async def test_registration_failures_are_retried_and_reported(make_bed: Bed) -> 
         h = adv.health()
         assert h.failures == 2 and h.consecutive_failures == 0
         assert await on_air(ctl)
+
+
+async def test_a_registration_refused_again_and_again_backs_off_long_and_health_says_why(make_bed: Bed) -> None:
+    """NotPermitted ten times: retried after 30, 60, 120... s of the I/O clock (not 1, 2, 4 s), the reason in
+    health and in the status line, and advertising as soon as BlueZ accepts."""
+    bed = make_bed(CONFIG)
+    ctl = await SimControl.connect(bed.bus_address)
+    await ctl.fail_next("hci0", "RegisterAdvertisement", "org.bluez.Error.NotPermitted", 10)
+    clock, io = SystemClock(), ManualClock()
+    adv = Advertiser("hci0", gaen_scheme(clock.now()), -8, clock, io_clock=io)
+    async with running(adv):
+        await eventually(lambda: adv.health().failures == 1)
+        for attempt, wait in enumerate([30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0], start=2):
+            await io.advance(wait - 1.0)
+            await asyncio.sleep(0.2)
+            assert adv.health().failures == attempt - 1, f"retried early before attempt {attempt}"
+            await io.advance(1.0)
+            await eventually(lambda n=attempt: adv.health().failures == n)  # type: ignore[misc]
+        h = adv.health()
+        assert not h.advertising and h.consecutive_failures == 8
+        assert h.note == "registration failing (rejected)"
+        assert h.last_error is not None and "org.bluez.Error.NotPermitted" in h.last_error
+        line = render_status(status_with(h.problem), clock.now(), True).splitlines()[1]
+        assert "OFF (registration failing (rejected); " in line and "NotPermitted" in line and "8 attempts" in line
+        for _ in range(3):
+            await io.advance(600.0)
+            await asyncio.sleep(0.2)
+        await eventually(lambda: adv.health().advertising)
+        assert adv.health().failures == 10 and await on_air(ctl)
+
+
+def status_with(problem: str | None) -> AgentStatus:
+    return AgentStatus(1, 0.0, 0.0, "gaen", False, None, 8, 0.0, 0, 0, None, None, "none", advertising_problem=problem)
 
 
 async def test_release_and_adapter_return(make_bed: Bed) -> None:
