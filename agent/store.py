@@ -15,8 +15,8 @@ Why it looks like this:
   and the cause (``StoreUnusable``), leaving nothing behind; and the daemon may ask for a database that fails
   its integrity check to be moved aside rather than refused, so a corrupt file stops nobody's tracing.
 - A neighbour spraying fresh fake IDs must not fill the disk: the aggregator admits at most
-  ``FloodCap.new_per_minute`` new IDs per scheme and minute (plus as many again that prove themselves by
-  being heard twice), and counts what it drops.
+  ``FloodCap.rows_per_minute`` new IDs per scheme and minute (the first ones, then those that prove
+  themselves by being heard twice), and counts what it drops.
 """
 
 from __future__ import annotations
@@ -148,14 +148,20 @@ def write_failure_cause(exc: BaseException) -> str:
 class FloodCap:
     """How many new IDs per scheme and scan window reach the store.
 
-    A real crowd is far below this (a packed train carriage is a few hundred phones); a neighbour spraying
-    fresh IDs is far above. IDs already heard in the previous window always pass, so peers in range keep
-    their rows through a flood. Past ``new_per_minute`` a new ID passes only when heard a second time while
-    it waits among ``new_per_minute`` candidates (random eviction), at most ``new_per_minute`` more per
-    window: a real phone repeats its ID every few hundred ms, a sprayed ID is never heard again. So a
-    window holds at most 2 * ``new_per_minute`` new rows per scheme."""
+    A real crowd is far below ``new_per_minute`` (a packed carriage is a few hundred phones, each with one
+    ID for 10-20 min); a neighbour spraying fresh IDs is far above. IDs admitted in the previous window
+    always pass, so peers in range keep their rows through a flood. Past the cap a new ID passes only when
+    heard a second time while it waits among ``new_per_minute`` candidates (random eviction), at most
+    ``proven_per_minute`` of them: a real phone repeats its ID every few hundred ms, a sprayed ID is never
+    heard again, so a peer whose ID rotates mid-flood still gets in. A window thus holds at most
+    ``new_per_minute + proven_per_minute`` new rows per scheme; every callback refused is counted."""
 
-    new_per_minute: int = 2_000
+    new_per_minute: int = 1_000
+    proven_per_minute: int = 250
+
+    @property
+    def rows_per_minute(self) -> int:
+        return self.new_per_minute + self.proven_per_minute
 
 
 @dataclass(frozen=True)
@@ -250,7 +256,7 @@ class SightingAggregator:
             return True
         if ephemeral_id in self._waiting:
             promoted = self._promoted.get(scheme, 0)
-            if promoted >= limit:
+            if promoted >= self.cap.proven_per_minute:
                 return False
             self._waiting.discard(ephemeral_id)
             self._promoted[scheme] = promoted + 1
