@@ -45,6 +45,7 @@ class SoakSettings:
     retention_days: int = 3
     seed: int = 19
     tick_seconds: float = 0.05  # real seconds between air ticks: at 600x, two per simulated minute
+    start_hour: int = 0  # simulated time of day (UTC) the run starts at
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def run_soak(settings: SoakSettings, workdir: Path) -> SoakResult:
 async def _soak(s: SoakSettings, workdir: Path) -> SoakResult:
     workdir.mkdir(parents=True, exist_ok=True)
     result = SoakResult(s)
-    t0 = float(int(time.time()) // DAY * DAY)  # midnight (UTC) today, simulated
+    t0 = float(int(time.time()) // DAY * DAY + s.start_hour * HOUR)  # today, simulated
     origin = time.time() + 4.0  # the shared clock starts once backend, bus and simulator are up
     spec = f"accelerated:{t0!r}:{s.speed!r}:{origin!r}"
     backend_toml = workdir / "backend.toml"
@@ -273,7 +274,7 @@ async def _drive(
             if daemon.poll() is not None:
                 raise RuntimeError(f"the daemon exited ({daemon.returncode}): {log_path.read_text()[-2000:]}")
             for peer in range(s.peers):
-                want = schedule.present(peer, max(0.0, t))
+                want = schedule.present(peer, max(0.0, t) + s.start_hour * HOUR)
                 have = beacons.get(peer)
                 stale = have is not None and t - have[2] >= ID_LIFETIME_S
                 if have is not None and (not want or stale):
