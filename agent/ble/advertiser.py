@@ -206,13 +206,32 @@ class Advertiser:
         async with pause:
             if self._registered:
                 self._advertising = False
-                await self._unregister()
-            ad.set_content(live.service_uuid16, live.service_data)
-            await self._register()
+                await self._replace(ad, live)
+            else:
+                ad.set_content(live.service_uuid16, live.service_data)
+                await self._register()
         self._registered = True
         self._registered_generation = state.generation
         self._advertising = True
         self._on_air = live
+
+    async def _replace(self, ad: Advertisement, live: Broadcast) -> None:
+        """Unregister the old advert and register the new one without waiting in between (the rotation gap).
+
+        The Register call is sent right behind the Unregister on the same connection, and bluetoothd handles
+        one connection's calls in order: the old instance (old address, old ID) is gone before bluetoothd
+        reads the new content with GetAll, so no advert ever pairs the old address with the new ID, and one
+        D-Bus round trip less is spent off air. The tasks start in creation order, so the messages leave in
+        it. The content may change first: bluetoothd read the old one at its own Register and follows no
+        change without a PropertiesChanged, which we never send."""
+        ad.set_content(live.service_uuid16, live.service_data)
+        unregister = asyncio.ensure_future(self._unregister())
+        register = asyncio.ensure_future(self._register())
+        dropped, added = await asyncio.gather(unregister, register, return_exceptions=True)
+        if isinstance(added, BaseException):
+            raise added
+        if isinstance(dropped, BaseException):  # Register went through, so the old one is gone after all
+            log.debug("unregistering the old advert on %s: %s", self.adapter, describe(dropped))
 
     async def _register(self) -> None:
         try:

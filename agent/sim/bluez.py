@@ -152,6 +152,7 @@ class SimAdapter:
     faults: dict[str, deque[str]] = field(default_factory=dict)
     refused_while_scanning: int = 0
     registrations: int = 0
+    refused_registrations: int = 0  # RegisterAdvertisement answered AlreadyExists or NotPermitted
     discovery_starts: int = 0
     reports_received: int = 0
 
@@ -495,8 +496,10 @@ class SimBluez:
         if msg.member == REGISTER_ADVERTISEMENT and msg.signature == "oa{sv}":
             key = (sender, msg.body[0])
             if key in a.adverts or (a.name, *key) in self.pending:
+                a.refused_registrations += 1
                 raise CallError(E_ALREADY_EXISTS, "Already Exists")
             if len(a.adverts) >= a.cfg.max_advertisements:
+                a.refused_registrations += 1
                 raise CallError(E_NOT_PERMITTED, "Maximum advertisements reached")
             self.pending.add((a.name, *key))
             self._spawn(self._register(a, msg))
@@ -942,6 +945,7 @@ class SimBluez:
                         if t.instance is not None
                     ],
                     "registrations": a.registrations,
+                    "refused_registrations": a.refused_registrations,
                     "refused_while_scanning": a.refused_while_scanning,
                     "discovery_starts": a.discovery_starts,
                     "reports_received": a.reports_received,

@@ -94,6 +94,30 @@ async def test_rotates_id_and_address_together_at_every_boundary(make_bed: Bed) 
     assert violations(items) == []
 
 
+async def test_pipelined_rotations_never_overlap_nor_pair_an_old_address_with_a_new_id(make_bed: Bed) -> None:
+    """Unregister and Register leave back to back (no wait for the first reply). Over 20 rotations the old
+    instance is always off air before the new one is on, every ID has its own address, and nothing fails:
+    were Register ever handled first, the simulator (as bluetoothd) would refuse it as AlreadyExists."""
+    bed = make_bed(CONFIG)
+    start = 1_800_000_000.0
+    boundary = start - start % INTERVAL_SECONDS + INTERVAL_SECONDS
+    clock = ManualClock(boundary - 5)
+    adv = Advertiser("hci0", gaen_scheme(clock.now(), days=3), -8, clock)
+    ctl = await SimControl.connect(bed.bus_address)
+    async with running(adv):
+        await eventually(lambda: adv.health().rotations == 1)
+        for n in range(2, 22):
+            await clock.advance(INTERVAL_SECONDS)
+            await eventually(lambda n=n: adv.health().rotations == n)
+        assert adv.health().failures == 0
+        stats = await ctl.adapter_stats("hci0")
+        assert (stats["registrations"], stats["refused_registrations"]) == (21, 0)
+    items = [i for i in instances(bed.air_records()) if i.adapter == "hci0"]
+    assert len(items) == 21 and len({i.address for i in items}) == 21
+    assert all(a.off is not None and a.off <= b.on for a, b in zip(items, items[1:], strict=False))
+    assert violations(items) == []
+
+
 async def test_an_hour_long_id_keeps_one_address_for_its_hour(make_bed: Bed) -> None:
     bed = make_bed(CONFIG)
     hour = 3600
