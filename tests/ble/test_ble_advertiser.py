@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -114,7 +115,7 @@ async def test_pipelined_rotations_never_overlap_nor_pair_an_old_address_with_a_
         assert (stats["registrations"], stats["refused_registrations"]) == (21, 0)
     items = [i for i in instances(bed.air_records()) if i.adapter == "hci0"]
     assert len(items) == 21 and len({i.address for i in items}) == 21
-    assert all(a.off is not None and a.off <= b.on for a, b in zip(items, items[1:], strict=False))
+    assert all(a.off is not None and a.off <= b.on for a, b in itertools.pairwise(items))
     assert violations(items) == []
 
 
