@@ -116,9 +116,20 @@ class StoreUnusable(StoreError):
     Retrying cannot help until someone fixes the mount, so the daemon exits with EX_CONFIG."""
 
 
-def write_failure_cause(exc: BaseException) -> str:
-    """Why SQLite (or the OS under it) could not write, in words an operator can act on."""
+def write_failure_cause(exc: BaseException, where: Path | None = None) -> str:
+    """Why SQLite (or the OS under it) could not write, in words an operator can act on. SQLite reports a
+    file system turned read-only under it (an SD card failing) as a plain write I/O error, and the mount
+    flags may still say rw, so ``where`` is asked by creating a file in it."""
     name = getattr(exc, "sqlite_errorname", "") or ""
+    if where is not None and (name.startswith("SQLITE_IOERR") or name.startswith("SQLITE_READONLY")):
+        probe = where / f".write-probe-{os.getpid()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
+        except FileExistsError:
+            pass
+        except OSError as probed:
+            return write_failure_cause(probed)
     if isinstance(exc, OSError):
         return {
             errno.EROFS: "read-only file system",
@@ -323,7 +334,8 @@ class Store:
             if name.startswith("SQLITE_BUSY"):
                 raise StoreError(f"{path}: {write_failure_cause(exc)}") from None
             if name not in ("SQLITE_NOTADB", "SQLITE_CORRUPT") and isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnusable(f"{path}: cannot use the database here ({write_failure_cause(exc)})") from None
+                cause = write_failure_cause(exc, state_dir)
+                raise StoreUnusable(f"{path}: cannot use the database here ({cause})") from None
             if not move_aside_corrupt:
                 raise StoreError(
                     f"{path}: not a usable SQLite database ({exc}); move it aside to start afresh"
@@ -426,7 +438,7 @@ class Store:
             with self.transaction() as conn:
                 conn.executemany(_UPSERT, rows)
         except sqlite3.OperationalError as exc:
-            cause = write_failure_cause(exc)
+            cause = write_failure_cause(exc, self.path.parent)
             if self.write_error is None:
                 log.error(
                     "store: cannot write sightings (%s); keeping up to %d windows in memory until it can",

@@ -1,5 +1,6 @@
 """Shared test fixtures. ``make_bed``: the D-Bus tier's private dbus-daemon and simulated BlueZ per test
-(about 0.3 s to start). ``small_fs``: a real, tiny tmpfs (root only) to fill up or turn read-only."""
+(about 0.3 s to start). ``small_fs``: a real, tiny tmpfs (root only) to fill up or turn read-only;
+``failing_fs``: a loop-mounted ext4 with ``errors=remount-ro`` that can be made to fail under open files."""
 
 from __future__ import annotations
 
@@ -75,5 +76,46 @@ def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
     path = tmp_path / "small"
     path.mkdir()
     fs = SmallFs(path)
+    yield fs
+    fs.unmount()
+
+
+class FailingFs:
+    """A loop-mounted ext4 (``errors=remount-ro``) that turns read-only under open writers when its kernel
+    error path is triggered, as a failing SD card does on a Pi (a plain remount,ro refuses while files are
+    open for writing)."""
+
+    def __init__(self, path: Path, image: Path) -> None:
+        self.path = path
+        self.image = image
+        self._device: str | None = None
+
+    def mount(self, size_mib: int = 16) -> None:
+        with self.image.open("wb") as f:
+            f.truncate(size_mib << 20)
+        made = subprocess.run(["mkfs.ext4", "-q", str(self.image)], capture_output=True, text=True)
+        mounted = subprocess.run(
+            ["mount", "-o", "loop,errors=remount-ro", str(self.image), str(self.path)], capture_output=True, text=True
+        )
+        if made.returncode != 0 or mounted.returncode != 0:
+            pytest.skip(f"cannot loop-mount an ext4 here (needs root): {(made.stderr + mounted.stderr).strip()}")
+        source = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(self.path)], capture_output=True, text=True)
+        self._device = Path(source.stdout.strip()).name
+
+    def fail(self) -> None:
+        trigger = Path(f"/sys/fs/ext4/{self._device}/trigger_fs_error")
+        if not trigger.exists():
+            pytest.skip("this kernel's ext4 has no trigger_fs_error")
+        trigger.write_text("proxitrace test")
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+@pytest.fixture
+def failing_fs(tmp_path: Path) -> Iterator[FailingFs]:
+    path = tmp_path / "ext4"
+    path.mkdir()
+    fs = FailingFs(path, tmp_path / "ext4.img")
     yield fs
     fs.unmount()

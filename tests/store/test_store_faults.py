@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import SmallFs
+from conftest import FailingFs, SmallFs
 
 import agent.store
 from agent.schemes.base import SchemeName
@@ -71,6 +71,21 @@ def test_held_windows_stop_at_the_bound_and_the_rest_are_counted(
     small_fs.free()
     assert store.flush(agg) == 1000
     assert all(count == 2 for count, _, _ in rows(store).values())
+    store.close()
+
+
+def test_a_file_system_turning_read_only_under_the_store_holds_windows_in_memory(failing_fs: FailingFs) -> None:
+    failing_fs.mount()
+    store = Store.open(failing_fs.path / "state")
+    agg = SightingAggregator()
+    hear(agg, range(100), T0)
+    assert store.flush(agg) == 100
+    failing_fs.fail()  # the kernel remounts it read-only, files still open
+    hear(agg, range(200), T0 + 1)
+    assert store.flush(agg) == 0
+    assert store.write_error is not None and "read-only" in store.write_error
+    assert store.unwritten_windows == 200
+    assert len(rows(store)) == 100  # what was committed before is still readable
     store.close()
 
 
