@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli_run import EXIT_STATE_DIR_UNUSABLE
+from agent.cli.run import EXIT_STATE_DIR_UNUSABLE
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 

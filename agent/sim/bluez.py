@@ -48,6 +48,7 @@ from agent.ble.names import (
     E_INVALID_ARGUMENTS,
     E_NOT_PERMITTED,
     E_NOT_READY,
+    E_UNKNOWN_METHOD,
     GET,
     GET_ALL,
     MONITOR1,
@@ -838,7 +839,7 @@ class SimBluez:
             held, self.held = self.held, []
             for call in held:
                 if not self.handle(call):
-                    self.bus.send(Message.new_error(call, "org.freedesktop.DBus.Error.UnknownMethod", "unknown"))
+                    self.bus.send(Message.new_error(call, E_UNKNOWN_METHOD, "unknown"))
             return self._reply(msg)
         if member == "Stall" and sig == "s":
             self._adapter(body[0]).stalled = True

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.bench_match import synthesize
+from agent.bench.match import synthesize
 from agent.matching import SightingIndex, match_gaen
 from agent.schemes.base import SchemeName
 from agent.store import FloodCap, SightingAggregator, Store

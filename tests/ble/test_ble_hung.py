@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from bletools import AgentThread, eventually, gaen_scheme
+from support.bletools import AgentThread, eventually, gaen_scheme
 
 from agent.ble.edge import BleEdge, BleSettings
 from agent.clock import SystemClock

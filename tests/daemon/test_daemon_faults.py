@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SmallFs
+from support.filesystems import SmallFs
 
-from agent.cli_run import EXIT_STATE_DIR_UNUSABLE
+from agent.cli.run import EXIT_STATE_DIR_UNUSABLE
 from agent.schemes.base import uuid128
 from agent.sim.control import SimControl
 from agent.sim.harness import SimBed

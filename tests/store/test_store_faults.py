@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import FailingFs, SmallFs
+from support.filesystems import FailingFs, SmallFs
 
 import agent.store
 from agent.schemes.base import SchemeName
