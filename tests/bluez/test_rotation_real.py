@@ -10,7 +10,7 @@ from support.bluez_agents import start_agent, wait_for
 from agent.schemes.base import SERVICE_DATA_LEN
 from agent.testbed.capture import controllers, linkability
 
-SPEED = 480.0  # a 15-minute DP-3T epoch lasts 1.9 s: over 20 rotations in the 45 s below
+SPEED = 120.0  # a 15-minute DP-3T epoch lasts 7.5 s
 
 
 def capture() -> Path:
@@ -26,7 +26,7 @@ def test_rotation_in_sync_while_scanning_on_the_same_controller(vm_adapters: lis
     agent = start_agent(adapter, tmp_path / "rot", "dp3t", out, extra=["--clock", clock])
     try:
         assert wait_for(lambda: (agent.status() or {}).get("advertising") is True, 120), agent.log_path
-        time.sleep(45)  # twenty-four epoch boundaries at this speed
+        time.sleep(40)  # five epoch boundaries at this speed
     finally:
         assert agent.stop() == 0
     trace = controllers(capture())[index]
@@ -43,10 +43,8 @@ def test_rotation_in_sync_while_scanning_on_the_same_controller(vm_adapters: lis
     enables = [e for e in trace.enables if e[0] >= started]
     assert all(ok for _, _, ok in enables), "a rotation failed to enable advertising"
     gaps = trace.gaps(since=window[0][0])
-    assert len(gaps) >= 20 and max(gaps) < 1.0  # software-emulated VM: about 0.1-0.2 s here
-    ordered = sorted(gaps)
-    summary = f"{len(gaps)} rotations: median {ordered[len(gaps) // 2] * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms"
-    (out / "rotation-gaps.txt").write_text(summary + "\n" + "\n".join(f"{g * 1000:.1f} ms" for g in gaps) + "\n")
+    assert len(gaps) >= 3 and max(gaps) < 1.0  # software-emulated VM: about 0.15-0.35 s here
+    (out / "rotation-gaps.txt").write_text("\n".join(f"{g * 1000:.1f} ms" for g in gaps) + "\n")
 
 
 def test_agent_advertises_and_scans_again_after_bluetoothd_restart(vm_adapters: list[str], tmp_path: Path) -> None:
