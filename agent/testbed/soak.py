@@ -308,7 +308,6 @@ async def _drive(
         result.sim_ticks, result.sim_congested_ticks = int(stats["ticks"]), int(stats["congested_ticks"])
         for _ident, eid, since in beacons.values():
             stays.setdefault(eid, []).append((since, now()))
-        _collect(state, seen_rows_since, heard)
     finally:
         ctl.close()
         if daemon.poll() is None:
@@ -320,6 +319,7 @@ async def _drive(
                 result.exit_code = daemon.wait(5)
         result.wall_seconds = time.monotonic() - began
         result.log_tail = log_path.read_text(errors="replace")[-3000:]
+    _collect(state, seen_rows_since, heard)  # after SIGTERM's final flush: the last minutes are stored now
     _score(result, stays, heard, t0, ready_at if ready_at is not None else end)
     result.syncs_ok = len(sync_marks)
 
@@ -379,7 +379,12 @@ def _score(
     t0: float,
     ready_at: float,
 ) -> None:
-    """Minutes wholly inside a beacon's stay are minutes it was in range; were they stored, and how often?"""
+    """Minutes wholly inside a beacon's stay are minutes it was in range; were they stored, and how often?
+    Scoring starts at the first beacon minute stored: bleak's first report after the first scan start is
+    start-up, not a gap."""
+    beacon_minutes = [w for eid in stays for w in heard.get(eid, {})]
+    if beacon_minutes:
+        ready_at = max(ready_at, min(beacon_minutes) - t0)
     present: dict[int, bool] = {}
     per_minute: dict[int, list[int]] = {}
     for eid, spans in stays.items():
