@@ -64,6 +64,13 @@ class Daemon:
         self.adapter_override = adapter
         self.notifier = notifier or Notifier()
         self.scheme = SchemeName(config.agent.scheme)
+        self.store = Store.open(state_dir, move_aside_corrupt=True)  # first: a refused start is one line
+        self._notes: tuple[str, ...] = ()
+        if self.store.moved_aside is not None:
+            self._notes = (
+                f"the store failed its integrity check at start; moved aside to {self.store.moved_aside.name}, "
+                "started empty",
+            )
         self.calibration: Calibration = device_calibration(config, state_dir, adapter)
         log.info(
             "calibration: TX %d dBm, RSSI correction %.1f dB (%s)",
@@ -71,13 +78,6 @@ class Daemon:
             self.calibration.rssi_correction,
             self.calibration.source,
         )
-        self.store = Store.open(state_dir, move_aside_corrupt=True)
-        self._notes: tuple[str, ...] = ()
-        if self.store.moved_aside is not None:
-            self._notes = (
-                f"the store failed its integrity check at start; moved aside to {self.store.moved_aside.name}, "
-                "started empty",
-            )
         self.aggregator = SightingAggregator()
         self.keys = KeyRing(self.store, self.scheme, config.agent.retention_days)
         self.state = DaemonState(started_at=clock.now())
