@@ -64,6 +64,13 @@ class Daemon:
         self.adapter_override = adapter
         self.notifier = notifier or Notifier()
         self.scheme = SchemeName(config.agent.scheme)
+        self.store = Store.open(state_dir, move_aside_corrupt=True)  # first: a refused start is one line
+        self._notes: tuple[str, ...] = ()
+        if self.store.moved_aside is not None:
+            self._notes = (
+                f"the store failed its integrity check at start; moved aside to {self.store.moved_aside.name}, "
+                "started empty",
+            )
         self.calibration: Calibration = device_calibration(config, state_dir, adapter)
         log.info(
             "calibration: TX %d dBm, RSSI correction %.1f dB (%s)",
@@ -71,7 +78,6 @@ class Daemon:
             self.calibration.rssi_correction,
             self.calibration.source,
         )
-        self.store = Store.open(state_dir)
         self.aggregator = SightingAggregator()
         self.keys = KeyRing(self.store, self.scheme, config.agent.retention_days)
         self.state = DaemonState(started_at=clock.now())
@@ -120,6 +126,12 @@ class Daemon:
         finally:
             await self.supervisor.stop()
             self.store.flush(self.aggregator)
+            if self.store.write_error is not None:
+                log.error(
+                    "stopping with %d sighting windows that could not be written (%s)",
+                    self.store.unwritten_windows,
+                    self.store.write_error,
+                )
             self._publish_status()
             self.store.close()
             self.notifier.stopping()
@@ -190,7 +202,10 @@ class Daemon:
         last_ping = 0.0
         fast_until = time.monotonic() + STARTUP_WINDOW_SECONDS
         while True:
-            self._publish_status()
+            try:
+                self._publish_status()
+            except OSError as exc:  # the status file is for operators; the watchdog ping must go on without it
+                log.warning("cannot write the status file (%s)", exc.strerror or exc)
             health = self.edge.health() if self.edge else None
             scanning = bool(health and any(sc.scanning for sc in health.scanners))
             advertising = bool(health and health.advertiser and health.advertiser.advertising)
@@ -242,6 +257,13 @@ class Daemon:
             exposure=self.state.exposure,
             adapters=_adapter_statuses(health),
             tasks=tuple(TaskStatus(t.name, t.running, t.restarts, t.last_error) for t in self.supervisor.health()),
+            notes=self._notes,
+            advertising_problem=adv.problem if adv else None,
+            store_problem=self.store.write_error,
+            unwritten_windows=self.store.unwritten_windows,
+            unwritten_dropped=self.store.unwritten_dropped,
+            flood_dropped=self.aggregator.flood_dropped,
+            asyncio_tasks=len(asyncio.all_tasks()),
         )
         write_status(self.state_dir, status)
 

@@ -3,16 +3,22 @@
 The daemon owns the store and the radios; status must work while it runs and must not disturb it. So the
 daemon publishes a small JSON file (atomically: write, fsync, rename) every few seconds, and the command
 only reads it. It never carries an ID, a key or an address — only counts, times and states.
+
+The file is padded to whole 4 KiB blocks: when the disk is full the atomic replace cannot get a block for
+its temporary file, and the snapshot is then rewritten in place inside the blocks it already holds — the
+moment an operator most needs ``status`` ("disk full, N windows held in memory") is that one.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 STATUS_FILE = "status.json"
+BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -50,20 +56,55 @@ class AgentStatus:
     adapters: tuple[AdapterStatus, ...] = ()
     tasks: tuple[TaskStatus, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    advertising_problem: str | None = None  # why advertising is off: the advertiser's note and last error
+    store_problem: str | None = None  # why sightings cannot be written now (disk full, read-only)
+    unwritten_windows: int = 0  # sighting windows held in memory until the store takes them
+    unwritten_dropped: int = 0  # ...and those lost because that memory was full
+    flood_dropped: int = 0  # callbacks of new IDs refused by the flood cap
+    asyncio_tasks: int = 0  # the daemon's event loop: a number that grows is a leak
 
 
 def write_status(directory: Path, status: AgentStatus) -> Path:
     path = directory / STATUS_FILE
-    tmp = directory / f".{STATUS_FILE}.{os.getpid()}.tmp"
     data = json.dumps(asdict(status), indent=1).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    data += b" " * (-len(data) % BLOCK)  # JSON allows trailing whitespace
+    tmp = directory / f".{STATUS_FILE}.{os.getpid()}.tmp"
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not _rewrite_in_place(path, data):
+            raise
+        return path
     os.replace(tmp, path)
     return path
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> bool:
+    """Disk full: overwrite the old snapshot within its own blocks (not atomic, but it needs no new block)."""
+    try:
+        size = path.stat().st_size
+        if size < len(data):
+            return False
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            _write_all(fd, data + b" " * (size - len(data)))
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
 
 
 def read_status(directory: Path) -> AgentStatus | None:
@@ -93,11 +134,19 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
     )
     lines = [
         f"agent      {state} (pid {s.pid}, up {max(0.0, now - s.started_at) / 3600:.1f} h), scheme {s.scheme}",
-        f"advertising {'on' if s.advertising else 'OFF'}; last rotation "
+        f"advertising {'on' if s.advertising else 'OFF'}"
+        + (f" ({s.advertising_problem})" if s.advertising_problem and not s.advertising else "")
+        + "; last rotation "
         + ("never" if s.seconds_since_rotation is None else f"{s.seconds_since_rotation:.0f} s ago")
         + (f"; {s.rotation_failures} failed registrations" if s.rotation_failures else ""),
         f"heard      {s.sightings_per_minute:.1f} sightings/min, {s.distinct_ids_15min} distinct IDs in 15 min",
-        f"store      {s.db_size_bytes / 1_048_576:.1f} MiB",
+        f"store      {s.db_size_bytes / 1_048_576:.1f} MiB"
+        + (
+            f"; CANNOT WRITE ({s.store_problem}): {s.unwritten_windows} windows held in memory"
+            + (f", {s.unwritten_dropped} dropped" if s.unwritten_dropped else "")
+            if s.store_problem
+            else ""
+        ),
         f"sync       last {ago(s.last_sync_at)}"
         + ("" if s.last_sync_ok is None else (" (ok)" if s.last_sync_ok else " (FAILED)")),
         f"exposure   {s.exposure}",
@@ -115,5 +164,7 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
                 f"task       {t.name}: {'running' if t.running else 'STOPPED'}, {t.restarts} restarts"
                 + (f", last error: {t.last_error}" if t.last_error else "")
             )
+    if s.flood_dropped:
+        lines.append(f"flood      {s.flood_dropped} sightings of new IDs past the per-minute cap dropped")
     lines.extend(f"note       {n}" for n in s.notes)
     return "\n".join(lines)

@@ -8,14 +8,26 @@ Why it looks like this:
   chmod after), nothing here can hold a BLE address, a location or a name, and retention deletes
   everything older than the epidemiological window, then gives the pages back (incremental vacuum).
 - WAL mode with synchronous=NORMAL: a kill -9 loses no committed transaction.
+- Weeks unattended: a disk that fills or turns read-only must not lose what is being heard, so a failed
+  flush keeps its windows in memory (folded, up to ``MAX_UNWRITTEN_WINDOWS``) and the next flush retries;
+  a directory that cannot hold an SQLite database at all (read-only, no POSIX locks or no shared-memory
+  mapping for the WAL, as on some 9p and network mounts) is refused at open with one line naming the path
+  and the cause (``StoreUnusable``), leaving nothing behind; and the daemon may ask for a database that fails
+  its integrity check to be moved aside rather than refused, so a corrupt file stops nobody's tracing.
+- A neighbour spraying fresh fake IDs must not fill the disk: the aggregator admits at most
+  ``FloodCap.rows_per_minute`` new IDs per scheme and minute (the first ones, then those that prove
+  themselves by being heard twice), and counts what it drops.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -82,8 +94,85 @@ _UPSERT = """INSERT INTO sightings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         last_offset = max(last_offset, excluded.last_offset)"""
 
 
+# A failed flush keeps this many (ID, window) rows in memory, folded; about 300 bytes each, so ~15 MB at the
+# bound: 16 h of 50 peers heard all the time. Beyond it new windows are dropped and counted.
+MAX_UNWRITTEN_WINDOWS = 50_000
+CORRUPT_SUFFIX = ".corrupt-"
+
+
 class StoreError(RuntimeError):
     """The database cannot be used as it is; the message says why, and nothing was changed."""
+
+
+class _Corrupt(Exception):
+    """Internal: the database failed its integrity check and was moved to ``aside``."""
+
+    def __init__(self, aside: Path) -> None:
+        self.aside = aside
+
+
+class StoreUnusable(StoreError):
+    """The state directory cannot hold an SQLite database at all (read-only, no locks, no WAL shared memory).
+    Retrying cannot help until someone fixes the mount, so the daemon exits with EX_CONFIG."""
+
+
+def write_failure_cause(exc: BaseException, where: Path | None = None) -> str:
+    """Why SQLite (or the OS under it) could not write, in words an operator can act on. SQLite reports a
+    file system turned read-only under it (an SD card failing) as a plain write I/O error, and the mount
+    flags may still say rw, so ``where`` is asked by creating a file in it."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if where is not None and (name.startswith("SQLITE_IOERR") or name.startswith("SQLITE_READONLY")):
+        probe = where / f".write-probe-{os.getpid()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
+        except FileExistsError:
+            pass
+        except OSError as probed:
+            return write_failure_cause(probed)
+    if isinstance(exc, OSError):
+        return {
+            errno.EROFS: "read-only file system",
+            errno.ENOSPC: "disk full",
+            errno.EDQUOT: "disk quota exceeded",
+            errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied",
+        }.get(exc.errno or 0, os.strerror(exc.errno or 0) if exc.errno else str(exc))
+    if name == "SQLITE_FULL":
+        return "disk full"
+    if name.startswith("SQLITE_READONLY"):
+        return "read-only file system or database"
+    if name.startswith("SQLITE_IOERR") and name.endswith("LOCK"):
+        return "the file system cannot lock files (a 9p or network mount?)"
+    if name.startswith("SQLITE_IOERR_SHM") or name == "SQLITE_PROTOCOL":
+        return "the file system cannot map the WAL's shared memory (a 9p or network mount?)"
+    if name.startswith("SQLITE_BUSY"):
+        return "locked by another process (is another agent running on this state directory?)"
+    if name.startswith("SQLITE_CANTOPEN"):
+        return "cannot open the database file"
+    if name.startswith("SQLITE_IOERR"):
+        return f"disk I/O error ({name})"
+    return f"{name or type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class FloodCap:
+    """How many new IDs per scheme and scan window reach the store.
+
+    A real crowd is far below ``new_per_minute`` (a packed carriage is a few hundred phones, each with one
+    ID for 10-20 min); a neighbour spraying fresh IDs is far above. IDs admitted in the previous window
+    always pass, so peers in range keep their rows through a flood. Past the cap a new ID passes only when
+    heard a second time while it waits among ``new_per_minute`` candidates (random eviction), at most
+    ``proven_per_minute`` of them: a real phone repeats its ID every few hundred ms, a sprayed ID is never
+    heard again, so a peer whose ID rotates mid-flood still gets in. A window thus holds at most
+    ``new_per_minute + proven_per_minute`` new rows per scheme; every callback refused is counted."""
+
+    new_per_minute: int = 1_000
+    proven_per_minute: int = 250
+
+    @property
+    def rows_per_minute(self) -> int:
+        return self.new_per_minute + self.proven_per_minute
 
 
 @dataclass(frozen=True)
@@ -112,13 +201,25 @@ class SightingAggregator:
     Keyed by ID alone, with the window inside the entry: an ID's callbacks arrive in time order, so a
     callback for a new window closes the entry (it waits in ``_closed`` for the flush) — cheaper than a
     tuple key per callback. A late callback for an old window just makes a second entry, which the
-    UPSERT merges.
+    UPSERT merges. New IDs are admitted under ``FloodCap``; ``flood_dropped`` counts the callbacks refused.
     """
 
-    def __init__(self, window_seconds: int = SCAN_WINDOW_SECONDS) -> None:
+    def __init__(
+        self, window_seconds: int = SCAN_WINDOW_SECONDS, cap: FloodCap = FloodCap(), seed: int | None = None
+    ) -> None:
         self.window_seconds = window_seconds
+        self.cap = cap
         self._pending: dict[bytes, list] = {}  # type: ignore[type-arg]
         self._closed: list[list] = []  # type: ignore[type-arg]
+        self._window = -1
+        self._current: set[bytes] = set()  # IDs admitted in the current window (survives a drain)
+        self._known: set[bytes] = set()  # IDs admitted in the previous window: always admitted again
+        self._admitted: dict[SchemeName, int] = {}
+        self._promoted: dict[SchemeName, int] = {}
+        self._candidates: list[bytes] = []  # new IDs past the cap, waiting to be heard again
+        self._waiting: set[bytes] = set()
+        self._rng = random.Random(seed)
+        self.flood_dropped = 0
 
     def add(
         self, scheme: SchemeName, ephemeral_id: bytes, time: float, rssi: int, tx_power: int | None, metadata: bytes
@@ -129,6 +230,13 @@ class SightingAggregator:
         window = t - t % self.window_seconds
         e = self._pending.get(ephemeral_id)
         if e is None or e[8] != window:
+            if window > self._window:
+                self._new_window(window)
+            if ephemeral_id not in self._current:
+                if ephemeral_id not in self._known and not self._admit(scheme, ephemeral_id):
+                    self.flood_dropped += 1
+                    return
+                self._current.add(ephemeral_id)
             if e is not None:
                 self._closed.append(e)
             self._pending[ephemeral_id] = [1, rssi, rssi, rssi, tx_power, metadata, t, t, window, scheme, ephemeral_id]
@@ -141,6 +249,37 @@ class SightingAggregator:
         e[3] += rssi
         if t > e[7]:
             e[7] = t
+
+    def _new_window(self, window: int) -> None:
+        """The first callback of a later window: this window's IDs become the known ones."""
+        self._known, self._current = self._current, set()
+        self._window = window
+        self._admitted.clear()
+        self._promoted.clear()
+        self._candidates.clear()
+        self._waiting.clear()
+
+    def _admit(self, scheme: SchemeName, ephemeral_id: bytes) -> bool:
+        limit = self.cap.new_per_minute
+        admitted = self._admitted.get(scheme, 0)
+        if admitted < limit:
+            self._admitted[scheme] = admitted + 1
+            return True
+        if ephemeral_id in self._waiting:
+            promoted = self._promoted.get(scheme, 0)
+            if promoted >= self.cap.proven_per_minute:
+                return False
+            self._waiting.discard(ephemeral_id)
+            self._promoted[scheme] = promoted + 1
+            return True
+        if len(self._candidates) < limit:
+            self._candidates.append(ephemeral_id)
+        else:  # O(1) random eviction; an entry already promoted may be evicted harmlessly
+            i = self._rng.randrange(limit)
+            self._waiting.discard(self._candidates[i])
+            self._candidates[i] = ephemeral_id
+        self._waiting.add(ephemeral_id)
+        return False
 
     def add_sighting(self, s: RawSighting) -> None:
         self.add(s.scheme, s.ephemeral_id, s.time, s.rssi, s.tx_power, s.metadata)
@@ -163,31 +302,90 @@ class Store:
     def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
         self.db = db
         self.path = path
+        self.moved_aside: Path | None = None  # where a corrupt database found at open went
+        self.write_error: str | None = None  # why the last flush failed; None while writes succeed
+        self.unwritten_dropped = 0  # windows lost because the store was unwritable and memory full
+        self._unwritten: dict[tuple[bytes, int], list[object]] = {}
 
     @classmethod
-    def open(cls, state_dir: Path) -> Store:
-        """Open (creating 0700/0600 as needed) and migrate the agent's database in ``state_dir``."""
-        ensure_private_dir(state_dir)
+    def open(cls, state_dir: Path, *, move_aside_corrupt: bool = False) -> Store:
+        """Open (creating 0700/0600 as needed) and migrate the agent's database in ``state_dir``.
+
+        Raises StoreUnusable when the directory cannot hold a database (nothing is left behind), StoreError
+        when the file is unusable; with ``move_aside_corrupt`` a file that is not a database or fails its
+        integrity check is renamed ``agent.db.corrupt-<time>`` and a fresh store starts (``moved_aside``)."""
         path = state_dir / DB_FILE
+        try:
+            ensure_private_dir(state_dir)
+        except OSError as exc:
+            cause = write_failure_cause(exc)
+            raise StoreUnusable(f"{state_dir}: cannot create the state directory ({cause})") from None
+        created = not path.exists()
+        try:
+            store = cls._open(path, created, check_integrity=move_aside_corrupt)
+        except _Corrupt as exc:
+            store = cls._open(path, True)
+            store.moved_aside = exc.aside
+            return store
+        except sqlite3.DatabaseError as exc:
+            if created:
+                _remove_database(path)
+            name = getattr(exc, "sqlite_errorname", "")
+            if name.startswith("SQLITE_BUSY"):
+                raise StoreError(f"{path}: {write_failure_cause(exc)}") from None
+            if name not in ("SQLITE_NOTADB", "SQLITE_CORRUPT") and isinstance(exc, sqlite3.OperationalError):
+                cause = write_failure_cause(exc, state_dir)
+                raise StoreUnusable(f"{path}: cannot use the database here ({cause})") from None
+            if not move_aside_corrupt:
+                raise StoreError(
+                    f"{path}: not a usable SQLite database ({exc}); move it aside to start afresh"
+                ) from None
+            aside = _move_aside(path, f"not a usable SQLite database ({exc})")
+            store = cls._open(path, True)
+            store.moved_aside = aside
+            return store
+        except OSError as exc:
+            if created:
+                _remove_database(path)
+            raise StoreUnusable(f"{path}: cannot create the database ({write_failure_cause(exc)})") from None
+        return store
+
+    @classmethod
+    def _open(cls, path: Path, create: bool, check_integrity: bool = False) -> Store:
         old_umask = os.umask(0o077)
         try:
-            if not path.exists():
+            if create:
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.DatabaseError as exc:
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                store = cls(sqlite_utils.Database(conn), path)
+                problem = store._integrity_problem() if check_integrity and not create else None
+                if problem is not None:  # before anything writes to it: the file is kept as it was found
+                    conn.close()
+                    raise _Corrupt(_move_aside(path, problem))
+                store._migrate()
+                with store.transaction():  # prove we can lock and write here now, not at the first flush
+                    conn.execute("PRAGMA user_version=" + str(SCHEMA_VERSION))
+            except BaseException:
                 conn.close()
-                raise StoreError(
-                    f"{path}: not a usable SQLite database ({exc}); move it aside to start afresh"
-                ) from None
+                raise
         finally:
             os.umask(old_umask)
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        store = cls(sqlite_utils.Database(conn), path)
-        store._migrate()
         return store
+
+    def _integrity_problem(self) -> str | None:
+        """``PRAGMA quick_check`` (the b-tree structure, not the slow index cross-check): None when sound."""
+        try:
+            rows = self.db.conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return f"integrity check failed ({exc})"
+        if rows == [("ok",)]:
+            return None
+        first = " ".join(str(rows[0][0]).split())[:160]
+        return f"integrity check failed ({len(rows)} problem(s): {first})"
 
     def _migrate(self) -> None:
         conn = self.db.conn
@@ -215,7 +413,8 @@ class Store:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
@@ -225,12 +424,62 @@ class Store:
     # -- sightings ------------------------------------------------------------------------------------------
 
     def flush(self, aggregator: SightingAggregator) -> int:
-        """Write everything the aggregator holds in one transaction; returns the rows written."""
+        """Write everything the aggregator holds, and anything an earlier failed flush kept, in one
+        transaction; returns the rows written. When the write fails (disk full, read-only, I/O error) the
+        rows are kept in memory, folded per (ID, window), up to ``MAX_UNWRITTEN_WINDOWS``: nothing raises,
+        ``write_error`` says why, and the next flush tries again."""
         rows = aggregator.drain()
-        if rows:
+        if self._unwritten:
+            self._hold(rows)
+            rows = [(k[0], k[1], *v) for k, v in self._unwritten.items()]
+        if not rows:
+            return 0
+        try:
             with self.transaction() as conn:
                 conn.executemany(_UPSERT, rows)
+        except sqlite3.OperationalError as exc:
+            cause = write_failure_cause(exc, self.path.parent)
+            if self.write_error is None:
+                log.error(
+                    "store: cannot write sightings (%s); keeping up to %d windows in memory until it can",
+                    cause,
+                    MAX_UNWRITTEN_WINDOWS,
+                )
+            self.write_error = cause
+            if not self._unwritten:
+                self._hold(rows)
+            return 0
+        if self.write_error is not None:
+            log.warning("store: writing again; %d windows kept in memory are now stored", len(rows))
+            self.write_error = None
+        self._unwritten = {}
         return len(rows)
+
+    @property
+    def unwritten_windows(self) -> int:
+        return len(self._unwritten)
+
+    def _hold(self, rows: Iterable[tuple[object, ...]]) -> None:
+        """Fold rows into the in-memory backlog as the UPSERT would; new windows past the bound are dropped."""
+        held = self._unwritten
+        for row in rows:
+            key = (row[0], row[1])
+            old = held.get(key)
+            if old is None:
+                if len(held) >= MAX_UNWRITTEN_WINDOWS:
+                    self.unwritten_dropped += 1
+                    continue
+                held[key] = list(row[2:])
+                continue
+            _, count, rmin, rmax, rsum, tx, meta, first, last = row[2:]
+            old[1] = old[1] + count  # type: ignore[operator]
+            old[2] = min(old[2], rmin)  # type: ignore[type-var]
+            old[3] = max(old[3], rmax)  # type: ignore[type-var]
+            old[4] = old[4] + rsum  # type: ignore[operator]
+            old[5] = old[5] if old[5] is not None else tx
+            old[6] = old[6] if old[6] is not None else meta
+            old[7] = min(old[7], first)  # type: ignore[type-var]
+            old[8] = max(old[8], last)  # type: ignore[type-var]
 
     def add_windows(self, windows: Iterable[SightingWindow]) -> int:
         rows = [
@@ -406,6 +655,29 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.parent.glob(DB_FILE + "*") if p.is_file())
+
+
+def _remove_database(path: Path) -> None:
+    """Undo a database this open created, so a refused start leaves nothing half-written."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # a read-only directory: the create failed too, so nothing is there
+            log.debug("cannot remove %s: %s", p.name, exc)
+
+
+def _move_aside(path: Path, problem: str) -> Path:
+    """Rename a corrupt database (with its WAL) out of the way: kept for a post-mortem, never deleted."""
+    aside = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{int(time.time())}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, aside.with_name(aside.name + suffix))
+    os.replace(path, aside)
+    log.error("store: %s: %s; moved it aside to %s and started an empty store", path, problem, aside.name)
+    return aside
 
 
 def _window(row: tuple) -> SightingWindow:  # type: ignore[type-arg]

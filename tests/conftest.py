@@ -1,5 +1,6 @@
 """Shared test fixtures. ``make_bed``: the D-Bus tier's private dbus-daemon and simulated BlueZ per test
-(about 0.3 s to start)."""
+(about 0.3 s to start). ``small_fs``: a real, tiny tmpfs (root only) to fill up or turn read-only;
+``failing_fs``: a loop-mounted ext4 with ``errors=remount-ro`` that can be made to fail under open files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.filesystems import FailingFs, SmallFs
 
 from agent.sim.harness import SimBed
 
@@ -26,3 +28,21 @@ def make_bed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callab
     yield make
     for bed in beds:
         bed.close()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[SmallFs]:
+    path = tmp_path / "small"
+    path.mkdir()
+    fs = SmallFs(path)
+    yield fs
+    fs.unmount()
+
+
+@pytest.fixture
+def failing_fs(tmp_path: Path) -> Iterator[FailingFs]:
+    path = tmp_path / "ext4"
+    path.mkdir()
+    fs = FailingFs(path, tmp_path / "ext4.img")
+    yield fs
+    fs.unmount()

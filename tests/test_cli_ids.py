@@ -46,6 +46,9 @@ def test_ids_gaen_prints_144_rpi_aem_pairs(vectors: dict[str, Any]) -> None:
     assert pairs == [[e["rpi"], e["aem"]] for e in v["expected"]["advertised"]]
 
 
+GAEN_AD = "02011a03036ffd1716" + "6ffd" + "22" * 16 + "40080000"
+
+
 def test_advert_decode_prints_json() -> None:
     out = run("advert", "decode", "02011a030364fd1716 64fd ab" + "11" * 16 + "01ec00")
     assert out.returncode == 0, out.stderr
@@ -59,6 +62,13 @@ def test_advert_decode_prints_json() -> None:
     }
 
 
+def test_the_valid_gaen_advert_alone_decodes() -> None:
+    """The prefix the malformed cases extend is itself valid, so they fail only for the trailing bytes."""
+    out = run("advert", "decode", GAEN_AD + "0000")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["ephemeral_id"] == "22" * 16
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -69,6 +79,9 @@ def test_advert_decode_prints_json() -> None:
         (("advert", "decode", "0201"), "runs past the end"),
         (("advert", "decode", "--uuid", "fd6f", "00" * 19), "gaen service data is 19 bytes"),
         (("advert", "decode", "--uuid", "nope", "00"), "is not a 16-bit"),
+        # a valid GAEN advert (flags, UUID list, 20 bytes of service data) followed by malformed AD bytes
+        (("advert", "decode", GAEN_AD + "05ff01"), "runs past the end"),
+        (("advert", "decode", GAEN_AD + "00ff"), "non-zero bytes after the end"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:

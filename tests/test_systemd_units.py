@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli.run import EXIT_STATE_DIR_UNUSABLE
+
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 
 
@@ -48,6 +50,7 @@ def test_agent_units_are_notify_with_watchdog_and_hardened(name: str) -> None:
     assert service["CapabilityBoundingSet"] == "" and service["AmbientCapabilities"] == ""
     assert service["NoNewPrivileges"] == "yes"
     assert service["User"] == "proxitrace"
+    assert service["RestartPreventExitStatus"] == str(EXIT_STATE_DIR_UNUSABLE)  # no restart loop on a bad mount
 
 
 def test_sysusers_declares_static_users() -> None:

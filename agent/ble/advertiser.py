@@ -10,6 +10,9 @@ Rotation happens at the live ID's ``valid_until`` and only then: the address liv
 ID. Changing the address in between (as earlier versions did for IDs living over 20 min) would put one ID
 under two addresses and gain nothing, since the ID links them anyway. Failures (BlueZ gone, adapter gone,
 registration refused) are retried with backoff and reported in health; the loop never ends on its own.
+A refusal (NotPermitted, InvalidArguments: BlueZ will say the same next second) backs off from
+``REFUSED_BACKOFF_S`` up to ``REFUSED_BACKOFF_MAX_S``, not from 1 s, so an agent refused for a week asks a
+few hundred times rather than tens of thousands.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from agent.aio import first, within
 from agent.backoff import backoff_delay
 from agent.ble.advertisement import Advertisement
 from agent.ble.bluez_watch import BluezState, BluezWatch
-from agent.ble.errors import classify, dbus_error_name, describe
+from agent.ble.errors import ErrorKind, classify, dbus_error_name, describe
 from agent.ble.names import (
     ADAPTER_PREFIX,
     ADV_MANAGER,
@@ -43,6 +46,9 @@ from agent.clock import Clock, SystemClock
 from agent.schemes.base import Broadcast, Scheme
 
 log = logging.getLogger(__name__)
+
+REFUSED_BACKOFF_S = 30.0
+REFUSED_BACKOFF_MAX_S = 600.0
 
 
 class ScanPauser(Protocol):
@@ -64,6 +70,16 @@ class AdvertiserHealth:
     bluez_generation: int
     last_error: str | None
     note: str | None
+
+    @property
+    def problem(self) -> str | None:
+        """What an operator needs when advertising is off: the note, the last error, how often in a row."""
+        if self.advertising:
+            return None
+        parts = [p for p in (self.note, self.last_error) if p]
+        if self.consecutive_failures:
+            parts.append(f"{self.consecutive_failures} attempts in a row")
+        return "; ".join(parts) or None
 
 
 class Advertiser:
@@ -169,7 +185,7 @@ class Advertiser:
                 await self._rotate(ad, live, state)
             except Exception as exc:  # never crash: count it, report it, retry with backoff
                 self._failed(exc)
-                await self._wait(self._io, backoff_delay(self._consecutive, maximum=self._backoff_max), watch, state)
+                await self._wait(self._io, self._retry_delay(exc), watch, state)
                 continue
             recovered = self._consecutive > 0 or self._note is not None
             self._consecutive = 0
@@ -190,13 +206,32 @@ class Advertiser:
         async with pause:
             if self._registered:
                 self._advertising = False
-                await self._unregister()
-            ad.set_content(live.service_uuid16, live.service_data)
-            await self._register()
+                await self._replace(ad, live)
+            else:
+                ad.set_content(live.service_uuid16, live.service_data)
+                await self._register()
         self._registered = True
         self._registered_generation = state.generation
         self._advertising = True
         self._on_air = live
+
+    async def _replace(self, ad: Advertisement, live: Broadcast) -> None:
+        """Unregister the old advert and register the new one without waiting in between (the rotation gap).
+
+        The Register call is sent right behind the Unregister on the same connection, and bluetoothd handles
+        one connection's calls in order: the old instance (old address, old ID) is gone before bluetoothd
+        reads the new content with GetAll, so no advert ever pairs the old address with the new ID, and one
+        D-Bus round trip less is spent off air. The tasks start in creation order, so the messages leave in
+        it. The content may change first: bluetoothd read the old one at its own Register and follows no
+        change without a PropertiesChanged, which we never send."""
+        ad.set_content(live.service_uuid16, live.service_data)
+        unregister = asyncio.ensure_future(self._unregister())
+        register = asyncio.ensure_future(self._register())
+        dropped, added = await asyncio.gather(unregister, register, return_exceptions=True)
+        if isinstance(added, BaseException):
+            raise added
+        if isinstance(dropped, BaseException):  # Register went through, so the old one is gone after all
+            log.debug("unregistering the old advert on %s: %s", self.adapter, describe(dropped))
 
     async def _register(self) -> None:
         try:
@@ -247,6 +282,11 @@ class Advertiser:
         log.warning(
             "advertising on %s failed (%s, attempt %d); retrying", self.adapter, self._last_error, self._consecutive
         )
+
+    def _retry_delay(self, exc: Exception) -> float:
+        if classify(exc) is ErrorKind.REJECTED:
+            return backoff_delay(self._consecutive, REFUSED_BACKOFF_S, max(REFUSED_BACKOFF_MAX_S, self._backoff_max))
+        return backoff_delay(self._consecutive, maximum=self._backoff_max)
 
     def _released(self) -> None:
         """BlueZ dropped our advert by itself (adapter gone, bluetoothd stopping)."""

@@ -165,6 +165,7 @@ class BleEdge:
             duty=DutyCycle(s.scan_seconds, s.scan_period_seconds),
             passive=s.passive,
             watchdog_s=s.watchdog_s,
+            call_timeout_s=s.call_timeout_s,
         )
         if adv is not None:
             self.advertiser = Advertiser(
@@ -175,4 +176,5 @@ class BleEdge:
                 io_clock=self._io,
                 pauser=self.scanner,
                 include_tx_power=s.include_tx_power,
+                call_timeout_s=s.call_timeout_s,
             )

@@ -21,3 +21,4 @@ class BleSettings:
     scan_period_seconds: float = 0.0
     passive: bool = False
     watchdog_s: float = 90.0
+    call_timeout_s: float = 10.0  # every BlueZ call: a hung bluetoothd must not stall a loop for ever

@@ -15,7 +15,11 @@ from agent.cli.context import CliContext
 from agent.clock import SystemClock, clock_from_spec
 from agent.config import ConfigError, load_config
 from agent.status import read_status, render_status
-from agent.store import StoreError
+from agent.store import StoreError, StoreUnusable
+
+# sysexits EX_CONFIG: the state directory cannot hold the database; the unit's RestartPreventExitStatus
+# stops systemd from restarting into the same failure every 10 s (systemd/README.md)
+EXIT_STATE_DIR_UNUSABLE = 78
 
 
 @click.command()
@@ -38,6 +42,9 @@ def run(obj: CliContext, adapter: str | None, clock_spec: str | None, log_level:
         config = load_config(obj.config_path)
         clock = clock_from_spec(clock_spec or config.agent.clock)
         daemon = Daemon(config, obj.state_dir, clock, adapter=adapter)
+    except StoreUnusable as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_STATE_DIR_UNUSABLE)
     except (ConfigError, StoreError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     asyncio.run(daemon.run())

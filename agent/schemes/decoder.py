@@ -49,23 +49,30 @@ def decode_service_data(uuid: str | int, data: bytes) -> DecodedAdvert | Rejecte
 
 
 def decode_advertising_data(payload: bytes) -> DecodedAdvert | Rejected:
-    """A whole legacy advertising payload (AD structures) → the first contact-tracing service data in it."""
+    """A whole legacy advertising payload (AD structures) → the first contact-tracing service data in it.
+
+    The whole payload is checked before anything in it is believed: a valid structure followed by bytes that
+    are not AD structures is a malformed advert (a fuzzer, a broken stack), not a sighting. After a zero
+    length byte only zero padding may follow (Core Spec Vol 3 Part C 11: the non-significant part)."""
+    structures: list[tuple[int, bytes]] = []
     i = 0
-    found_any = False
     while i < len(payload):
         length = payload[i]
         if length == 0:
+            if any(payload[i:]):
+                return Rejected(f"non-zero bytes after the end of the AD structures at offset {i}")
             break
         if i + 1 + length > len(payload):
             return Rejected(f"AD structure at offset {i} runs past the end of the payload")
-        ad_type = payload[i + 1]
-        body = payload[i + 2 : i + 1 + length]
+        structures.append((payload[i + 1], payload[i + 2 : i + 1 + length]))
+        i += 1 + length
+    found_any = False
+    for ad_type, body in structures:
         if ad_type == AD_SERVICE_DATA_16 and len(body) >= 2:
             found_any = True
             uuid16 = int.from_bytes(body[:2], "little")
             if uuid16 in SCHEME_BY_UUID16:
                 return decode_service_data(uuid16, body[2:])
-        i += 1 + length
     if found_any:
         return Rejected("service data present, but not under a contact-tracing UUID")
     return Rejected("no 16-bit service data in the payload")

@@ -11,7 +11,10 @@ It behaves like BlueZ plus the kernel where the agent's correctness depends on i
 - devices appear on scanning adapters as ``Device1`` objects updated by PropertiesChanged, expire after a
   timeout, and an advertiser's adverts vanish when its connection does;
 - adapters can be removed and added, powered off and on, stalled, and made to fail named calls, through a
-  test-only control interface (``org.proxitrace.Sim1`` at ``/org/proxitrace/sim``).
+  test-only control interface (``org.proxitrace.Sim1`` at ``/org/proxitrace/sim``);
+- the whole daemon can hang (``Hang``): alive and owning ``org.bluez`` but answering nothing and reporting
+  nothing, as bluetoothd stuck in a blocking call. The calls it receives meanwhile are queued, in order, and
+  handled when it resumes (``Resume``), so their late replies reach callers that long gave up, as they would.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from agent.ble.names import (
     E_INVALID_ARGUMENTS,
     E_NOT_PERMITTED,
     E_NOT_READY,
+    E_UNKNOWN_METHOD,
     GET,
     GET_ALL,
     MONITOR1,
@@ -149,6 +153,7 @@ class SimAdapter:
     faults: dict[str, deque[str]] = field(default_factory=dict)
     refused_while_scanning: int = 0
     registrations: int = 0
+    refused_registrations: int = 0  # RegisterAdvertisement answered AlreadyExists or NotPermitted
     discovery_starts: int = 0
     reports_received: int = 0
 
@@ -226,6 +231,8 @@ class SimBluez:
         self.ticks = 0
         self.congested_ticks = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.hung = False
+        self.held: list[Message] = []
         self.table.add_setter(ADAPTER1, "Powered", self._set_powered)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -272,6 +279,9 @@ class SimBluez:
             return False
         if msg.message_type is not MessageType.METHOD_CALL:
             return False
+        if self.hung and not (msg.interface == CONTROL and msg.path == CONTROL_PATH):
+            self.held.append(msg)
+            return True
         try:
             if self.table.handle(msg):
                 return True
@@ -487,8 +497,10 @@ class SimBluez:
         if msg.member == REGISTER_ADVERTISEMENT and msg.signature == "oa{sv}":
             key = (sender, msg.body[0])
             if key in a.adverts or (a.name, *key) in self.pending:
+                a.refused_registrations += 1
                 raise CallError(E_ALREADY_EXISTS, "Already Exists")
             if len(a.adverts) >= a.cfg.max_advertisements:
+                a.refused_registrations += 1
                 raise CallError(E_NOT_PERMITTED, "Maximum advertisements reached")
             self.pending.add((a.name, *key))
             self._spawn(self._register(a, msg))
@@ -714,6 +726,8 @@ class SimBluez:
 
     def tick(self, t0: float, t1: float) -> None:
         self.ticks += 1
+        if self.hung:
+            return
         params = self.config.radio
         receivers = [a for a in self.adapters.values() if a.powered and a.scanning and not a.stalled]
         if send_backlog(self.bus) > MAX_SEND_BACKLOG:
@@ -817,6 +831,16 @@ class SimBluez:
         if member == "SetLegacy" and sig == "sb":
             self._adapter(body[0]).legacy = body[1]
             return self._reply(msg)
+        if member == "Hang" and sig == "":
+            self.hung = True
+            return self._reply(msg)
+        if member == "Resume" and sig == "":
+            self.hung = False
+            held, self.held = self.held, []
+            for call in held:
+                if not self.handle(call):
+                    self.bus.send(Message.new_error(call, E_UNKNOWN_METHOD, "unknown"))
+            return self._reply(msg)
         if member == "Stall" and sig == "s":
             self._adapter(body[0]).stalled = True
             return self._reply(msg)
@@ -904,6 +928,8 @@ class SimBluez:
             "ticks": self.ticks,
             "congested_ticks": self.congested_ticks,
             "beacons": len(self.beacons),
+            "hung": self.hung,
+            "held_calls": len(self.held),
             "adapters": {
                 a.name: {
                     "powered": a.powered,
@@ -920,6 +946,7 @@ class SimBluez:
                         if t.instance is not None
                     ],
                     "registrations": a.registrations,
+                    "refused_registrations": a.refused_registrations,
                     "refused_while_scanning": a.refused_while_scanning,
                     "discovery_starts": a.discovery_starts,
                     "reports_received": a.reports_received,

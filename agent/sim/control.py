@@ -1,8 +1,8 @@
 """Client for the simulator's test-only control interface ``org.proxitrace.Sim1`` (async, dbus-fast).
 
 Tests and the test-bed move adapters, flip the legacy flag, remove and re-add adapters, stall a
-controller, inject failures and hostile Device1 objects, and read counters — all over the same private bus
-the agents use, so nothing bypasses D-Bus.
+controller, hang the whole daemon, inject failures and hostile Device1 objects, and read counters — all over
+the same private bus the agents use, so nothing bypasses D-Bus.
 """
 
 from __future__ import annotations
@@ -112,6 +112,13 @@ class SimControl:
     async def stall(self, name: str) -> None:
         """The controller stops reporting adverts until scanning is restarted (what a watchdog is for)."""
         await self._call("Stall", "s", [name])
+
+    async def hang(self) -> None:
+        """bluetoothd stops answering and reporting, but stays on the bus (calls queue until ``resume``)."""
+        await self._call("Hang")
+
+    async def resume(self) -> None:
+        await self._call("Resume")
 
     async def fail_next(self, name: str, method: str, error: str, count: int = 1) -> None:
         await self._call("FailNext", "sssu", [name, method, error, count])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -19,6 +20,7 @@ from agent.schemes.gaen import INTERVAL_SECONDS
 from agent.sim.air_log import instances, is_non_resolvable_private, violations
 from agent.sim.control import SimControl
 from agent.sim.harness import SimBed
+from agent.status import AgentStatus, render_status
 
 Bed = Callable[..., SimBed]
 CONFIG: dict[str, Any] = {
@@ -93,6 +95,30 @@ async def test_rotates_id_and_address_together_at_every_boundary(make_bed: Bed) 
     assert violations(items) == []
 
 
+async def test_pipelined_rotations_never_overlap_nor_pair_an_old_address_with_a_new_id(make_bed: Bed) -> None:
+    """Unregister and Register leave back to back (no wait for the first reply). Over 20 rotations the old
+    instance is always off air before the new one is on, every ID has its own address, and nothing fails:
+    were Register ever handled first, the simulator (as bluetoothd) would refuse it as AlreadyExists."""
+    bed = make_bed(CONFIG)
+    start = 1_800_000_000.0
+    boundary = start - start % INTERVAL_SECONDS + INTERVAL_SECONDS
+    clock = ManualClock(boundary - 5)
+    adv = Advertiser("hci0", gaen_scheme(clock.now(), days=3), -8, clock)
+    ctl = await SimControl.connect(bed.bus_address)
+    async with running(adv):
+        await eventually(lambda: adv.health().rotations == 1)
+        for n in range(2, 22):
+            await clock.advance(INTERVAL_SECONDS)
+            await eventually(lambda n=n: adv.health().rotations == n)
+        assert adv.health().failures == 0
+        stats = await ctl.adapter_stats("hci0")
+        assert (stats["registrations"], stats["refused_registrations"]) == (21, 0)
+    items = [i for i in instances(bed.air_records()) if i.adapter == "hci0"]
+    assert len(items) == 21 and len({i.address for i in items}) == 21
+    assert all(a.off is not None and a.off <= b.on for a, b in itertools.pairwise(items))
+    assert violations(items) == []
+
+
 async def test_an_hour_long_id_keeps_one_address_for_its_hour(make_bed: Bed) -> None:
     bed = make_bed(CONFIG)
     hour = 3600
@@ -126,6 +152,39 @@ async def test_registration_failures_are_retried_and_reported(make_bed: Bed) -> 
         h = adv.health()
         assert h.failures == 2 and h.consecutive_failures == 0
         assert await on_air(ctl)
+
+
+async def test_a_registration_refused_again_and_again_backs_off_long_and_health_says_why(make_bed: Bed) -> None:
+    """NotPermitted ten times: retried after 30, 60, 120... s of the I/O clock (not 1, 2, 4 s), the reason in
+    health and in the status line, and advertising as soon as BlueZ accepts."""
+    bed = make_bed(CONFIG)
+    ctl = await SimControl.connect(bed.bus_address)
+    await ctl.fail_next("hci0", "RegisterAdvertisement", "org.bluez.Error.NotPermitted", 10)
+    clock, io = SystemClock(), ManualClock()
+    adv = Advertiser("hci0", gaen_scheme(clock.now()), -8, clock, io_clock=io)
+    async with running(adv):
+        await eventually(lambda: adv.health().failures == 1)
+        for attempt, wait in enumerate([30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0], start=2):
+            await io.advance(wait - 1.0)
+            await asyncio.sleep(0.2)
+            assert adv.health().failures == attempt - 1, f"retried early before attempt {attempt}"
+            await io.advance(1.0)
+            await eventually(lambda n=attempt: adv.health().failures == n)  # type: ignore[misc]
+        h = adv.health()
+        assert not h.advertising and h.consecutive_failures == 8
+        assert h.note == "registration failing (rejected)"
+        assert h.last_error is not None and "org.bluez.Error.NotPermitted" in h.last_error
+        line = render_status(status_with(h.problem), clock.now(), True).splitlines()[1]
+        assert "OFF (registration failing (rejected); " in line and "NotPermitted" in line and "8 attempts" in line
+        for _ in range(3):
+            await io.advance(600.0)
+            await asyncio.sleep(0.2)
+        await eventually(lambda: adv.health().advertising)
+        assert adv.health().failures == 10 and await on_air(ctl)
+
+
+def status_with(problem: str | None) -> AgentStatus:
+    return AgentStatus(1, 0.0, 0.0, "gaen", False, None, 8, 0.0, 0, 0, None, None, "none", advertising_problem=problem)
 
 
 async def test_release_and_adapter_return(make_bed: Bed) -> None:

@@ -13,6 +13,7 @@ from agent.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     ExposureRecord,
+    FloodCap,
     OwnKey,
     SightingAggregator,
     Store,
@@ -116,7 +117,7 @@ def test_retention_with_the_simulated_clock_leaves_nothing_older(tmp_path: Path)
 
 def test_retention_gives_pages_back(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
-    agg = SightingAggregator()
+    agg = SightingAggregator(cap=FloodCap(new_per_minute=20_000))  # a big store fast, not a crowd
     for i in range(20_000):
         agg.add_sighting(raw(os.urandom(16), T0 + i % 60, -60))
     store.flush(agg)
