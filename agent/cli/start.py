@@ -28,7 +28,7 @@ def start(ctx: click.Context) -> None:
         click.echo(
             "No Bluetooth adapter here: running the simulated workplace test-bed (proxitrace testbed sim).", err=True
         )
-        ctx.invoke(testbed_sim, schemes=("dp3t", "gaen"), quick=True)
+        ctx.invoke(testbed_sim, schemes=("dp3t", "gaen", "ebid"), quick=True)
         return
     click.echo(f"Bluetooth adapter(s): {', '.join(adapters)}: running the agent (proxitrace run).", err=True)
     ctx.invoke(run)

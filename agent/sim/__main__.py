@@ -20,7 +20,7 @@ from dbus_fast.aio import MessageBus
 from agent.aio import first
 from agent.ble.names import BLUEZ
 from agent.clock import Clock, SystemClock, clock_from_spec
-from agent.sim.air_log import AirLogWriter
+from agent.sim.air_log import AirLogWriter, ReceiveLog
 from agent.sim.bluez import SimBluez
 from agent.sim.config import SimConfig, load_sim_config
 
@@ -33,6 +33,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--config", required=True, type=Path, help="simulator config (.json or .toml)")
     p.add_argument("--clock", default=None, help="clock spec shared with the agents (system, accelerated:…)")
     p.add_argument("--air-log", type=Path, default=None, help="append every advert put on air here (JSONL)")
+    p.add_argument("--receive-log", type=Path, default=None, help="append every report handed to a scanner (CSV)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
 
@@ -40,7 +41,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 async def serve(args: argparse.Namespace, config: SimConfig, clock: Clock) -> int:
     air = AirLogWriter(args.air_log) if args.air_log else None
     bus = await MessageBus(bus_address=args.bus).connect()
-    sim = SimBluez(bus, config, clock, SystemClock(), air)
+    received = ReceiveLog(args.receive_log) if args.receive_log else None
+    sim = SimBluez(bus, config, clock, SystemClock(), air, received)
     await sim.start()
     reply = await bus.request_name(BLUEZ, NameFlag.DO_NOT_QUEUE)
     if reply is not RequestNameReply.PRIMARY_OWNER:
@@ -65,6 +67,8 @@ async def serve(args: argparse.Namespace, config: SimConfig, clock: Clock) -> in
         bus.disconnect()
     if air is not None:
         air.close()
+    if received is not None:
+        received.close()
     return 0
 
 

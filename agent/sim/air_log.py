@@ -54,6 +54,21 @@ class AirLogWriter:
         self._file.close()
 
 
+class ReceiveLog:
+    """What each scanning adapter was handed, one CSV line per report: ``t,receiver,transmitter,rssi,
+    tx_power,distance_m`` (simulated seconds, adapter names, dBm, metres). The test-bed turns it into a
+    trace. Buffered: unlike the air log it is written for every report, and read only after a clean stop."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+
+    def write(self, t: float, receiver: str, transmitter: str, rssi: int, tx_power: int, distance_m: float) -> None:
+        self._file.write(f"{t:.3f},{receiver},{transmitter},{rssi},{tx_power},{distance_m:.3f}\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
 @dataclass(frozen=True)
 class AirInstance:
     """One payload under one address, on air from ``on`` to ``off`` (None: still on, or the log ends)."""

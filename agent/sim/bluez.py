@@ -69,6 +69,7 @@ from agent.ble.names import (
 from agent.clock import Clock
 from agent.sim import air_log as al
 from agent.sim.advert import AdvertError, ParsedAdvert, matches_or_patterns, parse_advertisement, parse_uuid
+from agent.sim.channel import Channel
 from agent.sim.config import AdapterConfig, SimConfig, SimConfigError, adapter_config_from_dict
 from agent.sim.objects import ObjectTable, send_backlog, tolerate_full_socket
 from agent.sim.radio import Track, advertising_events, distance, sample_rssi
@@ -212,14 +213,17 @@ class SimBluez:
         clock: Clock,
         real_clock: Clock,
         air_log: al.AirLogWriter | None = None,
+        receive_log: al.ReceiveLog | None = None,
     ) -> None:
         self.bus = bus
+        self.received = receive_log
         self.config = config
         self.clock = clock
         self.real = real_clock
         self.air = air_log
         self.table = ObjectTable(bus)
         self.rng = random.Random(config.seed)
+        self.channel = None if config.radio.ideal else Channel(config.radio, config.seed)
         self.adapters: dict[str, SimAdapter] = {}
         self.removed: dict[str, AdapterConfig] = {}
         self.beacons: dict[str, Transmitter] = {}
@@ -747,10 +751,15 @@ class SimBluez:
             for rx in receivers:
                 if rx.name == tx.adapter:
                     continue
-                rssi = sample_rssi(tx.tx_power, distance(src, positions[rx.name]), params, self.rng)
+                d = distance(src, positions[rx.name])
+                if self.channel is None:
+                    rssi = sample_rssi(tx.tx_power, d, params, self.rng)
+                else:
+                    rssi = self.channel.sample(tx.adapter or tx.path, rx.name, tx.tx_power, d, t1, self.rng)
                 if rssi is None or not rx.accepts(tx.advert, rssi):
                     continue
-                self._deliver(rx, tx, rssi)
+                if self._deliver(rx, tx, rssi) and self.received is not None and tx.adapter is not None:
+                    self.received.write(t1, rx.name, tx.adapter, rssi, tx.tx_power, d)
                 tx.reports += 1
                 rx.reports_received += 1
 
@@ -786,7 +795,9 @@ class SimBluez:
             props["TxPower"] = Variant("n", tx.tx_power)
         return props
 
-    def _deliver(self, rx: SimAdapter, tx: Transmitter, rssi: int) -> None:
+    def _deliver(self, rx: SimAdapter, tx: Transmitter, rssi: int) -> bool:
+        """Hand the report to the receiver's BlueZ objects; True when a D-Bus update went out (what the
+        scanner then sees), False when BlueZ would merge it away (a duplicate without duplicate data)."""
         assert tx.address is not None
         now = self.real.now()
         dev = rx.devices.get(tx.address)
@@ -794,13 +805,16 @@ class SimBluez:
             path = f"{rx.path}/dev_{tx.address.replace(':', '_')}"
             self.table.add(path, {DEVICE1: self._device_props(rx, tx, rssi)})
             rx.devices[tx.address] = SeenDevice(path, tx.instance, now)
-            return
+            return True
         dev.last_seen = now
         if dev.instance != tx.instance:
             dev.instance = tx.instance
             self.table.update(dev.path, DEVICE1, {"RSSI": Variant("n", rssi), **self._advert_props(tx)})
-        elif rx.wants_duplicates():
+            return True
+        if rx.wants_duplicates():
             self.table.update(dev.path, DEVICE1, {"RSSI": Variant("n", rssi)})
+            return True
+        return False
 
     def expire_devices(self) -> None:
         limit = self.real.now() - self.config.device_timeout_seconds

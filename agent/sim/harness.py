@@ -183,8 +183,10 @@ class SimProcess:
         clock_spec: str | None = None,
         air_log: Path | None = None,
         log_level: str = "INFO",
+        receive_log: Path | None = None,
     ) -> None:
         self.bus_address = bus_address
+        self.receive_log = receive_log
         self.config_path = config_path
         self.workdir = workdir
         self.clock_spec = clock_spec
@@ -206,6 +208,8 @@ class SimProcess:
             argv += ["--clock", self.clock_spec]
         if self.air_log:
             argv += ["--air-log", str(self.air_log)]
+        if self.receive_log:
+            argv += ["--receive-log", str(self.receive_log)]
         return [*argv, "--log-level", self.log_level]
 
     def start(self, timeout: float = 15.0) -> None:
@@ -262,6 +266,7 @@ class SimBed:
         clock_spec: str | None = None,
         air_log: bool = True,
         log_level: str = "INFO",
+        receive_log: bool = False,
     ) -> None:
         self._own_dir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="proxitrace-sim-")) if workdir is None else workdir
@@ -272,9 +277,16 @@ class SimBed:
             self.config_path = self.workdir / "sim.json"
             self.config_path.write_text(json.dumps(config))
         self.air_log_path = self.workdir / "air.jsonl" if air_log else None
+        self.receive_log_path = self.workdir / "received.csv" if receive_log else None
         self.bus = PrivateBus(self.workdir)
         self.sim = SimProcess(
-            self.bus.address, self.config_path, self.workdir, clock_spec, self.air_log_path, log_level
+            self.bus.address,
+            self.config_path,
+            self.workdir,
+            clock_spec,
+            self.air_log_path,
+            log_level,
+            self.receive_log_path,
         )
 
     @property

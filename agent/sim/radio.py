@@ -32,19 +32,40 @@ RSSI_MAX = 20
 
 @dataclass(frozen=True)
 class RadioParams:
+    """The log-distance channel; the fields after ``min_distance_m`` are the body and device effects of
+    the fitted channel (agent/sim/channel.py), all zero in the ideal one. ``noise_sigma_db`` is the fast
+    fading drawn per advert."""
+
     path_loss_exponent: float = 2.0
     loss_at_1m_db: float = 41.0
     noise_sigma_db: float = 3.0
     cutoff_rssi: float = -100.0
     min_distance_m: float = 0.1
+    shadowing_sigma_db: float = 0.0  # log-normal shadowing per pair, redrawn every shadowing_seconds
+    shadowing_seconds: float = 600.0
+    pocket_loss_db: float = 0.0  # extra loss of a phone in a pocket (vs in the hand), per end of the link
+    backpack_loss_db: float = 0.0
+    carriage_seconds: float = 1800.0  # how long a person keeps the phone in one place (hand, pocket, bag)
+    device_sigma_db: float = 0.0  # spread of per-device TX + RX offsets left after calibration
+    # dual slope: beyond break_distance_m (0 = never) the loss grows with far_exponent instead
+    break_distance_m: float = 0.0
+    far_exponent: float = 2.0
 
     def __post_init__(self) -> None:
         if self.path_loss_exponent <= 0:
             raise ValueError("radio.path_loss_exponent must be positive")
-        if self.noise_sigma_db < 0:
-            raise ValueError("radio.noise_sigma_db must not be negative")
+        for name in ("noise_sigma_db", "shadowing_sigma_db", "pocket_loss_db", "backpack_loss_db", "device_sigma_db"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"radio.{name} must not be negative")
         if self.min_distance_m <= 0:
             raise ValueError("radio.min_distance_m must be positive")
+        if self.shadowing_seconds <= 0 or self.carriage_seconds <= 0:
+            raise ValueError("radio.shadowing_seconds and radio.carriage_seconds must be positive")
+
+    @property
+    def ideal(self) -> bool:
+        """Only distance and per-advert noise: no body, carriage, shadowing or device spread."""
+        return not (self.shadowing_sigma_db or self.pocket_loss_db or self.backpack_loss_db or self.device_sigma_db)
 
 
 @dataclass(frozen=True)
@@ -89,7 +110,12 @@ def distance(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def path_loss_db(d: float, params: RadioParams) -> float:
-    return params.loss_at_1m_db + 10.0 * params.path_loss_exponent * math.log10(max(d, params.min_distance_m))
+    d = max(d, params.min_distance_m)
+    brk = params.break_distance_m
+    if brk and d > brk:
+        near = 10.0 * params.path_loss_exponent * math.log10(brk)
+        return params.loss_at_1m_db + near + 10.0 * params.far_exponent * math.log10(d / brk)
+    return params.loss_at_1m_db + 10.0 * params.path_loss_exponent * math.log10(d)
 
 
 def mean_rssi(tx_power: float, d: float, params: RadioParams) -> float:
@@ -109,7 +135,12 @@ def sample_rssi(tx_power: float, d: float, params: RadioParams, rng: random.Rand
 def max_range_m(tx_power: float, params: RadioParams) -> float:
     """Distance at which the mean RSSI reaches the cut-off (noise can carry an advert a little further)."""
     budget = tx_power - params.loss_at_1m_db - params.cutoff_rssi
-    return 10.0 ** (budget / (10.0 * params.path_loss_exponent))
+    near = 10.0 ** (budget / (10.0 * params.path_loss_exponent))
+    brk = params.break_distance_m
+    if not brk or near <= brk:
+        return near
+    left = budget - 10.0 * params.path_loss_exponent * math.log10(brk)
+    return brk * 10.0 ** (left / (10.0 * params.far_exponent))
 
 
 def advertising_events(next_event: float, t1: float, interval_s: float, rng: random.Random) -> tuple[int, float]:

@@ -20,6 +20,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,10 +30,12 @@ from pathlib import Path
 
 from agent.clock import DAY
 from agent.sim.air_log import instances, summarize
+from agent.sim.channel import FITTED
 from agent.sim.harness import SimBed
 from agent.status import read_status
 from agent.testbed.scenario import Scenario
-from agent.testbed.truth import close_contacts, efficacy
+from agent.testbed.trace import ScanBehaviour, Trace, TraceRow, format_trace
+from agent.testbed.truth import SAMPLE_SECONDS, close_contacts, efficacy
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,18 @@ SETUP_SECONDS_PER_AGENT = 0.8
 SETUP_SECONDS_PER_REGISTRATION = 0.6
 
 
+class TestbedCancelled(Exception):
+    """The run was told to stop (Ctrl-C while several schemes run side by side)."""
+
+
+def _pause(seconds: float, stop: threading.Event | None) -> None:
+    """Sleep, or raise TestbedCancelled as soon as ``stop`` is set: the run's clean-up then runs."""
+    if stop is None:
+        time.sleep(seconds)
+    elif stop.wait(seconds):
+        raise TestbedCancelled
+
+
 @dataclass(frozen=True)
 class PersonResult:
     name: str
@@ -60,6 +75,7 @@ class PersonResult:
 class SchemeResult:
     scheme: str
     scenario: str
+    channel: str
     seed: int
     speed: float
     simulated_from: str
@@ -85,7 +101,22 @@ def simulated_window(scenario: Scenario, quick: bool) -> tuple[float, float]:
     return start, end
 
 
-def sim_config(scenario: Scenario, seed: int, tick_seconds: float, window: tuple[float, float]) -> dict[str, object]:
+def radio_config(scenario: Scenario, channel: str | None = None) -> dict[str, float]:
+    """The simulator's radio: the fitted channel (the default) or the ideal one, as ``channel`` or the
+    scenario's ``radio.channel`` says. Both use the test-bed's calibrated level at 1 m."""
+    if (channel or scenario.radio.channel) == "fitted":
+        return {k: float(v) for k, v in asdict(FITTED).items()}
+    return {
+        "path_loss_exponent": 2.0,
+        "loss_at_1m_db": LOSS_AT_1M_DB,
+        "noise_sigma_db": scenario.radio.noise_db,
+        "cutoff_rssi": -100.0,
+    }
+
+
+def sim_config(
+    scenario: Scenario, seed: int, tick_seconds: float, window: tuple[float, float], channel: str | None = None
+) -> dict[str, object]:
     """One adapter per person, moving along the scenario's schedule (piecewise constant: 1-s moves)."""
     adapters = []
     for i, person in enumerate(scenario.people):
@@ -105,12 +136,7 @@ def sim_config(scenario: Scenario, seed: int, tick_seconds: float, window: tuple
         "tick_seconds": tick_seconds,
         "seed": seed,
         "device_timeout_seconds": 30.0,
-        "radio": {
-            "path_loss_exponent": 2.0,
-            "loss_at_1m_db": LOSS_AT_1M_DB,
-            "noise_sigma_db": scenario.radio.noise_db,
-            "cutoff_rssi": -100.0,
-        },
+        "radio": radio_config(scenario, channel),
     }
 
 
@@ -159,16 +185,25 @@ def run_scheme(
     seed: int = 1,
     quick: bool = False,
     progress: Callable[[float], None] | None = None,
+    trace: Path | None = None,
+    channel: str | None = None,
+    side_by_side: int = 1,
+    stop: threading.Event | None = None,
 ) -> SchemeResult:
     """Play ``scenario`` for one scheme: backend and agents as real processes on the simulated air, on one
-    accelerated clock; the positives report, everyone syncs, and who was notified is scored against the truth."""
+    accelerated clock; the positives report, everyone syncs, and who was notified is scored against the truth.
+
+    With ``trace``, also write what each receiver was handed (and the ground-truth distances) as a trace
+    file that ``testbed replay`` scores. ``side_by_side``: how many runs start at once (their agents share
+    the CPU while starting, so each gets that much more set-up time); ``stop`` ends the run early
+    (TestbedCancelled) with everything cleaned up."""
     began = time.monotonic()
     workdir.mkdir(parents=True, exist_ok=True)
     t0, t1 = simulated_window(scenario, quick)
     tick = max(0.05, 60.0 / speed)  # one air tick per simulated minute, at most 20 a second
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXITRACE_")}
     procs = _Processes()
-    lead = SETUP_SECONDS + len(scenario.people) * (
+    lead = SETUP_SECONDS + side_by_side * len(scenario.people) * (
         SETUP_SECONDS_PER_AGENT + (SETUP_SECONDS_PER_REGISTRATION if scheme == "ebid" else 0.0)
     )
     origin = time.time() + lead  # the shared clock reaches the window's start once everything is up
@@ -183,34 +218,45 @@ def run_scheme(
             env,
         )
         url = _wait_for_url(workdir / "backend.log", server)
-        with SimBed(sim_config(scenario, seed, tick, (t0, t1)), workdir / "bed", clock_spec=spec) as bed:
+        scan_interval = max(60, round(tick * speed))
+        with SimBed(
+            sim_config(scenario, seed, tick, (t0, t1), channel),
+            workdir / "bed",
+            clock_spec=spec,
+            receive_log=trace is not None,
+        ) as bed:
             agent_env = {**env, **bed.env}
-            scan_interval = max(60, round(tick * speed))
             states = _write_agent_configs(scenario, scheme, workdir, spec, url, public, scan_interval)
             if scheme == "ebid":
                 _register_all(states, _enrolment_codes(backend_toml, len(states), env), agent_env)
             agents = _start_agents(procs, states, workdir, agent_env)
-            ready_at = _wait_until_up(states, agents, origin + 60)
+            ready_at = _wait_until_up(states, agents, origin + 60, stop)
             late = max(0.0, (ready_at - origin) * speed)
             if late:
                 log.warning("agents were all up only %.0f simulated minutes into the window", late / 60)
-            _play(t0, t1, speed, origin, progress)
+            _play(t0, t1, speed, origin, progress, stop)
             for name, proc in agents.items():
                 code = procs.stop(proc)
                 if code != 0:
                     log.warning("agent %s exited %s; see its log", name, code)
             _report_positives(scenario, states, backend_toml, env, agent_env)
-            notified = _collect(scheme, states, positives, (t0, t1), speed, origin, agent_env)
+            notified = _collect(scheme, states, positives, (t0, t1), speed, origin, agent_env, stop)
             summary = summarize(bed.air_records())
             air = instances(bed.air_records())
         procs.stop(server)
     finally:
         procs.close()
+    if trace is not None and bed.receive_log_path is not None:
+        scan = ScanBehaviour(duty_cycled=scan_interval > 60, period_seconds=scan_interval)
+        recorded = run_trace(bed.receive_log_path, scenario, seed, (t0, t1), scan)
+        with trace.open("w") as f:
+            f.writelines(format_trace(recorded))
     truth = {c.person for c in close_contacts(scenario, seed, until=t1, since=t0 if quick else None)}
     eff = efficacy(truth, notified)
     return SchemeResult(
         scheme=scheme,
         scenario=scenario.name,
+        channel=channel or scenario.radio.channel,
         seed=seed,
         speed=speed,
         simulated_from=datetime.fromtimestamp(t0, UTC).isoformat(),
@@ -306,6 +352,28 @@ def _report_positives(
             raise RuntimeError(f"report by {p.person} failed: {sent.stderr.strip()}")
 
 
+def run_trace(received: Path, scenario: Scenario, seed: int, window: tuple[float, float], scan: ScanBehaviour) -> Trace:
+    """The simulator's receive log under the people's names, plus a ground-truth row per minute for each
+    pair of people present (the scenario's own positions, sampled as its ground truth samples them)."""
+    names = {f"hci{i}": p.name for i, p in enumerate(scenario.people)}
+    rows = []
+    with received.open() as f:
+        for line in f:
+            t, rx, tx, rssi, tx_power, d = line.rstrip("\n").split(",")
+            if rx in names and tx in names:
+                rows.append(TraceRow(float(t), names[rx], names[tx], int(rssi), int(tx_power), distance_m=float(d)))
+    t = window[0]
+    while t < window[1]:
+        here = {p.name: scenario.position(p, t, seed) for p in scenario.people}
+        present = sorted(n for n, pos in here.items() if pos is not None)
+        for i, a in enumerate(present):
+            for b in present[i + 1 :]:
+                rows.append(TraceRow(t, a, b, None, distance_m=math.dist(here[a], here[b])))  # type: ignore[arg-type]
+        t += SAMPLE_SECONDS
+    rows.sort(key=lambda r: r.time)
+    return Trace(scan, tuple(rows))
+
+
 def _register_all(states: dict[str, tuple[Path, Path]], codes: list[str], env: dict[str, str]) -> None:
     """Every person's device registers (proof of work and enrolment code), all at once."""
 
@@ -321,7 +389,10 @@ def _register_all(states: dict[str, tuple[Path, Path]], codes: list[str], env: d
 
 
 def _wait_until_up(
-    states: dict[str, tuple[Path, Path]], agents: dict[str, subprocess.Popen[bytes]], deadline: float
+    states: dict[str, tuple[Path, Path]],
+    agents: dict[str, subprocess.Popen[bytes]],
+    deadline: float,
+    stop: threading.Event | None,
 ) -> float:
     """When (wall clock) every agent's status first says it advertises and scans."""
     waiting = set(states)
@@ -332,7 +403,7 @@ def _wait_until_up(
             status = read_status(states[name][1])
             if status and status.advertising and any(a.scanning for a in status.adapters):
                 waiting.discard(name)
-        time.sleep(0.1)
+        _pause(0.1, stop)
     if waiting:
         raise RuntimeError(f"agents not advertising and scanning after a minute: {', '.join(sorted(waiting))}")
     return time.time()
@@ -354,11 +425,18 @@ def _sim_now(t0: float, speed: float, origin: float) -> float:
     return t0 + (time.time() - origin) * speed
 
 
-def _play(t0: float, t1: float, speed: float, origin: float, progress: Callable[[float], None] | None) -> None:
+def _play(
+    t0: float,
+    t1: float,
+    speed: float,
+    origin: float,
+    progress: Callable[[float], None] | None,
+    stop: threading.Event | None,
+) -> None:
     while (now := _sim_now(t0, speed, origin)) < t1:
         if progress is not None:
             progress(min(1.0, max(0.0, (now - t0) / (t1 - t0))))
-        time.sleep(min(0.5, (t1 - now) / speed + 0.01))
+        _pause(min(0.5, (t1 - now) / speed + 0.01), stop)
     if progress is not None:
         progress(1.0)
 
@@ -371,6 +449,7 @@ def _collect(
     speed: float,
     origin: float,
     env: dict[str, str],
+    stop: threading.Event | None,
 ) -> set[str]:
     """Who got notified: after the keys are released (lists), or from the status (EBID)."""
     notified = set()
@@ -378,7 +457,7 @@ def _collect(
         t0, t1 = window
         release = (math.floor(t1 / DAY) + 1) * DAY + 2 * 3600 + 600  # the day is over and its bucket closed
         while _sim_now(t0, speed, origin) < release:
-            time.sleep(0.2)
+            _pause(0.2, stop)
     for name, (conf, state) in states.items():
         if name in positives:
             continue

@@ -49,12 +49,19 @@ class Positive:
     onset_days_before: int = 2
 
 
+CHANNELS = ("fitted", "ideal")
+
+
 @dataclass(frozen=True)
 class RadioModel:
+    """``channel``: "fitted" (agent/sim/channel.py: body, carriage, shadowing, device spread fitted to field
+    measurements; the default) or "ideal" (distance and ``noise_db`` of noise only, for exact tests)."""
+
     tx_power_at_1m: float = -59.0
     path_loss_exponent: float = 2.0
     noise_db: float = 2.0
     range_m: float = 12.0
+    channel: str = "fitted"
 
 
 @dataclass(frozen=True)
@@ -176,9 +183,12 @@ def scenario_from_dict(raw: dict[str, object]) -> Scenario:
             )
         )
     radio_raw = dict(raw.get("radio", {}))  # type: ignore[call-overload]
+    channel = radio_raw.pop("channel", "fitted")
+    if channel not in CHANNELS:
+        raise ScenarioError(f"radio.channel: {channel!r}: expected one of {', '.join(CHANNELS)}")
     try:
-        radio = RadioModel(**{k: float(v) for k, v in radio_raw.items()})
-    except TypeError as exc:
+        radio = RadioModel(**{k: float(v) for k, v in radio_raw.items()}, channel=channel)
+    except (TypeError, ValueError) as exc:
         raise ScenarioError(f"radio: {exc}") from None
     days = int(meta.get("days", 1))
     if not 1 <= days <= 30:

@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.schemes.base import SchemeName
 from agent.sim.air_log import ephemeral_id_of, instances, read_air_log
 from agent.store import DB_FILE
+from agent.testbed.replay import ReplaySettings, replay
 from agent.testbed.runner import run_scheme, sim_config, simulated_window
 from agent.testbed.scenario import load_scenario
+from agent.testbed.trace import parse_trace
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "hw" / "scenarios" / "office-floor.toml"
@@ -26,13 +29,33 @@ SCENARIO = ROOT / "hw" / "scenarios" / "office-floor.toml"
 @pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["dp3t", "gaen", "ebid"])
 def test_quick_office_floor_meets_the_efficacy_targets(scheme: str, tmp_path: Path) -> None:
-    result = run_scheme(load_scenario(SCENARIO), scheme, tmp_path, seed=1, quick=True)
+    trace = tmp_path / "trace.csv"
+    # the ideal channel, on purpose: any miss here is the agent's fault, not the air's (the fitted channel's
+    # figures are measured, not asserted: README "Efficacy under the fitted channel")
+    result = run_scheme(load_scenario(SCENARIO), scheme, tmp_path, seed=1, quick=True, trace=trace, channel="ideal")
     assert result.true_contacts == 4
     assert result.recall >= 0.9, result
     assert result.precision >= 0.8, result
     assert result.address_id_violations == 0
     assert result.adverts_on_air > 1000
     assert_logs_reveal_nothing(tmp_path)
+    if scheme != "ebid":  # EBID contacts are scored by the backend: replay covers the list schemes
+        assert_replay_reproduces(result, parse_trace(trace.read_text()), scheme, tmp_path)
+
+
+def assert_replay_reproduces(result, trace, scheme: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The trace of what each agent's scanner was handed, replayed through the agent's path, gives each
+    person the decision the run's agents reached for the positive person's list."""
+    positives = frozenset(p.name for p in result.people if p.positive)
+    replayed = replay(trace, ReplaySettings(SchemeName(scheme), positives=positives), tmp_path)
+    decided = {p.receiver: p.notified for p in replayed.pairs}
+    truth = {p.receiver: p.true_contact for p in replayed.pairs}
+    people = {p.name: p for p in result.people if not p.positive}
+    assert decided == {name: p.notified for name, p in people.items() if name in decided}
+    assert truth == {name: p.true_contact for name, p in people.items() if name in truth}
+    absent = [p for name, p in people.items() if name not in decided]  # not at work that day: not in the trace
+    assert len(decided) >= 5 and not any(p.notified or p.true_contact for p in absent)
+    assert sum(p.heard for p in replayed.pairs) > 1000
 
 
 def _spellings(secret: bytes) -> set[str]:
@@ -69,7 +92,9 @@ def assert_logs_reveal_nothing(workdir: Path) -> None:
 
 @pytest.mark.slow
 def test_desk_testbed_notifies_the_two_close_dongles(tmp_path: Path) -> None:
-    result = run_scheme(load_scenario(SCENARIO.with_name("desk-testbed.toml")), "gaen", tmp_path, seed=1)
+    result = run_scheme(
+        load_scenario(SCENARIO.with_name("desk-testbed.toml")), "gaen", tmp_path, seed=1, channel="ideal"
+    )
     notified = {p.name for p in result.people if p.notified}
     assert notified == {"dongle-b", "dongle-c"}, result
     assert result.address_id_violations == 0
@@ -80,13 +105,17 @@ def test_same_seed_same_plan() -> None:
     window = simulated_window(scenario, quick=True)
     assert sim_config(scenario, 7, 0.1, window) == sim_config(scenario, 7, 0.1, window)
     assert sim_config(scenario, 7, 0.1, window) != sim_config(scenario, 8, 0.1, window)
+    assert sim_config(scenario, 7, 0.1, window)["radio"]["pocket_loss_db"] > 0  # type: ignore[index]
+    assert "pocket_loss_db" not in sim_config(scenario, 7, 0.1, window, "ideal")["radio"]  # type: ignore[operator]
 
 
 @pytest.mark.slow
 def test_same_seed_same_results(tmp_path: Path) -> None:
     scenario = load_scenario(SCENARIO)
-    first = run_scheme(scenario, "dp3t", tmp_path / "1", seed=3, quick=True)
-    second = run_scheme(scenario, "dp3t", tmp_path / "2", seed=3, quick=True)
+    # ideal channel: the real-time tick still varies how many fast-fading draws a run makes, and under the
+    # fitted channel a pair near the threshold could then flip; determinism of the plan is what is tested
+    first = run_scheme(scenario, "dp3t", tmp_path / "1", seed=3, quick=True, channel="ideal")
+    second = run_scheme(scenario, "dp3t", tmp_path / "2", seed=3, quick=True, channel="ideal")
     assert first.people == second.people
     assert (first.recall, first.precision) == (second.recall, second.precision)
 
