@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from agent.clock import Clock
-from agent.protocol import wire
+from agent.protocol import answers, wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.server import buckets
@@ -50,6 +50,7 @@ class Backend:
 
     config: BackendConfig
     clock: Clock
+    signer: ListSigner
     store: ServerStore
     uploads: Uploads
     lists: Lists
@@ -80,6 +81,7 @@ def open_backend(
     return Backend(
         config=config,
         clock=clock,
+        signer=signer,
         store=store,
         uploads=uploads,
         lists=Lists(config, clock, store, signer),
@@ -90,7 +92,7 @@ def open_backend(
 
 def create_app(backend: Backend) -> web.Application:
     app = web.Application(
-        client_max_size=backend.config.server.max_body_bytes, middlewares=[_errors, _padding(backend)]
+        client_max_size=backend.config.server.max_body_bytes, middlewares=[_errors, _padding(backend), _sign_answers(backend)]
     )
     app[BACKEND] = backend
     app.router.add_get("/v1/health", _health)
@@ -154,6 +156,30 @@ def _padding(backend: Backend) -> Callable[..., Awaitable[web.StreamResponse]]:
             return await handler(request)
         finally:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+    return middleware
+
+
+def _sign_answers(backend: Backend) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Sign every successful answer a device acts on (``agent.protocol.answers``): the body's hash, a
+    short expiry, the request's nonce and its method and path. A malformed nonce is a 400 before the
+    handler runs, so nothing is written for it."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in answers.SIGNED_ANSWER_PATHS:
+            return await handler(request)
+        nonce = request.headers.get(answers.NONCE_HEADER, "")
+        if nonce and not answers.valid_nonce(nonce):
+            raise ApiError(400, f"{answers.NONCE_HEADER}: expected {answers.NONCE_BYTES} bytes of base64url")
+        response = await handler(request)
+        if isinstance(response, web.Response) and 200 <= response.status < 300 and response.body is not None:
+            body = bytes(response.body)  # type: ignore[arg-type]
+            claims = answers.answer_claims(request.method, request.path, nonce)
+            response.headers[SIGNATURE_HEADER] = backend.signer.answer(body, backend.clock.now(), claims)
+        return response
 
     return middleware
 

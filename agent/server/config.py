@@ -48,8 +48,9 @@ class SigningSection:
     """The ECDSA P-256 key that signs export files and responses (``proxitrace backend keygen``).
 
     ``key_id``/``key_version`` go into each export's signature info, as GAEN key servers name theirs.
-    ``response_ttl_seconds`` is the ``exp`` of the ``Signature`` header: after it an agent refuses the
-    response, so an old list cannot be replayed as new.
+    ``response_ttl_seconds`` is the ``exp`` of the ``Signature`` header of lists and of signed answers
+    (``agent.protocol.answers``): after it an agent refuses the response, so an old list cannot be
+    replayed as new.
     """
 
     private_key: str = ""

@@ -37,7 +37,7 @@ from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.sightings import SightingWindow
 from agent.store import ExposureRecord, Store
-from agent.sync.client import BackendClient, Progress
+from agent.sync.client import BackendClient, Progress, Response
 from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.settings import SyncSettings
 from agent.sync.verify import (
@@ -45,6 +45,7 @@ from agent.sync.verify import (
     VerifiedList,
     VerifiedPull,
     index_entries,
+    verify_answer,
     verify_key_server_file,
     verify_pull,
 )
@@ -91,7 +92,7 @@ class SyncService:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self._client = BackendClient(session, settings.base_url)
+        self._client = BackendClient(session, settings.base_url, self._check_answer)
         self._clock = clock
         self._store = store
         self._rng = rng or random.SystemRandom()
@@ -101,8 +102,14 @@ class SyncService:
 
     def _require_public_key(self) -> ec.EllipticCurvePublicKey:
         if self.settings.public_key is None:
-            raise NotConfigured("backend.public_key: not set; lists cannot be verified without it")
+            raise NotConfigured("backend.public_key: not set; the backend's lists and answers cannot be verified")
         return self.settings.public_key
+
+    def _check_answer(self, method: str, path: str, nonce: str, answer: Response) -> str | None:
+        refused = verify_answer(
+            method, path, nonce, answer.headers, answer.body, self._require_public_key(), self._clock.now()
+        )
+        return None if refused is None else refused.reason
 
     def last_tag(self, scheme: SchemeName) -> int | None:
         state = self._store.credential(f"sync.{scheme.value}")
