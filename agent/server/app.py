@@ -92,7 +92,8 @@ def open_backend(
 
 def create_app(backend: Backend) -> web.Application:
     app = web.Application(
-        client_max_size=backend.config.server.max_body_bytes, middlewares=[_errors, _padding(backend), _sign_answers(backend)]
+        client_max_size=backend.config.server.max_body_bytes,
+        middlewares=[_errors, _padding(backend), _sign_answers(backend)],
     )
     app[BACKEND] = backend
     app.router.add_get("/v1/health", _health)

@@ -1,5 +1,6 @@
-"""The backend's signing key at work: GAEN export files, ``Signature`` headers of lists and of answers (``agent.protocol.export``,
-``agent.protocol.jws``), with the key id, version, region and expiry from the config."""
+"""The backend's signing key at work: GAEN export files, ``Signature`` headers of lists and of answers
+(``agent.protocol.export``, ``agent.protocol.jws``, ``agent.protocol.answers``), with the key id, version,
+region and expiry from the config."""
 
 from __future__ import annotations
 

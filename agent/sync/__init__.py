@@ -14,9 +14,9 @@ from agent.sync.settings import KeyServer, SyncSettings
 from agent.sync.verify import BUNDLE_TAG_HEADER, Refusal, VerifiedList, VerifiedPull, verify_answer, verify_pull
 
 __all__ = [
-    "AnswerRejected",
     "BUNDLE_TAG_HEADER",
     "MAX_DOWNLOAD_BYTES",
+    "AnswerRejected",
     "BackendClient",
     "BackendRefused",
     "BackendUnavailable",
