@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS challenges (challenge BLOB PRIMARY KEY, expires REAL 
 CREATE TABLE IF NOT EXISTS registrations (
     id INTEGER PRIMARY KEY, client_id TEXT UNIQUE NOT NULL, secret_hash BLOB NOT NULL,
     puid BLOB UNIQUE NOT NULL, created REAL NOT NULL, poll_day INTEGER NOT NULL DEFAULT -1,
-    polls INTEGER NOT NULL DEFAULT 0);
+    polls INTEGER NOT NULL DEFAULT 0, tx_power INTEGER);
 CREATE TABLE IF NOT EXISTS access_tokens (
     hash BLOB PRIMARY KEY,
     registration_id INTEGER NOT NULL REFERENCES registrations(id) ON DELETE CASCADE,
@@ -81,6 +81,7 @@ class Registration:
     client_id: str
     secret_hash: bytes
     puid: bytes
+    tx_power: int | None = None
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,14 @@ class ServerStore:
         return self._one("SELECT 1 FROM challenges WHERE challenge = ? AND expires > ?", (challenge, now)) is not None
 
     def register(
-        self, challenge: bytes, code_hash: bytes, now: float, client_id: str, secret_hash: bytes, puid: bytes
+        self,
+        challenge: bytes,
+        code_hash: bytes,
+        now: float,
+        client_id: str,
+        secret_hash: bytes,
+        puid: bytes,
+        tx_power: int | None = None,
     ) -> bool:
         """Spend the challenge and the enrolment code and create the registration, all or nothing."""
         try:
@@ -286,8 +294,9 @@ class ServerStore:
                 if cur.rowcount != 1:
                     raise _Rollback
                 db.execute(
-                    "INSERT INTO registrations (client_id, secret_hash, puid, created) VALUES (?, ?, ?, ?)",
-                    (client_id, secret_hash, puid, now),
+                    "INSERT INTO registrations (client_id, secret_hash, puid, created, tx_power)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (client_id, secret_hash, puid, now, tx_power),
                 )
         except _Rollback:
             return False
@@ -308,8 +317,10 @@ class ServerStore:
         return out
 
     def registration(self, registration_id: int) -> Registration | None:
-        row = self._one("SELECT id, client_id, secret_hash, puid FROM registrations WHERE id = ?", (registration_id,))
-        return None if row is None else Registration(row[0], row[1], bytes(row[2]), bytes(row[3]))
+        row = self._one(
+            "SELECT id, client_id, secret_hash, puid, tx_power FROM registrations WHERE id = ?", (registration_id,)
+        )
+        return None if row is None else Registration(row[0], row[1], bytes(row[2]), bytes(row[3]), row[4])
 
     def erase_registration(self, registration_id: int) -> None:
         """Forget the pseudonym: its PUID, tokens and exposures go (the device must register again)."""

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import os
@@ -111,7 +112,10 @@ class EbidBackend:
             raise ApiError(403, f"enrolment code {why.value if why else 'unknown'}")
         client_id, secret = secrets.token_urlsafe(16), codes.new_token()
         puid = os.urandom(ebid.PUID_LEN)
-        if not self._store.register(challenge, codes.code_hash(normal), now, client_id, codes.code_hash(secret), puid):
+        secret_hash = codes.code_hash(secret)
+        if not self._store.register(
+            challenge, codes.code_hash(normal), now, client_id, secret_hash, puid, request.tx_power
+        ):
             raise ApiError(409, "challenge or enrolment code was used by another request meanwhile")
         log.info("device registered")
         return wire.ClientCredentials(client_id, secret, self._config.server.country_code, self._e.period_seconds)
@@ -225,8 +229,30 @@ class EbidBackend:
         left = self._store.count_status_poll(registration_id, day, self._e.status_polls_per_day)
         if left is None:
             raise too_many(start_of_day(day + 1) - now, "status requests today")
-        scored = self._score(self._store.exposures_of(registration_id), now)
+        reg = self._store.registration(registration_id)
+        tx_power = None if reg is None else reg.tx_power
+        scored = self._score(with_declared_tx_power(self._store.exposures_of(registration_id), tx_power), now)
         if scored.at_risk:
             self._store.erase_registration(registration_id)
             log.info("risk verdict: at risk; pseudonym erased")
         return wire.RiskVerdict(scored.at_risk, scored.explanation, left, must_register_again=scored.at_risk)
+
+
+def with_declared_tx_power(exposures: Sequence[Exposure], tx_power: int | None) -> list[Exposure]:
+    """The exposures of a registration with each assumed-TX-power scan corrected by the TX power the device
+    declared at registration: the reporter measured against ``wire.EBID_REFERENCE_TX_POWER`` because the
+    advert carries none, so attenuation = reported + (declared - reference). Undeclared (None): unchanged,
+    and the scans stay flagged assumed so the verdict says so."""
+    if tx_power is None:
+        return list(exposures)
+    shift = tx_power - wire.EBID_REFERENCE_TX_POWER
+
+    def db(value: int) -> int:
+        return min(255, max(0, value + shift))
+
+    def corrected(scan: wire.ScanRecord) -> wire.ScanRecord:
+        if not scan.assumed_tx_power:
+            return scan
+        return wire.ScanRecord(scan.time, db(scan.typical_attenuation), db(scan.min_attenuation), False)
+
+    return [dataclasses.replace(e, scans=tuple(corrected(s) for s in e.scans)) for e in exposures]
