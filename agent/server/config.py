@@ -94,7 +94,7 @@ class EbidSection:
     """EBID mode. ``pow_difficulty`` = leading zero bits of SHA-256(challenge ‖ nonce).
     ``batch_periods``: EBIDs per batch when the device does not ask for fewer (192 periods of 15 min = 2 days).
     ``status_polls_per_day``: status requests per registration per UTC day. ``tolerance_periods``: how
-    many periods before or after its own an EBID may be reported as received."""
+    many periods (0 or 1) before or after its own an EBID may be reported as received."""
 
     period_seconds: int = 900
     batch_periods: int = 192
@@ -206,7 +206,7 @@ def _check(c: BackendConfig) -> None:
     _between("ebid.enrolment_valid_seconds", c.ebid.enrolment_valid_seconds, 60, 366 * 86_400)
     _between("ebid.access_token_ttl_seconds", c.ebid.access_token_ttl_seconds, 10, 86_400)
     _between("ebid.status_polls_per_day", c.ebid.status_polls_per_day, 1, 1000)
-    _between("ebid.tolerance_periods", c.ebid.tolerance_periods, 0, 8)
+    _between("ebid.tolerance_periods", c.ebid.tolerance_periods, 0, 1)
     if c.federation.key and not re.fullmatch(r"[0-9a-fA-F]{32}", c.federation.key):
         raise ConfigError("federation.key: K_G must be 32 hex digits (16 bytes)")
     _between("federation.max_clock_skew_seconds", c.federation.max_clock_skew_seconds, 1, 3600)

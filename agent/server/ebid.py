@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.clock import Clock, day_of, start_of_day
-from agent.protocol import proof_of_work, wire
+from agent.protocol import answers, proof_of_work, wire
 from agent.schemes import ebid
 from agent.server import codes
 from agent.server.config import BackendConfig
@@ -158,9 +158,12 @@ class EbidBackend:
     # ---- reports -------------------------------------------------------------------------------------
 
     def _check_periods(self, contacts: Sequence[wire.ReportedContact]) -> None:
-        """Every reception inside its EBID's period ± tolerance, and none in the future."""
+        """Every reception inside its EBID's period ± tolerance (at most one period), and none after the
+        report: a future-dated scan refuses the whole report, so it is counted nowhere. "After" allows
+        the device clock's tolerance (``answers.CLOCK_TOLERANCE_SECONDS``), as signed answers do, and
+        no more: a scan dated a period ahead used to pass and could pre-date exposures."""
         p, tol = self._e.period_seconds, self._e.tolerance_periods
-        latest = self._clock.now() + p
+        latest = self._clock.now() + answers.CLOCK_TOLERANCE_SECONDS
         for i, c in enumerate(contacts):
             lo, hi = (c.period - tol) * p, (c.period + 1 + tol) * p
             for t in (c.time, *(s.time for s in c.scans)):

@@ -21,7 +21,7 @@ from support.backend_calls import (
 from support.backend_harness import DAY, T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
-from agent.protocol import proof_of_work, wire
+from agent.protocol import answers, proof_of_work, wire
 from agent.schemes import ebid
 from agent.server.app import FEDERATION_KEY_META
 
@@ -194,6 +194,11 @@ async def test_reports_outside_the_period_are_refused_whole(
     )
     status, got = await post(http, url, wire.contacts_body([future_in_period]), answer["token"])
     assert status == 400 and "received in the future" in got["error"]
+    ahead = clock.now() + answers.CLOCK_TOLERANCE_SECONDS + 60  # inside the current period ± 1, but after now
+    now_period = int(clock.now()) // PERIOD
+    future = wire.ReportedContact(good.ecc, good.ebid, now_period, ahead, (wire.ScanRecord(ahead, 50, 45),))
+    status, got = await post(http, url, wire.contacts_body([good, future]), answer["token"])
+    assert status == 400 and "body.contacts[1]: received in the future" in got["error"]
     assert (await post(http, url, b"[", answer["token"]))[0] == 400
     assert (await post(http, url, {"contacts": [{"ebid": "AA=="}]}, answer["token"]))[0] == 400
     assert running.backend.store.exposures_of(1) == []
