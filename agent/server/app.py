@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from agent.clock import Clock
+from agent.clock import Clock, day_of
 from agent.protocol import answers, wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
@@ -58,13 +58,16 @@ class Backend:
     federation: Federation
 
     def maintain(self) -> None:
-        """Publish closed buckets and delete what retention no longer allows."""
+        """Publish closed buckets and delete what retention no longer allows, registrations of devices
+        silent for longer than the retention window included (a device asks for a token at least at
+        every status poll, so a silent one has gone: its pseudonym must not stay linkable for ever)."""
         self.lists.publish()
         now = self.clock.now()
         days = self.config.lists.retention_days
         oldest_interval = gaen.day_start_enin(gaen.enin(now)) - days * gaen.ROLLING_PERIOD
         oldest_period = int(now - days * 86_400) // self.config.ebid.period_seconds
         self.store.expire(now, oldest_interval, oldest_period, now - days * 86_400)
+        self.store.purge_silent_registrations(day_of(now) - days)
 
 
 BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
@@ -273,7 +276,8 @@ async def _export_file(request: web.Request) -> web.StreamResponse:
 
 
 async def _challenge(request: web.Request) -> web.Response:
-    return web.json_response(wire.challenge_body(_backend(request).ebid.challenge()))
+    b = _backend(request)
+    return web.json_response(wire.challenge_body(b.ebid.challenge(_client_address(request, b))))
 
 
 async def _register(request: web.Request) -> web.Response:

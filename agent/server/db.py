@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from agent.clock import day_of
 from agent.paths import ensure_private_dir
 from agent.protocol import wire
 from agent.schemes.base import SchemeName
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS challenges (challenge BLOB PRIMARY KEY, expires REAL 
 CREATE TABLE IF NOT EXISTS registrations (
     id INTEGER PRIMARY KEY, client_id TEXT UNIQUE NOT NULL, secret_hash BLOB NOT NULL,
     puid BLOB UNIQUE NOT NULL, created REAL NOT NULL, poll_day INTEGER NOT NULL DEFAULT -1,
-    polls INTEGER NOT NULL DEFAULT 0, tx_power INTEGER);
+    polls INTEGER NOT NULL DEFAULT 0, tx_power INTEGER, seen_day INTEGER NOT NULL DEFAULT -1);
 CREATE TABLE IF NOT EXISTS access_tokens (
     hash BLOB PRIMARY KEY,
     registration_id INTEGER NOT NULL REFERENCES registrations(id) ON DELETE CASCADE,
@@ -265,8 +266,14 @@ class ServerStore:
             return Spent.USED
         return Spent.EXPIRED if row[1] <= now else None
 
-    def add_challenge(self, challenge: bytes, expires: float) -> None:
-        self._db.execute("INSERT INTO challenges VALUES (?, ?)", (challenge, expires))
+    def add_challenge(self, challenge: bytes, expires: float, now: float, limit: int) -> bool:
+        """Keep a new challenge unless ``limit`` unexpired ones are open (expired ones are dropped first)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM challenges WHERE expires <= ?", (now,))
+            if db.execute("SELECT COUNT(*) FROM challenges").fetchone()[0] >= limit:
+                return False
+            db.execute("INSERT INTO challenges VALUES (?, ?)", (challenge, expires))
+        return True
 
     def challenge_valid(self, challenge: bytes, now: float) -> bool:
         return self._one("SELECT 1 FROM challenges WHERE challenge = ? AND expires > ?", (challenge, now)) is not None
@@ -294,9 +301,9 @@ class ServerStore:
                 if cur.rowcount != 1:
                     raise _Rollback
                 db.execute(
-                    "INSERT INTO registrations (client_id, secret_hash, puid, created, tx_power)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (client_id, secret_hash, puid, now, tx_power),
+                    "INSERT INTO registrations (client_id, secret_hash, puid, created, tx_power, seen_day)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (client_id, secret_hash, puid, now, tx_power, day_of(now)),
                 )
         except _Rollback:
             return False
@@ -325,6 +332,17 @@ class ServerStore:
     def erase_registration(self, registration_id: int) -> None:
         """Forget the pseudonym: its PUID, tokens and exposures go (the device must register again)."""
         self._db.execute("DELETE FROM registrations WHERE id = ?", (registration_id,))
+
+    def seen(self, registration_id: int, day: int) -> None:
+        """The device behind a registration was heard from on ``day`` (the UTC day only, nothing finer)."""
+        self._db.execute(
+            "UPDATE registrations SET seen_day = ? WHERE id = ? AND seen_day < ?", (day, registration_id, day)
+        )
+
+    def purge_silent_registrations(self, oldest_day: int) -> int:
+        """Forget registrations not heard from since before ``oldest_day`` (their tokens and exposures go
+        with them); how many went."""
+        return self._db.execute("DELETE FROM registrations WHERE seen_day < ?", (oldest_day,)).rowcount
 
     def add_access_token(self, token_hash: bytes, registration_id: int, expires: float) -> None:
         self._db.execute("INSERT INTO access_tokens VALUES (?, ?, ?)", (token_hash, registration_id, expires))

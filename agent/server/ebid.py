@@ -78,6 +78,7 @@ class EbidBackend:
         self._clock = clock
         self._store = store
         self._limiter = limiter
+        self._challenges = FailureLimiter(clock, self._e.challenges_per_client_per_hour, 3600.0)
         self._federation = federation
         self._kg = federation_key
         self._score = scorer
@@ -88,10 +89,18 @@ class EbidBackend:
         valid = self._e.enrolment_valid_seconds if valid_seconds is None else valid_seconds
         return issue_enrolment_codes(self._store, self._clock.now(), valid, count)
 
-    def challenge(self) -> wire.Challenge:
+    def challenge(self, address: str) -> wire.Challenge:
+        """A challenge costs no credential, so each client address gets a few an hour (every request
+        counts, not only failures) and the table holds at most ``max_open_challenges``."""
+        wait = self._challenges.retry_after(address)
+        if wait is not None:
+            raise too_many(wait, "registration challenges from this address")
+        self._challenges.failed(address)
+        now = self._clock.now()
         challenge = os.urandom(wire.CHALLENGE_LEN)
-        expires = self._clock.now() + self._e.challenge_ttl_seconds
-        self._store.add_challenge(challenge, expires)
+        expires = now + self._e.challenge_ttl_seconds
+        if not self._store.add_challenge(challenge, expires, now, self._e.max_open_challenges):
+            raise ApiError(503, "too many open registration challenges: try again later", {"Retry-After": "60"})
         return wire.Challenge(challenge, self._e.pow_difficulty, expires)
 
     def register(self, body: object, address: str) -> wire.ClientCredentials:
@@ -128,6 +137,7 @@ class EbidBackend:
         token = codes.new_token()
         expires = self._clock.now() + self._e.access_token_ttl_seconds
         self._store.add_access_token(codes.code_hash(token), reg.id, expires)
+        self._store.seen(reg.id, day_of(self._clock.now()))
         return wire.AccessToken(token, expires)
 
     def registration_of(self, authorization: str | None) -> int:
