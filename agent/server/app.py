@@ -41,6 +41,7 @@ ACCESS_LOG_FORMAT = '"%r" %s %b %Tf'  # no client address: the backend keeps non
 _EXPORT_NAME = re.compile(r"^(index\.txt|\d+-\d+-\d{5}\.zip)$")
 _SCHEMES = {"gaen": SchemeName.GAEN, "dp3t": SchemeName.DP3T}
 FEDERATION_KEY_META = "federation_key"
+FAKE_TOKEN_KEY_META = "fake_token_key"
 PADDED_PATHS = frozenset({"/v1/onset", "/v2/gaen/exposed", "/v2/dp3t/exposed", "/v1/ebid/report"})
 
 
@@ -80,7 +81,7 @@ def open_backend(
     limiter = FailureLimiter(clock, config.tan.max_failures_per_hour, 3600.0)
     federation = Federation(config, clock, store)
     kg = config.federation_key or store.meta_setdefault(FEDERATION_KEY_META, os.urandom(16))
-    uploads = Uploads(config, clock, store, limiter)
+    uploads = Uploads(config, clock, store, limiter, store.meta_setdefault(FAKE_TOKEN_KEY_META, os.urandom(32)))
     return Backend(
         config=config,
         clock=clock,

@@ -181,11 +181,6 @@ class ServerStore:
             )
             return row[0], None
 
-    def add_fake_upload_token(self, token_hash: bytes, expires: float) -> None:
-        self._db.execute(
-            "INSERT INTO upload_tokens (hash, expires, onset_day, fake) VALUES (?, ?, NULL, 1)", (token_hash, expires)
-        )
-
     def upload_token(self, token_hash: bytes, now: float) -> UploadToken | Spent:
         row = self._one("SELECT onset_day, fake, used, expires FROM upload_tokens WHERE hash = ?", (token_hash,))
         if row is None:

@@ -211,12 +211,10 @@ class EbidBackend:
         self._check_periods(contacts)
         now = self._clock.now()
         if bearer.token.fake:
-            rows: list[tuple[int, Exposure]] = []
-            forwards: list[tuple[int, bytes]] = []
-        else:
-            own, foreign = self._split(contacts)
-            rows = self._own_exposures(own, secrets.token_hex(16))
-            forwards = [(cc, forward_body(cs)) for cc, cs in foreign.items()]
+            return
+        own, foreign = self._split(contacts)
+        rows = self._own_exposures(own, secrets.token_hex(16))
+        forwards = [(cc, forward_body(cs)) for cc, cs in foreign.items()]
         if not self._store.file_report(bearer.token_hash, now, rows, forwards):
             raise ApiError(401, "upload token already used", {"WWW-Authenticate": "Bearer"})
         if forwards:
