@@ -26,7 +26,7 @@ from sync_devices import Device, issue, make_device
 from agent.clock import ManualClock
 from agent.protocol import answers, jws, wire
 from agent.schemes.base import SchemeName
-from agent.sync import AnswerRejected
+from agent.sync import AnswerRejected, verify_answer
 
 FORGED_VERDICT = wire.RiskVerdict(at_risk=True, explanation={}, polls_left_today=5, must_register_again=True)
 FORGED_BODY = json.dumps(wire.risk_verdict_body(FORGED_VERDICT)).encode()
@@ -268,3 +268,44 @@ async def test_server_info_and_the_tan_exchange_are_signed(
     proxy.tamper["/v1/onset"] = lambda ex: (ex.body, {"Content-Type": "application/json"})
     with pytest.raises(AnswerRejected, match="/v1/onset: answer refused: unsigned"):
         await device.client.report(SchemeName.GAEN, tan, None, [])
+
+
+def test_the_pure_verifier_checks_each_claim_with_no_network() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    nonce, now = answers.new_nonce(), 1_800_000_000.0
+    body, headers = signed(key, FORGED_BODY, nonce=nonce, iat=now)
+
+    def check(**changes: object) -> str | None:
+        args: dict[str, object] = {
+            "method": "POST",
+            "path": "/v1/ebid/status",
+            "nonce": nonce,
+            "headers": headers,
+            "body": body,
+            "public_key": key.public_key(),
+            "now": now,
+        }
+        args.update(changes)
+        refusal = verify_answer(**args)  # type: ignore[arg-type]
+        return None if refusal is None else refusal.reason
+
+    assert check() is None
+    assert check(headers={}) == "unsigned answer (no Signature header)"
+    assert "content-hash mismatch" in (check(body=body + b" ") or "")
+    assert "bad signature" in (check(public_key=ec.generate_private_key(ec.SECP256R1()).public_key()) or "")
+    assert check(nonce=answers.new_nonce()) == "signed for another request (nonce differs): replayed"
+    assert check(method="GET") == "signed for another endpoint"
+    assert "expired" in (check(now=now + TTL + answers.CLOCK_TOLERANCE_SECONDS + 1) or "")
+    assert check(now=now + TTL + answers.CLOCK_TOLERANCE_SECONDS - 1) is None
+    assert "in the future" in (check(now=now - answers.CLOCK_TOLERANCE_SECONDS - 1) or "")
+
+
+async def test_a_malformed_nonce_is_a_400_before_anything_is_written(
+    running: RunningBackend, http: aiohttp.ClientSession
+) -> None:
+    url = f"{running.url}/v1/ebid/challenge"
+    async with http.post(url, headers={answers.NONCE_HEADER: "not a nonce"}) as r:
+        assert r.status == 400 and answers.NONCE_HEADER in (await r.json())["error"]
+    assert running.backend.store._one("SELECT COUNT(*) FROM challenges")[0] == 0
+    async with http.post(url, headers={answers.NONCE_HEADER: answers.new_nonce()}) as r:
+        assert r.status == 200 and "Signature" in r.headers
