@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from backend_harness import RunningBackend
 from cryptography.hazmat.primitives.asymmetric import ec
-from sync_devices import Device, issue, make_device
+from support.backend_harness import RunningBackend
+from support.sync_devices import Device, issue, make_device
 
 from agent.clock import ManualClock
 from agent.protocol import answers, jws, wire
