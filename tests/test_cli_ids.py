@@ -50,13 +50,14 @@ GAEN_AD = "02011a03036ffd1716" + "6ffd" + "22" * 16 + "40080000"
 
 
 def test_advert_decode_prints_json() -> None:
+    # the byte after the version once held the TX power (0xec = -20 dBm); it is reserved and ignored now
     out = run("advert", "decode", "02011a030364fd1716 64fd ab" + "11" * 16 + "01ec00")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {
         "scheme": "ebid",
         "ephemeral_id": "11" * 16,
         "metadata": "ab",
-        "tx_power": -20,
+        "tx_power": None,
         "ecc": 0xAB,
         "version": 1,
     }

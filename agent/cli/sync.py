@@ -62,6 +62,7 @@ class _Env:
     store: Store
     clock: Clock
     correction: float
+    tx_power: int
 
 
 @asynccontextmanager
@@ -70,7 +71,7 @@ async def _env(obj: CliContext) -> AsyncIterator[_Env]:
         config = load_config(obj.config_path)
         settings = sync_settings(config)
         clock = clock_from_spec(config.agent.clock)
-        correction = device_calibration(config, obj.state_dir).rssi_correction
+        calibration = device_calibration(config, obj.state_dir)
         store = Store.open(obj.state_dir)
     except (ConfigError, StoreError, CalibrationError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -78,7 +79,8 @@ async def _env(obj: CliContext) -> AsyncIterator[_Env]:
         raise click.ClickException(f"agent.clock: {exc}") from None
     try:
         async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
-            yield _Env(config, SyncService(session, settings, clock, store), store, clock, correction)
+            client = SyncService(session, settings, clock, store)
+            yield _Env(config, client, store, clock, calibration.rssi_correction, calibration.tx_power)
     finally:
         store.close()
 
@@ -147,7 +149,7 @@ def register(obj: CliContext, code: str) -> None:
         async with _env(obj) as env:
             bar = _Bar("proof of work")
             try:
-                creds = await env.client.register(code.strip(), bar)
+                creds = await env.client.register(code.strip(), bar, env.tx_power)
             finally:
                 bar.close()
             left = KeyRing(env.store, SchemeName.EBID).ebid_periods_left(env.clock.now())
@@ -177,8 +179,7 @@ def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> N
             now = env.clock.now()
             url = env.client.settings.base_url
             if scheme is SchemeName.EBID:
-                windows = risk_settings(env.config).windows
-                contacts = env.client.ebid_contacts(onset_day, now, windows.default_tx_power, env.correction)
+                contacts = env.client.ebid_contacts(onset_day, now, env.correction)
                 if not contacts:
                     return "nothing to report: no EBID heard in the contagious period"
                 days = sorted({int(c.time) // 86_400 for c in contacts})

@@ -24,6 +24,10 @@ KEY_SCHEMES = (SchemeName.DP3T, SchemeName.GAEN)
 KEY_LEN = {SchemeName.DP3T: dp3t.SK_LEN, SchemeName.GAEN: gaen.TEK_LEN}
 MAX_TRANSMISSION_RISK = 8
 CHALLENGE_LEN = 16
+EBID_REFERENCE_TX_POWER = 0
+"""dBm. EBID adverts carry no TX power (``agent.schemes.ebid``), so a reporting device computes each scan's
+attenuation as if the sender radiated this, and flags it ``txPowerAssumed``; the backend, which knows the
+heard device's declared TX power from its registration, adds that to get the true attenuation."""
 
 
 def day_of_date(value: object, field: str) -> int | None:
@@ -317,15 +321,20 @@ def parse_challenge(body: object) -> Challenge:
 
 @dataclass(frozen=True)
 class Registration:
-    """``POST /v1/ebid/register``: the solved challenge and the operator's enrolment code."""
+    """``POST /v1/ebid/register``: the solved challenge, the operator's enrolment code and the TX power
+    the device advertises at (its calibration; None when unknown), which its adverts no longer carry."""
 
     challenge: bytes
     nonce: int
     enrolment_code: str
+    tx_power: int | None = None
 
 
 def registration_body(r: Registration) -> dict[str, Any]:
-    return {"challenge": b64(r.challenge), "nonce": r.nonce, "enrolmentCode": r.enrolment_code}
+    body: dict[str, Any] = {"challenge": b64(r.challenge), "nonce": r.nonce, "enrolmentCode": r.enrolment_code}
+    if r.tx_power is not None:
+        body["txPower"] = r.tx_power
+    return body
 
 
 def parse_registration(body: object) -> Registration:
@@ -335,6 +344,7 @@ def parse_registration(body: object) -> Registration:
         challenge=unb64(obj.get("challenge"), "body.challenge", CHALLENGE_LEN),
         nonce=integer(obj, "nonce", "body", 0, 2 ** (8 * NONCE_LEN) - 1),
         enrolment_code=string(obj, "enrolmentCode", "body", 64),
+        tx_power=None if obj.get("txPower") is None else integer(obj, "txPower", "body", -127, 127),
     )
 
 

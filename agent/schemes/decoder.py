@@ -41,7 +41,7 @@ def decode_service_data(uuid: str | int, data: bytes) -> DecodedAdvert | Rejecte
             scheme=scheme,
             ephemeral_id=data[1:17],
             metadata=data[:1],  # the ECC byte: kept so reports can be routed by country
-            tx_power=int.from_bytes(data[18:19], "big", signed=True),
+            tx_power=None,  # not on air: it would link the device's EBIDs (agent.schemes.ebid)
             ecc=data[0],
             version=version,
         )

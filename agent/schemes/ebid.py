@@ -3,6 +3,15 @@
 The device only ever holds EBIDs the server issued it; BK_t stays on the server. Anyone holding BK_t could
 link every device, so no mode here lets a device derive its own EBIDs. The encrypted country code (ECC)
 lets a federated backend route a report without being able to read foreign EBIDs.
+
+No TX power on air. The advert's TX power byte used to carry the sender's calibrated power in clear: a
+constant per device, so any radio nearby could link a device's successive EBIDs by it, undoing the
+rotation. It is not carried at all now (the byte is reserved, sent as 0x00), rather than encrypted: the
+backend already knows every registered device, so the device declares its TX power once at registration
+(``agent.protocol.wire.Registration.tx_power``), reporters compute attenuations against the fixed
+reference ``wire.EBID_REFERENCE_TX_POWER`` and the backend adds the heard device's declared power when it
+scores. Encrypting it under a per-batch key would need a key the receivers cannot have (they must not
+link either), so it could only be read by the backend anyway. The advert stays 31 bytes.
 """
 
 from __future__ import annotations
@@ -52,12 +61,10 @@ def country_of(federation_key: bytes, ebid: bytes, ecc: int) -> int:
     return make_ecc(federation_key, ebid, ecc)
 
 
-def service_data(ecc: int, ebid: bytes, tx_power: int, version: int = ADVERT_VERSION) -> bytes:
-    """ECC(1) ‖ EBID(16) ‖ version(1) ‖ TX power(1, int8) ‖ reserved(1) = 20 bytes."""
+def service_data(ecc: int, ebid: bytes, version: int = ADVERT_VERSION) -> bytes:
+    """ECC(1) ‖ EBID(16) ‖ version(1) ‖ reserved(2, zero: once the TX power, see above) = 20 bytes."""
     check_len("EBID", ebid, EBID_LEN)
-    if not -128 <= tx_power <= 127:
-        raise ValueError(f"TX power {tx_power} dBm does not fit an int8")
-    return bytes([ecc & 0xFF]) + ebid + bytes([version, tx_power & 0xFF, 0])
+    return bytes([ecc & 0xFF]) + ebid + bytes([version, 0, 0])
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class EbidScheme:
     batch: EbidBatch
 
     def broadcast_at(self, t: float, tx_power: int) -> Broadcast | None:
+        """``tx_power`` is not put on air (see the module docstring); the backend has it from registration."""
         entry = self.batch.entry_at(t)
         if entry is None:
             return None
@@ -95,7 +103,7 @@ class EbidScheme:
         return Broadcast(
             scheme=SchemeName.EBID,
             ephemeral_id=entry.ebid,
-            service_data=service_data(entry.ecc, entry.ebid, tx_power),
+            service_data=service_data(entry.ecc, entry.ebid),
             valid_from=float(start),
             valid_until=float(start + self.batch.period_seconds),
         )

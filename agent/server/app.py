@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from agent.clock import Clock, day_to_date
-from agent.protocol import wire
+from agent.clock import Clock, day_of, day_to_date
+from agent.protocol import answers, wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.server import buckets
@@ -44,6 +44,7 @@ ACCESS_LOG_FORMAT = '"%r" %s %b %Tf'  # no client address: the backend keeps non
 _EXPORT_NAME = re.compile(r"^(index\.txt|\d+-\d+-\d{5}\.zip)$")
 _SCHEMES = {"gaen": SchemeName.GAEN, "dp3t": SchemeName.DP3T}
 FEDERATION_KEY_META = "federation_key"
+FAKE_TOKEN_KEY_META = "fake_token_key"
 PADDED_PATHS = frozenset({"/v1/onset", "/v2/gaen/exposed", "/v2/dp3t/exposed", "/v1/ebid/report"})
 
 
@@ -53,6 +54,7 @@ class Backend:
 
     config: BackendConfig
     clock: Clock
+    signer: ListSigner
     store: ServerStore
     uploads: Uploads
     lists: Lists
@@ -61,13 +63,16 @@ class Backend:
     portal: Portal
 
     def maintain(self) -> None:
-        """Publish closed buckets and delete what retention no longer allows."""
+        """Publish closed buckets and delete what retention no longer allows, registrations of devices
+        silent for longer than the retention window included (a device asks for a token at least at
+        every status poll, so a silent one has gone: its pseudonym must not stay linkable for ever)."""
         self.lists.publish()
         now = self.clock.now()
         days = self.config.lists.retention_days
         oldest_interval = gaen.day_start_enin(gaen.enin(now)) - days * gaen.ROLLING_PERIOD
         oldest_period = int(now - days * 86_400) // self.config.ebid.period_seconds
         self.store.expire(now, oldest_interval, oldest_period, now - days * 86_400)
+        self.store.purge_silent_registrations(day_of(now) - days)
 
 
 BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
@@ -80,10 +85,11 @@ def open_backend(
     limiter = FailureLimiter(clock, config.tan.max_failures_per_hour, 3600.0)
     federation = Federation(config, clock, store)
     kg = config.federation_key or store.meta_setdefault(FEDERATION_KEY_META, os.urandom(16))
-    uploads = Uploads(config, clock, store, limiter)
+    uploads = Uploads(config, clock, store, limiter, store.meta_setdefault(FAKE_TOKEN_KEY_META, os.urandom(32)))
     return Backend(
         config=config,
         clock=clock,
+        signer=signer,
         store=store,
         uploads=uploads,
         lists=Lists(config, clock, store, signer),
@@ -95,7 +101,8 @@ def open_backend(
 
 def create_app(backend: Backend) -> web.Application:
     app = web.Application(
-        client_max_size=backend.config.server.max_body_bytes, middlewares=[_errors, _padding(backend)]
+        client_max_size=backend.config.server.max_body_bytes,
+        middlewares=[_errors, _padding(backend), _sign_answers(backend)],
     )
     app[BACKEND] = backend
     app.router.add_get("/v1/health", _health)
@@ -166,6 +173,30 @@ def _padding(backend: Backend) -> Callable[..., Awaitable[web.StreamResponse]]:
             return await handler(request)
         finally:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
+
+    return middleware
+
+
+def _sign_answers(backend: Backend) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Sign every successful answer a device acts on (``agent.protocol.answers``): the body's hash, a
+    short expiry, the request's nonce and its method and path. A malformed nonce is a 400 before the
+    handler runs, so nothing is written for it."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in answers.SIGNED_ANSWER_PATHS:
+            return await handler(request)
+        nonce = request.headers.get(answers.NONCE_HEADER, "")
+        if nonce and not answers.valid_nonce(nonce):
+            raise ApiError(400, f"{answers.NONCE_HEADER}: expected {answers.NONCE_BYTES} bytes of base64url")
+        response = await handler(request)
+        if isinstance(response, web.Response) and 200 <= response.status < 300 and response.body is not None:
+            body = bytes(response.body)  # type: ignore[arg-type]
+            claims = answers.answer_claims(request.method, request.path, nonce)
+            response.headers[SIGNATURE_HEADER] = backend.signer.answer(body, backend.clock.now(), claims)
+        return response
 
     return middleware
 
@@ -258,7 +289,8 @@ async def _export_file(request: web.Request) -> web.StreamResponse:
 
 
 async def _challenge(request: web.Request) -> web.Response:
-    return web.json_response(wire.challenge_body(_backend(request).ebid.challenge()))
+    b = _backend(request)
+    return web.json_response(wire.challenge_body(b.ebid.challenge(_client_address(request, b))))
 
 
 async def _register(request: web.Request) -> web.Response:

@@ -48,8 +48,9 @@ class SigningSection:
     """The ECDSA P-256 key that signs export files and responses (``proxitrace backend keygen``).
 
     ``key_id``/``key_version`` go into each export's signature info, as GAEN key servers name theirs.
-    ``response_ttl_seconds`` is the ``exp`` of the ``Signature`` header: after it an agent refuses the
-    response, so an old list cannot be replayed as new.
+    ``response_ttl_seconds`` is the ``exp`` of the ``Signature`` header of lists and of signed answers
+    (``agent.protocol.answers``): after it an agent refuses the response, so an old list cannot be
+    replayed as new.
     """
 
     private_key: str = ""
@@ -92,13 +93,18 @@ class ListsSection:
 class EbidSection:
     """EBID mode. ``pow_difficulty`` = leading zero bits of SHA-256(challenge ‖ nonce).
     ``batch_periods``: EBIDs per batch when the device does not ask for fewer (192 periods of 15 min = 2 days).
+    ``challenges_per_client_per_hour`` and ``max_open_challenges`` bound the one EBID endpoint that writes
+    without any credential: per client address (salted, in memory only) and in rows (expired challenges
+    are dropped first; when the cap is reached the backend answers 503 until some expire).
     ``status_polls_per_day``: status requests per registration per UTC day. ``tolerance_periods``: how
-    many periods before or after its own an EBID may be reported as received."""
+    many periods (0 or 1) before or after its own an EBID may be reported as received."""
 
     period_seconds: int = 900
     batch_periods: int = 192
     pow_difficulty: int = 20
     challenge_ttl_seconds: int = 600
+    challenges_per_client_per_hour: int = 60
+    max_open_challenges: int = 10_000
     enrolment_valid_seconds: int = 30 * 86_400
     access_token_ttl_seconds: int = 900
     status_polls_per_day: int = 4
@@ -225,10 +231,12 @@ def _check(c: BackendConfig) -> None:
     _between("ebid.batch_periods", c.ebid.batch_periods, 1, 14 * 86_400 // c.ebid.period_seconds)
     _between("ebid.pow_difficulty", c.ebid.pow_difficulty, 0, 32)
     _between("ebid.challenge_ttl_seconds", c.ebid.challenge_ttl_seconds, 10, 86_400)
+    _between("ebid.challenges_per_client_per_hour", c.ebid.challenges_per_client_per_hour, 1, 1_000_000)
+    _between("ebid.max_open_challenges", c.ebid.max_open_challenges, 1, 10_000_000)
     _between("ebid.enrolment_valid_seconds", c.ebid.enrolment_valid_seconds, 60, 366 * 86_400)
     _between("ebid.access_token_ttl_seconds", c.ebid.access_token_ttl_seconds, 10, 86_400)
     _between("ebid.status_polls_per_day", c.ebid.status_polls_per_day, 1, 1000)
-    _between("ebid.tolerance_periods", c.ebid.tolerance_periods, 0, 8)
+    _between("ebid.tolerance_periods", c.ebid.tolerance_periods, 0, 1)
     if c.federation.key and not re.fullmatch(r"[0-9a-fA-F]{32}", c.federation.key):
         raise ConfigError("federation.key: K_G must be 32 hex digits (16 bytes)")
     _between("federation.max_clock_skew_seconds", c.federation.max_clock_skew_seconds, 1, 3600)

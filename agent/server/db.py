@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from agent.clock import day_of
 from agent.paths import ensure_private_dir
 from agent.protocol import wire
 from agent.schemes.base import SchemeName
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL);
 """
 # Each step brings the store from its position's version to the next (step 0: version 1 -> 2). A step
-# only adds tables, so a store that a newer step has not touched yet keeps all its data.
+# only adds tables or columns, so a store that a newer step has not touched yet keeps all its data.
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 2: the health authority's portal (agent/server/portal). Issued TANs point at the TAN's hash only;
     # nothing links an issued TAN, an officer or an audit entry to an upload token or an upload.
@@ -83,6 +84,12 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires REAL NOT NULL, report_type TEXT NOT NULL, note TEXT NOT NULL, state TEXT)""",
         "CREATE TABLE daily_counts (day INTEGER NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, "
         "PRIMARY KEY (day, name))",
+    ),
+    # 3: EBID devices declare their TX power at registration (the advert no longer carries it), and a
+    # registration keeps only the UTC day it was last seen, so silent ones can be purged.
+    (
+        "ALTER TABLE registrations ADD COLUMN tx_power INTEGER",
+        "ALTER TABLE registrations ADD COLUMN seen_day INTEGER NOT NULL DEFAULT -1",
     ),
 )
 SCHEMA_VERSION = 1 + len(_MIGRATIONS)
@@ -112,6 +119,7 @@ class Registration:
     client_id: str
     secret_hash: bytes
     puid: bytes
+    tx_power: int | None = None
 
 
 @dataclass(frozen=True)
@@ -274,11 +282,6 @@ class ServerStore:
             for h, used, expires in rows
         }
 
-    def add_fake_upload_token(self, token_hash: bytes, expires: float) -> None:
-        self._db.execute(
-            "INSERT INTO upload_tokens (hash, expires, onset_day, fake) VALUES (?, ?, NULL, 1)", (token_hash, expires)
-        )
-
     def upload_token(self, token_hash: bytes, now: float) -> UploadToken | Spent:
         row = self._one("SELECT onset_day, fake, used, expires FROM upload_tokens WHERE hash = ?", (token_hash,))
         if row is None:
@@ -363,14 +366,27 @@ class ServerStore:
             return Spent.USED
         return Spent.EXPIRED if row[1] <= now else None
 
-    def add_challenge(self, challenge: bytes, expires: float) -> None:
-        self._db.execute("INSERT INTO challenges VALUES (?, ?)", (challenge, expires))
+    def add_challenge(self, challenge: bytes, expires: float, now: float, limit: int) -> bool:
+        """Keep a new challenge unless ``limit`` unexpired ones are open (expired ones are dropped first)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM challenges WHERE expires <= ?", (now,))
+            if db.execute("SELECT COUNT(*) FROM challenges").fetchone()[0] >= limit:
+                return False
+            db.execute("INSERT INTO challenges VALUES (?, ?)", (challenge, expires))
+        return True
 
     def challenge_valid(self, challenge: bytes, now: float) -> bool:
         return self._one("SELECT 1 FROM challenges WHERE challenge = ? AND expires > ?", (challenge, now)) is not None
 
     def register(
-        self, challenge: bytes, code_hash: bytes, now: float, client_id: str, secret_hash: bytes, puid: bytes
+        self,
+        challenge: bytes,
+        code_hash: bytes,
+        now: float,
+        client_id: str,
+        secret_hash: bytes,
+        puid: bytes,
+        tx_power: int | None = None,
     ) -> bool:
         """Spend the challenge and the enrolment code and create the registration, all or nothing."""
         try:
@@ -385,8 +401,9 @@ class ServerStore:
                 if cur.rowcount != 1:
                     raise _Rollback
                 db.execute(
-                    "INSERT INTO registrations (client_id, secret_hash, puid, created) VALUES (?, ?, ?, ?)",
-                    (client_id, secret_hash, puid, now),
+                    "INSERT INTO registrations (client_id, secret_hash, puid, created, tx_power, seen_day)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (client_id, secret_hash, puid, now, tx_power, day_of(now)),
                 )
                 self._count(db, "ebid_registrations", now)
         except _Rollback:
@@ -408,12 +425,25 @@ class ServerStore:
         return out
 
     def registration(self, registration_id: int) -> Registration | None:
-        row = self._one("SELECT id, client_id, secret_hash, puid FROM registrations WHERE id = ?", (registration_id,))
-        return None if row is None else Registration(row[0], row[1], bytes(row[2]), bytes(row[3]))
+        row = self._one(
+            "SELECT id, client_id, secret_hash, puid, tx_power FROM registrations WHERE id = ?", (registration_id,)
+        )
+        return None if row is None else Registration(row[0], row[1], bytes(row[2]), bytes(row[3]), row[4])
 
     def erase_registration(self, registration_id: int) -> None:
         """Forget the pseudonym: its PUID, tokens and exposures go (the device must register again)."""
         self._db.execute("DELETE FROM registrations WHERE id = ?", (registration_id,))
+
+    def seen(self, registration_id: int, day: int) -> None:
+        """The device behind a registration was heard from on ``day`` (the UTC day only, nothing finer)."""
+        self._db.execute(
+            "UPDATE registrations SET seen_day = ? WHERE id = ? AND seen_day < ?", (day, registration_id, day)
+        )
+
+    def purge_silent_registrations(self, oldest_day: int) -> int:
+        """Forget registrations not heard from since before ``oldest_day`` (their tokens and exposures go
+        with them); how many went."""
+        return self._db.execute("DELETE FROM registrations WHERE seen_day < ?", (oldest_day,)).rowcount
 
     def add_access_token(self, token_hash: bytes, registration_id: int, expires: float) -> None:
         self._db.execute("INSERT INTO access_tokens VALUES (?, ?, ?)", (token_hash, registration_id, expires))

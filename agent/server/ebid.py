@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.clock import Clock, day_of, start_of_day
-from agent.protocol import proof_of_work, wire
+from agent.protocol import answers, proof_of_work, wire
 from agent.schemes import ebid
 from agent.server import codes
 from agent.server.config import BackendConfig
@@ -77,6 +78,7 @@ class EbidBackend:
         self._clock = clock
         self._store = store
         self._limiter = limiter
+        self._challenges = FailureLimiter(clock, self._e.challenges_per_client_per_hour, 3600.0)
         self._federation = federation
         self._kg = federation_key
         self._score = scorer
@@ -87,10 +89,18 @@ class EbidBackend:
         valid = self._e.enrolment_valid_seconds if valid_seconds is None else valid_seconds
         return issue_enrolment_codes(self._store, self._clock.now(), valid, count)
 
-    def challenge(self) -> wire.Challenge:
+    def challenge(self, address: str) -> wire.Challenge:
+        """A challenge costs no credential, so each client address gets a few an hour (every request
+        counts, not only failures) and the table holds at most ``max_open_challenges``."""
+        wait = self._challenges.retry_after(address)
+        if wait is not None:
+            raise too_many(wait, "registration challenges from this address")
+        self._challenges.failed(address)
+        now = self._clock.now()
         challenge = os.urandom(wire.CHALLENGE_LEN)
-        expires = self._clock.now() + self._e.challenge_ttl_seconds
-        self._store.add_challenge(challenge, expires)
+        expires = now + self._e.challenge_ttl_seconds
+        if not self._store.add_challenge(challenge, expires, now, self._e.max_open_challenges):
+            raise ApiError(503, "too many open registration challenges: try again later", {"Retry-After": "60"})
         return wire.Challenge(challenge, self._e.pow_difficulty, expires)
 
     def register(self, body: object, address: str) -> wire.ClientCredentials:
@@ -111,7 +121,10 @@ class EbidBackend:
             raise ApiError(403, f"enrolment code {why.value if why else 'unknown'}")
         client_id, secret = secrets.token_urlsafe(16), codes.new_token()
         puid = os.urandom(ebid.PUID_LEN)
-        if not self._store.register(challenge, codes.code_hash(normal), now, client_id, codes.code_hash(secret), puid):
+        secret_hash = codes.code_hash(secret)
+        if not self._store.register(
+            challenge, codes.code_hash(normal), now, client_id, secret_hash, puid, request.tx_power
+        ):
             raise ApiError(409, "challenge or enrolment code was used by another request meanwhile")
         log.info("device registered")
         return wire.ClientCredentials(client_id, secret, self._config.server.country_code, self._e.period_seconds)
@@ -124,6 +137,7 @@ class EbidBackend:
         token = codes.new_token()
         expires = self._clock.now() + self._e.access_token_ttl_seconds
         self._store.add_access_token(codes.code_hash(token), reg.id, expires)
+        self._store.seen(reg.id, day_of(self._clock.now()))
         return wire.AccessToken(token, expires)
 
     def registration_of(self, authorization: str | None) -> int:
@@ -154,9 +168,12 @@ class EbidBackend:
     # ---- reports -------------------------------------------------------------------------------------
 
     def _check_periods(self, contacts: Sequence[wire.ReportedContact]) -> None:
-        """Every reception inside its EBID's period ± tolerance, and none in the future."""
+        """Every reception inside its EBID's period ± tolerance (at most one period), and none after the
+        report: a future-dated scan refuses the whole report, so it is counted nowhere. "After" allows
+        the device clock's tolerance (``answers.CLOCK_TOLERANCE_SECONDS``), as signed answers do, and
+        no more: a scan dated a period ahead used to pass and could pre-date exposures."""
         p, tol = self._e.period_seconds, self._e.tolerance_periods
-        latest = self._clock.now() + p
+        latest = self._clock.now() + answers.CLOCK_TOLERANCE_SECONDS
         for i, c in enumerate(contacts):
             lo, hi = (c.period - tol) * p, (c.period + 1 + tol) * p
             for t in (c.time, *(s.time for s in c.scans)):
@@ -194,12 +211,10 @@ class EbidBackend:
         self._check_periods(contacts)
         now = self._clock.now()
         if bearer.token.fake:
-            rows: list[tuple[int, Exposure]] = []
-            forwards: list[tuple[int, bytes]] = []
-        else:
-            own, foreign = self._split(contacts)
-            rows = self._own_exposures(own, secrets.token_hex(16))
-            forwards = [(cc, forward_body(cs)) for cc, cs in foreign.items()]
+            return
+        own, foreign = self._split(contacts)
+        rows = self._own_exposures(own, secrets.token_hex(16))
+        forwards = [(cc, forward_body(cs)) for cc, cs in foreign.items()]
         if not self._store.file_report(bearer.token_hash, now, rows, forwards):
             raise ApiError(401, "upload token already used", {"WWW-Authenticate": "Bearer"})
         if forwards:
@@ -225,9 +240,31 @@ class EbidBackend:
         left = self._store.count_status_poll(registration_id, day, self._e.status_polls_per_day)
         if left is None:
             raise too_many(start_of_day(day + 1) - now, "status requests today")
-        scored = self._score(self._store.exposures_of(registration_id), now)
+        reg = self._store.registration(registration_id)
+        tx_power = None if reg is None else reg.tx_power
+        scored = self._score(with_declared_tx_power(self._store.exposures_of(registration_id), tx_power), now)
         if scored.at_risk:
             self._store.erase_registration(registration_id)
             self._store.count("at_risk_verdicts", now)
             log.info("risk verdict: at risk; pseudonym erased")
         return wire.RiskVerdict(scored.at_risk, scored.explanation, left, must_register_again=scored.at_risk)
+
+
+def with_declared_tx_power(exposures: Sequence[Exposure], tx_power: int | None) -> list[Exposure]:
+    """The exposures of a registration with each assumed-TX-power scan corrected by the TX power the device
+    declared at registration: the reporter measured against ``wire.EBID_REFERENCE_TX_POWER`` because the
+    advert carries none, so attenuation = reported + (declared - reference). Undeclared (None): unchanged,
+    and the scans stay flagged assumed so the verdict says so."""
+    if tx_power is None:
+        return list(exposures)
+    shift = tx_power - wire.EBID_REFERENCE_TX_POWER
+
+    def db(value: int) -> int:
+        return min(255, max(0, value + shift))
+
+    def corrected(scan: wire.ScanRecord) -> wire.ScanRecord:
+        if not scan.assumed_tx_power:
+            return scan
+        return wire.ScanRecord(scan.time, db(scan.typical_attenuation), db(scan.min_attenuation), False)
+
+    return [dataclasses.replace(e, scans=tuple(corrected(s) for s in e.scans)) for e in exposures]

@@ -36,11 +36,14 @@ DAY_MS = 86_400_000
 
 
 class ListSigner(Protocol):
-    """What publication needs from the signing key: a signed export zip and a response signature."""
+    """What the backend needs from the signing key: a signed export zip, a list's response signature and a
+    signed answer (``agent.protocol.answers``)."""
 
     def export(self, keys: Sequence[PublishedKey], start: int, end: int) -> bytes: ...
 
     def signature(self, body: bytes, now: float, claims: Mapping[str, str]) -> str: ...
+
+    def answer(self, body: bytes, now: float, claims: Mapping[str, str]) -> str: ...
 
 
 @dataclass(frozen=True)

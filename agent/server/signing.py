@@ -1,5 +1,6 @@
-"""The backend's signing key at work: GAEN export files and ``Signature`` headers (``agent.protocol.export``,
-``agent.protocol.jws``), with the key id, version, region and expiry from the config."""
+"""The backend's signing key at work: GAEN export files, ``Signature`` headers of lists and of answers
+(``agent.protocol.export``, ``agent.protocol.jws``, ``agent.protocol.answers``), with the key id, version,
+region and expiry from the config."""
 
 from __future__ import annotations
 
@@ -36,4 +37,9 @@ class KeySigner:
         )
 
     def signature(self, body: bytes, now: float, claims: Mapping[str, str]) -> str:
+        return jws.sign_response(body, self._key, now=now, ttl=self._ttl, issuer=ISSUER, extra_claims=claims)
+
+    def answer(self, body: bytes, now: float, claims: Mapping[str, str]) -> str:
+        """The ``Signature`` of an answer a device acts on (``agent.protocol.answers``): bound to its
+        request by ``claims``, valid as long as a list's."""
         return jws.sign_response(body, self._key, now=now, ttl=self._ttl, issuer=ISSUER, extra_claims=claims)

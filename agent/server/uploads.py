@@ -9,7 +9,11 @@ spends the token: a rejected upload leaves the token usable and the store unchan
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import os
 from dataclasses import dataclass
 
 from agent.clock import Clock
@@ -26,6 +30,7 @@ from agent.server.ratelimit import FailureLimiter
 log = logging.getLogger(__name__)
 REPORT_TYPE_CONFIRMED_TEST = 1
 MAX_DAYS_SINCE_ONSET = 14
+_FAKE_RANDOM_LEN = 16
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,14 @@ def issue_tans(
 
 
 class Uploads:
-    def __init__(self, config: BackendConfig, clock: Clock, store: ServerStore, limiter: FailureLimiter) -> None:
+    def __init__(
+        self, config: BackendConfig, clock: Clock, store: ServerStore, limiter: FailureLimiter, fake_key: bytes
+    ) -> None:
         self._config = config
         self._clock = clock
         self._store = store
         self._limiter = limiter
+        self._fake_key = fake_key
 
     def issue_tan(self, valid_seconds: int | None = None, onset_day: int | None = None) -> IssuedCode:
         valid = self._config.tan.valid_seconds if valid_seconds is None else valid_seconds
@@ -72,10 +80,9 @@ class Uploads:
         (dummy traffic that looks like a real report from the outside)."""
         now = self._clock.now()
         ttl = self._config.upload.token_ttl_seconds
-        token = codes.new_token()
         if wire.optional_bool(body, "fake"):
-            self._store.add_fake_upload_token(codes.code_hash(token), now + ttl)
-            return IssuedCode(token, now + ttl)
+            return IssuedCode(self._fake_token(), now + ttl)
+        token = codes.new_token()
         tan = wire.required_str(body, "tan", 64)
         wait = self._limiter.retry_after(address)
         if wait is not None:
@@ -90,10 +97,28 @@ class Uploads:
             raise ApiError(403, f"TAN {why.value}")
         return IssuedCode(token, now + ttl)
 
+    def _fake_token(self, random_part: bytes | None = None) -> str:
+        """A fake upload token that needs no row: 16 random bytes and their MAC under the backend's own
+        key, 32 bytes base64url like a real token's, so anyone may ask for fakes without growing the store."""
+        r = os.urandom(_FAKE_RANDOM_LEN) if random_part is None else random_part
+        mac = hmac.new(self._fake_key, r, hashlib.sha256).digest()[:_FAKE_RANDOM_LEN]
+        return base64.urlsafe_b64encode(r + mac).rstrip(b"=").decode("ascii")
+
+    def _is_fake(self, token: str) -> bool:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        except ValueError:
+            return False
+        if len(raw) != 2 * _FAKE_RANDOM_LEN:
+            return False
+        return hmac.compare_digest(self._fake_token(raw[:_FAKE_RANDOM_LEN]), token)
+
     def bearer(self, authorization: str | None) -> BearerUpload:
         token = bearer_token(authorization)
         token_hash = codes.code_hash(token)
         found = self._store.upload_token(token_hash, self._clock.now())
+        if found is Spent.UNKNOWN and self._is_fake(token):
+            return BearerUpload(token_hash, UploadToken(None, fake=True))
         if isinstance(found, Spent):
             raise ApiError(401, f"upload token {found.value}", {"WWW-Authenticate": "Bearer"})
         return BearerUpload(token_hash, found)
@@ -103,12 +128,11 @@ class Uploads:
         upload = wire.parse_key_upload(body, scheme, self._config.upload.keys_per_upload)
         now = self._clock.now()
         if bearer.token.fake:
-            keys: list[tuple[PublishedKey, int]] = []
-        else:
-            onset = bearer.token.onset_day if bearer.token.onset_day is not None else upload.onset_day
-            checked = [self._checked(k, now, onset) for k in upload.keys]
-            bucket = self._config.lists.bucket_seconds
-            keys = [(k, buckets.release_tag_ms(scheme, k, now, bucket)) for k in checked]
+            return 0
+        onset = bearer.token.onset_day if bearer.token.onset_day is not None else upload.onset_day
+        checked = [self._checked(k, now, onset) for k in upload.keys]
+        bucket = self._config.lists.bucket_seconds
+        keys = [(k, buckets.release_tag_ms(scheme, k, now, bucket)) for k in checked]
         if not self._store.publish_keys(bearer.token_hash, now, scheme, keys):
             raise ApiError(401, "upload token already used", {"WWW-Authenticate": "Bearer"})
         log.info("%s upload stored", scheme.value)

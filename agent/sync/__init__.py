@@ -1,6 +1,6 @@
 """The sync edge: the agent's side of the backend.
 
-``client`` speaks HTTP and nothing else, ``verify`` decides (purely) whether a list may be matched,
+``client`` speaks HTTP and nothing else, ``verify`` decides (purely) whether a list may be matched or an answer used,
 ``service`` applies the results to the store and key ring and runs the daemon's loops; ``errors`` sorts
 failures by what to do about them. It takes its own ``SyncSettings`` (``agent.config.sync_settings``
 builds them) and imports no config, daemon, CLI or backend module.
@@ -8,14 +8,15 @@ builds them) and imports no config, daemon, CLI or backend module.
 
 from agent.protocol.wire import RiskVerdict
 from agent.sync.client import MAX_DOWNLOAD_BYTES, BackendClient, Progress
-from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
+from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.service import SyncOutcome, SyncService
 from agent.sync.settings import KeyServer, SyncSettings
-from agent.sync.verify import BUNDLE_TAG_HEADER, Refusal, VerifiedList, VerifiedPull, verify_pull
+from agent.sync.verify import BUNDLE_TAG_HEADER, Refusal, VerifiedList, VerifiedPull, verify_answer, verify_pull
 
 __all__ = [
     "BUNDLE_TAG_HEADER",
     "MAX_DOWNLOAD_BYTES",
+    "AnswerRejected",
     "BackendClient",
     "BackendRefused",
     "BackendUnavailable",
@@ -31,5 +32,6 @@ __all__ = [
     "SyncSettings",
     "VerifiedList",
     "VerifiedPull",
+    "verify_answer",
     "verify_pull",
 ]

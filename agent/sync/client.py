@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from agent.protocol import wire
+from agent.protocol import answers, wire
 from agent.schemes import ebid
 from agent.schemes.base import SchemeName
-from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, SyncError
+from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, SyncError
 
 MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
 _T = TypeVar("_T")
@@ -37,12 +37,21 @@ class Response:
     body: bytes
 
 
-class BackendClient:
-    """One backend's HTTP API. ``base_url`` has no trailing slash; other URLs (a key server) are absolute."""
+AnswerCheck = Callable[[str, str, str, "Response"], str | None]
+"""(method, path, nonce sent, answer) -> None when the answer may be used, else why not (one line)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+
+class BackendClient:
+    """One backend's HTTP API. ``base_url`` has no trailing slash; other URLs (a key server) are absolute.
+
+    Every JSON answer the device acts on is requested with a fresh nonce (``agent.protocol.answers``) and
+    handed to ``check_answer`` before it is parsed; a refused answer raises ``AnswerRejected`` and is never
+    returned, so the caller cannot act on it."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, check_answer: AnswerCheck) -> None:
         self._session = session
         self.base_url = base_url
+        self._check = check_answer
 
     async def request(
         self,
@@ -75,8 +84,14 @@ class BackendClient:
     async def _call(
         self, method: str, path: str, parse: Callable[[object], _T], body: object = None, token: str | None = None
     ) -> _T:
-        """One JSON exchange with our backend, the answer parsed into its wire type."""
-        answer = await self.request(method, self.base_url + path, body=body, token=token)
+        """One JSON exchange with our backend: signed for this request, then parsed into its wire type."""
+        nonce = answers.new_nonce()
+        answer = await self.request(
+            method, self.base_url + path, body=body, token=token, headers={answers.NONCE_HEADER: nonce}
+        )
+        refused = self._check(method, path, nonce, answer)
+        if refused is not None:
+            raise AnswerRejected(f"{path.split('?', 1)[0]}: answer refused: {refused}")
         try:
             return parse(json.loads(answer.body))
         except wire.WireError as exc:

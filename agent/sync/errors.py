@@ -35,5 +35,10 @@ class ListRejected(SyncError):
     """A list failed verification; it was not matched and the bundle tag did not move."""
 
 
+class AnswerRejected(SyncError):
+    """An answer was not signed by the pinned key, is stale, or answers another request; nothing of it was
+    used (credentials, EBIDs and keys stay as they were)."""
+
+
 class NotConfigured(SyncError):
     """A setting the request needs is missing (e.g. the backend's public key); ``reason`` names the key."""

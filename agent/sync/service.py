@@ -37,7 +37,7 @@ from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.sightings import SightingWindow
 from agent.store import ExposureRecord, Store
-from agent.sync.client import BackendClient, Progress
+from agent.sync.client import BackendClient, Progress, Response
 from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.settings import SyncSettings
 from agent.sync.verify import (
@@ -45,6 +45,7 @@ from agent.sync.verify import (
     VerifiedList,
     VerifiedPull,
     index_entries,
+    verify_answer,
     verify_key_server_file,
     verify_pull,
 )
@@ -91,7 +92,7 @@ class SyncService:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self._client = BackendClient(session, settings.base_url)
+        self._client = BackendClient(session, settings.base_url, self._check_answer)
         self._clock = clock
         self._store = store
         self._rng = rng or random.SystemRandom()
@@ -101,8 +102,14 @@ class SyncService:
 
     def _require_public_key(self) -> ec.EllipticCurvePublicKey:
         if self.settings.public_key is None:
-            raise NotConfigured("backend.public_key: not set; lists cannot be verified without it")
+            raise NotConfigured("backend.public_key: not set; the backend's lists and answers cannot be verified")
         return self.settings.public_key
+
+    def _check_answer(self, method: str, path: str, nonce: str, answer: Response) -> str | None:
+        refused = verify_answer(
+            method, path, nonce, answer.headers, answer.body, self._require_public_key(), self._clock.now()
+        )
+        return None if refused is None else refused.reason
 
     def last_tag(self, scheme: SchemeName) -> int | None:
         state = self._store.credential(f"sync.{scheme.value}")
@@ -289,9 +296,12 @@ class SyncService:
             return creds
         return None
 
-    async def register(self, enrolment_code: str, progress: Progress | None = None) -> dict[str, Any]:
+    async def register(
+        self, enrolment_code: str, progress: Progress | None = None, tx_power: int | None = None
+    ) -> dict[str, Any]:
         """Challenge → proof of work (in a worker thread, with progress) → credentials, kept in the store;
-        then the first EBID batch."""
+        then the first EBID batch. ``tx_power`` (this device's calibration) is declared to the backend,
+        which scores reports of this device's EBIDs with it: the adverts do not carry it."""
         challenge = await self._client.challenge()
         expected = 2**challenge.difficulty
 
@@ -302,7 +312,7 @@ class SyncService:
         nonce = await asyncio.get_running_loop().run_in_executor(
             None, proof_of_work.solve, challenge.challenge, challenge.difficulty, report_tries
         )
-        answer = await self._client.register(wire.Registration(challenge.challenge, nonce, enrolment_code))
+        answer = await self._client.register(wire.Registration(challenge.challenge, nonce, enrolment_code, tx_power))
         creds = {
             "backend": self.settings.base_url,
             "client_id": answer.client_id,
@@ -337,11 +347,13 @@ class SyncService:
         return batch
 
     def ebid_contacts(
-        self, onset_day: int | None, now: float, default_tx_power: int, receiver_correction: float
+        self, onset_day: int | None, now: float, receiver_correction: float
     ) -> list[wire.ReportedContact]:
         """The EBIDs this device heard in the contagious window, with per-scan attenuations: exactly what
         ``report_ebid`` sends (the ECC is sent when the scanner kept it, as metadata of one byte). The
-        attenuation is the device's own risk rule (``agent.risk``), TX power assumed included."""
+        attenuation is the device's own risk rule (``agent.risk``); a sender's TX power, which EBID adverts
+        do not carry, is taken as ``wire.EBID_REFERENCE_TX_POWER`` and flagged assumed, for the backend to
+        correct with the power the sender declared."""
         creds = self.credentials() or {}
         period_seconds = int(creds.get("period_seconds", ebid.DEFAULT_PERIOD_SECONDS))
         since = self.first_contagious_day(onset_day, now) * DAY
@@ -352,7 +364,7 @@ class SyncService:
         for eid, windows in by_id.items():
             windows.sort(key=lambda w: w.first_seen)
             first = windows[0]
-            scans = _scans(windows, default_tx_power, receiver_correction)
+            scans = _scans(windows, wire.EBID_REFERENCE_TX_POWER, receiver_correction)
             ecc = first.metadata[0] if len(first.metadata) == 1 else None
             period = ebid.period_of(first.first_seen, period_seconds)
             contacts.append(wire.ReportedContact(ecc, eid, period, first.first_seen, scans))

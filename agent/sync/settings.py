@@ -19,8 +19,9 @@ class KeyServer:
 
 @dataclass(frozen=True)
 class SyncSettings:
-    """``public_key`` None: reports and EBID registration work, but no list can be verified (so none is
-    pulled). ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure."""
+    """``public_key`` None: nothing from the backend can be verified, so no list is pulled and no answer
+    (server info, upload token, EBID registration, batches, verdicts) is used (``NotConfigured``).
+    ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure."""
 
     base_url: str
     public_key: ec.EllipticCurvePublicKey | None

@@ -1,22 +1,26 @@
-"""Whether a list from the backend may be matched: a pure decision on what the HTTP answer said.
+"""Whether a list or an answer from the backend may be used: a pure decision on what the HTTP answer said.
 
 A list from our backend is matched only when its ``Signature`` JWS is valid for the pinned key, covers
 exactly the body, carries the bundle tag of the response and the scheme asked for, has not expired, and
 the tag does not go backwards (an old list replayed as new is refused); and when the export inside is
 signed by the same key. A plain GAEN key server's files need its own key, and its index may name only
-relative ``.zip`` paths. Nothing here does I/O, so each refusal is tested by handing in bytes.
+relative ``.zip`` paths. Any other answer the device acts on (``verify_answer``) must carry a
+``Signature`` by the same key over exactly its body, issued and not yet expired by the device clock within
+``answers.CLOCK_TOLERANCE_SECONDS``, for the nonce this request sent and for this method and path. Nothing
+here does I/O, so each refusal is tested by handing in bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.protocol import export, jws, wire
+from agent.protocol import answers, export, jws, wire
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.sync.settings import KeyServer
@@ -87,6 +91,33 @@ def verify_pull(
         return Refusal(f"{scheme} list: export refused: {exc.reason}")
     verified = VerifiedList(scheme, f"{source} {scheme.value} {tag}", content.keys, hashlib.sha256(body).hexdigest())
     return VerifiedPull((verified,), tag)
+
+
+def verify_answer(
+    method: str,
+    path: str,
+    nonce: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    public_key: ec.EllipticCurvePublicKey,
+    now: float,
+) -> Refusal | None:
+    """None when the answer to ``method path`` (sent with ``nonce``) is signed, fresh and bound to it."""
+    signature = headers.get("Signature")
+    if not signature:
+        return Refusal("unsigned answer (no Signature header)")
+    try:
+        claims = jws.verify_response(body, signature, public_key, now=now, leeway=answers.CLOCK_TOLERANCE_SECONDS)
+    except jws.SignatureError as exc:
+        return Refusal(f"Signature refused: {exc.reason}")
+    if "iat" not in claims:
+        return Refusal("Signature has no iat claim")
+    signed_nonce = claims.get("nonce")
+    if not isinstance(signed_nonce, str) or not hmac.compare_digest(signed_nonce.encode(), nonce.encode()):
+        return Refusal("signed for another request (nonce differs): replayed")
+    if claims.get("request") != answers.request_claim(method, path):
+        return Refusal("signed for another endpoint")
+    return None
 
 
 def index_entries(body: bytes) -> list[str] | Refusal:

@@ -24,7 +24,7 @@ CONFIG: dict[str, Any] = {
 }
 GAEN_DATA = bytes(range(16)) + bytes([0x50, 0xF8, 0, 0])
 DP3T_DATA = bytes(range(100, 120))
-EBID_DATA = bytes([0x21]) + bytes(range(200, 216)) + bytes([0x01, 0xFC, 0x00])  # version 1, TX -4 dBm
+EBID_DATA = bytes([0x21]) + bytes(range(200, 216)) + bytes([0x01, 0x00, 0x00])  # version 1, reserved
 
 
 async def test_sightings_of_our_three_uuids_and_nothing_else(make_bed: Bed) -> None:
@@ -44,7 +44,7 @@ async def test_sightings_of_our_three_uuids_and_nothing_else(make_bed: Bed) -> N
     assert gaen.ephemeral_id == GAEN_DATA[:16] and gaen.metadata == GAEN_DATA[16:]
     assert gaen.rssi == -8 - 41 and gaen.tx_power == -8 and gaen.adapter == "hci0"
     assert dp3t.ephemeral_id == DP3T_DATA[:16] and dp3t.tx_power is None and dp3t.rssi == round(-41 - 20 * 0.30103)
-    assert ebid.ephemeral_id == EBID_DATA[1:17] and ebid.tx_power == -4  # EBID carries TX power in the clear
+    assert ebid.ephemeral_id == EBID_DATA[1:17] and ebid.tx_power is None  # EBID puts no TX power on air
     assert [f.name for f in dataclasses.fields(RawSighting)] == [
         "scheme",
         "ephemeral_id",

@@ -57,7 +57,7 @@ async def test_two_agents_store_each_others_ids_with_rssi_and_tx_power(make_bed:
     assert heard_by_a <= {gaen.rpi(gaen.rpik(tek.key), gaen.enin(clock.now()) + d) for d in (-1, 0)}  # ...A, B's RPI
     expected = mean_rssi(-4, 3.0, RadioParams())
     for s in b.sightings:
-        assert s.scheme is SchemeName.EBID and s.tx_power == -4  # TX power from the EBID advert itself
+        assert s.scheme is SchemeName.EBID and s.tx_power is None  # no TX power on air in an EBID advert
         assert abs(s.rssi - expected) <= 15 and s.adapter == "hci1"
     for s in a.sightings:
         assert s.scheme is SchemeName.GAEN and s.tx_power == -8  # TX power from BlueZ (tx-power include)

@@ -177,7 +177,9 @@ def test_audit_log_is_append_only_and_its_csv_is_not_a_formula(store: PortalStor
     assert [e.actor for e in audit.entries()] == ["ann", '=HYPERLINK("http://evil")']
 
 
-def test_a_version_1_store_gains_the_portal_tables_and_keeps_its_data(tmp_path: Path) -> None:
+def test_a_version_1_store_gains_the_later_tables_and_columns_and_keeps_its_data(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / DB_FILE
     old = ServerStore(path)
     old.add_tan(b"h" * 32, T0 + 3600, None)
@@ -188,11 +190,15 @@ def test_a_version_1_store_gains_the_portal_tables_and_keeps_its_data(tmp_path: 
     db.execute("DROP TRIGGER audit_log_no_update")
     db.execute("DROP TRIGGER audit_log_no_delete")
     db.execute("DROP TABLE audit_log")
+    db.execute("ALTER TABLE registrations DROP COLUMN tx_power")
+    db.execute("ALTER TABLE registrations DROP COLUMN seen_day")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
     migrated = ServerStore(path)
     assert migrated.tan_states(T0) == {b"h" * 32: "open"}
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(registrations)")}
+    assert {"tx_power", "seen_day"} <= columns
     migrated.count("uploads", T0)
     assert migrated.count_totals() == {"uploads": 1}

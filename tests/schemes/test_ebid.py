@@ -38,19 +38,19 @@ def test_batch_returns_the_live_entry() -> None:
     assert b is not None
     assert b.ephemeral_id == entries[3].ebid
     assert (b.valid_from, b.valid_until) == (103 * 900, 104 * 900)
-    assert b.service_data == bytes([103]) + entries[3].ebid + bytes([1, (-7) & 0xFF, 0])
+    assert b.service_data == bytes([103]) + entries[3].ebid + bytes([1, 0, 0])
     assert scheme.broadcast_at(110 * 900, 0) is None
     assert scheme.batch.last_period() == 109
 
 
 def test_advert_layout_and_round_trip() -> None:
     e = os.urandom(16)
-    sd = ebid.service_data(0xAB, e, -20)
+    sd = ebid.service_data(0xAB, e)
     ad = advertising_data(SERVICE_UUID16[SchemeName.EBID], sd)
     assert len(ad) == 31
     decoded = decode_advertising_data(ad)
     assert isinstance(decoded, DecodedAdvert)
-    assert decoded == DecodedAdvert(SchemeName.EBID, e, b"\xab", tx_power=-20, ecc=0xAB, version=1)
+    assert decoded == DecodedAdvert(SchemeName.EBID, e, b"\xab", tx_power=None, ecc=0xAB, version=1)
     assert decode_service_data(0xFD64, sd) == decoded
 
 
@@ -58,3 +58,27 @@ def test_advert_layout_and_round_trip() -> None:
 def test_wrong_key_lengths_are_refused(bad: bytes) -> None:
     with pytest.raises(ValueError, match="must be 16 bytes"):
         ebid.make_ebid(bad, bytes(16))
+
+
+def test_successive_adverts_of_a_device_share_no_constant_byte_but_the_layout() -> None:
+    """A byte that stays the same across one device's adverts links them unless every device sends the
+    same value there. Two devices with different TX powers and their own EBIDs (as the backend issues
+    them, ECC included): the only bytes constant across a day of one device's adverts are the version and
+    the reserved zeros, and they are the same for the other device."""
+    kg = os.urandom(16)
+
+    def adverts(tx_power: int) -> list[bytes]:
+        puid, out = os.urandom(16), []
+        for p in range(1000, 1096):
+            e = ebid.make_ebid(os.urandom(16), puid)
+            scheme = ebid.EbidScheme(ebid.EbidBatch(900, (ebid.EbidEntry(p, e, ebid.make_ecc(kg, e, 0x21)),)))
+            broadcast = scheme.broadcast_at(p * 900, tx_power)
+            assert broadcast is not None
+            out.append(broadcast.service_data)
+        return out
+
+    def constant(ads: list[bytes]) -> dict[int, int]:
+        return {i: ads[0][i] for i in range(len(ads[0])) if len({a[i] for a in ads}) == 1}
+
+    one, other = constant(adverts(-4)), constant(adverts(-20))
+    assert one == other == {17: ebid.ADVERT_VERSION, 18: 0, 19: 0}

@@ -21,7 +21,7 @@ from support.backend_calls import (
 from support.backend_harness import DAY, T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
-from agent.protocol import proof_of_work, wire
+from agent.protocol import answers, proof_of_work, wire
 from agent.schemes import ebid
 from agent.server.app import FEDERATION_KEY_META
 
@@ -128,8 +128,8 @@ async def test_report_makes_the_contact_at_risk_and_erases_it(
     assert day["crossed"] is True and day["score"] == 20  # 20 minutes below 55 dB, weight 1.0
     # the pseudonym is gone: token, credentials and exposures
     assert (await post(http, f"{running.url}/v1/ebid/status", None, token))[0] == 401
-    status, _ = await post(http, f"{running.url}/v1/ebid/token", {k: creds[k] for k in ("clientId", "clientSecret")})
-    assert status == 401
+    again = {"clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
+    assert (await post(http, f"{running.url}/v1/ebid/token", again))[0] == 401
     assert running.backend.store.registration_by_client(creds["clientId"]) is None
 
 
@@ -194,6 +194,11 @@ async def test_reports_outside_the_period_are_refused_whole(
     )
     status, got = await post(http, url, wire.contacts_body([future_in_period]), answer["token"])
     assert status == 400 and "received in the future" in got["error"]
+    ahead = clock.now() + answers.CLOCK_TOLERANCE_SECONDS + 60  # inside the current period ± 1, but after now
+    now_period = int(clock.now()) // PERIOD
+    future = wire.ReportedContact(good.ecc, good.ebid, now_period, ahead, (wire.ScanRecord(ahead, 50, 45),))
+    status, got = await post(http, url, wire.contacts_body([good, future]), answer["token"])
+    assert status == 400 and "body.contacts[1]: received in the future" in got["error"]
     assert (await post(http, url, b"[", answer["token"]))[0] == 400
     assert (await post(http, url, {"contacts": [{"ebid": "AA=="}]}, answer["token"]))[0] == 400
     assert running.backend.store.exposures_of(1) == []
@@ -251,3 +256,48 @@ async def test_retention_forgets_broadcast_keys_and_exposures(
     running.backend.maintain()
     assert store.exposures_of(reg.id) == []
     assert store.existing_broadcast_keys(periods) == {}  # old EBIDs can no longer be mapped to anyone
+
+
+async def test_registrations_heard_from_within_retention_are_kept(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    creds = await register(http, running)
+    store = running.backend.store
+    for _ in range(3):
+        await clock.advance(7 * DAY)
+        await access_token(http, running, creds)  # the device's token request is what "heard from" means
+        running.backend.maintain()
+    assert store.registration_by_client(creds["clientId"]) is not None
+    await clock.advance(15 * DAY)
+    running.backend.maintain()
+    assert store.registration_by_client(creds["clientId"]) is None
+    status, _ = await post(
+        http, f"{running.url}/v1/ebid/token", {"clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
+    )
+    assert status == 401
+
+
+async def test_challenges_are_limited_per_client_and_in_rows(
+    tmp_path: Path, http: aiohttp.ClientSession, clock: ManualClock, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    config = backend_config(
+        tmp_path / "b",
+        server={"trust_forwarded_for": True},
+        ebid={"challenges_per_client_per_hour": 3, "max_open_challenges": 5, "challenge_ttl_seconds": 600},
+    )
+    async with running_backend(config, clock, signing_key) as rb:
+
+        async def ask(client: str) -> int:
+            async with http.post(f"{rb.url}/v1/ebid/challenge", headers={"X-Forwarded-For": client}) as r:
+                return r.status
+
+        def rows() -> int:
+            return rb.backend.store._one("SELECT COUNT(*) FROM challenges")[0]
+
+        assert [await ask("10.0.0.1") for _ in range(4)] == [200, 200, 200, 429]
+        assert [await ask("10.0.0.2") for _ in range(3)] == [200, 200, 503]  # the table is full at 5
+        assert rows() == 5
+        await clock.advance(601)  # all expired: dropped before the next one is kept
+        assert await ask("10.0.0.3") == 200 and rows() == 1
+        await clock.advance(3600)
+        assert await ask("10.0.0.1") == 200  # its hour is over

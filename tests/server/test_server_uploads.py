@@ -18,6 +18,7 @@ from agent.protocol import wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
+from agent.server import codes
 from agent.server.db import ServerStore
 
 TODAY = gaen.day_start_enin(gaen.enin(T0))
@@ -129,6 +130,19 @@ async def test_fake_reports_look_real_and_store_nothing(running: RunningBackend,
         token = (await r.json())["token"]
     assert await upload(http, running, token, body_of(gaen_keys(1, 2))) == (200, {"status": "accepted"})
     assert running.backend.store.count_keys(SchemeName.GAEN) == 0
+
+
+async def test_fake_upload_tokens_are_not_stored(running: RunningBackend, http: aiohttp.ClientSession) -> None:
+    """Anyone may ask for fake tokens (dummy traffic needs no TAN), so none may cost a row."""
+    tokens = []
+    for _ in range(20):
+        async with http.post(f"{running.url}/v1/onset", json={"fake": True}) as r:
+            tokens.append((await r.json())["token"])
+    assert running.backend.store._one("SELECT COUNT(*) FROM upload_tokens")[0] == 0
+    assert len(set(tokens)) == 20 and {len(t) for t in tokens} == {len(codes.new_token())}
+    assert (await upload(http, running, tokens[0], body_of(gaen_keys(1, 2))))[0] == 200
+    forged = tokens[1][:-2] + ("AA" if tokens[1][-2:] != "AA" else "AB")
+    assert (await upload(http, running, forged, body_of(gaen_keys(1, 2))))[0] == 401
 
 
 async def test_dp3t_upload(running: RunningBackend, http: aiohttp.ClientSession) -> None:

@@ -79,7 +79,8 @@ def heard(
 ) -> list[SightingWindow]:
     """What a scanner next to a device broadcasting ``scheme`` records, as the BLE scanner hands it to the
     store: one window per minute, a few callbacks each. DP-3T/GAEN keep the (encrypted) metadata; an EBID
-    advert's TX power is plaintext, and its ECC is kept (as one metadata byte) only with ``keep_ecc``."""
+    advert carries no TX power (the scanner records none), and its ECC is kept (as one metadata byte) only
+    with ``keep_ecc``."""
     out = []
     for m in range(minutes):
         t = start + 60 * m
@@ -96,7 +97,7 @@ def heard(
                 rssi_min=rssi - 2,
                 rssi_max=rssi + 2,
                 rssi_sum=4 * rssi,
-                tx_power=tx_power if is_ebid else None,
+                tx_power=None,
                 metadata=(b.service_data[:1] if keep_ecc else b"") if is_ebid else b.service_data[16:20],
                 first_seen=float(window + 1),
                 last_seen=float(window + 50),

@@ -1,6 +1,7 @@
-"""EBID reports compute attenuation by the device's own risk rule (``agent.risk``: the correction, the
-default TX power when the sender's is unknown) and carry the "TX power assumed" note to the backend, whose
-risk verdict then says so as a device's own assessment would."""
+"""EBID reports compute attenuation by the device's own risk rule (``agent.risk``: the correction, and the
+fixed reference TX power since EBID adverts carry none) and carry the "TX power assumed" note to the
+backend. The backend corrects each scan with the TX power the heard device declared at registration; when
+it declared none, the risk verdict says the power was assumed, as a device's own assessment would."""
 
 import dataclasses
 from pathlib import Path
@@ -12,6 +13,8 @@ from support.sync_devices import issue, make_device
 from agent.clock import ManualClock
 from agent.protocol import wire
 from agent.schemes.base import SchemeName
+from agent.server.db import Exposure
+from agent.server.ebid import with_declared_tx_power
 
 
 def test_the_note_travels_only_when_set_so_other_reports_stay_byte_for_byte() -> None:
@@ -32,7 +35,7 @@ async def test_unknown_tx_power_is_assumed_and_reported(
     b.store.add_windows(dataclasses.replace(w, tx_power=None, rssi_sum=w.rssi_sum - 1) for w in windows)
     await clock.advance(3600)
 
-    contacts = b.client.ebid_contacts(None, clock.now(), default_tx_power=0, receiver_correction=0.0)
+    contacts = b.client.ebid_contacts(None, clock.now(), receiver_correction=0.0)
     scans = [s for c in contacts for s in c.scans]
     assert len(scans) == 20 and all(s.assumed_tx_power for s in scans)
     assert {(s.typical_attenuation, s.min_attenuation) for s in scans} == {(50, 48)}  # 0 - (-50.25), 0 - (-48)
@@ -42,3 +45,28 @@ async def test_unknown_tx_power_is_assumed_and_reported(
     assert verdict.at_risk
     notes = [n for d in verdict.explanation["days"] for n in d["notes"]]
     assert any("TX power was unknown for 20 of 20 scan instance(s)" in n for n in notes), notes
+
+
+def test_the_backend_adds_the_declared_tx_power_to_assumed_scans_only() -> None:
+    assumed, measured = wire.ScanRecord(1.0, 60, 58, assumed_tx_power=True), wire.ScanRecord(2.0, 61, 59)
+    [e] = with_declared_tx_power([Exposure("r", 7, 1.0, (assumed, measured))], -8)
+    assert e.scans == (wire.ScanRecord(1.0, 52, 50, assumed_tx_power=False), measured)
+    [same] = with_declared_tx_power([Exposure("r", 7, 1.0, (assumed,))], None)
+    assert same.scans == (assumed,)
+
+
+async def test_a_declared_tx_power_scores_like_one_on_air(
+    tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """60 dB against the reference, -8 dBm declared: scored as 52 dB, with no "TX power unknown" note."""
+    a = make_device(tmp_path, "a", running.url, running, http, clock, SchemeName.EBID)
+    b = make_device(tmp_path, "b", running.url, running, http, clock, SchemeName.EBID)
+    await a.client.register(await issue(http, running, "enrolment-codes"), tx_power=-8)
+    b.store.add_windows(heard(a.ring.scheme(), T0 + 60, minutes=20, rssi=-60))
+    await clock.advance(3600)
+    contacts = b.client.ebid_contacts(None, clock.now(), receiver_correction=0.0)
+    await b.client.report_ebid(await issue(http, running, "tans"), contacts)
+    verdict = await a.client.ask_risk_verdict()
+    assert verdict.at_risk
+    notes = [n for d in verdict.explanation["days"] for n in d["notes"]]
+    assert not any("TX power was unknown" in n for n in notes), notes

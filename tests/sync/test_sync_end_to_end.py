@@ -63,15 +63,16 @@ async def test_dp3t(tmp_path: Path, running: RunningBackend, http: aiohttp.Clien
 async def test_ebid(tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock) -> None:
     a = make_device(tmp_path, "a", running.url, running, http, clock, SchemeName.EBID)
     b = make_device(tmp_path, "b", running.url, running, http, clock, SchemeName.EBID)
-    creds = await a.client.register(await issue(http, running, "enrolment-codes"))
+    creds = await a.client.register(await issue(http, running, "enrolment-codes"), tx_power=-8)
     assert a.store.credential("ebid") == creds
     assert a.ring.ebid_periods_left(clock.now()) == 192  # the first batch: two days of 15-minute periods
     b.store.add_windows(heard(a.ring.scheme(), T0 + 600, minutes=20, rssi=-60))
     await clock.advance(3600)
 
-    contacts = b.client.ebid_contacts(None, clock.now(), default_tx_power=0, receiver_correction=0.0)
+    contacts = b.client.ebid_contacts(None, clock.now(), receiver_correction=0.0)
     assert len(contacts) == 2 and {len(c.scans) for c in contacts} == {5, 15}  # 10:10-10:30 over two periods
-    assert {s.typical_attenuation for c in contacts for s in c.scans} == {52}
+    # against the 0 dBm reference (the advert has no TX power); the backend adds a's declared -8: 52 dB
+    assert {s.typical_attenuation for c in contacts for s in c.scans} == {60}
     await b.client.report_ebid(await issue(http, running, "tans"), contacts)
 
     result = await a.client.ask_risk_verdict()

@@ -47,15 +47,16 @@ async def test_ebid_contacts_carry_attenuation_and_the_ecc_when_kept(
     a = make_device(tmp_path, "a", running.url, running, http, clock, SchemeName.EBID)
     b = make_device(tmp_path, "b", running.url, running, http, clock, SchemeName.EBID)
     await a.client.register(await issue(http, running, "enrolment-codes"))
-    b.store.add_windows(heard(a.ring.scheme(), T0, minutes=3, rssi=-70, tx_power=4, keep_ecc=True))
-    contacts = b.client.ebid_contacts(None, T0 + 600, default_tx_power=0, receiver_correction=-3.0)
+    b.store.add_windows(heard(a.ring.scheme(), T0, minutes=3, rssi=-70, keep_ecc=True))
+    contacts = b.client.ebid_contacts(None, T0 + 600, receiver_correction=-3.0)
     [contact] = contacts
     entry = a.ring.ebid_batch().entry_at(T0)
     assert entry is not None and (contact.ebid, contact.ecc, contact.period) == (entry.ebid, entry.ecc, entry.period)
-    assert [(s.typical_attenuation, s.min_attenuation) for s in contact.scans] == [(77, 75)] * 3  # 4-(-70-3), 4-(-68-3)
+    # no TX power on air: against the 0 dBm reference, 0-(-70-3) and 0-(-68-3)
+    assert [(s.typical_attenuation, s.min_attenuation) for s in contact.scans] == [(73, 71)] * 3
     b.store.wipe()
-    b.store.add_windows(heard(a.ring.scheme(), T0, minutes=1, tx_power=4))
-    assert [c.ecc for c in b.client.ebid_contacts(None, T0 + 600, 0, 0.0)] == [None]  # the scanner dropped it
+    b.store.add_windows(heard(a.ring.scheme(), T0, minutes=1))
+    assert [c.ecc for c in b.client.ebid_contacts(None, T0 + 600, 0.0)] == [None]  # the scanner dropped it
 
 
 async def test_ebid_loop_refills_the_batch_and_polls_status(
