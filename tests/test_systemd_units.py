@@ -53,11 +53,12 @@ def test_agent_units_are_notify_with_watchdog_and_hardened(name: str) -> None:
     assert service["RestartPreventExitStatus"] == str(EXIT_STATE_DIR_UNUSABLE)  # no restart loop on a bad mount
 
 
-def test_sysusers_declares_static_users() -> None:
+@pytest.mark.parametrize(
+    ("name", "user"), [("proxitrace.sysusers", "proxitrace"), ("proxitrace-backend.sysusers", "proxitrace-backend")]
+)
+def test_sysusers_declares_static_users(name: str, user: str) -> None:
+    """One file per package (each installs its own), each declaring that package's service user."""
     lines = [
-        line.split()
-        for line in (UNITS / "proxitrace.sysusers").read_text().splitlines()
-        if line and not line.startswith("#")
+        line.split() for line in (UNITS / name).read_text().splitlines() if line and not line.startswith("#")
     ]
-    users = {fields[1] for fields in lines if fields[0] == "u"}
-    assert users == {"proxitrace", "proxitrace-backend"}
+    assert {fields[1] for fields in lines if fields[0] == "u"} == {user}

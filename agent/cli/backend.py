@@ -81,14 +81,18 @@ def backend() -> None:
 
 @backend.command()
 @_config_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
-def serve(config_path: Path | None, host: str, port: int) -> None:
+@click.option("--host", default=None, help="Address to listen on (default: [server] host, 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="0 picks a free port (default: [server] port, 8080)."
+)
+def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     """Serve the backend until SIGTERM or Ctrl-C."""
     from agent.server.serve import configured_backend
     from agent.server.serve import serve as run
 
     config = _load(config_path)
+    host = config.server.host if host is None else host
+    port = config.server.port if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         backend_ = configured_backend(config)
