@@ -66,7 +66,7 @@ COMMANDS = {
     ".venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest": (".ci/run", "'^sudo .*# tests$'"),
     "sudo apt-get update && sudo apt-get install -y dpkg-dev debhelper dh-virtualenv python3-venv && hw/build-deb": (
         "hw/deb-check",
-        '"$repo/hw/build-deb" --out',
+        '"$repo/hw/build-deb" --fast --out',
     ),
     ".venv/bin/python -m pytest": (".ci/run", "'^sudo .*# tests$'"),
     ".venv/bin/ruff check .": (".ci/run", "ruff check ."),
