@@ -20,9 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import signing_keys
-from agent.config import ConfigError, config_from_dict
+from agent.config import ConfigError, config_from_dict, sync_settings
 from agent.server.config import backend_config_from_dict
-from agent.sync import SyncSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDES = ("README.md", "hw/README.md", "systemd/README.md")
@@ -128,7 +127,7 @@ def test_toml_block_loads(block: Block, key_file: Path) -> None:
     if loader == "agent":
         # The files the guide names live under /etc/proxitrace on the device; here under a temporary folder.
         raw = tomllib.loads(block.text.replace("/etc/proxitrace/", f"{key_file.parent}/"))
-        settings = SyncSettings.from_config(config_from_dict(raw))
+        settings = sync_settings(config_from_dict(raw))
         assert settings.public_key is not None and settings.public_key.public_numbers() == (
             signing_keys.load_public_key(key_file).public_numbers()
         )
@@ -141,7 +140,7 @@ def test_a_key_path_that_is_missing_is_named_as_a_file() -> None:
     block = next(b for b in blocks("toml") if b.guide == "hw/README.md")
     config = config_from_dict(tomllib.loads(block.text))
     with pytest.raises(ConfigError) as err:
-        SyncSettings.from_config(config)
+        sync_settings(config)
     assert str(err.value) == "backend.public_key: /etc/proxitrace/backend-public.pem: no such key file"
 
 

@@ -8,14 +8,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import signing_keys
-from agent.config import ConfigError, config_from_dict
+from agent.config import ConfigError, config_from_dict, sync_settings
 from agent.sync import SyncSettings
 
 
 def settings(public_key: str) -> SyncSettings:
-    return SyncSettings.from_config(
-        config_from_dict({"backend": {"url": "https://b.example", "public_key": public_key}})
-    )
+    return sync_settings(config_from_dict({"backend": {"url": "https://b.example", "public_key": public_key}}))
 
 
 @pytest.fixture
