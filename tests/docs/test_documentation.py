@@ -50,6 +50,7 @@ def blocks(lang: str) -> list[Block]:
 TOML_BLOCKS = {
     ("hw/README.md", "[agent]"): "agent",
     ("systemd/README.md", "[server]"): "backend",
+    ("systemd/README.md", "[portal]"): "backend",
 }
 
 # command (as documented, without its trailing comment) -> (the file that runs it, a fragment showing it does).
@@ -88,6 +89,22 @@ COMMANDS = {
     "--ca /etc/ssl/proxitrace/ca.pem --out /var/lib/proxitrace-backend/bundles": (
         "tests/packaging/test_nginx_tls.py",
         '"--ca"',
+    ),
+    "proxitrace backend officer add NAME --config /etc/proxitrace/backend.toml": (
+        "tests/portal/test_portal_cli.py",
+        '"officer", "add"',
+    ),
+    "proxitrace backend officer token NAME --config /etc/proxitrace/backend.toml": (
+        "tests/portal/test_portal_cli.py",
+        '"officer", "token"',
+    ),
+    "proxitrace backend officer disable NAME --config /etc/proxitrace/backend.toml": (
+        "tests/portal/test_portal_cli.py",
+        '"officer", "disable"',
+    ),
+    "proxitrace backend officer reset NAME --config /etc/proxitrace/backend.toml": (
+        "tests/portal/test_portal_cli.py",
+        '"officer", "reset"',
     ),
     "sudo proxitrace provision device-0001.proxitrace.toml": (
         "tests/provision/test_provision_round_trip.py",
