@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from agent.ble.settings import BleSettings
 from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.configfile import ConfigError, build, read_toml
 from agent.risk import RiskSettings
+from agent.sync.client import tls_context
 from agent.sync.settings import KeyServer, SyncSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
@@ -61,7 +63,10 @@ class BackendSection:
     """``url``/``public_key``/``key_id``: our backend and the key that signs its lists (``proxitrace backend
     keygen`` prints both values). ``key_server_*``: optionally also follow a plain GAEN key server (its
     ``index.txt`` URL, public key and the ``verification_key_id`` its exports are signed under).
-    ``status_interval_seconds``: how often EBID mode asks for its risk verdict (the backend allows a few a day)."""
+    ``status_interval_seconds``: how often EBID mode asks for its risk verdict (the backend allows a few a day).
+    Key values take the key itself (PEM or base64) or the absolute path of a file holding it.
+    ``ca_file``: a PEM file of the CA(s) that sign the backend's TLS certificate, trusted instead of the
+    system's store for ``https://`` URLs (a pilot's own CA, pinned by the provisioning bundle)."""
 
     url: str = ""
     public_key: str = ""
@@ -72,6 +77,7 @@ class BackendSection:
     key_server_public_key: str = ""
     key_server_key_id: str = ""
     status_interval_seconds: int = 21_600
+    ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,13 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
             _public_key(b.key_server_public_key, "backend.key_server_public_key"),
             b.key_server_key_id,
         )
+    if b.ca_file:
+        try:
+            tls_context(b.ca_file)  # a missing or garbled CA file stops the agent here, named
+        except FileNotFoundError:
+            raise ConfigError(f"backend.ca_file: {b.ca_file}: no such file") from None
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"backend.ca_file: {b.ca_file}: not a PEM CA certificate ({exc})") from None
     return SyncSettings(
         base_url=b.url.rstrip("/"),
         public_key=public,
@@ -214,12 +227,13 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         status_interval_seconds=float(b.status_interval_seconds),
         retention_days=config.agent.retention_days,
         key_server=key_server,
+        ca_file=b.ca_file,
     )
 
 
 def _public_key(text: str, key: str) -> ec.EllipticCurvePublicKey:
     try:
-        return signing_keys.parse_public_key(text, source=key)
+        return signing_keys.public_key_from_setting(text, source=key)
     except signing_keys.SigningKeyError as exc:
         raise ConfigError(exc.reason) from None
 

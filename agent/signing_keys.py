@@ -117,6 +117,20 @@ def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     return parse_public_key(_read_key_file(path), source=str(path))
 
 
+def public_key_from_setting(value: str, *, source: str) -> ec.EllipticCurvePublicKey:
+    """A config value that is either the key itself or, when it is an absolute path, the file holding it.
+
+    Operators copy the backend's public key to a file next to the config and write its path (as
+    ``hw/README.md`` and provisioning bundles do); a pasted key never starts with ``/``.
+    """
+    if value.strip().startswith("/"):
+        try:
+            return load_public_key(Path(value.strip()))
+        except SigningKeyError as exc:
+            raise SigningKeyError(f"{source}: {exc.reason}") from None
+    return parse_public_key(value, source=source)
+
+
 def parse_public_key(text: str | bytes, *, source: str = "public key") -> ec.EllipticCurvePublicKey:
     """A P-256 public key from config text: PEM, base64 of SubjectPublicKeyInfo DER, base64 of the
     65-byte uncompressed point, or those DER/point bytes themselves."""

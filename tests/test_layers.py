@@ -33,7 +33,18 @@ CORE = frozenset({"clock", "aio", "backoff", "sightings", "schemes", "matching",
 PROTOCOL = frozenset({"protocol"})
 EDGES = frozenset({"ble", "store", "keys", "signing_keys", "paths", "notify", "sdnotify", "sync"})
 APP = frozenset(
-    {"config", "configfile", "calibration", "exposure", "match_workers", "status", "supervisor", "doctor", "daemon"}
+    {
+        "config",
+        "configfile",
+        "calibration",
+        "exposure",
+        "match_workers",
+        "status",
+        "supervisor",
+        "doctor",
+        "daemon",
+        "provision",
+    }
 )
 SERVER = frozenset({"server"})
 CLI = frozenset({"cli", "__main__"})  # python -m agent is the CLI's second door

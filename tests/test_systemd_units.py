@@ -28,7 +28,7 @@ def test_units_verify_without_warnings(tmp_path: Path) -> None:
         pytest.skip("the proxitrace console script is not installed in this environment")
     names = []
     for unit in UNITS.glob("*.service"):
-        text = unit.read_text().replace("/usr/local/bin/proxitrace", str(stand_in))
+        text = unit.read_text().replace("/usr/bin/proxitrace", str(stand_in))
         name = unit.name.replace("@.service", "@hci1.service")
         (tmp_path / name).write_text(text)
         names.append(str(tmp_path / name))
@@ -53,11 +53,10 @@ def test_agent_units_are_notify_with_watchdog_and_hardened(name: str) -> None:
     assert service["RestartPreventExitStatus"] == str(EXIT_STATE_DIR_UNUSABLE)  # no restart loop on a bad mount
 
 
-def test_sysusers_declares_static_users() -> None:
-    lines = [
-        line.split()
-        for line in (UNITS / "proxitrace.sysusers").read_text().splitlines()
-        if line and not line.startswith("#")
-    ]
-    users = {fields[1] for fields in lines if fields[0] == "u"}
-    assert users == {"proxitrace", "proxitrace-backend"}
+@pytest.mark.parametrize(
+    ("name", "user"), [("proxitrace.sysusers", "proxitrace"), ("proxitrace-backend.sysusers", "proxitrace-backend")]
+)
+def test_sysusers_declares_static_users(name: str, user: str) -> None:
+    """One file per package (each installs its own), each declaring that package's service user."""
+    lines = [line.split() for line in (UNITS / name).read_text().splitlines() if line and not line.startswith("#")]
+    assert {fields[1] for fields in lines if fields[0] == "u"} == {user}

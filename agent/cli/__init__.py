@@ -17,6 +17,7 @@ from agent.cli.exposures import exposures
 from agent.cli.ids import advert, ids
 from agent.cli.maintenance import calibrate, wipe
 from agent.cli.match import match
+from agent.cli.provision import provision_command
 from agent.cli.run import run, status
 from agent.cli.start import start
 from agent.cli.sync import register, report, status_check, sync
@@ -77,5 +78,6 @@ cli.add_command(bench)
 cli.add_command(backend)
 cli.add_command(sync)
 cli.add_command(register)
+cli.add_command(provision_command)
 cli.add_command(report)
 cli.add_command(status_check)

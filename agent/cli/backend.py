@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from agent import provision
 from agent.clock import Clock, clock_from_spec, date_to_day
 from agent.config import ConfigError
 from agent.server.config import BackendConfig, load_backend_config
@@ -81,14 +82,18 @@ def backend() -> None:
 
 @backend.command()
 @_config_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0 picks a free port.")
-def serve(config_path: Path | None, host: str, port: int) -> None:
+@click.option("--host", default=None, help="Address to listen on (default: [server] host, 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="0 picks a free port (default: [server] port, 8080)."
+)
+def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     """Serve the backend until SIGTERM or Ctrl-C."""
     from agent.server.serve import configured_backend
     from agent.server.serve import serve as run
 
     config = _load(config_path)
+    host = config.server.host if host is None else host
+    port = config.server.port if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         backend_ = configured_backend(config)
@@ -186,19 +191,86 @@ def enrol() -> None:
     "--valid", type=Duration(), default=None, help="Validity, e.g. 30d (default ebid.enrolment_valid_seconds)."
 )
 @click.option("--count", type=click.IntRange(1, 10_000), default=1, show_default=True)
-def enrol_issue(config_path: Path | None, valid: int | None, count: int) -> None:
-    """Issue one-time enrolment codes, one per device to register."""
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write one provisioning bundle per code into this folder, and a printable sheet.txt.",
+)
+@click.option("--url", default=None, help="With --out: the backend URL the devices use (e.g. https://backend.example).")
+@click.option(
+    "--ca",
+    "ca_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --out: PEM of the CA that signed the backend's TLS certificate, pinned on the devices.",
+)
+@click.option("--prefix", default="device-", show_default=True, help="With --out: device names are PREFIX0001, ...")
+def enrol_issue(
+    config_path: Path | None,
+    valid: int | None,
+    count: int,
+    out: Path | None,
+    url: str | None,
+    ca_path: Path | None,
+    prefix: str,
+) -> None:
+    """Issue one-time enrolment codes, one per device to register (with --out: as provisioning bundles)."""
     from agent.server.ebid import issue_enrolment_codes
 
     config = _load(config_path)
+    if out is not None and not url:
+        raise click.UsageError("--out needs --url, the backend URL the devices will use")
+    public_pem, ca_pem = _fleet_material(config, ca_path) if out is not None else ("", "")
     seconds = config.ebid.enrolment_valid_seconds if valid is None else valid
     store = _open(config)
     try:
         issued, expires = issue_enrolment_codes(store, _clock(config).now(), seconds, count)
     finally:
         store.close()
-    click.echo("\n".join(issued))
-    click.echo(f"valid until {_utc(expires)}", err=True)
+    if out is None:
+        click.echo("\n".join(issued))
+        click.echo(f"valid until {_utc(expires)}", err=True)
+        return
+    assert url is not None
+    bundles = [
+        provision.Bundle(
+            device=f"{prefix}{i:04d}",
+            scheme="ebid",
+            backend_url=url.rstrip("/"),
+            backend_public_key=public_pem,
+            key_id=config.signing.key_id,
+            backend_ca=ca_pem,
+            enrolment_code=code,
+        )
+        for i, code in enumerate(issued, start=1)
+    ]
+    try:
+        provision.parse_bundle(provision.bundle_to_toml(bundles[0]), "bundle")
+        provision.write_bundles(out, bundles)
+    except provision.ProvisionError as exc:
+        raise click.ClickException(str(exc)) from None
+    sheet = out / "sheet.txt"
+    sheet.write_text(provision.sheet(bundles, _utc(expires)))
+    sheet.chmod(0o600)
+    click.echo(f"{len(bundles)} provisioning bundles and {sheet} written (codes valid until {_utc(expires)})", err=True)
+
+
+def _fleet_material(config: BackendConfig, ca_path: Path | None) -> tuple[str, str]:
+    """The public key PEM that verifies this backend's lists, and the CA PEM to pin (or "")."""
+    from agent import signing_keys
+
+    try:
+        public = signing_keys.load_private_key(config.signing_key_path).public_key()
+    except signing_keys.SigningKeyError as exc:
+        raise click.ClickException(f"{exc.reason} (run proxitrace backend keygen first)") from None
+    ca_pem = ""
+    if ca_path is not None:
+        try:
+            ca_pem = ca_path.read_text()
+        except OSError as exc:
+            raise click.ClickException(f"{ca_path}: {exc.strerror or exc}") from None
+    return signing_keys.public_key_pem(public), ca_pem
 
 
 def _utc(t: float) -> str:

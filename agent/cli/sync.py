@@ -24,7 +24,7 @@ from agent.config import AgentConfig, ConfigError, device_calibration, load_conf
 from agent.keys import KeyRing
 from agent.schemes.base import SchemeName
 from agent.store import Store, StoreError
-from agent.sync import SyncError, SyncService
+from agent.sync import SyncError, SyncService, open_session
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15)
 
@@ -78,7 +78,7 @@ async def _env(obj: CliContext) -> AsyncIterator[_Env]:
     except ValueError as exc:
         raise click.ClickException(f"agent.clock: {exc}") from None
     try:
-        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+        async with open_session(settings, HTTP_TIMEOUT) as session:
             client = SyncService(session, settings, clock, store)
             yield _Env(config, client, store, clock, calibration.rssi_correction, calibration.tx_power)
     finally:

@@ -27,13 +27,19 @@ _REGION = re.compile(r"^[A-Z0-9-]{1,16}$")
 
 @dataclass(frozen=True)
 class ServerSection:
-    """``data_dir`` holds the SQLite store, the signing key and the export folder (unless moved).
+    """``host``/``port``: where ``proxitrace backend serve`` listens (its ``--host``/``--port`` override them).
+    The default, loopback, is for a backend behind a TLS-terminating reverse proxy on the same machine
+    (``systemd/nginx-proxitrace.conf``); ``"0.0.0.0"`` or ``"::"`` makes it reachable on the network directly.
+
+    ``data_dir`` holds the SQLite store, the signing key and the export folder (unless moved).
 
     ``admin_token`` empty disables the admin HTTP endpoints (the CLI still works on the same host).
     ``trust_forwarded_for``: take the client address for rate limiting from ``X-Forwarded-For`` (only
     behind a reverse proxy that sets it).
     """
 
+    host: str = "127.0.0.1"
+    port: int = 8080
     country_code: int = 1
     region: str = "XX"
     data_dir: str = str(DEFAULT_DATA_DIR)
@@ -207,6 +213,9 @@ def _between(key: str, value: float, lo: float, hi: float) -> None:
 
 
 def _check(c: BackendConfig) -> None:
+    if not c.server.host or any(ch.isspace() for ch in c.server.host):
+        raise ConfigError(f"server.host: an address or host name to listen on, got {c.server.host!r}")
+    _between("server.port", c.server.port, 0, 65535)
     _between("server.country_code", c.server.country_code, 0, 255)
     if not _REGION.match(c.server.region):
         raise ConfigError(f"server.region: 1-16 of A-Z, 0-9 or '-', got {c.server.region!r}")

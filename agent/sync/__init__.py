@@ -7,7 +7,7 @@ builds them) and imports no config, daemon, CLI or backend module.
 """
 
 from agent.protocol.wire import RiskVerdict
-from agent.sync.client import MAX_DOWNLOAD_BYTES, BackendClient, Progress
+from agent.sync.client import MAX_DOWNLOAD_BYTES, BackendClient, Progress, open_session, tls_context
 from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.service import SyncOutcome, SyncService
 from agent.sync.settings import KeyServer, SyncSettings
@@ -32,6 +32,8 @@ __all__ = [
     "SyncSettings",
     "VerifiedList",
     "VerifiedPull",
+    "open_session",
+    "tls_context",
     "verify_answer",
     "verify_pull",
 ]

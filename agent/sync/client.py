@@ -9,6 +9,7 @@ answer that does not parse a ``SyncError`` naming the path.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from agent.protocol import answers, wire
 from agent.schemes import ebid
 from agent.schemes.base import SchemeName
 from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, SyncError
+from agent.sync.settings import SyncSettings
 
 MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
 _T = TypeVar("_T")
@@ -39,6 +41,20 @@ class Response:
 
 AnswerCheck = Callable[[str, str, str, "Response"], str | None]
 """(method, path, nonce sent, answer) -> None when the answer may be used, else why not (one line)."""
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """Verify the backend against ``ca_file`` only: a pilot's own CA is pinned, the system's CAs are not.
+    Raises ``OSError``/``ssl.SSLError`` for a missing or garbled file (config names the key)."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def open_session(settings: SyncSettings, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+    """The HTTP session every backend request goes through, with the pinned CA when there is one."""
+    connector = aiohttp.TCPConnector(ssl=tls_context(settings.ca_file)) if settings.ca_file else None
+    if timeout is None:
+        return aiohttp.ClientSession(connector=connector)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
 class BackendClient:
@@ -71,6 +87,10 @@ class BackendClient:
             async with self._session.request(method, url, json=body, headers=h) as r:
                 data = await _read(r, progress)
                 status, got = r.status, r.headers
+        except aiohttp.ClientConnectorCertificateError:
+            raise BackendUnavailable(
+                f"{where}: TLS certificate not trusted (backend.ca_file names the CA that signed it)"
+            ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise BackendUnavailable(f"{where}: {type(exc).__name__}") from None
         if status >= 500 or status == 429:

@@ -33,3 +33,5 @@ class SyncSettings:
     max_retry_seconds: float = 3600.0
     retention_days: int = 14
     key_server: KeyServer | None = None
+    ca_file: str = ""
+    """PEM CA bundle trusted for the backend's TLS certificate instead of the system store ("" = system)."""

@@ -1,0 +1,190 @@
+"""The documentation is tested: every TOML block in the guides loads with the loader its reader would use,
+and every command a user is told to type is run by a test or CI script, or is marked as needing what this
+machine does not have (``# needs hardware``: a radio, a Pi; ``# needs systemd``: a booted system).
+
+COMMANDS maps each documented command to the file that runs it and a fragment of that file that shows
+it does; a new command in a guide fails here until it is mapped or marked, and so does a mapping whose
+command left the guides or whose runner no longer runs it.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from agent import signing_keys
+from agent.config import ConfigError, config_from_dict, sync_settings
+from agent.server.config import backend_config_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+GUIDES = ("README.md", "hw/README.md", "systemd/README.md")
+MARKER = re.compile(r"#\s*needs (hardware|systemd)\b")
+
+
+@dataclass(frozen=True)
+class Block:
+    guide: str
+    lang: str
+    line: int
+    text: str
+
+
+def blocks(lang: str) -> list[Block]:
+    found = []
+    for guide in GUIDES:
+        text = (ROOT / guide).read_text()
+        for m in re.finditer(r"^```(\w*)\n(.*?)^```$", text, flags=re.M | re.S):
+            if m[1] == lang:
+                found.append(Block(guide, lang, text[: m.start()].count("\n") + 1, m[2]))
+    return found
+
+
+# (guide, the block's first line) -> the loader its reader uses.
+TOML_BLOCKS = {
+    ("hw/README.md", "[agent]"): "agent",
+    ("systemd/README.md", "[server]"): "backend",
+    ("systemd/README.md", "[portal]"): "backend",
+}
+
+# command (as documented, without its trailing comment) -> (the file that runs it, a fragment showing it does).
+COMMANDS = {
+    "sudo apt-get update && sudo apt-get install -y python3-venv dbus bluez && python3 -m venv .venv && "
+    ".venv/bin/pip install -e '.[plot]' && .venv/bin/proxitrace start": (
+        # `start` with no radio runs `testbed sim --quick` for DP-3T and GAEN; the test runs that per scheme.
+        "tests/testbed/test_testbed_sim.py",
+        "quick=True",
+    ),
+    "sudo apt-get update && sudo apt-get install -y python3-venv dbus chromium chromium-driver nginx-light && "
+    "python3 -m venv .venv && "
+    ".venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest": (".ci/run", "'^sudo .*# tests$'"),
+    "sudo apt-get update && sudo apt-get install -y dpkg-dev debhelper dh-virtualenv python3-venv && hw/build-deb": (
+        "hw/deb-check",
+        '"$repo/hw/build-deb" --fast --out',
+    ),
+    ".venv/bin/python -m pytest": (".ci/run", "'^sudo .*# tests$'"),
+    ".venv/bin/ruff check .": (".ci/run", "ruff check ."),
+    ".venv/bin/python tests/bench/bench_schemes.py": ("tests/docs/test_documentation.py", '"bench_schemes.py"'),
+    "hw/vm/run python -m pytest -m bluez": (".ci/run", "hw/vm/run python -m pytest -m bluez"),
+    "sudo apt-get install -y ./proxitrace_*.deb": (
+        "hw/deb-check",
+        'apt-get install -y -q "$work"/old/proxitrace_*.deb',
+    ),
+    "sudo apt-get install -y ./proxitrace_*.deb ./proxitrace-backend_*.deb": (
+        "hw/deb-check",
+        '"$work"/old/proxitrace-backend_*.deb',
+    ),
+    "proxitrace config show": ("hw/deb-check", "proxitrace --config /etc/proxitrace/config.toml config show"),
+    "sudo -u proxitrace-backend proxitrace backend keygen": (
+        "hw/deb-check",
+        "runuser -u proxitrace-backend -- proxitrace backend keygen",
+    ),
+    "sudo -u proxitrace-backend proxitrace backend enrol issue --count 50 --url https://backend.example "
+    "--ca /etc/ssl/proxitrace/ca.pem --out /var/lib/proxitrace-backend/bundles": (
+        "tests/packaging/test_nginx_tls.py",
+        '"--ca"',
+    ),
+    "proxitrace backend officer add NAME --config /etc/proxitrace/backend.toml": (
+        "tests/portal/test_portal_cli.py",
+        '"officer", "add"',
+    ),
+    "proxitrace backend officer token NAME --config /etc/proxitrace/backend.toml": (
+        "tests/portal/test_portal_cli.py",
+        '"officer", "token"',
+    ),
+    "proxitrace backend officer disable NAME --config /etc/proxitrace/backend.toml": (
+        "tests/portal/test_portal_cli.py",
+        '"officer", "disable"',
+    ),
+    "proxitrace backend officer reset NAME --config /etc/proxitrace/backend.toml": (
+        "tests/portal/test_portal_cli.py",
+        '"officer", "reset"',
+    ),
+    "sudo proxitrace provision device-0001.proxitrace.toml": (
+        "tests/provision/test_provision_round_trip.py",
+        '"provision", str(bundles[0])',
+    ),
+}
+
+
+def documented_commands() -> list[tuple[Block, str, bool]]:
+    """(block, command, marked) for each command line of each sh block."""
+    out = []
+    for block in blocks("sh"):
+        for line in block.text.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            command = re.sub(r"\s+#.*$", "", line).strip()
+            out.append((block, command, bool(MARKER.search(line))))
+    return out
+
+
+def test_every_toml_block_is_mapped_to_a_loader() -> None:
+    found = {(b.guide, b.text.splitlines()[0].strip()) for b in blocks("toml")}
+    assert found == set(TOML_BLOCKS)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "etc" / "backend-public.pem"
+    path.parent.mkdir()
+    path.write_text(signing_keys.public_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    return path
+
+
+@pytest.mark.parametrize("block", blocks("toml"), ids=lambda b: f"{b.guide}:{b.line}")
+def test_toml_block_loads(block: Block, key_file: Path) -> None:
+    loader = TOML_BLOCKS[(block.guide, block.text.splitlines()[0].strip())]
+    if loader == "agent":
+        # The files the guide names live under /etc/proxitrace on the device; here under a temporary folder.
+        raw = tomllib.loads(block.text.replace("/etc/proxitrace/", f"{key_file.parent}/"))
+        settings = sync_settings(config_from_dict(raw))
+        assert settings.public_key is not None and settings.public_key.public_numbers() == (
+            signing_keys.load_public_key(key_file).public_numbers()
+        )
+    else:
+        backend_config_from_dict(tomllib.loads(block.text))
+
+
+def test_a_key_path_that_is_missing_is_named_as_a_file() -> None:
+    """The hw/README block as written, on a machine without the key file: the path is taken as one."""
+    block = next(b for b in blocks("toml") if b.guide == "hw/README.md")
+    config = config_from_dict(tomllib.loads(block.text))
+    with pytest.raises(ConfigError) as err:
+        sync_settings(config)
+    assert str(err.value) == "backend.public_key: /etc/proxitrace/backend-public.pem: no such key file"
+
+
+def test_every_command_is_run_by_a_test_or_marked() -> None:
+    unaccounted = [
+        f"{block.guide}:{block.line}: {command}"
+        for block, command, marked in documented_commands()
+        if not marked and command not in COMMANDS
+    ]
+    assert unaccounted == [], "map these in COMMANDS or mark them # needs hardware / # needs systemd"
+
+
+def test_every_mapped_command_is_documented_and_its_runner_runs_it() -> None:
+    documented = {command for _, command, _ in documented_commands()}
+    assert sorted(set(COMMANDS) - documented) == []
+    for command, (runner, fragment) in COMMANDS.items():
+        path = ROOT / runner
+        assert path.is_file(), (command, runner)
+        assert fragment in path.read_text(), (command, runner, fragment)
+
+
+def test_bench_schemes_runs_as_documented() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "bench" / "bench_schemes.py"), "--keys", "20"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0 and "dp3t" in out.stdout.lower(), out.stderr
