@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +20,7 @@ from agent import signing_keys
 from agent.ble.settings import BleSettings
 from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.configfile import ConfigError, build, read_toml
+from agent.protocol import transport
 from agent.risk import RiskSettings
 from agent.sync.settings import KeyServer, SyncSettings
 
@@ -61,9 +61,14 @@ class BackendSection:
     """``url``/``public_key``/``key_id``: our backend and the key that signs its lists (``proxitrace backend
     keygen`` prints both values). ``key_server_*``: optionally also follow a plain GAEN key server (its
     ``index.txt`` URL, public key and the ``verification_key_id`` its exports are signed under).
-    ``status_interval_seconds``: how often EBID mode asks for its risk verdict (the backend allows a few a day)."""
+    ``status_interval_seconds``: how often EBID mode asks for its risk verdict (the backend allows a few a day).
+    ``ca_file``: PEM of the CA that signed the backend's certificate; when set only it is trusted (else the
+    system store). ``allow_insecure_http_lab``: let ``url`` be plain http:// to a host other than loopback,
+    for a lab only (``status`` and ``doctor`` then warn)."""
 
     url: str = ""
+    ca_file: str = ""
+    allow_insecure_http_lab: bool = False
     public_key: str = ""
     key_id: str = "proxitrace"
     sync_interval_seconds: int = 7200
@@ -193,8 +198,10 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
     b = config.backend
     if not b.url:
         raise ConfigError("backend.url: not set (the backend's base URL, e.g. https://backend.example)")
-    if not re.match(r"^https?://[^/\s]+", b.url):
-        raise ConfigError(f"backend.url: expected an http(s) URL, got {b.url!r}")
+    for key, url in (("backend.url", b.url), ("backend.key_server_index_url", b.key_server_index_url)):
+        refusal = url and transport.url_refusal(url, key, b.allow_insecure_http_lab, "backend.allow_insecure_http_lab")
+        if refusal:
+            raise ConfigError(refusal)
     public = _public_key(b.public_key, "backend.public_key") if b.public_key else None
     key_server = None
     if b.key_server_index_url:
@@ -214,6 +221,19 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         status_interval_seconds=float(b.status_interval_seconds),
         retention_days=config.agent.retention_days,
         key_server=key_server,
+        ca_file=b.ca_file,
+    )
+
+
+def insecure_transport_warning(config: AgentConfig) -> str | None:
+    """The warning ``status`` and ``doctor`` show while the lab setting sends secrets over plain http."""
+    b = config.backend
+    urls = [u for u in (b.url, b.key_server_index_url) if u and transport.insecure(u)]
+    if not (b.allow_insecure_http_lab and urls):
+        return None
+    return (
+        f"backend.allow_insecure_http_lab is on: {', '.join(urls)} is plain http, "
+        "so TANs, tokens and keys cross the network in clear (lab use only)"
     )
 
 

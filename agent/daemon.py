@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import aiohttp
-
 from agent.ble.edge import BleEdge, BleHealth
 from agent.calibration import Calibration
 from agent.clock import Clock
@@ -29,7 +27,7 @@ from agent.sdnotify import Notifier
 from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
-from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService
+from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, open_session
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +141,7 @@ class Daemon:
         """Pull and match lists (DP-3T, GAEN) or keep EBIDs and ask for the risk verdict (EBID), with backoff."""
         settings = sync_settings(self.config)
         correction = self.calibration.rssi_correction
-        async with aiohttp.ClientSession() as session:
+        async with open_session(settings) as session:
             service = SyncService(session, settings, self.clock, self.store)
             if self.scheme is SchemeName.EBID:
                 await service.run_ebid(self._on_risk_verdict)

@@ -24,7 +24,7 @@ from agent.config import AgentConfig, ConfigError, device_calibration, load_conf
 from agent.keys import KeyRing
 from agent.schemes.base import SchemeName
 from agent.store import Store, StoreError
-from agent.sync import SyncError, SyncService
+from agent.sync import SyncError, SyncService, open_session
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15)
 
@@ -77,7 +77,7 @@ async def _env(obj: CliContext) -> AsyncIterator[_Env]:
     except ValueError as exc:
         raise click.ClickException(f"agent.clock: {exc}") from None
     try:
-        async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
+        async with open_session(settings, HTTP_TIMEOUT) as session:
             yield _Env(config, SyncService(session, settings, clock, store), store, clock, correction)
     finally:
         store.close()

@@ -7,7 +7,7 @@ builds them) and imports no config, daemon, CLI or backend module.
 """
 
 from agent.protocol.wire import RiskVerdict
-from agent.sync.client import MAX_DOWNLOAD_BYTES, BackendClient, Progress
+from agent.sync.client import MAX_DOWNLOAD_BYTES, BackendClient, Progress, open_session
 from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.service import SyncOutcome, SyncService
 from agent.sync.settings import KeyServer, SyncSettings
@@ -31,5 +31,6 @@ __all__ = [
     "SyncSettings",
     "VerifiedList",
     "VerifiedPull",
+    "open_session",
     "verify_pull",
 ]

@@ -9,6 +9,7 @@ answer that does not parse a ``SyncError`` naming the path.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,13 +20,33 @@ import aiohttp
 from agent.protocol import wire
 from agent.schemes import ebid
 from agent.schemes.base import SchemeName
-from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, SyncError
+from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
+from agent.sync.settings import SyncSettings
 
 MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+"""Refused, all of them: the backend never redirects, and following one would re-send a TAN, a client
+secret or a token (a 307 keeps the body) to wherever it points, or drop https for http. Same-origin
+redirects are refused too: an operator who moves the API changes ``backend.url``."""
 _T = TypeVar("_T")
 
 Progress = Callable[[int, int | None], None]
 """Called as work advances: (done, total or None). Bytes for downloads, tries for the proof of work."""
+
+
+def tls_context(settings: SyncSettings) -> ssl.SSLContext:
+    """Certificates checked and host names matched, always; with ``ca_file`` only that CA is trusted
+    (``create_default_context`` loads the system store only when given no CA of its own)."""
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise NotConfigured(f"backend.ca_file: cannot load {settings.ca_file}: {exc}") from None
+
+
+def open_session(settings: SyncSettings, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+    """The HTTP session every request to the backend (and its key server) goes through."""
+    connector = aiohttp.TCPConnector(ssl=tls_context(settings))
+    return aiohttp.ClientSession(connector=connector, timeout=timeout or aiohttp.ClientTimeout(total=300))
 
 
 @dataclass(frozen=True)
@@ -59,14 +80,18 @@ class BackendClient:
             h["Authorization"] = f"Bearer {token}"
         where = urlsplit(url).netloc
         try:
-            async with self._session.request(method, url, json=body, headers=h) as r:
+            async with self._session.request(method, url, json=body, headers=h, allow_redirects=False) as r:
                 data = await _read(r, progress)
                 status, got = r.status, r.headers
+        except aiohttp.ClientConnectorCertificateError:
+            raise BackendUnavailable(f"{where}: TLS certificate not trusted (see backend.ca_file)") from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise BackendUnavailable(f"{where}: {type(exc).__name__}") from None
+        if status in REDIRECTS:
+            raise BackendRefused(status, f"{where} redirects; redirects are never followed (set the final URL)")
         if status >= 500 or status == 429:
-            retry = got.get("Retry-After")
-            after = float(retry) if retry and retry.isdigit() else None
+            retry = got.get("Retry-After", "")
+            after = float(retry) if retry.isascii() and retry.isdigit() and len(retry) < 9 else None
             raise BackendUnavailable(f"{where}: HTTP {status} {_message(data)}".rstrip(), after)
         if status >= 400:
             raise BackendRefused(status, _message(data) or "refused")
@@ -81,7 +106,7 @@ class BackendClient:
             return parse(json.loads(answer.body))
         except wire.WireError as exc:
             raise SyncError(f"{path}: unexpected answer ({exc})") from None
-        except ValueError:
+        except (ValueError, RecursionError):
             raise SyncError(f"{path}: the backend answered something that is not JSON") from None
 
     # ---- lists ---------------------------------------------------------------------------------------
@@ -155,6 +180,6 @@ def _message(data: bytes) -> str:
     """The backend's ``{"error": …}`` text, or a short excerpt."""
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return data[:120].decode("utf-8", "replace").strip()
     return str(obj.get("error", "")) if isinstance(obj, dict) else ""

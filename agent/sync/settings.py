@@ -20,7 +20,8 @@ class KeyServer:
 @dataclass(frozen=True)
 class SyncSettings:
     """``public_key`` None: reports and EBID registration work, but no list can be verified (so none is
-    pulled). ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure."""
+    pulled). ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure. ``ca_file``:
+    the only CA trusted for https (empty: the system store)."""
 
     base_url: str
     public_key: ec.EllipticCurvePublicKey | None
@@ -32,3 +33,4 @@ class SyncSettings:
     max_retry_seconds: float = 3600.0
     retention_days: int = 14
     key_server: KeyServer | None = None
+    ca_file: str = ""
