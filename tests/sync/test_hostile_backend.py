@@ -202,7 +202,7 @@ WRONG_SHAPES = [
     ("status-check", ("POST", "/v1/ebid/token"), answer({"accessToken": 7}), "/v1/ebid/token: unexpected answer"),
     ("status-check", ("POST", "/v1/ebid/token"), answer({"expiresAt": 1e300 * 10}), "/v1/ebid/token: unexpected"),
     ("report", ("GET", "/v1/health"), answer({"countryCode": "1"}), "/v1/health: unexpected answer"),
-    ("report", ("GET", "/v1/health"), answer("1" * 5000), "/v1/health: the backend answered something that is not JSON"),
+    ("report", ("GET", "/v1/health"), answer("1" * 5000), "/v1/health: the backend answered something that is not"),
     ("sync", ("GET", "/v2/gaen/exposed"), answer("", 204, {"x-key-bundle-tag": "١٢٣"}), "no valid x-key-bundle-tag"),
     ("sync", ("GET", "/v2/gaen/exposed"), answer("", 204, {"x-key-bundle-tag": "²"}), "no valid x-key-bundle-tag"),
     ("sync", ("GET", "/v2/gaen/exposed"), answer("", 503, {"Retry-After": "²"}), "HTTP 503"),

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.tlskit import CaFiles, make_ca
 
 from agent.config import ConfigError, config_from_dict, sync_settings
 from agent.keys import KeyRing
@@ -23,6 +22,7 @@ from agent.schemes.base import SchemeName
 from agent.server.config import backend_config_from_dict
 from agent.status import AgentStatus, write_status
 from agent.store import Store
+from agent.testbed.pki import CaFiles, make_ca
 
 
 def proxitrace(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -1,5 +1,7 @@
-"""A certificate authority made for one test: its CA certificate and a server certificate for 127.0.0.1
-and localhost, written as PEM files, so tests run real TLS without any key material in the repository."""
+"""A certificate authority made for one run: its CA certificate and a server certificate for 127.0.0.1
+and localhost, written as PEM files. The test-bed serves its backend over TLS with them (agents pin the
+CA), as a pilot would, and tests use it the same way; no key material lives in the repository.
+The CA's key is never written: once the server certificate is signed nothing else needs it."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from cryptography.x509.oid import NameOID
 
 @dataclass(frozen=True)
 class CaFiles:
+    """``ca_file`` for the agents' ``backend.ca_file``; ``cert_file``/``key_file`` for ``[server]``."""
+
     ca_file: Path
     cert_file: Path
     key_file: Path
@@ -25,7 +29,7 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_ca(directory: Path, label: str = "test") -> CaFiles:
+def make_ca(directory: Path, label: str = "test-bed") -> CaFiles:
     """A fresh CA under ``directory`` and a server certificate it signed (SAN IP:127.0.0.1, DNS:localhost)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
