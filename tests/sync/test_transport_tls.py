@@ -115,6 +115,8 @@ def test_http_to_another_host_is_refused_before_any_connection(tmp_path: Path) -
     assert (
         line.startswith("proxitrace: backend.url: http:// to 192.0.2.7") and "backend.allow_insecure_http_lab" in line
     )
+    daemon = proxitrace("--config", str(conf), "--state-dir", str(tmp_path / "c"), "run")
+    assert one_line_error(daemon) == line  # the daemon refuses at start, before any radio or request
     with pytest.raises(ConfigError, match=r"^backend.key_server_index_url: http:// to keys.example"):
         sync_settings(
             config_from_dict({"backend": {"url": "https://b.example", "key_server_index_url": "http://keys.example/i"}})
