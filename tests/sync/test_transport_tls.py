@@ -154,3 +154,11 @@ def test_the_lab_setting_allows_http_and_status_and_doctor_warn(tmp_path: Path) 
     assert (
         "allow_insecure_http_lab" not in proxitrace("--config", str(plain), "--state-dir", str(state), "status").stderr
     )
+
+
+def test_an_unreadable_ca_file_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("not a certificate\n")
+    conf = agent_config(tmp_path / "f.toml", "https://127.0.0.1:9", extra=f'ca_file = "{bad}"\n')
+    line = one_line_error(proxitrace("--config", str(conf), "--state-dir", str(tmp_path / "f"), "sync"))
+    assert line.startswith(f"proxitrace: backend.ca_file: cannot load {bad}")
