@@ -240,7 +240,7 @@ def _check_key_count(export_bin: bytes, limits: ExportLimits) -> None:
     while pos < end:
         tag, pos = _varint(data, pos)
         if tag is None:
-            return
+            break
         wire_type = tag & 7
         if wire_type == 0:
             _, pos = _varint(data, pos)
@@ -251,14 +251,14 @@ def _check_key_count(export_bin: bytes, limits: ExportLimits) -> None:
         elif wire_type == 2:
             length, pos = _varint(data, pos)
             if length is None:
-                return
+                break
             pos += length
             if tag >> 3 in _KEY_FIELDS:
                 count += 1
-                if count > limits.max_keys:
-                    raise ExportError(f"too many keys: more than {limits.max_keys}, limit {limits.max_keys}")
         else:
-            return
+            break
+    if count > limits.max_keys:
+        raise ExportError(f"too many keys: {count}, limit {limits.max_keys}")
 
 
 def _varint(data: memoryview, pos: int) -> tuple[int | None, int]:
