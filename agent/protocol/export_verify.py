@@ -238,18 +238,18 @@ def _check_key_count(export_bin: bytes, limits: ExportLimits) -> None:
     data = memoryview(export_bin)[len(EXPORT_HEADER) :]
     pos, end, count = 0, len(data), 0
     while pos < end:
-        tag, pos = _varint(data, pos)
+        tag, pos = _count_varint(data, pos)
         if tag is None:
             break
         wire_type = tag & 7
         if wire_type == 0:
-            _, pos = _varint(data, pos)
+            _, pos = _count_varint(data, pos)
         elif wire_type == 1:
             pos += 8
         elif wire_type == 5:
             pos += 4
         elif wire_type == 2:
-            length, pos = _varint(data, pos)
+            length, pos = _count_varint(data, pos)
             if length is None:
                 break
             pos += length
@@ -261,7 +261,7 @@ def _check_key_count(export_bin: bytes, limits: ExportLimits) -> None:
         raise ExportError(f"too many keys: {count}, limit {limits.max_keys}")
 
 
-def _varint(data: memoryview, pos: int) -> tuple[int | None, int]:
+def _count_varint(data: memoryview, pos: int) -> tuple[int | None, int]:
     """A protobuf varint at ``pos`` and the position after it; None when it runs off the end or past 10 bytes."""
     value = shift = 0
     for i in range(pos, min(pos + 10, len(data))):

@@ -62,7 +62,7 @@ def test_match_refuses_a_huge_file_before_reading_it(tmp_path: Path) -> None:
     code, stderr, rss = match_peak_rss(tmp_path, huge, key_file)
     assert code == 1 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
     assert rss < RSS_LIMIT_KIB, f"peak RSS {rss} KiB"
-    assert f"file is {1 << 30} bytes, over the {DEFAULT_LIMITS.max_archive_bytes}-byte limit" in stderr
+    assert f"oversized archive: {1 << 30} bytes, limit {DEFAULT_LIMITS.max_archive_bytes}" in stderr
 
 
 def test_a_signed_export_with_too_many_keys_is_refused_before_parsing(tmp_path: Path) -> None:
