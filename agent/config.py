@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,8 @@ from agent import signing_keys
 from agent.ble.settings import BleSettings
 from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.configfile import ConfigError, build, read_toml
+from agent.protocol import transport
 from agent.risk import RiskSettings
-from agent.sync.client import tls_context
 from agent.sync.settings import KeyServer, SyncSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
@@ -65,10 +64,13 @@ class BackendSection:
     ``index.txt`` URL, public key and the ``verification_key_id`` its exports are signed under).
     ``status_interval_seconds``: how often EBID mode asks for its risk verdict (the backend allows a few a day).
     Key values take the key itself (PEM or base64) or the absolute path of a file holding it.
-    ``ca_file``: a PEM file of the CA(s) that sign the backend's TLS certificate, trusted instead of the
-    system's store for ``https://`` URLs (a pilot's own CA, pinned by the provisioning bundle)."""
+    ``ca_file``: PEM of the CA(s) that signed the backend's TLS certificate; when set only it is trusted (else
+    the system store; a provisioning bundle pins a pilot's own CA). ``allow_insecure_http_lab``: let ``url``
+    be plain http:// to a host other than loopback, for a lab only (``status`` and ``doctor`` then warn)."""
 
     url: str = ""
+    ca_file: str = ""
+    allow_insecure_http_lab: bool = False
     public_key: str = ""
     key_id: str = "proxitrace"
     sync_interval_seconds: int = 7200
@@ -77,7 +79,6 @@ class BackendSection:
     key_server_public_key: str = ""
     key_server_key_id: str = ""
     status_interval_seconds: int = 21_600
-    ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,10 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
     b = config.backend
     if not b.url:
         raise ConfigError("backend.url: not set (the backend's base URL, e.g. https://backend.example)")
-    if not re.match(r"^https?://[^/\s]+", b.url):
-        raise ConfigError(f"backend.url: expected an http(s) URL, got {b.url!r}")
+    for key, url in (("backend.url", b.url), ("backend.key_server_index_url", b.key_server_index_url)):
+        refusal = url and transport.url_refusal(url, key, b.allow_insecure_http_lab, "backend.allow_insecure_http_lab")
+        if refusal:
+            raise ConfigError(refusal)
     public = _public_key(b.public_key, "backend.public_key") if b.public_key else None
     key_server = None
     if b.key_server_index_url:
@@ -213,11 +216,11 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         )
     if b.ca_file:
         try:
-            tls_context(b.ca_file)  # a missing or garbled CA file stops the agent here, named
+            ssl.create_default_context(cafile=b.ca_file)  # a missing or garbled CA file stops the agent here
         except FileNotFoundError:
             raise ConfigError(f"backend.ca_file: {b.ca_file}: no such file") from None
         except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(f"backend.ca_file: {b.ca_file}: not a PEM CA certificate ({exc})") from None
+            raise ConfigError(f"backend.ca_file: cannot load {b.ca_file}: {exc}") from None
     return SyncSettings(
         base_url=b.url.rstrip("/"),
         public_key=public,
@@ -228,6 +231,18 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         retention_days=config.agent.retention_days,
         key_server=key_server,
         ca_file=b.ca_file,
+    )
+
+
+def insecure_transport_warning(config: AgentConfig) -> str | None:
+    """The warning ``status`` and ``doctor`` show while the lab setting sends secrets over plain http."""
+    b = config.backend
+    urls = [u for u in (b.url, b.key_server_index_url) if u and transport.insecure(u)]
+    if not (b.allow_insecure_http_lab and urls):
+        return None
+    return (
+        f"backend.allow_insecure_http_lab is on: {', '.join(urls)} is plain http, "
+        "so TANs, tokens and keys cross the network in clear (lab use only)"
     )
 
 

@@ -9,6 +9,7 @@ SIGTERM flushes the pending sightings, unregisters the advert and closes the sto
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -19,7 +20,14 @@ from pathlib import Path
 from agent.ble.edge import BleEdge, BleHealth
 from agent.calibration import Calibration
 from agent.clock import Clock
-from agent.config import AgentConfig, ble_settings, device_calibration, risk_settings, sync_settings
+from agent.config import (
+    AgentConfig,
+    ble_settings,
+    device_calibration,
+    insecure_transport_warning,
+    risk_settings,
+    sync_settings,
+)
 from agent.keys import KeyRing
 from agent.notify import run_hook
 from agent.schemes.base import Scheme, SchemeName
@@ -27,7 +35,7 @@ from agent.sdnotify import Notifier
 from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
-from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, open_session
+from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, SyncSettings, open_session
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +70,10 @@ class Daemon:
         self.adapter_override = adapter
         self.notifier = notifier or Notifier()
         self.scheme = SchemeName(config.agent.scheme)
+        self.sync_settings = sync_settings(config) if config.backend.url else None  # refuses a bad URL at start
+        warning = insecure_transport_warning(config)
+        if warning:
+            log.warning("%s", warning)
         self.store = Store.open(state_dir, move_aside_corrupt=True)  # first: a refused start is one line
         self._notes: tuple[str, ...] = ()
         if self.store.moved_aside is not None:
@@ -110,8 +122,8 @@ class Daemon:
             self.supervisor.add("keys", self._key_roller)
             self.supervisor.add("retention", self._retention)
             self.supervisor.add("status", self._status_loop)
-            if self.config.backend.url:
-                self.supervisor.add("sync", self._sync)
+            if self.sync_settings is not None:
+                self.supervisor.add("sync", functools.partial(self._sync, self.sync_settings))
             self.supervisor.start()
             log.info(
                 "agent running: scheme %s, advertising on %s, scanning on %s",
@@ -137,9 +149,8 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _sync(self) -> None:
+    async def _sync(self, settings: SyncSettings) -> None:
         """Pull and match lists (DP-3T, GAEN) or keep EBIDs and ask for the risk verdict (EBID), with backoff."""
-        settings = sync_settings(self.config)
         correction = self.calibration.rssi_correction
         async with open_session(settings) as session:
             service = SyncService(session, settings, self.clock, self.store)

@@ -68,6 +68,7 @@ class HostFacts:
     state_dir_mode: int | None = None
     state_dir_owner_is_me: bool = True
     loose_files: tuple[str, ...] = field(default_factory=tuple)
+    transport_warning: str | None = None
 
 
 def _version_tuple(text: str | None) -> tuple[int, ...] | None:
@@ -78,7 +79,7 @@ def _version_tuple(text: str | None) -> tuple[int, ...] | None:
 
 
 def diagnose(f: HostFacts) -> list[Check]:
-    checks = [_bluez(f), _kernel(f), _dbus(f), *_adapters(f), _privacy(f), _clock(f), _state_dir(f)]
+    checks = [_bluez(f), _kernel(f), _dbus(f), *_adapters(f), _privacy(f), _clock(f), _state_dir(f), _transport(f)]
     return [c for c in checks if c is not None]
 
 
@@ -209,8 +210,22 @@ def _state_dir(f: HostFacts) -> Check:
     return Check("state dir", "ok", f"{f.state_dir} is 0700 and its files private")
 
 
-async def gather_facts(state_dir: Path, now: float, timeout: float = 5.0) -> HostFacts:
-    """Read what ``diagnose`` needs from this machine; never raises for a missing piece."""
+def _transport(f: HostFacts) -> Check | None:
+    if f.transport_warning is None:
+        return None
+    return Check(
+        "transport",
+        "warning",
+        f.transport_warning,
+        "serve the backend over https (server.tls_cert_file) and set backend.allow_insecure_http_lab = false",
+    )
+
+
+async def gather_facts(
+    state_dir: Path, now: float, timeout: float = 5.0, transport_warning: str | None = None
+) -> HostFacts:
+    """Read what ``diagnose`` needs from this machine; never raises for a missing piece.
+    ``transport_warning``: what the agent's config says about plain http (``agent.config``'s rule)."""
     adapters, dbus_error = await _bluez_adapters(timeout)
     mode, mine, loose = _state_dir_facts(state_dir)
     return HostFacts(
@@ -227,6 +242,7 @@ async def gather_facts(state_dir: Path, now: float, timeout: float = 5.0) -> Hos
         state_dir_mode=mode,
         state_dir_owner_is_me=mine,
         loose_files=loose,
+        transport_warning=transport_warning,
     )
 
 

@@ -88,7 +88,7 @@ def backend() -> None:
 )
 def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     """Serve the backend until SIGTERM or Ctrl-C."""
-    from agent.server.serve import configured_backend
+    from agent.server.serve import configured_backend, tls_context
     from agent.server.serve import serve as run
 
     config = _load(config_path)
@@ -96,22 +96,24 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     port = config.server.port if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        tls = tls_context(config)
         backend_ = configured_backend(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    scheme = "https" if tls else "http"
 
     if config.portal.enabled and backend_.portal.portal_store.enabled_officers() == 0:
         config_arg = f" --config {shlex.quote(str(config_path))}" if config_path else ""
         log.warning("portal: no officer account yet; add one with: proxitrace backend officer add NAME%s", config_arg)
 
     def ready(bound: int) -> None:
-        click.echo(f"proxitrace backend listening on http://{host}:{bound}", err=True)
+        click.echo(f"proxitrace backend listening on {scheme}://{host}:{bound}", err=True)
 
     def portal_ready(portal_host: str, bound: int) -> None:
         click.echo(f"proxitrace portal listening on http://{portal_host}:{bound}/portal/", err=True)
 
     try:
-        asyncio.run(run(backend_, host, port, ready, portal_ready))
+        asyncio.run(run(backend_, host, port, ready, portal_ready, tls))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import click
 
-from agent.cli.context import CliContext
+from agent.cli.context import CliContext, lab_warning
 from agent.clock import SystemClock
 from agent.doctor import diagnose, gather_facts, render
 
@@ -19,7 +19,7 @@ from agent.doctor import diagnose, gather_facts, render
 @click.pass_obj
 def doctor(obj: CliContext, as_json: bool) -> None:
     """Check BlueZ, the kernel, adapters, privacy, the clock and the state dir; exit 1 on any error."""
-    facts = asyncio.run(gather_facts(obj.state_dir, SystemClock().now()))
+    facts = asyncio.run(gather_facts(obj.state_dir, SystemClock().now(), transport_warning=lab_warning(obj)))
     checks = diagnose(facts)
     if as_json:
         click.echo(json.dumps({"checks": [asdict(c) for c in checks], "facts": asdict(facts)}, indent=2))

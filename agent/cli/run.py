@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 import click
 
-from agent.cli.context import CliContext
+from agent.cli.context import CliContext, lab_warning
 from agent.clock import SystemClock, clock_from_spec
 from agent.config import ConfigError, load_config
 from agent.status import read_status, render_status
@@ -55,6 +55,9 @@ def run(obj: CliContext, adapter: str | None, clock_spec: str | None, log_level:
 @click.pass_obj
 def status(obj: CliContext, as_json: bool) -> None:
     """Is the agent working? Adapters, advertising, what it hears, the store, sync and exposure."""
+    warning = lab_warning(obj)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
     snapshot = read_status(obj.state_dir)
     if snapshot is None:
         raise click.ClickException(f"no status in {obj.state_dir}: is the agent running with this state dir?")

@@ -103,6 +103,7 @@ def verify_export(
         raise ExportError("wrong export.bin header (want 'EK Export v1' + 4 spaces)")
 
     trusted = _check_signatures(hashlib.sha256(export_bin).digest(), export_sig, public_keys, limits)
+    _check_key_count(export_bin, limits)
     content = _parse_export_bin(export_bin)
     infos = tuple(_info_from_pb(i, EXPORT_BIN) for i in content.signature_infos)
     _check_binding(content, infos, trusted)
@@ -225,6 +226,51 @@ def _check_signatures(
 def _lookup(public_keys: PublicKeys, info: SignatureInfo) -> ec.EllipticCurvePublicKey | None:
     pinned = public_keys.get((info.verification_key_id, info.verification_key_version))
     return pinned if pinned is not None else public_keys.get(info.verification_key_id)
+
+
+_KEY_FIELDS = (7, 8)  # TemporaryExposureKeyExport.keys, .revised_keys
+
+
+def _check_key_count(export_bin: bytes, limits: ExportLimits) -> None:
+    """Count the key records by walking the protobuf's top-level fields, before parsing: a parsed key
+    costs hundreds of bytes of Python objects, so a 30 MB file of a million keys would take a gigabyte
+    to reach the limit the parse checks. Malformed framing is left to the parser to name."""
+    data = memoryview(export_bin)[len(EXPORT_HEADER) :]
+    pos, end, count = 0, len(data), 0
+    while pos < end:
+        tag, pos = _count_varint(data, pos)
+        if tag is None:
+            break
+        wire_type = tag & 7
+        if wire_type == 0:
+            _, pos = _count_varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            length, pos = _count_varint(data, pos)
+            if length is None:
+                break
+            pos += length
+            if tag >> 3 in _KEY_FIELDS:
+                count += 1
+        else:
+            break
+    if count > limits.max_keys:
+        raise ExportError(f"too many keys: {count}, limit {limits.max_keys}")
+
+
+def _count_varint(data: memoryview, pos: int) -> tuple[int | None, int]:
+    """A protobuf varint at ``pos`` and the position after it; None when it runs off the end or past 10 bytes."""
+    value = shift = 0
+    for i in range(pos, min(pos + 10, len(data))):
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i + 1
+        shift += 7
+    return None, len(data)
 
 
 def _parse_export_bin(export_bin: bytes) -> Message:

@@ -7,10 +7,18 @@ Shared by the server (check) and the agent (solve), so both sides agree on the b
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 
 NONCE_LEN = 8
+MAX_DIFFICULTY = 32
+"""The hardest proof of work a backend may ask for and a device will try: 2**32 hashes are minutes on a
+Pi, anything harder is a server spinning its clients (difficulty 64 would never end)."""
 _PROGRESS_EVERY = 1 << 14
+
+
+class ProofOfWorkTimeout(Exception):
+    """The deadline passed before a nonce was found."""
 
 
 def leading_zero_bits(digest: bytes) -> int:
@@ -34,9 +42,13 @@ def solve(
     difficulty: int,
     progress: Callable[[int], None] | None = None,
     start: int = 0,
+    deadline: float | None = None,
 ) -> int:
     """The first nonce from ``start`` that meets the difficulty; ``progress(tries)`` every 16384 tries
-    (expected tries: 2**difficulty)."""
+    (expected tries: 2**difficulty). ``deadline`` (``time.monotonic``) bounds the search, checked with
+    the progress: it runs in a worker thread that nothing else can stop, so it must stop itself."""
+    if not 0 <= difficulty <= MAX_DIFFICULTY:
+        raise ValueError(f"proof-of-work difficulty must be between 0 and {MAX_DIFFICULTY}, got {difficulty}")
     prefix = hashlib.sha256(challenge)
     full, rest = divmod(difficulty, 8)
     zero = bytes(full)
@@ -49,5 +61,8 @@ def solve(
         if d[:full] == zero and (rest == 0 or d[full] < limit):
             return nonce
         nonce += 1
-        if progress is not None and not (nonce - start) % _PROGRESS_EVERY:
-            progress(nonce - start)
+        if not (nonce - start) % _PROGRESS_EVERY:
+            if progress is not None:
+                progress(nonce - start)
+            if deadline is not None and time.monotonic() > deadline:
+                raise ProofOfWorkTimeout(f"no proof of work found after {nonce - start} tries")

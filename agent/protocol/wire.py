@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.clock import date_to_day, day_to_iso
 from agent.protocol.fields import WireError, b64, boolean, integer, listed, number, obj_of, string, unb64
-from agent.protocol.proof_of_work import NONCE_LEN
+from agent.protocol.proof_of_work import MAX_DIFFICULTY, NONCE_LEN
 from agent.schemes import dp3t, ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -269,7 +269,7 @@ def parse_health(body: object) -> Health:
         keys_per_upload=integer(obj, "keysPerUpload", "body", 0, 1_000_000),
         bucket_seconds=integer(obj, "bucketSeconds", "body", 1, 86_400),
         period_seconds=integer(obj, "periodSeconds", "body", 1, 86_400),
-        pow_difficulty=integer(obj, "powDifficulty", "body", 0, 256),
+        pow_difficulty=integer(obj, "powDifficulty", "body", 0, MAX_DIFFICULTY),
         status_polls_per_day=integer(obj, "statusPollsPerDay", "body", 0, 1_000_000),
     )
 
@@ -314,7 +314,7 @@ def parse_challenge(body: object) -> Challenge:
     obj = obj_of(body, "body")
     return Challenge(
         challenge=unb64(obj.get("challenge"), "body.challenge", CHALLENGE_LEN),
-        difficulty=integer(obj, "difficulty", "body", 0, 256),
+        difficulty=integer(obj, "difficulty", "body", 0, MAX_DIFFICULTY),
         expires_at=number(obj, "expiresAt", "body"),
     )
 

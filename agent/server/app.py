@@ -61,6 +61,7 @@ class Backend:
     ebid: EbidBackend
     federation: Federation
     portal: Portal
+    admin_limiter: FailureLimiter
 
     def maintain(self) -> None:
         """Publish closed buckets and delete what retention no longer allows, registrations of devices
@@ -96,6 +97,7 @@ def open_backend(
         ebid=EbidBackend(config, clock, store, limiter, federation, kg, scorer),
         federation=federation,
         portal=open_portal(config, clock, store),
+        admin_limiter=FailureLimiter(clock, config.tan.max_failures_per_hour, 3600.0),
     )
 
 
@@ -202,11 +204,38 @@ def _sign_answers(backend: Backend) -> Callable[..., Awaitable[web.StreamRespons
 
 
 async def _body(request: web.Request) -> object:
-    raw = await request.read()
+    """The request's JSON body; anything but ``application/json`` is 415, so a form or ``text/plain`` post
+    from a web page (which a browser sends cross-site without asking) never reaches a handler."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "Content-Type: expected application/json")
+    return parse_json(await request.read())
+
+
+def parse_json(raw: bytes) -> object:
+    """``raw`` as JSON, every way it can fail a ``WireError`` (400): besides bad syntax, nesting deep
+    enough to exhaust Python's recursion limit and an integer longer than its ``int_max_str_digits``
+    raise errors ``json`` does not wrap, and both can be sent by anyone."""
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise wire.WireError("body: JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise wire.WireError("body: not UTF-8") from None
+    except json.JSONDecodeError as exc:
         raise wire.WireError(f"body: not valid JSON ({exc})") from None
+    except ValueError:
+        raise wire.WireError("body: a number too long to read") from None
+
+
+def _query_int(request: web.Request, name: str, max_digits: int, hint: str) -> int | None:
+    """An optional non-negative integer query parameter. ASCII digits only: ``str.isdigit`` also accepts
+    "²" (which ``int`` then refuses) and Arabic-Indic digits (which ``int`` silently reads)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > max_digits:
+        raise ApiError(400, f"{name}: {hint}")
+    return int(raw)
 
 
 def _client_address(request: web.Request, backend: Backend) -> str:
@@ -257,12 +286,9 @@ async def _upload(request: web.Request) -> web.Response:
 
 async def _exposed(request: web.Request) -> web.Response:
     b = _backend(request)
-    raw = request.query.get("lastKeyBundleTag")
-    last: int | None = None
-    if raw is not None:
-        if not raw.isdigit() or len(raw) > 16:
-            raise ApiError(400, "lastKeyBundleTag: expected a non-negative integer (ms), as sent in x-key-bundle-tag")
-        last = int(raw)
+    last = _query_int(
+        request, "lastKeyBundleTag", 16, "expected a non-negative integer (ms), as sent in x-key-bundle-tag"
+    )
     res = b.lists.exposed(_scheme(request), last)
     headers = {
         BUNDLE_TAG_HEADER: str(res.tag),
@@ -306,10 +332,7 @@ async def _token(request: web.Request) -> web.Response:
 async def _ebids(request: web.Request) -> web.Response:
     b = _backend(request)
     rid = b.ebid.registration_of(request.headers.get("Authorization"))
-    raw = request.query.get("periods")
-    if raw is not None and (not raw.isdigit() or len(raw) > 6):
-        raise ApiError(400, "periods: expected a positive integer")
-    batch = b.ebid.ebids(rid, None if raw is None else int(raw))
+    batch = b.ebid.ebids(rid, _query_int(request, "periods", 6, "expected a positive integer"))
     return web.json_response(wire.ebid_batch_body(batch), headers={"Cache-Control": "no-store"})
 
 
@@ -331,10 +354,7 @@ async def _forwarded(request: web.Request) -> web.Response:
     b = _backend(request)
     raw = await request.read()
     origin = b.federation.authenticate(request.headers, "POST", FORWARD_PATH, raw)
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise wire.WireError(f"body: not valid JSON ({exc})") from None
+    body = parse_json(raw)
     fresh = b.ebid.accept_forward(origin, body)
     return web.json_response({"status": "stored" if fresh else "duplicate"})
 
@@ -344,8 +364,13 @@ SHARED_ADMIN_ACTOR = "(shared admin token)"
 
 def _admin_actor(request: web.Request) -> str:
     """Who is calling the admin API, for the audit log: an officer by their API token
-    (``proxitrace backend officer token NAME``), or the shared ``server.admin_token``."""
+    (``proxitrace backend officer token NAME``), or the shared ``server.admin_token``. Wrong guesses are
+    counted per client address like wrong TANs: a token issues TANs, so guessing one must cost as much."""
     b = _backend(request)
+    address = _client_address(request, b)
+    wait = b.admin_limiter.retry_after(address)
+    if wait is not None:
+        raise ApiError(429, "too many wrong admin tokens; try later", {"Retry-After": str(int(wait))})
     shared = b.config.server.admin_token
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     if shared and hmac.compare_digest(given.encode(), shared.encode()):
@@ -355,6 +380,7 @@ def _admin_actor(request: web.Request) -> str:
         return officer.name + API_SUFFIX
     if not shared and not b.portal.accounts.any_api_tokens():
         raise ApiError(404, "admin API disabled (create an officer API token, or set server.admin_token)")
+    b.admin_limiter.failed(address)
     raise ApiError(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
 
 

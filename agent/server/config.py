@@ -19,6 +19,8 @@ from typing import Any
 
 from agent import risk
 from agent.configfile import ConfigError, build, read_toml
+from agent.protocol import transport
+from agent.protocol.proof_of_work import MAX_DIFFICULTY
 
 DEFAULT_BACKEND_CONFIG_PATH = Path("/etc/proxitrace/backend.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/proxitrace-backend")
@@ -35,7 +37,8 @@ class ServerSection:
 
     ``admin_token`` empty disables the admin HTTP endpoints (the CLI still works on the same host).
     ``trust_forwarded_for``: take the client address for rate limiting from ``X-Forwarded-For`` (only
-    behind a reverse proxy that sets it).
+    behind a reverse proxy that sets it). ``tls_cert_file``/``tls_key_file`` (PEM, both or neither): serve
+    HTTPS with them; without them the backend speaks plain HTTP, for loopback or a TLS-terminating proxy.
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +50,8 @@ class ServerSection:
     clock: str = "system"
     max_body_bytes: int = 1_048_576
     trust_forwarded_for: bool = False
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,9 +136,11 @@ class PeerSection:
 class FederationSection:
     """``key`` is K_G (32 hex digits), shared by all federated backends; empty means a backend of its own
     that keeps a random K_G in its store. ``retry_seconds``: first delay before re-sending a forward
-    that failed (doubling up to an hour)."""
+    that failed (doubling up to an hour). ``allow_insecure_http_lab``: let a peer's URL be plain http:// to a
+    host other than loopback (a lab only: forwards carry pseudonyms of people at risk)."""
 
     key: str = ""
+    allow_insecure_http_lab: bool = False
     max_clock_skew_seconds: int = 300
     retry_seconds: float = 30.0
     peers: tuple[PeerSection, ...] = ()
@@ -221,6 +228,8 @@ def _check(c: BackendConfig) -> None:
         raise ConfigError(f"server.region: 1-16 of A-Z, 0-9 or '-', got {c.server.region!r}")
     if not c.server.data_dir:
         raise ConfigError("server.data_dir: must not be empty")
+    if bool(c.server.tls_cert_file) != bool(c.server.tls_key_file):
+        raise ConfigError("server.tls_cert_file: set both tls_cert_file and tls_key_file, or neither")
     _between("server.max_body_bytes", c.server.max_body_bytes, 1024, 64 * 1024 * 1024)
     if c.server.admin_token and len(c.server.admin_token) < 16:
         raise ConfigError("server.admin_token: use at least 16 characters (or leave empty to disable)")
@@ -238,7 +247,7 @@ def _check(c: BackendConfig) -> None:
     if c.ebid.period_seconds <= 0 or 86_400 % c.ebid.period_seconds:
         raise ConfigError(f"ebid.period_seconds: must divide a day (86400), got {c.ebid.period_seconds}")
     _between("ebid.batch_periods", c.ebid.batch_periods, 1, 14 * 86_400 // c.ebid.period_seconds)
-    _between("ebid.pow_difficulty", c.ebid.pow_difficulty, 0, 32)
+    _between("ebid.pow_difficulty", c.ebid.pow_difficulty, 0, MAX_DIFFICULTY)
     _between("ebid.challenge_ttl_seconds", c.ebid.challenge_ttl_seconds, 10, 86_400)
     _between("ebid.challenges_per_client_per_hour", c.ebid.challenges_per_client_per_hour, 1, 1_000_000)
     _between("ebid.max_open_challenges", c.ebid.max_open_challenges, 1, 10_000_000)
@@ -273,7 +282,10 @@ def _check(c: BackendConfig) -> None:
         if peer.country_code in seen:
             raise ConfigError(f"{key}.country_code: {peer.country_code} appears twice")
         seen.add(peer.country_code)
-        if not re.match(r"^https?://[^/\s]+", peer.url):
-            raise ConfigError(f"{key}.url: expected an http(s) URL, got {peer.url!r}")
+        refusal = transport.url_refusal(
+            peer.url, f"{key}.url", c.federation.allow_insecure_http_lab, "federation.allow_insecure_http_lab"
+        )
+        if refusal:
+            raise ConfigError(refusal)
         if len(peer.secret) < 16:
             raise ConfigError(f"{key}.secret: use at least 16 characters")

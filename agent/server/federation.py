@@ -130,7 +130,7 @@ class Federation:
             peer.secret, self._config.server.country_code, self._clock.now(), "POST", FORWARD_PATH, body
         )
         try:
-            async with session.post(url, data=body, headers=headers) as response:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as response:
                 await response.read()
                 return response.status
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 
 from aiohttp import web
@@ -37,15 +38,31 @@ def configured_backend(config: BackendConfig, clock: Clock | None = None) -> Bac
     return open_backend(config, the_clock, KeySigner(config, private_key), scorer)
 
 
+def tls_context(config: BackendConfig) -> ssl.SSLContext | None:
+    """The server side of TLS from ``[server] tls_cert_file``/``tls_key_file``; None serves plain HTTP.
+    TLS 1.2 at least (Python's default server context already refuses older versions and weak ciphers)."""
+    server = config.server
+    if not server.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(server.tls_cert_file, server.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"server.tls_cert_file: cannot load {server.tls_cert_file} with its key: {exc}") from None
+    return context
+
+
 async def serve(
     backend: Backend,
     host: str,
     port: int,
     on_ready: Callable[[int], None] | None = None,
     on_portal_ready: Callable[[str, int], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Serve until SIGTERM or SIGINT; ``on_ready(port)`` once listening (port 0 picks a free one). With
-    ``[portal] host`` set, the portal gets a listener of its own and ``on_portal_ready(host, port)``."""
+    """Serve until SIGTERM or SIGINT (HTTPS with ``tls``); ``on_ready(port)`` once listening (port 0 picks a
+    free one). With ``[portal] host`` set, the portal gets a listener of its own and ``on_portal_ready(host, port)``."""
     runner = web.AppRunner(create_app(backend), access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
     await runner.setup()
     portal = backend.config.portal
@@ -60,7 +77,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0, ssl_context=tls)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         log.info("backend listening on %s:%d", host, bound)

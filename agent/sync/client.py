@@ -20,14 +20,33 @@ import aiohttp
 from agent.protocol import answers, wire
 from agent.schemes import ebid
 from agent.schemes.base import SchemeName
-from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, SyncError
+from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.settings import SyncSettings
 
 MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+"""Refused, all of them: the backend never redirects, and following one would re-send a TAN, a client
+secret or a token (a 307 keeps the body) to wherever it points, or drop https for http. Same-origin
+redirects are refused too: an operator who moves the API changes ``backend.url``."""
 _T = TypeVar("_T")
 
 Progress = Callable[[int, int | None], None]
 """Called as work advances: (done, total or None). Bytes for downloads, tries for the proof of work."""
+
+
+def tls_context(settings: SyncSettings) -> ssl.SSLContext:
+    """Certificates checked and host names matched, always; with ``ca_file`` only that CA is trusted
+    (``create_default_context`` loads the system store only when given no CA of its own)."""
+    try:
+        return ssl.create_default_context(cafile=settings.ca_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise NotConfigured(f"backend.ca_file: cannot load {settings.ca_file}: {exc}") from None
+
+
+def open_session(settings: SyncSettings, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
+    """The HTTP session every request to the backend (and its key server) goes through."""
+    connector = aiohttp.TCPConnector(ssl=tls_context(settings))
+    return aiohttp.ClientSession(connector=connector, timeout=timeout or aiohttp.ClientTimeout(total=300))
 
 
 @dataclass(frozen=True)
@@ -41,20 +60,6 @@ class Response:
 
 AnswerCheck = Callable[[str, str, str, "Response"], str | None]
 """(method, path, nonce sent, answer) -> None when the answer may be used, else why not (one line)."""
-
-
-def tls_context(ca_file: str) -> ssl.SSLContext:
-    """Verify the backend against ``ca_file`` only: a pilot's own CA is pinned, the system's CAs are not.
-    Raises ``OSError``/``ssl.SSLError`` for a missing or garbled file (config names the key)."""
-    return ssl.create_default_context(cafile=ca_file)
-
-
-def open_session(settings: SyncSettings, timeout: aiohttp.ClientTimeout | None = None) -> aiohttp.ClientSession:
-    """The HTTP session every backend request goes through, with the pinned CA when there is one."""
-    connector = aiohttp.TCPConnector(ssl=tls_context(settings.ca_file)) if settings.ca_file else None
-    if timeout is None:
-        return aiohttp.ClientSession(connector=connector)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout)
 
 
 class BackendClient:
@@ -84,7 +89,7 @@ class BackendClient:
             h["Authorization"] = f"Bearer {token}"
         where = urlsplit(url).netloc
         try:
-            async with self._session.request(method, url, json=body, headers=h) as r:
+            async with self._session.request(method, url, json=body, headers=h, allow_redirects=False) as r:
                 data = await _read(r, progress)
                 status, got = r.status, r.headers
         except aiohttp.ClientConnectorCertificateError:
@@ -93,9 +98,11 @@ class BackendClient:
             ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise BackendUnavailable(f"{where}: {type(exc).__name__}") from None
+        if status in REDIRECTS:
+            raise BackendRefused(status, f"{where} redirects; redirects are never followed (set the final URL)")
         if status >= 500 or status == 429:
-            retry = got.get("Retry-After")
-            after = float(retry) if retry and retry.isdigit() else None
+            retry = got.get("Retry-After", "")
+            after = float(retry) if retry.isascii() and retry.isdigit() and len(retry) < 9 else None
             raise BackendUnavailable(f"{where}: HTTP {status} {_message(data)}".rstrip(), after)
         if status >= 400:
             raise BackendRefused(status, _message(data) or "refused")
@@ -116,7 +123,7 @@ class BackendClient:
             return parse(json.loads(answer.body))
         except wire.WireError as exc:
             raise SyncError(f"{path}: unexpected answer ({exc})") from None
-        except ValueError:
+        except (ValueError, RecursionError):
             raise SyncError(f"{path}: the backend answered something that is not JSON") from None
 
     # ---- lists ---------------------------------------------------------------------------------------
@@ -190,6 +197,6 @@ def _message(data: bytes) -> str:
     """The backend's ``{"error": …}`` text, or a short excerpt."""
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return data[:120].decode("utf-8", "replace").strip()
     return str(obj.get("error", "")) if isinstance(obj, dict) else ""

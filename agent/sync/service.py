@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 
 CONTAGIOUS_DAYS_BEFORE_ONSET = 2
 EBID_CREDENTIAL = "ebid"
+POW_SECONDS = 600.0
+"""How long registration's proof of work may take (real time): difficulty 24 is seconds on a Pi 4, the
+most a backend may ask (``proof_of_work.MAX_DIFFICULTY``) is minutes; past this the challenge has expired."""
 
 
 @dataclass(frozen=True)
@@ -309,9 +313,15 @@ class SyncService:
             if progress is not None:
                 progress(tries, expected)
 
-        nonce = await asyncio.get_running_loop().run_in_executor(
-            None, proof_of_work.solve, challenge.challenge, challenge.difficulty, report_tries
-        )
+        deadline = time.monotonic() + POW_SECONDS
+        try:
+            nonce = await asyncio.get_running_loop().run_in_executor(
+                None, proof_of_work.solve, challenge.challenge, challenge.difficulty, report_tries, 0, deadline
+            )
+        except proof_of_work.ProofOfWorkTimeout:
+            raise SyncError(
+                f"registration: proof of work (difficulty {challenge.difficulty}) not done in {POW_SECONDS:.0f} s"
+            ) from None
         answer = await self._client.register(wire.Registration(challenge.challenge, nonce, enrolment_code, tx_power))
         creds = {
             "backend": self.settings.base_url,

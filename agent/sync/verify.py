@@ -67,7 +67,7 @@ def verify_pull(
 ) -> VerifiedPull | Refusal:
     """Check one ``/v2/<scheme>/exposed`` answer; ``source`` names the backend in the stored results."""
     tag_text = headers.get(BUNDLE_TAG_HEADER, "")
-    if not tag_text.isdigit():
+    if not (tag_text.isascii() and tag_text.isdigit() and len(tag_text) <= 16):
         return Refusal(f"{scheme} list: no valid {BUNDLE_TAG_HEADER} header")
     tag = int(tag_text)
     signature = headers.get("Signature")

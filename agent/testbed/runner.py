@@ -33,6 +33,7 @@ from agent.sim.air_log import instances, summarize
 from agent.sim.channel import FITTED
 from agent.sim.harness import SimBed
 from agent.status import read_status
+from agent.testbed.pki import CaFiles, make_ca
 from agent.testbed.scenario import Scenario
 from agent.testbed.trace import ScanBehaviour, Trace, TraceRow, format_trace
 from agent.testbed.truth import SAMPLE_SECONDS, close_contacts, efficacy
@@ -210,7 +211,8 @@ def run_scheme(
     spec = f"accelerated:{t0!r}:{speed!r}:{origin!r}"
     positives = {p.person for p in scenario.positives}
     try:
-        backend_toml = _write_backend_config(workdir, spec)
+        pki = make_ca(workdir / "pki")
+        backend_toml = _write_backend_config(workdir, spec, pki)
         public = _keygen(backend_toml, env)
         server = procs.start(
             [sys.executable, "-m", "agent", "backend", "serve", "--config", str(backend_toml), "--port", "0"],
@@ -226,7 +228,7 @@ def run_scheme(
             receive_log=trace is not None,
         ) as bed:
             agent_env = {**env, **bed.env}
-            states = _write_agent_configs(scenario, scheme, workdir, spec, url, public, scan_interval)
+            states = _write_agent_configs(scenario, scheme, workdir, spec, url, public, scan_interval, pki)
             if scheme == "ebid":
                 _register_all(states, _enrolment_codes(backend_toml, len(states), env), agent_env)
             agents = _start_agents(procs, states, workdir, agent_env)
@@ -276,11 +278,13 @@ def run_scheme(
     )
 
 
-def _write_backend_config(workdir: Path, spec: str) -> Path:
-    """A backend on the shared clock with quick responses and codes that outlive the whole run."""
+def _write_backend_config(workdir: Path, spec: str, pki: CaFiles) -> Path:
+    """A backend on the shared clock, serving HTTPS with this run's certificate, with quick responses and
+    codes that outlive the whole run."""
     backend_toml = workdir / "backend.toml"
     backend_toml.write_text(
         f'[server]\ndata_dir = "{workdir / "backend"}"\nclock = "{spec}"\n'
+        f'tls_cert_file = "{pki.cert_file}"\ntls_key_file = "{pki.key_file}"\n'
         "[upload]\nmin_response_seconds = 0.05\ntoken_ttl_seconds = 86400\n"
         "[tan]\nvalid_seconds = 864000\n"
         "[ebid]\npow_difficulty = 8\nchallenge_ttl_seconds = 86400\naccess_token_ttl_seconds = 86400\n"
@@ -304,16 +308,25 @@ def _enrolment_codes(backend_toml: Path, count: int, env: dict[str, str]) -> lis
 
 
 def _write_agent_configs(
-    scenario: Scenario, scheme: str, workdir: Path, spec: str, url: str, public: str, scan_interval: int
+    scenario: Scenario,
+    scheme: str,
+    workdir: Path,
+    spec: str,
+    url: str,
+    public: str,
+    scan_interval: int,
+    pki: CaFiles,
 ) -> dict[str, tuple[Path, Path]]:
-    """Person i's agent uses simulated adapter hci{i}; syncs happen only when the run asks for them."""
+    """Person i's agent uses simulated adapter hci{i} and trusts only this run's CA; syncs happen only when
+    the run asks for them."""
     states = {}
     for i, person in enumerate(scenario.people):
         conf = workdir / f"{person.name}.toml"
         conf.write_text(
             f'[agent]\nscheme = "{scheme}"\nclock = "{spec}"\n'
             f'[ble]\nadvertise_adapter = "hci{i}"\nscan_adapters = ["hci{i}"]\nwatchdog_seconds = 120\n'
-            f'[backend]\nurl = "{url}"\npublic_key = "{public}"\nsync_interval_seconds = 31536000\n'
+            f'[backend]\nurl = "{url}"\npublic_key = "{public}"\nca_file = "{pki.ca_file}"\n'
+            "sync_interval_seconds = 31536000\n"
             "sync_jitter_seconds = 0\n"
             f"[risk.exposure_windows]\nscan_interval_seconds = {scan_interval}\n"
         )
@@ -412,7 +425,7 @@ def _wait_until_up(
 def _wait_for_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
+        found = re.search(r"listening on (https://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
         if found:
             return found[1]
         if proc.poll() is not None:

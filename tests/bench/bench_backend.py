@@ -1,9 +1,14 @@
 """Load on the real backend over loopback: concurrent TAN exchanges + uploads, list pulls, EBID reports.
 
 Run: python tests/bench/bench_backend.py [--uploads N] [--pulls M] [--reports R] [--concurrency C]
+                                         [--transport plain|tls|both]
 Bounded and loopback only (127.0.0.1, a temporary data dir). The baseline, measured in the same run on the
 same server, is the rate of a trivial JSON request (GET /v1/health): each figure is also given as a ratio
-to it, so read the ratios rather than the absolutes on a shared machine. Response-time padding is off
+to it, so read the ratios rather than the absolutes on a shared machine. ``--transport both`` (the
+default) runs everything over plain HTTP and then over TLS (a CA made for the run, the server's
+``[server] tls_cert_file`` path, the client pinning the CA as ``backend.ca_file`` does), and gives each TLS
+figure as a ratio to the plain run's health GET as well; ``*_new_connection`` figures open a connection
+(and so do a TLS handshake) per request, as a device's one request a day does. Response-time padding is off
 here (it is a fixed floor per request, not a cost). The client runs in the same process and on the same
 cores as the server, so absolute rates are a lower bound.
 """
@@ -14,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import statistics
 import tempfile
 import time
@@ -33,9 +39,11 @@ from agent.schemes.published import PublishedKey
 from agent.server.app import create_app, open_backend
 from agent.server.config import backend_config_from_dict
 from agent.server.scoring import ServerRiskScorer
+from agent.server.serve import tls_context
 from agent.server.signing import KeySigner
 from agent.server.uploads import issue_tans
 from agent.signing_keys import generate_signing_key
+from agent.testbed.pki import make_ca
 
 T0 = 1_763_978_400.0  # a 10:00 UTC
 KEYS_PER_UPLOAD = 30
@@ -65,11 +73,19 @@ async def timed(n: int, concurrency: int, one: Callable[[int], Awaitable[None]])
     }
 
 
-async def bench(uploads: int, pulls: int, reports: int, concurrency: int, data_dir: Path) -> dict[str, Any]:
+async def bench(
+    uploads: int, pulls: int, reports: int, concurrency: int, data_dir: Path, tls: bool = False
+) -> dict[str, Any]:
     clock = ManualClock(T0)
+    server_section: dict[str, Any] = {"data_dir": str(data_dir), "max_body_bytes": 1_048_576}
+    client_tls: ssl.SSLContext | bool = False
+    if tls:
+        pki = make_ca(data_dir / "pki", "bench")
+        server_section |= {"tls_cert_file": str(pki.cert_file), "tls_key_file": str(pki.key_file)}
+        client_tls = ssl.create_default_context(cafile=str(pki.ca_file))
     config = backend_config_from_dict(
         {
-            "server": {"data_dir": str(data_dir), "max_body_bytes": 1_048_576},
+            "server": server_section,
             "upload": {"keys_per_upload": KEYS_PER_UPLOAD, "min_response_seconds": 0},
             "tan": {"max_failures_per_hour": 1_000_000},
             "ebid": {"pow_difficulty": 0},
@@ -80,12 +96,20 @@ async def bench(uploads: int, pulls: int, reports: int, concurrency: int, data_d
     )
     runner = web.AppRunner(create_app(backend), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls_context(config))
     await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
     today = gaen.day_start_enin(gaen.enin(T0))
-    out: dict[str, Any] = {}
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    out: dict[str, Any] = {"transport": "tls" if tls else "plain"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency, ssl=client_tls)) as fresh:
+
+        async def health_new_connection(_: int) -> None:
+            async with fresh.get(f"{url}/v1/health", headers={"Connection": "close"}) as r:
+                assert r.status == 200
+                await r.read()
+
+        out["health_new_connection"] = await timed(max(100, pulls // 4), concurrency, health_new_connection)
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=client_tls)
     async with aiohttp.ClientSession(connector=connector) as http:
 
         async def health(_: int) -> None:
@@ -97,6 +121,9 @@ async def bench(uploads: int, pulls: int, reports: int, concurrency: int, data_d
         runs = [await timed(max(uploads, pulls), concurrency, health) for _ in range(3)]
         baseline = sorted(runs, key=lambda r: r["per_second"])[1]  # the median run
         out["baseline_health"] = baseline
+        out["health_new_connection"]["ratio_vs_baseline"] = round(
+            out["health_new_connection"]["per_second"] / baseline["per_second"], 3
+        )
 
         tans = [t.code for t in issue_tans(backend.store, T0, 86_400, None, uploads + reports)]
 
@@ -195,16 +222,46 @@ async def bench(uploads: int, pulls: int, reports: int, concurrency: int, data_d
     return out
 
 
+RATES = {
+    "uploads_tan_exchange_plus_30_keys": "uploads_per_s",
+    "ebid_reports_tan_exchange_plus_report": "ebid_reports_per_s",
+    "pulls_full_list": "full_list_pulls_per_s",
+    "pulls_nothing_new_204": "empty_pulls_per_s",
+    "health_new_connection": "health_new_connection_per_s",
+}
+
+
+def versus_plain(plain: dict[str, Any], tls: dict[str, Any]) -> dict[str, Any]:
+    """Each TLS rate against the plain run's health GET (the one baseline of the run) and against the same
+    figure over plain HTTP."""
+    base = plain["baseline_health"]["per_second"]
+    out: dict[str, Any] = {"plain_health_per_s": base, "tls_health_per_s": tls["baseline_health"]["per_second"]}
+    for name, label in RATES.items():
+        out[label] = {
+            "plain": plain[name]["per_second"],
+            "tls": tls[name]["per_second"],
+            "tls_vs_plain_health": round(tls[name]["per_second"] / base, 3),
+            "tls_vs_plain_same": round(tls[name]["per_second"] / plain[name]["per_second"], 3),
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uploads", type=int, default=500)
     parser.add_argument("--pulls", type=int, default=1000)
     parser.add_argument("--reports", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--transport", choices=["plain", "tls", "both"], default="both")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pt-bench-backend-") as tmp:
-        result = asyncio.run(bench(args.uploads, args.pulls, args.reports, args.concurrency, Path(tmp)))
-    print(json.dumps({"params": vars(args), **result}, indent=2))
+    result: dict[str, Any] = {"params": vars(args)}
+    for tls in {"plain": [False], "tls": [True], "both": [False, True]}[args.transport]:
+        with tempfile.TemporaryDirectory(prefix="pt-bench-backend-") as tmp:
+            run = bench(args.uploads, args.pulls, args.reports, args.concurrency, Path(tmp), tls)
+            result["tls" if tls else "plain"] = asyncio.run(run)
+    if args.transport == "both":
+        result["tls_versus_plain"] = versus_plain(result["plain"], result["tls"])
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ async def test_oversized_report(running: RunningBackend, http: aiohttp.ClientSes
     async with http.post(
         f"{running.url}/v1/ebid/report",
         data=b"{" + b" " * 70_000 + b"}",
-        headers={"Authorization": f"Bearer {answer['token']}"},
+        headers={"Authorization": f"Bearer {answer['token']}", "Content-Type": "application/json"},
     ) as r:
         assert r.status == 413 and "body larger than" in (await r.json())["error"]
 

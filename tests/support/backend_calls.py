@@ -24,8 +24,13 @@ async def exchange(http: aiohttp.ClientSession, rb: RunningBackend, tan: str) ->
 async def upload(
     http: aiohttp.ClientSession, rb: RunningBackend, token: str, body: object, scheme: str = "gaen"
 ) -> tuple[int, dict[str, Any]]:
-    kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes | str) else {"json": body}
-    async with http.post(f"{rb.url}/v2/{scheme}/exposed", headers={"Authorization": f"Bearer {token}"}, **kwargs) as r:
+    """Upload ``body`` as JSON; bytes or text go as they are, still labelled ``application/json``."""
+    headers = {"Authorization": f"Bearer {token}"}
+    kwargs: dict[str, Any] = {"json": body}
+    if isinstance(body, bytes | str):
+        headers["Content-Type"] = "application/json"
+        kwargs = {"data": body}
+    async with http.post(f"{rb.url}/v2/{scheme}/exposed", headers=headers, **kwargs) as r:
         return r.status, await r.json()
 
 
@@ -33,8 +38,12 @@ PERIOD = 900
 
 
 async def post(http: aiohttp.ClientSession, url: str, body: object = None, token: str | None = None) -> tuple[int, Any]:
+    """POST ``body`` as JSON; bytes go as they are, still labelled ``application/json``."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+    kwargs: dict[str, Any] = {"json": body}
+    if isinstance(body, bytes):
+        headers["Content-Type"] = "application/json"
+        kwargs = {"data": body}
     async with http.post(url, headers=headers, **kwargs) as r:
         return r.status, await r.json()
 

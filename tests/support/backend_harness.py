@@ -4,6 +4,7 @@ clock, a fresh signing key, and devices' sightings built the way the scanner rec
 from __future__ import annotations
 
 import copy
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -62,12 +63,17 @@ class RunningBackend:
 
 @asynccontextmanager
 async def running_backend(
-    config: BackendConfig, clock: Clock, private_key: ec.EllipticCurvePrivateKey, port: int | None = None
+    config: BackendConfig,
+    clock: Clock,
+    private_key: ec.EllipticCurvePrivateKey,
+    port: int | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RunningBackend]:
+    """The backend on 127.0.0.1, speaking HTTPS when given ``tls`` (``agent.server.serve.tls_context``)."""
     scorer = ServerRiskScorer(risk.RiskSettings.from_dict(config.risk))
     backend = open_backend(config, clock, KeySigner(config, private_key), scorer)
-    server = TestServer(create_app(backend), port=port)
-    await server.start_server()
+    server = TestServer(create_app(backend), host="127.0.0.1", port=port)
+    await server.start_server(ssl=tls)
     try:
         yield RunningBackend(backend, server, private_key)
     finally:

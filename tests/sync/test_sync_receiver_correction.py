@@ -79,7 +79,8 @@ def score(state: Path) -> float:
 async def daemon_sync(config: Path, state: Path) -> None:
     """The daemon's sync task, as its supervisor runs it, until its first result."""
     daemon = Daemon(load_config(config), state, SystemClock())
-    task = asyncio.create_task(daemon._sync())
+    assert daemon.sync_settings is not None
+    task = asyncio.create_task(daemon._sync(daemon.sync_settings))
     try:
         for _ in range(1000):
             if daemon.state.last_sync_at is not None:
