@@ -1,6 +1,11 @@
 """The agent against a backend that lies: redirects elsewhere, impossible proofs of work, wrongly shaped
 answers. Each case runs the real CLI (a subprocess) against a hostile aiohttp server on 127.0.0.1 and
-expects one line on stderr, exit 1, no traceback, and the device's data unchanged."""
+expects one line on stderr, exit 1, no traceback, and the device's data unchanged.
+
+The hostile server holds the signing key the device pins and signs its 2xx answers as the real backend
+does (``agent.protocol.answers``): a backend that is buggy or compromised, whose answers pass the
+signature check, must still not crash the device or make it act on nonsense. (An unsigned or forged answer
+is refused earlier, see test_sync_signed_answers.py.)"""
 
 import asyncio
 import json
@@ -18,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import signing_keys
 from agent.keys import KeyRing
-from agent.protocol import proof_of_work
+from agent.protocol import answers, jws, proof_of_work
 from agent.schemes.base import SchemeName
+from agent.server.signing import ISSUER
 from agent.store import Store
 from agent.sync.service import EBID_CREDENTIAL
 
@@ -32,7 +38,8 @@ HEALTH = {
     "powDifficulty": 4,
     "statusPollsPerDay": 4,
 }
-PINNED = signing_keys.public_key_base64(ec.generate_private_key(ec.SECP256R1()).public_key())
+SIGNER = ec.generate_private_key(ec.SECP256R1())
+PINNED = signing_keys.public_key_base64(SIGNER.public_key())
 CHALLENGE = {"challenge": "AAAAAAAAAAAAAAAAAAAAAA==", "difficulty": 4, "expiresAt": 4e9}
 
 
@@ -72,7 +79,13 @@ async def servers() -> AsyncIterator[tuple[Hostile, Hostile]]:
 def answer(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         text = body if isinstance(body, str) else json.dumps(body)
-        return web.Response(text=text, status=status, content_type="application/json", headers=headers)
+        signed = dict(headers or {})
+        if 200 <= status < 300 and request.path in answers.SIGNED_ANSWER_PATHS:
+            claims = answers.answer_claims(request.method, request.path, request.headers.get(answers.NONCE_HEADER, ""))
+            signed["Signature"] = jws.sign_response(
+                text.encode(), SIGNER, now=time.time(), ttl=3600, issuer=ISSUER, extra_claims=claims
+            )
+        return web.Response(text=text, status=status, content_type="application/json", headers=signed)
 
     return handler
 
@@ -85,7 +98,7 @@ def redirect(to: str, status: int = 307) -> Handler:
 
 
 async def proxitrace(tmp: Path, url: str, scheme: str, *args: str) -> tuple[int, str, str]:
-    """The CLI against ``url``, with a list-signing key pinned (the hostile server never has it)."""
+    """The CLI against ``url``, with the hostile server's signing key pinned."""
     conf = tmp / "agent.toml"
     conf.write_text(f'[agent]\nscheme = "{scheme}"\n[backend]\nurl = "{url}"\npublic_key = "{PINNED}"\n')
     process = await asyncio.create_subprocess_exec(
