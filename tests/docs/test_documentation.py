@@ -10,6 +10,7 @@ command left the guides or whose runner no longer runs it.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from agent import signing_keys
 from agent.config import ConfigError, config_from_dict, sync_settings
 from agent.server.config import backend_config_from_dict
+from agent.testbed.pki import make_ca
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDES = ("README.md", "hw/README.md", "systemd/README.md")
@@ -135,6 +137,7 @@ def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "etc" / "backend-public.pem"
     path.parent.mkdir()
     path.write_text(signing_keys.public_key_pem(ec.generate_private_key(ec.SECP256R1()).public_key()))
+    shutil.copy(make_ca(path.parent / "pki").ca_file, path.parent / "backend-ca.pem")  # the guide's ca_file
     return path
 
 
