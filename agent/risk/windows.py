@@ -336,9 +336,10 @@ def attenuation_db(tx_power: float, rssi: float, receiver_correction: float) -> 
     return tx_power - (rssi + receiver_correction)
 
 
-def _to_db(value: float) -> int:
-    """Half-up rounding into the 0..255 range GAEN reports; a negative attenuation (uncalibrated sender
-    louder than its stated power) means 'as close as it gets', so it clamps to 0 rather than failing."""
+def attenuation_to_db(value: float) -> int:
+    """Whole dB as exposure windows and EBID reports carry them alike: half-up rounding into the 0..255
+    range GAEN reports; a negative attenuation (uncalibrated sender louder than its stated power) means
+    'as close as it gets', so it clamps to 0 rather than failing."""
     return min(MAX_ATTENUATION_DB, max(0, math.floor(value + 0.5)))
 
 
@@ -450,7 +451,8 @@ def exposure_windows_from_samples(
             ExposureWindow(
                 day=current[0][0].window_start // DAY,
                 scan_instances=tuple(
-                    ScanInstance(_to_db(s.typical_attenuation), _to_db(s.min_attenuation), secs) for s, secs in current
+                    ScanInstance(attenuation_to_db(s.typical_attenuation), attenuation_to_db(s.min_attenuation), secs)
+                    for s, secs in current
                 ),
                 report_type=report_type,
                 infectiousness=infectiousness,

@@ -32,7 +32,7 @@ from agent.clock import DAY, Clock, day_of
 from agent.exposure import ListOutcome, process_list
 from agent.keys import KeyRing
 from agent.protocol import proof_of_work, wire
-from agent.risk import MAX_ATTENUATION_DB, RiskSettings, samples_from_sightings
+from agent.risk import RiskSettings, attenuation_to_db, samples_from_sightings
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -422,18 +422,17 @@ class SyncService:
 
 
 def _scans(windows: list[SightingWindow], default_tx_power: int, correction: float) -> tuple[wire.ScanRecord, ...]:
-    """Per-scan attenuations by the risk path's own rule (``agent.risk.samples_from_sightings``: which TX
-    power, the correction, whether the power was assumed), rounded to the nearest dB as reports always
-    were. Rounding half up as the device's exposure windows do would move borderline contacts (in the
-    office-floor EBID test-bed one of four true contacts drops below notification), so that last step
-    is left for a decision of its own."""
+    """Per-scan attenuations by the device's own risk rule (``agent.risk.samples_from_sightings``: which TX
+    power, the correction, whether the power was assumed; ``attenuation_to_db``: whole dB, half up), so a
+    contact reported to the backend is weighed as the device itself would weigh it."""
     samples = samples_from_sightings(windows, receiver_correction=correction, default_tx_power=default_tx_power)
-
-    def db(value: float) -> int:
-        return min(MAX_ATTENUATION_DB, max(0, round(value)))
-
     return tuple(
-        wire.ScanRecord(w.first_seen, db(s.typical_attenuation), db(s.min_attenuation), s.assumed_tx_power)
+        wire.ScanRecord(
+            w.first_seen,
+            attenuation_to_db(s.typical_attenuation),
+            attenuation_to_db(s.min_attenuation),
+            s.assumed_tx_power,
+        )
         for w, s in zip(windows, samples, strict=True)
     )
 

@@ -12,6 +12,7 @@ from support.sync_devices import issue, make_device
 
 from agent.clock import ManualClock
 from agent.protocol import wire
+from agent.risk import exposure_windows_from_samples, samples_from_sightings
 from agent.schemes.base import SchemeName
 from agent.server.db import Exposure
 from agent.server.ebid import with_declared_tx_power
@@ -45,6 +46,24 @@ async def test_unknown_tx_power_is_assumed_and_reported(
     assert verdict.at_risk
     notes = [n for d in verdict.explanation["days"] for n in d["notes"]]
     assert any("TX power was unknown for 20 of 20 scan instance(s)" in n for n in notes), notes
+
+
+async def test_a_report_rounds_attenuation_as_the_device_own_windows_do(
+    tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """At exactly x.5 dB the report and the device's exposure windows agree (half up), so one contact is
+    never weighed in two buckets depending on which side scores it."""
+    a = make_device(tmp_path, "a", running.url, running, http, clock, SchemeName.EBID)
+    b = make_device(tmp_path, "b", running.url, running, http, clock, SchemeName.EBID)
+    await a.client.register(await issue(http, running, "enrolment-codes"))
+    heard_windows = heard(a.ring.scheme(), T0 + 60, minutes=5, rssi=-54)
+    halves = [dataclasses.replace(w, tx_power=None, rssi_sum=w.rssi_sum - w.count / 2) for w in heard_windows]
+    b.store.add_windows(halves)
+    await clock.advance(3600)
+    scans = [s for c in b.client.ebid_contacts(None, clock.now(), receiver_correction=0.0) for s in c.scans]
+    device = exposure_windows_from_samples(samples_from_sightings(halves, receiver_correction=0.0, default_tx_power=0))
+    assert {s.typical_attenuation for s in scans} == {55}  # 0 - (-54.5), half up (nearest-even would say 54)
+    assert {i.typical_attenuation for w in device for i in w.scan_instances} == {55}
 
 
 def test_the_backend_adds_the_declared_tx_power_to_assumed_scans_only() -> None:
