@@ -6,8 +6,9 @@ sees bytes from the network: it bounds every size before reading, authenticates 
 it, and turns every way a file can be wrong into one ``ExportError`` with a one-line reason, so a caller
 needs exactly one ``except`` and a refused file yields nothing. Pure: bytes in, bytes out.
 
-Building lives here; the shared vocabulary is ``export_format`` and the verifier ``export_verify``. This
-module is the face of all three, so ``from agent.protocol.export import …`` names any of them.
+Building lives here; the shared vocabulary is ``export_format``, the in-memory verifier ``export_verify``
+and the streamed verifier ``export_stream``. This module is the face of all four, so
+``from agent.protocol.export import …`` names any of them.
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ from agent.protocol.export_format import (
     VerifiedExport,
     check_p256,
 )
-from agent.protocol.export_verify import (
+from agent.protocol.export_stream import (
     STREAM_READ_BYTES,
     ExportSummary,
     KeyChunk,
     StreamedExport,
     parse_key_chunk,
     parse_key_table,
-    verify_export,
     verify_export_stream,
 )
+from agent.protocol.export_verify import verify_export
 from agent.protocol.proto import gaen_export as pb
 from agent.schemes.published import (
     PublishedKey,
