@@ -8,6 +8,7 @@ import shutil
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -20,7 +21,8 @@ from agent.risk import RiskSettings
 from agent.schemes.base import SchemeName
 from agent.testbed.datasets import measurements_to_trace, read_measurements
 from agent.testbed.replay import ReplayError, ReplayResult, ReplaySettings, replay, summary
-from agent.testbed.runner import SchemeResult, run_scheme, write_report
+from agent.testbed.report import write_report
+from agent.testbed.runner import SchemeResult, run_scheme
 from agent.testbed.scenario import ScenarioError, load_scenario
 from agent.testbed.sweep import SweepPoint, evaluate, fit, pr_front, risk_table, split, sweep
 from agent.testbed.trace import ScanBehaviour, Trace, TraceError, format_trace, parse_trace
@@ -144,27 +146,8 @@ def testbed_sim(
             stop=stop,
         )
 
-    # The schemes run side by side, each on its own bus, simulator and backend: a run mostly waits for
-    # its accelerated clock, so three at once take little longer than one.
-    label = f"{plan.name} / {', '.join(chosen)}"
     try:
-        with (
-            ThreadPoolExecutor(max_workers=len(chosen)) as pool,
-            click.progressbar(length=1000, label=label, file=click.get_text_stream("stderr"), show_eta=False) as bar,
-        ):
-            futures = [pool.submit(one, scheme) for scheme in chosen]
-            try:
-                shown = 0
-                while not all(f.done() for f in futures):
-                    now = int(1000 * sum(done.values()) / len(done))
-                    bar.update(now - shown)
-                    shown = now
-                    wait(futures, timeout=0.5)
-            except KeyboardInterrupt:
-                stop.set()
-                wait(futures)
-                raise
-            results = [f.result() for f in futures]
+        results = _run_side_by_side(f"{plan.name} / {', '.join(chosen)}", chosen, one, done, stop)
         folder = report_dir or Path("testbed-report")
         written = write_report(results, folder)
         for r in results:
@@ -180,6 +163,35 @@ def testbed_sim(
     if json_file is not None:
         rows = [{k: v for k, v in asdict(r).items() if k != "people"} for r in results]
         json_file.write_text(json.dumps(rows, indent=1))
+
+
+def _run_side_by_side(
+    label: str,
+    chosen: tuple[str, ...],
+    one: Callable[[str], SchemeResult],
+    done: dict[str, float],
+    stop: threading.Event,
+) -> list[SchemeResult]:
+    """The schemes run side by side, each on its own bus, simulator and backend: a run mostly waits for
+    its accelerated clock, so three at once take little longer than one. One progress bar over all of
+    them; Ctrl-C tells every run to stop and waits for their clean-up."""
+    with (
+        ThreadPoolExecutor(max_workers=len(chosen)) as pool,
+        click.progressbar(length=1000, label=label, file=click.get_text_stream("stderr"), show_eta=False) as bar,
+    ):
+        futures = [pool.submit(one, scheme) for scheme in chosen]
+        try:
+            shown = 0
+            while not all(f.done() for f in futures):
+                now = int(1000 * sum(done.values()) / len(done))
+                bar.update(now - shown)
+                shown = now
+                wait(futures, timeout=0.5)
+        except KeyboardInterrupt:
+            stop.set()
+            wait(futures)
+            raise
+        return [f.result() for f in futures]
 
 
 def _timeline(trace_path: Path, run: SchemeResult, distance: float, minutes: float, folder: Path) -> list[Path]:

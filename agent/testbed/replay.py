@@ -33,7 +33,7 @@ from agent.schemes.base import Broadcast, DecodedAdvert, Scheme, SchemeName
 from agent.schemes.decoder import decode_service_data
 from agent.schemes.published import DP3T_KEY_LEN, GAEN_KEY_LEN, PublishedKey
 from agent.store import SightingAggregator, Store
-from agent.testbed.trace import Trace, ground_truth
+from agent.testbed.trace import PairTruth, Trace, ground_truth
 
 DEFAULT_TX_POWER = -8  # dBm advertised when a row names none: the agent's calibration default
 FLUSH_EVERY = 20_000  # aggregated windows held per receiver before a store flush (one transaction)
@@ -181,13 +181,8 @@ def replay(
     """Every row through the agent's path; per pair the decision, against the trace's ground truth."""
     began = time.perf_counter()
     first, last = trace.span
-    if not trace.heard_anything:
-        raise ReplayError("the trace has no received adverts (every rssi is empty)")
     receivers = trace.devices
-    positives = settings.positives if settings.positives is not None else frozenset(receivers)
-    missing = positives - set(receivers)
-    if missing:
-        raise ReplayError(f"positive(s) not in the trace: {', '.join(sorted(missing))}")
+    positives = _positives(trace, settings)
     transmitters = {name: _Transmitter(settings.scheme, first, last) for name in receivers}
     now = (day_of(last) + 1) * DAY + 3 * 3600  # the day after: its keys are out, as after a real release
     retention = max(14, day_of(now) - day_of(first) + 1)
@@ -195,26 +190,8 @@ def replay(
     risk = replace(settings.risk, windows=windows)
     with tempfile.TemporaryDirectory(prefix="proxitrace-replay-", dir=workdir) as tmp:
         stores = {name: Store.open(Path(tmp) / f"rx{i}") for i, name in enumerate(receivers)}
-        aggregators = {name: SightingAggregator() for name in receivers}
-        heard: dict[tuple[str, str], int] = {}
         try:
-            for n, row in enumerate(trace.rows):
-                if row.rssi is None or row.receiver == row.transmitter:
-                    continue
-                if row.rssi not in RSSI_RANGE:
-                    continue  # the scanner rejects it too
-                tx = row.tx_power if row.tx_power is not None and row.tx_power in TX_RANGE else DEFAULT_TX_POWER
-                advert = transmitters[row.transmitter].advert(row.time, tx)
-                agg = aggregators[row.receiver]
-                agg.add(advert.scheme, advert.ephemeral_id, row.time, row.rssi, row.tx_power, advert.metadata)
-                key = (row.receiver, row.transmitter)
-                heard[key] = heard.get(key, 0) + 1
-                if len(agg) >= FLUSH_EVERY:
-                    stores[row.receiver].flush(agg)
-                if progress is not None and n % 50_000 == 0:
-                    progress(0.8 * n / len(trace.rows))
-            for name, agg in aggregators.items():
-                stores[name].flush(agg)
+            heard = _receive(trace, transmitters, stores, progress)
             signer = ec.generate_private_key(ec.SECP256R1())
             truth = ground_truth(trace.rows, settings.contact_distance_m)
             pairs = []
@@ -224,35 +201,11 @@ def replay(
                 for rx_name in receivers:
                     if rx_name == tx_name:
                         continue
-                    store = stores[rx_name]
-                    outcome = process_list(
-                        store,
-                        settings.scheme,
-                        verified.keys,
-                        verified.export_sha256.hex(),
-                        f"replay:{tx_name}",
-                        now,
-                        risk,
-                        settings.receiver_correction,
-                        retention,
+                    pair, matched = _decide(
+                        stores[rx_name], rx_name, tx_name, verified, settings, risk, now, retention, truth, heard
                     )
-                    index = SightingIndex(store.windows(scheme=settings.scheme, since=now - retention * DAY))
-                    matches[(rx_name, tx_name)] = tuple(match_keys(settings.scheme, verified.keys, index, now))
-                    pair_truth = truth.get((rx_name, tx_name))
-                    days = pair_truth.close_minutes if pair_truth else {}
-                    pairs.append(
-                        PairResult(
-                            receiver=rx_name,
-                            transmitter=tx_name,
-                            true_contact=bool(pair_truth and pair_truth.contact(settings.contact_minutes)),
-                            close_minutes=round(max(days.values(), default=0.0), 2),
-                            notified=outcome.notify,
-                            score=max((float(d.score) for d in outcome.assessment.days), default=0.0)
-                            if outcome.assessment
-                            else 0.0,
-                            heard=heard.get((rx_name, tx_name), 0),
-                        )
-                    )
+                    matches[(rx_name, tx_name)] = matched
+                    pairs.append(pair)
         finally:
             for store in stores.values():
                 store.close()
@@ -266,6 +219,88 @@ def replay(
         matches=matches,
         risk=risk,
     )
+
+
+def _positives(trace: Trace, settings: ReplaySettings) -> frozenset[str]:
+    """The devices whose keys are published (all, unless the settings name some); the trace must have them."""
+    if not trace.heard_anything:
+        raise ReplayError("the trace has no received adverts (every rssi is empty)")
+    receivers = trace.devices
+    positives = settings.positives if settings.positives is not None else frozenset(receivers)
+    missing = positives - set(receivers)
+    if missing:
+        raise ReplayError(f"positive(s) not in the trace: {', '.join(sorted(missing))}")
+    return positives
+
+
+def _receive(
+    trace: Trace,
+    transmitters: dict[str, _Transmitter],
+    stores: dict[str, Store],
+    progress: Callable[[float], None] | None,
+) -> dict[tuple[str, str], int]:
+    """Each received row as the transmitter's advert at that time, through each receiver's sighting
+    aggregator into its store, as the scanner hands them over; how many adverts each pair heard."""
+    aggregators = {name: SightingAggregator() for name in stores}
+    heard: dict[tuple[str, str], int] = {}
+    for n, row in enumerate(trace.rows):
+        if row.rssi is None or row.receiver == row.transmitter:
+            continue
+        if row.rssi not in RSSI_RANGE:
+            continue  # the scanner rejects it too
+        tx = row.tx_power if row.tx_power is not None and row.tx_power in TX_RANGE else DEFAULT_TX_POWER
+        advert = transmitters[row.transmitter].advert(row.time, tx)
+        agg = aggregators[row.receiver]
+        agg.add(advert.scheme, advert.ephemeral_id, row.time, row.rssi, row.tx_power, advert.metadata)
+        key = (row.receiver, row.transmitter)
+        heard[key] = heard.get(key, 0) + 1
+        if len(agg) >= FLUSH_EVERY:
+            stores[row.receiver].flush(agg)
+        if progress is not None and n % 50_000 == 0:
+            progress(0.8 * n / len(trace.rows))
+    for name, agg in aggregators.items():
+        stores[name].flush(agg)
+    return heard
+
+
+def _decide(
+    store: Store,
+    rx_name: str,
+    tx_name: str,
+    verified: VerifiedExport,
+    settings: ReplaySettings,
+    risk: RiskSettings,
+    now: float,
+    retention: int,
+    truth: dict[tuple[str, str], PairTruth],
+    heard: dict[tuple[str, str], int],
+) -> tuple[PairResult, tuple[KeyMatch, ...]]:
+    """One receiver processes one positive's signed list, as on sync: its decision and its key matches."""
+    outcome = process_list(
+        store,
+        settings.scheme,
+        verified.keys,
+        verified.export_sha256.hex(),
+        f"replay:{tx_name}",
+        now,
+        risk,
+        settings.receiver_correction,
+        retention,
+    )
+    index = SightingIndex(store.windows(scheme=settings.scheme, since=now - retention * DAY))
+    matched = tuple(match_keys(settings.scheme, verified.keys, index, now))
+    pair_truth = truth.get((rx_name, tx_name))
+    days = pair_truth.close_minutes if pair_truth else {}
+    pair = PairResult(
+        receiver=rx_name,
+        transmitter=tx_name,
+        true_contact=bool(pair_truth and pair_truth.contact(settings.contact_minutes)),
+        close_minutes=round(max(days.values(), default=0.0), 2),
+        notified=outcome.notify,
+        score=max((float(d.score) for d in outcome.assessment.days), default=0.0) if outcome.assessment else 0.0,
+        heard=heard.get((rx_name, tx_name), 0),
+    )
+    return pair, matched
 
 
 def summary(result: ReplayResult) -> dict[str, object]:

@@ -10,30 +10,38 @@ everyone else syncs (or, with EBIDs, polls their status). The result is compared
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
 import logging
 import math
 import os
-import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.clock import DAY
-from agent.sim.air_log import instances, summarize
+from agent.sim.air_log import AirSummary, instances, summarize
 from agent.sim.channel import FITTED
 from agent.sim.harness import SimBed
-from agent.status import read_status
 from agent.testbed.pki import CaFiles, make_ca
+from agent.testbed.processes import (
+    Processes,
+    cli,
+    enrolment_codes,
+    keygen,
+    pause,
+    register_all,
+    report_positives,
+    start_agents,
+    wait_for_url,
+    wait_until_up,
+    write_agent_configs,
+    write_backend_config,
+)
 from agent.testbed.scenario import Scenario
 from agent.testbed.trace import ScanBehaviour, Trace, TraceRow, format_trace
 from agent.testbed.truth import SAMPLE_SECONDS, close_contacts, efficacy
@@ -50,18 +58,6 @@ ARRIVE_EARLY = 1800  # seconds of simulated time before the first arrival
 SETUP_SECONDS = 4.0
 SETUP_SECONDS_PER_AGENT = 0.8
 SETUP_SECONDS_PER_REGISTRATION = 0.6
-
-
-class TestbedCancelled(Exception):
-    """The run was told to stop (Ctrl-C while several schemes run side by side)."""
-
-
-def _pause(seconds: float, stop: threading.Event | None) -> None:
-    """Sleep, or raise TestbedCancelled as soon as ``stop`` is set: the run's clean-up then runs."""
-    if stop is None:
-        time.sleep(seconds)
-    elif stop.wait(seconds):
-        raise TestbedCancelled
 
 
 @dataclass(frozen=True)
@@ -141,40 +137,36 @@ def sim_config(
     }
 
 
-class _Processes:
-    """Every process the run starts, each in its own process group, killed on any exit path."""
+@dataclass(frozen=True)
+class _Clock:
+    """The run's shared accelerated clock: it reaches the window's start ``t0`` at wall time ``origin``."""
 
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
+    t0: float
+    t1: float
+    speed: float
+    origin: float
 
-    def start(self, argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            argv, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> int | None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                return proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait(5)
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+    @property
+    def spec(self) -> str:
+        return f"accelerated:{self.t0!r}:{self.speed!r}:{self.origin!r}"
 
 
-def _cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout, env=env
-    )
+@dataclass(frozen=True)
+class _Backend:
+    toml: Path
+    public: str
+    url: str
+    pki: CaFiles
+    server: subprocess.Popen[bytes]
+
+
+@dataclass(frozen=True)
+class _Played:
+    notified: set[str]
+    late: float
+    summary: AirSummary
+    air_instances: int
+    receive_log: Path | None
 
 
 def run_scheme(
@@ -203,56 +195,113 @@ def run_scheme(
     t0, t1 = simulated_window(scenario, quick)
     tick = max(0.05, 60.0 / speed)  # one air tick per simulated minute, at most 20 a second
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXITRACE_")}
-    procs = _Processes()
-    lead = SETUP_SECONDS + side_by_side * len(scenario.people) * (
-        SETUP_SECONDS_PER_AGENT + (SETUP_SECONDS_PER_REGISTRATION if scheme == "ebid" else 0.0)
-    )
-    origin = time.time() + lead  # the shared clock reaches the window's start once everything is up
-    spec = f"accelerated:{t0!r}:{speed!r}:{origin!r}"
-    positives = {p.person for p in scenario.positives}
+    procs = Processes()
+    # the shared clock reaches the window's start once everything is up
+    clock = _Clock(t0, t1, speed, time.time() + _setup_lead(scenario, scheme, side_by_side))
+    scan_interval = max(60, round(tick * speed))
     try:
-        pki = make_ca(workdir / "pki")
-        backend_toml = _write_backend_config(workdir, spec, pki)
-        public = _keygen(backend_toml, env)
-        server = procs.start(
-            [sys.executable, "-m", "agent", "backend", "serve", "--config", str(backend_toml), "--port", "0"],
-            workdir / "backend.log",
-            env,
-        )
-        url = _wait_for_url(workdir / "backend.log", server)
-        scan_interval = max(60, round(tick * speed))
+        backend = _start_backend(procs, workdir, clock.spec, env)
         with SimBed(
             sim_config(scenario, seed, tick, (t0, t1), channel),
             workdir / "bed",
-            clock_spec=spec,
+            clock_spec=clock.spec,
             receive_log=trace is not None,
         ) as bed:
-            agent_env = {**env, **bed.env}
-            states = _write_agent_configs(scenario, scheme, workdir, spec, url, public, scan_interval, pki)
-            if scheme == "ebid":
-                _register_all(states, _enrolment_codes(backend_toml, len(states), env), agent_env)
-            agents = _start_agents(procs, states, workdir, agent_env)
-            ready_at = _wait_until_up(states, agents, origin + 60, stop)
-            late = max(0.0, (ready_at - origin) * speed)
-            if late:
-                log.warning("agents were all up only %.0f simulated minutes into the window", late / 60)
-            _play(t0, t1, speed, origin, progress, stop)
-            for name, proc in agents.items():
-                code = procs.stop(proc)
-                if code != 0:
-                    log.warning("agent %s exited %s; see its log", name, code)
-            _report_positives(scenario, states, backend_toml, env, agent_env)
-            notified = _collect(scheme, states, positives, (t0, t1), speed, origin, agent_env, stop)
-            summary = summarize(bed.air_records())
-            air = instances(bed.air_records())
-        procs.stop(server)
+            played = _play_agents(
+                scenario, scheme, workdir, clock, backend, scan_interval, procs, bed, env, progress, stop
+            )
+        procs.stop(backend.server)
     finally:
         procs.close()
-    if trace is not None and bed.receive_log_path is not None:
-        scan = ScanBehaviour(duty_cycled=scan_interval > 60, period_seconds=scan_interval)
-        recorded = run_trace(bed.receive_log_path, scenario, seed, (t0, t1), scan)
-        with trace.open("w") as f:
-            f.writelines(format_trace(recorded))
+    if trace is not None and played.receive_log is not None:
+        _write_trace(trace, played.receive_log, scenario, seed, (t0, t1), scan_interval)
+    return _score(scenario, scheme, channel, seed, quick, clock, played, began)
+
+
+def _setup_lead(scenario: Scenario, scheme: str, side_by_side: int) -> float:
+    """Real seconds the run gives its processes to come up before the clock reaches the window's start."""
+    return SETUP_SECONDS + side_by_side * len(scenario.people) * (
+        SETUP_SECONDS_PER_AGENT + (SETUP_SECONDS_PER_REGISTRATION if scheme == "ebid" else 0.0)
+    )
+
+
+def _start_backend(procs: Processes, workdir: Path, spec: str, env: dict[str, str]) -> _Backend:
+    """This run's CA and certificate, a fresh list-signing key, and ``proxitrace backend serve`` on them."""
+    pki = make_ca(workdir / "pki")
+    backend_toml = write_backend_config(workdir, spec, pki)
+    public = keygen(backend_toml, env)
+    server = procs.start(
+        [sys.executable, "-m", "agent", "backend", "serve", "--config", str(backend_toml), "--port", "0"],
+        workdir / "backend.log",
+        env,
+    )
+    url = wait_for_url(workdir / "backend.log", server)
+    return _Backend(backend_toml, public, url, pki, server)
+
+
+def _play_agents(
+    scenario: Scenario,
+    scheme: str,
+    workdir: Path,
+    clock: _Clock,
+    backend: _Backend,
+    scan_interval: int,
+    procs: Processes,
+    bed: SimBed,
+    env: dict[str, str],
+    progress: Callable[[float], None] | None,
+    stop: threading.Event | None,
+) -> _Played:
+    """On the simulated air: configure (and, for EBIDs, register) and start the agents, play the window,
+    stop them, let the positives report and collect who was notified."""
+    agent_env = {**env, **bed.env}
+    states = write_agent_configs(
+        scenario, scheme, workdir, clock.spec, backend.url, backend.public, scan_interval, backend.pki
+    )
+    if scheme == "ebid":
+        register_all(states, enrolment_codes(backend.toml, len(states), env), agent_env)
+    agents = start_agents(procs, states, workdir, agent_env)
+    ready_at = wait_until_up(states, agents, clock.origin + 60, stop)
+    late = max(0.0, (ready_at - clock.origin) * clock.speed)
+    if late:
+        log.warning("agents were all up only %.0f simulated minutes into the window", late / 60)
+    _play(clock.t0, clock.t1, clock.speed, clock.origin, progress, stop)
+    for name, proc in agents.items():
+        code = procs.stop(proc)
+        if code != 0:
+            log.warning("agent %s exited %s; see its log", name, code)
+    report_positives(scenario, states, backend.toml, env, agent_env)
+    positives = {p.person for p in scenario.positives}
+    window = (clock.t0, clock.t1)
+    notified = _collect(scheme, states, positives, window, clock.speed, clock.origin, agent_env, stop)
+    summary = summarize(bed.air_records())
+    air = instances(bed.air_records())
+    return _Played(notified, late, summary, len(air), bed.receive_log_path)
+
+
+def _write_trace(
+    trace: Path, received: Path, scenario: Scenario, seed: int, window: tuple[float, float], scan_interval: int
+) -> None:
+    scan = ScanBehaviour(duty_cycled=scan_interval > 60, period_seconds=scan_interval)
+    recorded = run_trace(received, scenario, seed, window, scan)
+    with trace.open("w") as f:
+        f.writelines(format_trace(recorded))
+
+
+def _score(
+    scenario: Scenario,
+    scheme: str,
+    channel: str | None,
+    seed: int,
+    quick: bool,
+    clock: _Clock,
+    played: _Played,
+    began: float,
+) -> SchemeResult:
+    """Who was notified, against who was truly a close contact in the window."""
+    t0, t1 = clock.t0, clock.t1
+    notified = played.notified
+    positives = {p.person for p in scenario.positives}
     truth = {c.person for c in close_contacts(scenario, seed, until=t1, since=t0 if quick else None)}
     eff = efficacy(truth, notified)
     return SchemeResult(
@@ -260,109 +309,22 @@ def run_scheme(
         scenario=scenario.name,
         channel=channel or scenario.radio.channel,
         seed=seed,
-        speed=speed,
+        speed=clock.speed,
         simulated_from=datetime.fromtimestamp(t0, UTC).isoformat(),
         simulated_until=datetime.fromtimestamp(t1, UTC).isoformat(),
         true_contacts=eff.true_contacts,
         notified=eff.notified,
         recall=round(eff.recall, 3),
         precision=round(eff.precision, 3),
-        address_id_violations=len(summary.violations),
-        adverts_on_air=summary.adverts_on_air,
-        air_instances=len(air),
+        address_id_violations=len(played.summary.violations),
+        adverts_on_air=played.summary.adverts_on_air,
+        air_instances=played.air_instances,
         wall_seconds=round(time.monotonic() - began, 1),
-        late_start_seconds=round(late),
+        late_start_seconds=round(played.late),
         people=tuple(
             PersonResult(p.name, p.name in truth, p.name in notified, p.name in positives) for p in scenario.people
         ),
     )
-
-
-def _write_backend_config(workdir: Path, spec: str, pki: CaFiles) -> Path:
-    """A backend on the shared clock, serving HTTPS with this run's certificate, with quick responses and
-    codes that outlive the whole run."""
-    backend_toml = workdir / "backend.toml"
-    backend_toml.write_text(
-        f'[server]\ndata_dir = "{workdir / "backend"}"\nclock = "{spec}"\n'
-        f'tls_cert_file = "{pki.cert_file}"\ntls_key_file = "{pki.key_file}"\n'
-        "[upload]\nmin_response_seconds = 0.05\ntoken_ttl_seconds = 86400\n"
-        "[tan]\nvalid_seconds = 864000\n"
-        "[ebid]\npow_difficulty = 8\nchallenge_ttl_seconds = 86400\naccess_token_ttl_seconds = 86400\n"
-        "enrolment_valid_seconds = 864000\nstatus_polls_per_day = 100\n"
-    )
-    return backend_toml
-
-
-def _keygen(backend_toml: Path, env: dict[str, str]) -> str:
-    """The backend's new list-signing public key, which every agent's config pins."""
-    keygen = _cli("backend", "keygen", "--config", str(backend_toml), env=env)
-    public = re.search(r'public_key = "([^"]+)"', keygen.stdout)
-    if keygen.returncode != 0 or not public:
-        raise RuntimeError(f"backend keygen failed: {keygen.stderr.strip()}")
-    return public[1]
-
-
-def _enrolment_codes(backend_toml: Path, count: int, env: dict[str, str]) -> list[str]:
-    issued = _cli("backend", "enrol", "issue", "--config", str(backend_toml), "--count", str(count), env=env)
-    return issued.stdout.split()
-
-
-def _write_agent_configs(
-    scenario: Scenario,
-    scheme: str,
-    workdir: Path,
-    spec: str,
-    url: str,
-    public: str,
-    scan_interval: int,
-    pki: CaFiles,
-) -> dict[str, tuple[Path, Path]]:
-    """Person i's agent uses simulated adapter hci{i} and trusts only this run's CA; syncs happen only when
-    the run asks for them."""
-    states = {}
-    for i, person in enumerate(scenario.people):
-        conf = workdir / f"{person.name}.toml"
-        conf.write_text(
-            f'[agent]\nscheme = "{scheme}"\nclock = "{spec}"\n'
-            f'[ble]\nadvertise_adapter = "hci{i}"\nscan_adapters = ["hci{i}"]\nwatchdog_seconds = 120\n'
-            f'[backend]\nurl = "{url}"\npublic_key = "{public}"\nca_file = "{pki.ca_file}"\n'
-            "sync_interval_seconds = 31536000\n"
-            "sync_jitter_seconds = 0\n"
-            f"[risk.exposure_windows]\nscan_interval_seconds = {scan_interval}\n"
-        )
-        states[person.name] = (conf, workdir / "agents" / person.name)
-    return states
-
-
-def _start_agents(
-    procs: _Processes, states: dict[str, tuple[Path, Path]], workdir: Path, env: dict[str, str]
-) -> dict[str, subprocess.Popen[bytes]]:
-    return {
-        name: procs.start(
-            [sys.executable, "-m", "agent", "--config", str(conf), "--state-dir", str(state), "run"],
-            workdir / f"agent-{name}.log",
-            env,
-        )
-        for name, (conf, state) in states.items()
-    }
-
-
-def _report_positives(
-    scenario: Scenario,
-    states: dict[str, tuple[Path, Path]],
-    backend_toml: Path,
-    env: dict[str, str],
-    agent_env: dict[str, str],
-) -> None:
-    """Each positive gets a TAN for their onset day and reports through ``proxitrace report``, as a user does."""
-    for p in scenario.positives:
-        onset = datetime.fromtimestamp(scenario.start + (p.day - p.onset_days_before) * DAY, UTC).date().isoformat()
-        tan = _cli("backend", "tan", "issue", "--config", str(backend_toml), "--onset", onset, env=env).stdout.strip()
-        conf, state = states[p.person]
-        args = ("--config", str(conf), "--state-dir", str(state), "report", "--tan", tan, "--onset", onset, "--yes")
-        sent = _cli(*args, env=agent_env)
-        if sent.returncode != 0:
-            raise RuntimeError(f"report by {p.person} failed: {sent.stderr.strip()}")
 
 
 def run_trace(received: Path, scenario: Scenario, seed: int, window: tuple[float, float], scan: ScanBehaviour) -> Trace:
@@ -387,53 +349,6 @@ def run_trace(received: Path, scenario: Scenario, seed: int, window: tuple[float
     return Trace(scan, tuple(rows))
 
 
-def _register_all(states: dict[str, tuple[Path, Path]], codes: list[str], env: dict[str, str]) -> None:
-    """Every person's device registers (proof of work and enrolment code), all at once."""
-
-    def register(item: tuple[tuple[Path, Path], str]) -> subprocess.CompletedProcess[str]:
-        (conf, state), code = item
-        return _cli("--config", str(conf), "--state-dir", str(state), "register", "--code", code, env=env)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(register, zip(states.values(), codes, strict=True)))
-    for name, reg in zip(states, results, strict=True):
-        if reg.returncode != 0:
-            raise RuntimeError(f"register {name}: {reg.stderr.strip()}")
-
-
-def _wait_until_up(
-    states: dict[str, tuple[Path, Path]],
-    agents: dict[str, subprocess.Popen[bytes]],
-    deadline: float,
-    stop: threading.Event | None,
-) -> float:
-    """When (wall clock) every agent's status first says it advertises and scans."""
-    waiting = set(states)
-    while waiting and time.time() < deadline:
-        for name in list(waiting):
-            if agents[name].poll() is not None:
-                raise RuntimeError(f"agent {name} exited {agents[name].returncode} while starting; see its log")
-            status = read_status(states[name][1])
-            if status and status.advertising and any(a.scanning for a in status.adapters):
-                waiting.discard(name)
-        _pause(0.1, stop)
-    if waiting:
-        raise RuntimeError(f"agents not advertising and scanning after a minute: {', '.join(sorted(waiting))}")
-    return time.time()
-
-
-def _wait_for_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on (https://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
-        if found:
-            return found[1]
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"the backend did not start: {log_path.read_text(errors='replace')[-500:]}")
-
-
 def _sim_now(t0: float, speed: float, origin: float) -> float:
     return t0 + (time.time() - origin) * speed
 
@@ -449,7 +364,7 @@ def _play(
     while (now := _sim_now(t0, speed, origin)) < t1:
         if progress is not None:
             progress(min(1.0, max(0.0, (now - t0) / (t1 - t0))))
-        _pause(min(0.5, (t1 - now) / speed + 0.01), stop)
+        pause(min(0.5, (t1 - now) / speed + 0.01), stop)
     if progress is not None:
         progress(1.0)
 
@@ -470,12 +385,12 @@ def _collect(
         t0, t1 = window
         release = (math.floor(t1 / DAY) + 1) * DAY + 2 * 3600 + 600  # the day is over and its bucket closed
         while _sim_now(t0, speed, origin) < release:
-            _pause(0.2, stop)
+            pause(0.2, stop)
     for name, (conf, state) in states.items():
         if name in positives:
             continue
         command = "status-check" if scheme == "ebid" else "sync"
-        out = _cli("--config", str(conf), "--state-dir", str(state), command, "--json", env=env)
+        out = cli("--config", str(conf), "--state-dir", str(state), command, "--json", env=env)
         if out.returncode != 0:
             log.warning("%s for %s failed: %s", command, name, out.stderr.strip()[-300:])
             continue
@@ -483,37 +398,3 @@ def _collect(
         if result.get("notify") or result.get("at_risk"):
             notified.add(name)
     return notified
-
-
-def write_report(results: list[SchemeResult], folder: Path) -> list[Path]:
-    """summary.json, summary.csv and, with matplotlib installed, summary.png."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [folder / "summary.json", folder / "summary.csv"]
-    written[0].write_text(json.dumps([asdict(r) for r in results], indent=1))
-    with written[1].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["scheme", "person", "positive", "true_contact", "notified"])
-        for r in results:
-            for p in r.people:
-                w.writerow([r.scheme, p.name, p.positive, p.true_contact, p.notified])
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return written
-    fig, ax = plt.subplots(figsize=(7, 3))
-    names = [p.name for p in results[0].people]
-    for row, r in enumerate(results):
-        for col, p in enumerate(r.people):
-            mark = "o" if p.true_contact else "x"
-            color = "tab:red" if p.notified else "tab:grey"
-            ax.scatter(col, row, marker=mark, color=color, s=80)
-    ax.set_xticks(range(len(names)), names)
-    ax.set_yticks(range(len(results)), [r.scheme for r in results])
-    ax.set_title("o = true close contact, x = not; red = notified")
-    fig.tight_layout()
-    fig.savefig(folder / "summary.png")
-    written.append(folder / "summary.png")
-    return written

@@ -26,6 +26,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,20 +245,8 @@ async def _drive(
     result: SoakResult,
 ) -> None:
     state = workdir / "state"
-    conf = workdir / "agent.toml"
-    conf.write_text(
-        f'[agent]\nscheme = "gaen"\nretention_days = {s.retention_days}\nflush_seconds = 2\n'
-        '[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci1"]\n'
-        f'[backend]\nurl = "{url}"\npublic_key = "{public_key}"\nsync_interval_seconds = 86400\n'
-        "sync_jitter_seconds = 600\n"
-    )
     log_path = workdir / "agent.log"
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "agent", "--config", str(conf), "--state-dir", str(state), "run", "--clock", spec],
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **bed.env},
-    )
+    daemon = _start_daemon(s, workdir, state, log_path, bed, spec, url, public_key)
     schedule = Schedule(s.peers, s.seed)
     ctl = await SimControl.connect(bed.bus_address)
     beacons: dict[int, tuple[str, bytes, float]] = {}  # peer -> (beacon, ID, on air since)
@@ -278,21 +267,7 @@ async def _drive(
         while (t := now()) < end:
             if daemon.poll() is not None:
                 raise RuntimeError(f"the daemon exited ({daemon.returncode}): {log_path.read_text()[-2000:]}")
-            for peer in range(s.peers):
-                want = schedule.present(peer, max(0.0, t) + s.start_hour * HOUR)
-                have = beacons.get(peer)
-                stale = have is not None and t - have[2] >= ID_LIFETIME_S
-                if have is not None and (not want or stale):
-                    await ctl.remove_beacon(have[0])
-                    stays.setdefault(have[1], []).append((have[2], now()))
-                    del beacons[peer]
-                    have = None
-                if want and have is None:
-                    data = rng.randbytes(20)
-                    ident = await ctl.add_beacon(
-                        {uuid128(0xFD6F): data}, x=1.0 + peer % 5, y=peer // 5 * 0.3, interval_ms=250
-                    )
-                    beacons[peer] = (ident, data[:16], now())
+            await _place_beacons(ctl, s, schedule, rng, beacons, stays, t, now)
             if t >= next_sample:
                 next_sample += s.sample_every_s
                 seen_rows_since = _collect(state, seen_rows_since, heard)
@@ -311,17 +286,75 @@ async def _drive(
     finally:
         ctl.close()
         if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                result.exit_code = daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                result.exit_code = daemon.wait(5)
+            result.exit_code = _stop_daemon(daemon)
         result.wall_seconds = time.monotonic() - began
         result.log_tail = log_path.read_text(errors="replace")[-3000:]
     _collect(state, seen_rows_since, heard)  # after SIGTERM's final flush: the last minutes are stored now
     _score(result, stays, heard, t0, ready_at if ready_at is not None else end)
     result.syncs_ok = len(sync_marks)
+
+
+def _start_daemon(
+    s: SoakSettings,
+    workdir: Path,
+    state: Path,
+    log_path: Path,
+    bed: SimBed,
+    spec: str,
+    url: str,
+    public_key: str,
+) -> subprocess.Popen[bytes]:
+    """``proxitrace run`` (GAEN) advertising on hci0 and scanning on hci1, on the soak's clock."""
+    conf = workdir / "agent.toml"
+    conf.write_text(
+        f'[agent]\nscheme = "gaen"\nretention_days = {s.retention_days}\nflush_seconds = 2\n'
+        '[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci1"]\n'
+        f'[backend]\nurl = "{url}"\npublic_key = "{public_key}"\nsync_interval_seconds = 86400\n'
+        "sync_jitter_seconds = 600\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "--config", str(conf), "--state-dir", str(state), "run", "--clock", spec],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **bed.env},
+    )
+
+
+async def _place_beacons(
+    ctl: SimControl,
+    s: SoakSettings,
+    schedule: Schedule,
+    rng: random.Random,
+    beacons: dict[int, tuple[str, bytes, float]],
+    stays: dict[bytes, list[tuple[float, float]]],
+    t: float,
+    now: Callable[[], float],
+) -> None:
+    """Each peer's beacon on the air while the schedule has them present, with a fresh ID once it is
+    ``ID_LIFETIME_S`` old; every beacon taken off records its stay."""
+    for peer in range(s.peers):
+        want = schedule.present(peer, max(0.0, t) + s.start_hour * HOUR)
+        have = beacons.get(peer)
+        stale = have is not None and t - have[2] >= ID_LIFETIME_S
+        if have is not None and (not want or stale):
+            await ctl.remove_beacon(have[0])
+            stays.setdefault(have[1], []).append((have[2], now()))
+            del beacons[peer]
+            have = None
+        if want and have is None:
+            data = rng.randbytes(20)
+            ident = await ctl.add_beacon({uuid128(0xFD6F): data}, x=1.0 + peer % 5, y=peer // 5 * 0.3, interval_ms=250)
+            beacons[peer] = (ident, data[:16], now())
+
+
+def _stop_daemon(daemon: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (its final flush), then SIGKILL if it has not exited in 30 s; its exit code."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        return daemon.wait(30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        return daemon.wait(5)
 
 
 def _collect(state: Path, since: int, heard: dict[bytes, dict[int, int]]) -> int:
