@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support.filesystems import FailingFs, SmallFs
 
-import agent.store
+import agent.store.aggregator
 from agent.schemes.base import SchemeName
 from agent.store import DB_FILE, FloodCap, SightingAggregator, Store, StoreError, StoreUnusable
 
@@ -57,7 +57,7 @@ def test_disk_full_while_flushing_keeps_windows_in_memory_and_writes_them_when_s
 def test_held_windows_stop_at_the_bound_and_the_rest_are_counted(
     small_fs: SmallFs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(agent.store, "MAX_UNWRITTEN_WINDOWS", 1000)
+    monkeypatch.setattr(agent.store.aggregator, "MAX_UNWRITTEN_WINDOWS", 1000)
     small_fs.mount(512)
     store = Store.open(small_fs.path / "state")
     agg = SightingAggregator(cap=FloodCap(new_per_minute=10_000))  # a crowd, not a flood

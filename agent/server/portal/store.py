@@ -1,4 +1,4 @@
-"""The portal's tables (created by the backend store's schema step 2, see ``agent.server.db``).
+"""The portal's tables (created by the backend store's schema step 2, see ``agent.server.tables``).
 
 A connection of its own on the backend's database file (WAL and a busy timeout let it, the device API and
 the CLI share the file), so the portal's SQL stays in the portal while the schema stays in one place.

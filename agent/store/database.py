@@ -2,8 +2,8 @@
 
 Why it looks like this:
 - The scanner calls back hundreds of times a second in a crowd; rows are per (ID, 60-s scan window), folded
-  in memory by ``SightingAggregator`` and written in one UPSERT transaction per flush, so a window that
-  straddles two flushes stays one row and the disk sees a few writes a second.
+  in memory by ``SightingAggregator`` (``agent.store.aggregator``) and written here in one UPSERT transaction
+  per flush, so a window that straddles two flushes stays one row and the disk sees a few writes a second.
 - Contact data is sensitive: the directory is 0700 and every file 0600 *from creation* (umask, never a
   chmod after), nothing here can hold a BLE address, a location or a name, and retention deletes
   everything older than the epidemiological window, then gives the pages back (incremental vacuum).
@@ -13,21 +13,16 @@ Why it looks like this:
   a directory that cannot hold an SQLite database at all (read-only, no POSIX locks or no shared-memory
   mapping for the WAL, as on some 9p and network mounts) is refused at open with one line naming the path
   and the cause (``StoreUnusable``), leaving nothing behind; and the daemon may ask for a database that fails
-  its integrity check to be moved aside rather than refused, so a corrupt file stops nobody's tracing.
-- A neighbour spraying fresh fake IDs must not fill the disk: the aggregator admits at most
-  ``FloodCap.rows_per_minute`` new IDs per scheme and minute (the first ones, then those that prove
-  themselves by being heard twice), and counts what it drops.
+  its integrity check to be moved aside rather than refused, so a corrupt file stops nobody's tracing. How
+  those faults are told apart lives in ``agent.store.faults``; the layout in ``agent.store.schema``.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import random
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,141 +33,21 @@ import sqlite_utils
 from agent.clock import DAY
 from agent.paths import ensure_private_dir
 from agent.schemes.base import SchemeName
-from agent.sightings import SCAN_WINDOW_SECONDS, RawSighting, SightingWindow
-
-log = logging.getLogger(__name__)
-
-DB_FILE = "agent.db"
-SCHEME_CODES = {SchemeName.DP3T: 1, SchemeName.GAEN: 2, SchemeName.EBID: 3}
-SCHEMES_BY_CODE = {v: k for k, v in SCHEME_CODES.items()}
-
-# Each step moves the schema from version i to i + 1; a database is upgraded by running the steps it lacks.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (  # 1: the first layout
-        """CREATE TABLE sightings (
-            scheme TEXT NOT NULL, id BLOB NOT NULL, window_start INTEGER NOT NULL, count INTEGER NOT NULL,
-            rssi_min INTEGER NOT NULL, rssi_max INTEGER NOT NULL, rssi_sum INTEGER NOT NULL, tx_power INTEGER,
-            metadata BLOB NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
-            PRIMARY KEY (scheme, id, window_start))""",
-        "CREATE INDEX sightings_by_window ON sightings (window_start)",
-        """CREATE TABLE own_keys (
-            scheme TEXT NOT NULL, kind TEXT NOT NULL, valid_from REAL NOT NULL, valid_until REAL NOT NULL,
-            material BLOB NOT NULL, meta TEXT NOT NULL DEFAULT '{}')""",
-        "CREATE TABLE processed_lists (sha256 TEXT PRIMARY KEY, source TEXT NOT NULL, keys INTEGER NOT NULL,"
-        " processed_at REAL NOT NULL)",
-        """CREATE TABLE exposures (
-            day INTEGER NOT NULL, scheme TEXT NOT NULL, notify INTEGER NOT NULL, score REAL NOT NULL,
-            explanation TEXT NOT NULL, computed_at REAL NOT NULL, PRIMARY KEY (day, scheme))""",
-    ),
-    (  # 2: compact sightings (scheme code, integer offsets, no rowid: about half the bytes), credentials
-        """CREATE TABLE sightings_v2 (
-            id BLOB NOT NULL, window_start INTEGER NOT NULL, scheme INTEGER NOT NULL, count INTEGER NOT NULL,
-            rssi_min INTEGER NOT NULL, rssi_max INTEGER NOT NULL, rssi_sum INTEGER NOT NULL, tx_power INTEGER,
-            metadata BLOB, first_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL,
-            PRIMARY KEY (id, window_start)) WITHOUT ROWID""",
-        """INSERT INTO sightings_v2 SELECT id, window_start,
-            CASE scheme WHEN 'dp3t' THEN 1 WHEN 'gaen' THEN 2 ELSE 3 END, count, rssi_min, rssi_max, rssi_sum,
-            tx_power, metadata, CAST(first_seen - window_start AS INTEGER), CAST(last_seen - window_start AS INTEGER)
-            FROM sightings""",
-        "DROP TABLE sightings",
-        "ALTER TABLE sightings_v2 RENAME TO sightings",
-        "CREATE INDEX sightings_by_window ON sightings (window_start)",
-        "CREATE TABLE credentials (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL)",
-    ),
+from agent.sightings import SCAN_WINDOW_SECONDS, SightingWindow
+from agent.store import aggregator as aggregation
+from agent.store.aggregator import SightingAggregator, hold_rows
+from agent.store.faults import (
+    Corrupt,
+    StoreError,
+    StoreUnusable,
+    integrity_problem,
+    move_aside,
+    remove_database,
+    write_failure_cause,
 )
-SCHEMA_VERSION = len(MIGRATIONS)
+from agent.store.schema import DB_FILE, MIGRATIONS, SCHEMA_VERSION, SCHEME_CODES, SCHEMES_BY_CODE, UPSERT
 
-_UPSERT = """INSERT INTO sightings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (id, window_start) DO UPDATE SET
-        count = count + excluded.count,
-        rssi_min = min(rssi_min, excluded.rssi_min),
-        rssi_max = max(rssi_max, excluded.rssi_max),
-        rssi_sum = rssi_sum + excluded.rssi_sum,
-        tx_power = coalesce(tx_power, excluded.tx_power),
-        metadata = coalesce(metadata, excluded.metadata),
-        first_offset = min(first_offset, excluded.first_offset),
-        last_offset = max(last_offset, excluded.last_offset)"""
-
-
-# A failed flush keeps this many (ID, window) rows in memory, folded; about 300 bytes each, so ~15 MB at the
-# bound: 16 h of 50 peers heard all the time. Beyond it new windows are dropped and counted.
-MAX_UNWRITTEN_WINDOWS = 50_000
-CORRUPT_SUFFIX = ".corrupt-"
-
-
-class StoreError(RuntimeError):
-    """The database cannot be used as it is; the message says why, and nothing was changed."""
-
-
-class _Corrupt(Exception):
-    """Internal: the database failed its integrity check and was moved to ``aside``."""
-
-    def __init__(self, aside: Path) -> None:
-        self.aside = aside
-
-
-class StoreUnusable(StoreError):
-    """The state directory cannot hold an SQLite database at all (read-only, no locks, no WAL shared memory).
-    Retrying cannot help until someone fixes the mount, so the daemon exits with EX_CONFIG."""
-
-
-def write_failure_cause(exc: BaseException, where: Path | None = None) -> str:
-    """Why SQLite (or the OS under it) could not write, in words an operator can act on. SQLite reports a
-    file system turned read-only under it (an SD card failing) as a plain write I/O error, and the mount
-    flags may still say rw, so ``where`` is asked by creating a file in it."""
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    if where is not None and (name.startswith("SQLITE_IOERR") or name.startswith("SQLITE_READONLY")):
-        probe = where / f".write-probe-{os.getpid()}"
-        try:
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            probe.unlink()
-        except FileExistsError:
-            pass
-        except OSError as probed:
-            return write_failure_cause(probed)
-    if isinstance(exc, OSError):
-        return {
-            errno.EROFS: "read-only file system",
-            errno.ENOSPC: "disk full",
-            errno.EDQUOT: "disk quota exceeded",
-            errno.EACCES: "permission denied",
-            errno.EPERM: "permission denied",
-        }.get(exc.errno or 0, os.strerror(exc.errno or 0) if exc.errno else str(exc))
-    if name == "SQLITE_FULL":
-        return "disk full"
-    if name.startswith("SQLITE_READONLY"):
-        return "read-only file system or database"
-    if name.startswith("SQLITE_IOERR") and name.endswith("LOCK"):
-        return "the file system cannot lock files (a 9p or network mount?)"
-    if name.startswith("SQLITE_IOERR_SHM") or name == "SQLITE_PROTOCOL":
-        return "the file system cannot map the WAL's shared memory (a 9p or network mount?)"
-    if name.startswith("SQLITE_BUSY"):
-        return "locked by another process (is another agent running on this state directory?)"
-    if name.startswith("SQLITE_CANTOPEN"):
-        return "cannot open the database file"
-    if name.startswith("SQLITE_IOERR"):
-        return f"disk I/O error ({name})"
-    return f"{name or type(exc).__name__}: {exc}"
-
-
-@dataclass(frozen=True)
-class FloodCap:
-    """How many new IDs per scheme and scan window reach the store.
-
-    A real crowd is far below ``new_per_minute`` (a packed carriage is a few hundred phones, each with one
-    ID for 10-20 min); a neighbour spraying fresh IDs is far above. IDs admitted in the previous window
-    always pass, so peers in range keep their rows through a flood. Past the cap a new ID passes only when
-    heard a second time while it waits among ``new_per_minute`` candidates (random eviction), at most
-    ``proven_per_minute`` of them: a real phone repeats its ID every few hundred ms, a sprayed ID is never
-    heard again, so a peer whose ID rotates mid-flood still gets in. A window thus holds at most
-    ``new_per_minute + proven_per_minute`` new rows per scheme; every callback refused is counted."""
-
-    new_per_minute: int = 1_000
-    proven_per_minute: int = 250
-
-    @property
-    def rows_per_minute(self) -> int:
-        return self.new_per_minute + self.proven_per_minute
+log = logging.getLogger("agent.store")  # the store's one logger name, whichever module of it speaks
 
 
 @dataclass(frozen=True)
@@ -193,109 +68,6 @@ class ExposureRecord:
     score: float
     explanation: dict[str, object]
     computed_at: float
-
-
-class SightingAggregator:
-    """Folds raw sightings into per-(ID, window) aggregates in memory; O(1) per callback.
-
-    Keyed by ID alone, with the window inside the entry: an ID's callbacks arrive in time order, so a
-    callback for a new window closes the entry (it waits in ``_closed`` for the flush) — cheaper than a
-    tuple key per callback. A late callback for an old window just makes a second entry, which the
-    UPSERT merges. New IDs are admitted under ``FloodCap``; ``flood_dropped`` counts the callbacks refused.
-    """
-
-    def __init__(
-        self, window_seconds: int = SCAN_WINDOW_SECONDS, cap: FloodCap = FloodCap(), seed: int | None = None
-    ) -> None:
-        self.window_seconds = window_seconds
-        self.cap = cap
-        self._pending: dict[bytes, list] = {}  # type: ignore[type-arg]
-        self._closed: list[list] = []  # type: ignore[type-arg]
-        self._window = -1
-        self._current: set[bytes] = set()  # IDs admitted in the current window (survives a drain)
-        self._known: set[bytes] = set()  # IDs admitted in the previous window: always admitted again
-        self._admitted: dict[SchemeName, int] = {}
-        self._promoted: dict[SchemeName, int] = {}
-        self._candidates: list[bytes] = []  # new IDs past the cap, waiting to be heard again
-        self._waiting: set[bytes] = set()
-        self._rng = random.Random(seed)
-        self.flood_dropped = 0
-
-    def add(
-        self, scheme: SchemeName, ephemeral_id: bytes, time: float, rssi: int, tx_power: int | None, metadata: bytes
-    ) -> None:
-        """One advert callback. Flat arguments, not a RawSighting: this runs for every callback, and
-        building an object per callback would cost more than all the folding."""
-        t = int(time)
-        window = t - t % self.window_seconds
-        e = self._pending.get(ephemeral_id)
-        if e is None or e[8] != window:
-            if window > self._window:
-                self._new_window(window)
-            if ephemeral_id not in self._current:
-                if ephemeral_id not in self._known and not self._admit(scheme, ephemeral_id):
-                    self.flood_dropped += 1
-                    return
-                self._current.add(ephemeral_id)
-            if e is not None:
-                self._closed.append(e)
-            self._pending[ephemeral_id] = [1, rssi, rssi, rssi, tx_power, metadata, t, t, window, scheme, ephemeral_id]
-            return
-        e[0] += 1
-        if rssi < e[1]:
-            e[1] = rssi
-        elif rssi > e[2]:
-            e[2] = rssi
-        e[3] += rssi
-        if t > e[7]:
-            e[7] = t
-
-    def _new_window(self, window: int) -> None:
-        """The first callback of a later window: this window's IDs become the known ones."""
-        self._known, self._current = self._current, set()
-        self._window = window
-        self._admitted.clear()
-        self._promoted.clear()
-        self._candidates.clear()
-        self._waiting.clear()
-
-    def _admit(self, scheme: SchemeName, ephemeral_id: bytes) -> bool:
-        limit = self.cap.new_per_minute
-        admitted = self._admitted.get(scheme, 0)
-        if admitted < limit:
-            self._admitted[scheme] = admitted + 1
-            return True
-        if ephemeral_id in self._waiting:
-            promoted = self._promoted.get(scheme, 0)
-            if promoted >= self.cap.proven_per_minute:
-                return False
-            self._waiting.discard(ephemeral_id)
-            self._promoted[scheme] = promoted + 1
-            return True
-        if len(self._candidates) < limit:
-            self._candidates.append(ephemeral_id)
-        else:  # O(1) random eviction; an entry already promoted may be evicted harmlessly
-            i = self._rng.randrange(limit)
-            self._waiting.discard(self._candidates[i])
-            self._candidates[i] = ephemeral_id
-        self._waiting.add(ephemeral_id)
-        return False
-
-    def add_sighting(self, s: RawSighting) -> None:
-        self.add(s.scheme, s.ephemeral_id, s.time, s.rssi, s.tx_power, s.metadata)
-
-    def __len__(self) -> int:
-        return len(self._pending) + len(self._closed)
-
-    def drain(self) -> list[tuple[object, ...]]:
-        """Rows ready for the UPSERT, emptying the buffer."""
-        entries = self._closed
-        entries.extend(self._pending.values())
-        self._pending, self._closed = {}, []
-        return [
-            (e[10], e[8], SCHEME_CODES[e[9]], e[0], e[1], e[2], e[3], e[4], e[5] or None, e[6] - e[8], e[7] - e[8])
-            for e in entries
-        ]
 
 
 class Store:
@@ -323,13 +95,13 @@ class Store:
         created = not path.exists()
         try:
             store = cls._open(path, created, check_integrity=move_aside_corrupt)
-        except _Corrupt as exc:
+        except Corrupt as exc:
             store = cls._open(path, True)
             store.moved_aside = exc.aside
             return store
         except sqlite3.DatabaseError as exc:
             if created:
-                _remove_database(path)
+                remove_database(path)
             name = getattr(exc, "sqlite_errorname", "")
             if name.startswith("SQLITE_BUSY"):
                 raise StoreError(f"{path}: {write_failure_cause(exc)}") from None
@@ -340,13 +112,13 @@ class Store:
                 raise StoreError(
                     f"{path}: not a usable SQLite database ({exc}); move it aside to start afresh"
                 ) from None
-            aside = _move_aside(path, f"not a usable SQLite database ({exc})")
+            aside = move_aside(path, f"not a usable SQLite database ({exc})")
             store = cls._open(path, True)
             store.moved_aside = aside
             return store
         except OSError as exc:
             if created:
-                _remove_database(path)
+                remove_database(path)
             raise StoreUnusable(f"{path}: cannot create the database ({write_failure_cause(exc)})") from None
         return store
 
@@ -362,10 +134,10 @@ class Store:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
                 store = cls(sqlite_utils.Database(conn), path)
-                problem = store._integrity_problem() if check_integrity and not create else None
+                problem = integrity_problem(conn) if check_integrity and not create else None
                 if problem is not None:  # before anything writes to it: the file is kept as it was found
                     conn.close()
-                    raise _Corrupt(_move_aside(path, problem))
+                    raise Corrupt(move_aside(path, problem))
                 store._migrate()
                 with store.transaction():  # prove we can lock and write here now, not at the first flush
                     conn.execute("PRAGMA user_version=" + str(SCHEMA_VERSION))
@@ -375,17 +147,6 @@ class Store:
         finally:
             os.umask(old_umask)
         return store
-
-    def _integrity_problem(self) -> str | None:
-        """``PRAGMA quick_check`` (the b-tree structure, not the slow index cross-check): None when sound."""
-        try:
-            rows = self.db.conn.execute("PRAGMA quick_check").fetchall()
-        except sqlite3.DatabaseError as exc:
-            return f"integrity check failed ({exc})"
-        if rows == [("ok",)]:
-            return None
-        first = " ".join(str(rows[0][0]).split())[:160]
-        return f"integrity check failed ({len(rows)} problem(s): {first})"
 
     def _migrate(self) -> None:
         conn = self.db.conn
@@ -436,14 +197,14 @@ class Store:
             return 0
         try:
             with self.transaction() as conn:
-                conn.executemany(_UPSERT, rows)
+                conn.executemany(UPSERT, rows)
         except sqlite3.OperationalError as exc:
             cause = write_failure_cause(exc, self.path.parent)
             if self.write_error is None:
                 log.error(
                     "store: cannot write sightings (%s); keeping up to %d windows in memory until it can",
                     cause,
-                    MAX_UNWRITTEN_WINDOWS,
+                    aggregation.MAX_UNWRITTEN_WINDOWS,
                 )
             self.write_error = cause
             if not self._unwritten:
@@ -460,26 +221,7 @@ class Store:
         return len(self._unwritten)
 
     def _hold(self, rows: Iterable[tuple[object, ...]]) -> None:
-        """Fold rows into the in-memory backlog as the UPSERT would; new windows past the bound are dropped."""
-        held = self._unwritten
-        for row in rows:
-            key = (row[0], row[1])
-            old = held.get(key)
-            if old is None:
-                if len(held) >= MAX_UNWRITTEN_WINDOWS:
-                    self.unwritten_dropped += 1
-                    continue
-                held[key] = list(row[2:])
-                continue
-            _, count, rmin, rmax, rsum, tx, meta, first, last = row[2:]
-            old[1] = old[1] + count  # type: ignore[operator]
-            old[2] = min(old[2], rmin)  # type: ignore[type-var]
-            old[3] = max(old[3], rmax)  # type: ignore[type-var]
-            old[4] = old[4] + rsum  # type: ignore[operator]
-            old[5] = old[5] if old[5] is not None else tx
-            old[6] = old[6] if old[6] is not None else meta
-            old[7] = min(old[7], first)  # type: ignore[type-var]
-            old[8] = max(old[8], last)  # type: ignore[type-var]
+        self.unwritten_dropped += hold_rows(self._unwritten, rows)
 
     def add_windows(self, windows: Iterable[SightingWindow]) -> int:
         rows = [
@@ -499,7 +241,7 @@ class Store:
             for w in windows
         ]
         with self.transaction() as conn:
-            conn.executemany(_UPSERT, rows)
+            conn.executemany(UPSERT, rows)
         return len(rows)
 
     def windows(
@@ -655,29 +397,6 @@ class Store:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.parent.glob(DB_FILE + "*") if p.is_file())
-
-
-def _remove_database(path: Path) -> None:
-    """Undo a database this open created, so a refused start leaves nothing half-written."""
-    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:  # a read-only directory: the create failed too, so nothing is there
-            log.debug("cannot remove %s: %s", p.name, exc)
-
-
-def _move_aside(path: Path, problem: str) -> Path:
-    """Rename a corrupt database (with its WAL) out of the way: kept for a post-mortem, never deleted."""
-    aside = path.with_name(f"{path.name}{CORRUPT_SUFFIX}{int(time.time())}")
-    for suffix in ("-wal", "-shm"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            os.replace(side, aside.with_name(aside.name + suffix))
-    os.replace(path, aside)
-    log.error("store: %s: %s; moved it aside to %s and started an empty store", path, problem, aside.name)
-    return aside
 
 
 def _window(row: tuple) -> SightingWindow:  # type: ignore[type-arg]

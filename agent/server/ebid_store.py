@@ -1,0 +1,219 @@
+"""The backend store's EBID tables: enrolment codes, challenges, registrations and their access tokens,
+broadcast keys, and the exposures reported to registered devices.
+
+Why it exists: the EBID scheme keeps state per registered pseudonym (the GAEN/DP-3T side keeps only
+published keys), so its SQL is a concept of its own; it is mixed into ``agent.server.db.ServerStore`` and
+shares its connection and transactions (``agent.server.tables``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.clock import day_of
+from agent.protocol import wire
+from agent.server.tables import Rollback, Spent, Tables
+
+
+@dataclass(frozen=True)
+class Registration:
+    id: int
+    client_id: str
+    secret_hash: bytes
+    puid: bytes
+    tx_power: int | None = None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A contact of a registered device, reported by someone diagnosed (here or via federation).
+    ``source`` is a random id per report: the rows of one report are one person, as a key is in GAEN."""
+
+    source: str
+    period: int
+    time: float
+    scans: tuple[wire.ScanRecord, ...]
+
+
+class EbidTables(Tables):
+    """The EBID half of ``ServerStore``."""
+
+    def add_enrolment_codes(self, hashes: Iterable[bytes], expires: float) -> None:
+        self._db.executemany(
+            "INSERT INTO enrolment_codes (hash, expires) VALUES (?, ?)", [(h, expires) for h in hashes]
+        )
+
+    def enrolment_code(self, code_hash: bytes, now: float) -> Spent | None:
+        """None when the code can be used."""
+        row = self._one("SELECT used, expires FROM enrolment_codes WHERE hash = ?", (code_hash,))
+        if row is None:
+            return Spent.UNKNOWN
+        if row[0] is not None:
+            return Spent.USED
+        return Spent.EXPIRED if row[1] <= now else None
+
+    def add_challenge(self, challenge: bytes, expires: float, now: float, limit: int) -> bool:
+        """Keep a new challenge unless ``limit`` unexpired ones are open (expired ones are dropped first)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM challenges WHERE expires <= ?", (now,))
+            if db.execute("SELECT COUNT(*) FROM challenges").fetchone()[0] >= limit:
+                return False
+            db.execute("INSERT INTO challenges VALUES (?, ?)", (challenge, expires))
+        return True
+
+    def challenge_valid(self, challenge: bytes, now: float) -> bool:
+        return self._one("SELECT 1 FROM challenges WHERE challenge = ? AND expires > ?", (challenge, now)) is not None
+
+    def register(
+        self,
+        challenge: bytes,
+        code_hash: bytes,
+        now: float,
+        client_id: str,
+        secret_hash: bytes,
+        puid: bytes,
+        tx_power: int | None = None,
+    ) -> bool:
+        """Spend the challenge and the enrolment code and create the registration, all or nothing."""
+        try:
+            with self._tx() as db:
+                cur = db.execute("DELETE FROM challenges WHERE challenge = ? AND expires > ?", (challenge, now))
+                if cur.rowcount != 1:
+                    raise Rollback
+                cur = db.execute(
+                    "UPDATE enrolment_codes SET used = ? WHERE hash = ? AND used IS NULL AND expires > ?",
+                    (now, code_hash, now),
+                )
+                if cur.rowcount != 1:
+                    raise Rollback
+                db.execute(
+                    "INSERT INTO registrations (client_id, secret_hash, puid, created, tx_power, seen_day)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (client_id, secret_hash, puid, now, tx_power, day_of(now)),
+                )
+                self._count(db, "ebid_registrations", now)
+        except Rollback:
+            return False
+        return True
+
+    def registration_by_client(self, client_id: str) -> Registration | None:
+        row = self._one("SELECT id, client_id, secret_hash, puid FROM registrations WHERE client_id = ?", (client_id,))
+        return None if row is None else Registration(row[0], row[1], bytes(row[2]), bytes(row[3]))
+
+    def registrations_by_puid(self, puids: Iterable[bytes]) -> dict[bytes, int]:
+        wanted = list(set(puids))
+        out: dict[bytes, int] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for puid, rid in self._db.execute(f"SELECT puid, id FROM registrations WHERE puid IN ({marks})", chunk):
+                out[bytes(puid)] = rid
+        return out
+
+    def registration(self, registration_id: int) -> Registration | None:
+        row = self._one(
+            "SELECT id, client_id, secret_hash, puid, tx_power FROM registrations WHERE id = ?", (registration_id,)
+        )
+        return None if row is None else Registration(row[0], row[1], bytes(row[2]), bytes(row[3]), row[4])
+
+    def erase_registration(self, registration_id: int) -> None:
+        """Forget the pseudonym: its PUID, tokens and exposures go (the device must register again)."""
+        self._db.execute("DELETE FROM registrations WHERE id = ?", (registration_id,))
+
+    def seen(self, registration_id: int, day: int) -> None:
+        """The device behind a registration was heard from on ``day`` (the UTC day only, nothing finer)."""
+        self._db.execute(
+            "UPDATE registrations SET seen_day = ? WHERE id = ? AND seen_day < ?", (day, registration_id, day)
+        )
+
+    def purge_silent_registrations(self, oldest_day: int) -> int:
+        """Forget registrations not heard from since before ``oldest_day`` (their tokens and exposures go
+        with them); how many went."""
+        return self._db.execute("DELETE FROM registrations WHERE seen_day < ?", (oldest_day,)).rowcount
+
+    def add_access_token(self, token_hash: bytes, registration_id: int, expires: float) -> None:
+        self._db.execute("INSERT INTO access_tokens VALUES (?, ?, ?)", (token_hash, registration_id, expires))
+
+    def access_token(self, token_hash: bytes, now: float) -> int | None:
+        row = self._one("SELECT registration_id FROM access_tokens WHERE hash = ? AND expires > ?", (token_hash, now))
+        return None if row is None else row[0]
+
+    def count_status_poll(self, registration_id: int, day: int, limit: int) -> int | None:
+        """Count one status poll on UTC ``day``; the number of polls left today, or None when the limit
+        was already reached (nothing is counted then)."""
+        with self._tx() as db:
+            row = db.execute("SELECT poll_day, polls FROM registrations WHERE id = ?", (registration_id,)).fetchone()
+            polls = row[1] if row[0] == day else 0
+            if polls >= limit:
+                return None
+            db.execute(
+                "UPDATE registrations SET poll_day = ?, polls = ? WHERE id = ?", (day, polls + 1, registration_id)
+            )
+            return limit - polls - 1
+
+    # ---- EBID: broadcast keys and exposures ----------------------------------------------------------
+
+    def broadcast_keys(self, periods: Sequence[int], new_key: Callable[[], bytes]) -> dict[int, bytes]:
+        """BK_t for each period, creating missing ones with ``new_key()``."""
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO broadcast_keys VALUES (?, ?)", [(p, new_key()) for p in periods])
+            return self._bks(db, periods)
+
+    def existing_broadcast_keys(self, periods: Iterable[int]) -> dict[int, bytes]:
+        return self._bks(self._db, list(set(periods)))
+
+    @staticmethod
+    def _bks(db: sqlite3.Connection, periods: Sequence[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for i in range(0, len(periods), 500):
+            chunk = list(periods[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for p, k in db.execute(f"SELECT period, key FROM broadcast_keys WHERE period IN ({marks})", chunk):
+                out[p] = bytes(k)
+        return out
+
+    def file_report(
+        self,
+        token_hash: bytes,
+        now: float,
+        rows: Sequence[tuple[int, Exposure]],
+        forwards: Sequence[tuple[int, bytes]],
+    ) -> bool:
+        """Spend the upload token, store the (registration id, exposure) rows and queue the forwards for
+        other countries, all or nothing; False (and nothing stored) if the token was spent meanwhile."""
+        with self._tx() as db:
+            if not self._spend_upload_token(db, token_hash, now):
+                return False
+            self._insert_exposures(db, rows, now)
+            db.executemany(
+                "INSERT INTO outbox (country_code, body, created, next_attempt) VALUES (?, ?, ?, ?)",
+                [(cc, body, now, now) for cc, body in forwards],
+            )
+            return True
+
+    def accept_forward(self, message_id: str, now: float, rows: Sequence[tuple[int, Exposure]]) -> bool:
+        """Store a peer's forwarded exposures once per message id; False for a message seen before (a
+        retry after a lost answer), which then changes nothing."""
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO federation_seen VALUES (?, ?)", (message_id, now))
+            if cur.rowcount != 1:
+                return False
+            self._insert_exposures(db, rows, now)
+            return True
+
+    @staticmethod
+    def _insert_exposures(db: sqlite3.Connection, rows: Sequence[tuple[int, Exposure]], now: float) -> None:
+        db.executemany(
+            "INSERT INTO exposures VALUES (?, ?, ?, ?, ?, ?)",
+            [(rid, e.source, e.period, e.time, json.dumps(wire.scans_body(e.scans)), now) for rid, e in rows],
+        )
+
+    def exposures_of(self, registration_id: int) -> list[Exposure]:
+        rows = self._db.execute(
+            "SELECT source, period, time, scans FROM exposures WHERE registration_id = ? ORDER BY time",
+            (registration_id,),
+        ).fetchall()
+        return [Exposure(r[0], r[1], r[2], wire.parse_scans(json.loads(r[3]), "scans")) for r in rows]

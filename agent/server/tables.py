@@ -1,0 +1,161 @@
+"""The backend database's layout and the primitives every part of the backend store builds on.
+
+Why it exists: the schema and its migration steps are one list that must stay in one place (the portal's
+tables are step 2 of it), and the connection, transaction, daily-count and upload-token helpers are shared
+by the GAEN/DP-3T side (``agent.server.db``) and the EBID side (``agent.server.ebid_store``) of
+``ServerStore``; keeping them here lets each side be a module of its own.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from agent.paths import ensure_private_dir
+
+DB_FILE = "backend.db"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tans (
+    hash BLOB PRIMARY KEY, expires REAL NOT NULL, onset_day INTEGER, used REAL);
+CREATE TABLE IF NOT EXISTS upload_tokens (
+    hash BLOB PRIMARY KEY, expires REAL NOT NULL, onset_day INTEGER, fake INTEGER NOT NULL, used REAL);
+CREATE TABLE IF NOT EXISTS published_keys (
+    scheme TEXT NOT NULL, key_data BLOB NOT NULL, rolling_start INTEGER NOT NULL,
+    rolling_period INTEGER NOT NULL, risk_level INTEGER NOT NULL, report_type INTEGER NOT NULL,
+    days_since_onset INTEGER, tag_ms INTEGER NOT NULL, PRIMARY KEY (scheme, key_data));
+CREATE INDEX IF NOT EXISTS published_keys_tag ON published_keys (scheme, tag_ms);
+CREATE TABLE IF NOT EXISTS enrolment_codes (hash BLOB PRIMARY KEY, expires REAL NOT NULL, used REAL);
+CREATE TABLE IF NOT EXISTS challenges (challenge BLOB PRIMARY KEY, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS registrations (
+    id INTEGER PRIMARY KEY, client_id TEXT UNIQUE NOT NULL, secret_hash BLOB NOT NULL,
+    puid BLOB UNIQUE NOT NULL, created REAL NOT NULL, poll_day INTEGER NOT NULL DEFAULT -1,
+    polls INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS access_tokens (
+    hash BLOB PRIMARY KEY,
+    registration_id INTEGER NOT NULL REFERENCES registrations(id) ON DELETE CASCADE,
+    expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS broadcast_keys (period INTEGER PRIMARY KEY, key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS exposures (
+    registration_id INTEGER NOT NULL REFERENCES registrations(id) ON DELETE CASCADE, source TEXT NOT NULL,
+    period INTEGER NOT NULL, time REAL NOT NULL, scans TEXT NOT NULL, reported REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS exposures_registration ON exposures (registration_id);
+CREATE TABLE IF NOT EXISTS federation_seen (id TEXT PRIMARY KEY, received REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, country_code INTEGER NOT NULL, body BLOB NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL);
+"""
+# Each step brings the store from its position's version to the next (step 0: version 1 -> 2). A step
+# only adds tables or columns, so a store that a newer step has not touched yet keeps all its data.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 2: the health authority's portal (agent/server/portal). Issued TANs point at the TAN's hash only;
+    # nothing links an issued TAN, an officer or an audit entry to an upload token or an upload.
+    (
+        """CREATE TABLE officers (
+            id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, password_hash TEXT NOT NULL, totp_secret TEXT,
+            disabled INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+            locked_until REAL NOT NULL DEFAULT 0, totp_last_step INTEGER NOT NULL DEFAULT -1,
+            created REAL NOT NULL)""",
+        """CREATE TABLE officer_sessions (
+            hash BLOB PRIMARY KEY, officer_id INTEGER NOT NULL REFERENCES officers(id) ON DELETE CASCADE,
+            expires REAL NOT NULL)""",
+        """CREATE TABLE api_tokens (
+            hash BLOB PRIMARY KEY, officer_id INTEGER NOT NULL REFERENCES officers(id) ON DELETE CASCADE,
+            created REAL NOT NULL)""",
+        """CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+            detail TEXT NOT NULL)""",
+        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TABLE issued_tans (
+            id INTEGER PRIMARY KEY, tan_hash BLOB UNIQUE NOT NULL, officer TEXT NOT NULL, issued_hour REAL NOT NULL,
+            expires REAL NOT NULL, report_type TEXT NOT NULL, note TEXT NOT NULL, state TEXT)""",
+        "CREATE TABLE daily_counts (day INTEGER NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, "
+        "PRIMARY KEY (day, name))",
+    ),
+    # 3: EBID devices declare their TX power at registration (the advert no longer carries it), and a
+    # registration keeps only the UTC day it was last seen, so silent ones can be purged.
+    (
+        "ALTER TABLE registrations ADD COLUMN tx_power INTEGER",
+        "ALTER TABLE registrations ADD COLUMN seen_day INTEGER NOT NULL DEFAULT -1",
+    ),
+)
+SCHEMA_VERSION = 1 + len(MIGRATIONS)
+
+
+class Rollback(Exception):
+    """Raised inside a transaction to undo it."""
+
+
+class Spent(StrEnum):
+    """Why a one-time code or token was refused."""
+
+    UNKNOWN = "unknown"
+    USED = "already used"
+    EXPIRED = "expired"
+
+
+class Tables:
+    """The backend database's connection, opened and migrated; ``ServerStore`` is built on it."""
+
+    def __init__(self, path: Path) -> None:
+        ensure_private_dir(path.parent)
+        fresh = not path.exists()
+        if fresh:
+            path.touch(mode=0o600)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{path}: store schema {version} is newer than this backend ({SCHEMA_VERSION})")
+        with self._tx() as db:
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                db.execute(statement)
+            for step in MIGRATIONS[max(version, 1) - 1 :]:
+                for statement in step:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        row = self._db.execute(sql, args).fetchone()
+        return row
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, name: str, now: float, n: int = 1) -> None:
+        db.execute(
+            "INSERT INTO daily_counts VALUES (?, ?, ?) ON CONFLICT (day, name) DO UPDATE SET count = count + ?",
+            (int(now // 86_400), name, n, n),
+        )
+
+    def _spend_upload_token(self, db: sqlite3.Connection, token_hash: bytes, now: float) -> bool:
+        """Spend the token; a real one (not dummy traffic) counts as one upload today."""
+        cur = db.execute(
+            "UPDATE upload_tokens SET used = ? WHERE hash = ? AND used IS NULL AND expires > ? RETURNING fake",
+            (now, token_hash, now),
+        )
+        spent = cur.fetchall()
+        if spent and not spent[0][0]:
+            self._count(db, "uploads", now)
+        return bool(spent)
