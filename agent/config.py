@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,8 @@ from agent.calibration import Calibration, adapter_model_keys, load_table, read_
 from agent.configfile import ConfigError, build, read_toml
 from agent.protocol import transport
 from agent.risk import RiskSettings
+from agent.sync.client import tls_context
+from agent.sync.errors import NotConfigured
 from agent.sync.settings import KeyServer, SyncSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
@@ -214,14 +215,7 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
             _public_key(b.key_server_public_key, "backend.key_server_public_key"),
             b.key_server_key_id,
         )
-    if b.ca_file:
-        try:
-            ssl.create_default_context(cafile=b.ca_file)  # a missing or garbled CA file stops the agent here
-        except FileNotFoundError:
-            raise ConfigError(f"backend.ca_file: {b.ca_file}: no such file") from None
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(f"backend.ca_file: cannot load {b.ca_file}: {exc}") from None
-    return SyncSettings(
+    settings = SyncSettings(
         base_url=b.url.rstrip("/"),
         public_key=public,
         key_id=b.key_id,
@@ -232,6 +226,12 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         key_server=key_server,
         ca_file=b.ca_file,
     )
+    if settings.ca_file:
+        try:
+            tls_context(settings)  # a missing or garbled CA file stops the agent here, named
+        except NotConfigured as exc:
+            raise ConfigError(str(exc)) from None
+    return settings
 
 
 def insecure_transport_warning(config: AgentConfig) -> str | None:

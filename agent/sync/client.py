@@ -39,7 +39,9 @@ def tls_context(settings: SyncSettings) -> ssl.SSLContext:
     (``create_default_context`` loads the system store only when given no CA of its own)."""
     try:
         return ssl.create_default_context(cafile=settings.ca_file or None)
-    except (OSError, ssl.SSLError) as exc:
+    except FileNotFoundError:
+        raise NotConfigured(f"backend.ca_file: {settings.ca_file}: no such file") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
         raise NotConfigured(f"backend.ca_file: cannot load {settings.ca_file}: {exc}") from None
 
 
