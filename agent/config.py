@@ -61,7 +61,9 @@ class BackendSection:
     """``url``/``public_key``/``key_id``: our backend and the key that signs its lists (``proxitrace backend
     keygen`` prints both values). ``key_server_*``: optionally also follow a plain GAEN key server (its
     ``index.txt`` URL, public key and the ``verification_key_id`` its exports are signed under).
-    ``status_interval_seconds``: how often EBID mode asks for its risk verdict (the backend allows a few a day)."""
+    ``status_interval_seconds``: how often EBID mode asks for its risk verdict (the backend allows a few a day).
+    ``submission_spread_seconds``: an EBID report's separate submissions are spread over this long.
+    ``dummy_traffic``/``dummy_mean_interval_seconds``: fake reports at random intervals (DP-3T's design)."""
 
     url: str = ""
     public_key: str = ""
@@ -72,6 +74,9 @@ class BackendSection:
     key_server_public_key: str = ""
     key_server_key_id: str = ""
     status_interval_seconds: int = 21_600
+    submission_spread_seconds: float = 600.0
+    dummy_traffic: bool = True
+    dummy_mean_interval_seconds: float = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,9 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         status_interval_seconds=float(b.status_interval_seconds),
         retention_days=config.agent.retention_days,
         key_server=key_server,
+        submission_spread_seconds=float(b.submission_spread_seconds),
+        dummy_traffic=b.dummy_traffic,
+        dummy_mean_interval_seconds=float(b.dummy_mean_interval_seconds),
     )
 
 
@@ -249,5 +257,9 @@ def _check(config: AgentConfig) -> None:
         raise ConfigError("agent.flush_seconds: must be between 0.1 and 300")
     if not 1 <= config.agent.retention_days <= 60:
         raise ConfigError("agent.retention_days: must be between 1 and 60")
+    if not 0 <= config.backend.submission_spread_seconds <= 86_400:
+        raise ConfigError("backend.submission_spread_seconds: must be between 0 and 86400")
+    if not 60 <= config.backend.dummy_mean_interval_seconds <= 30 * 86_400:
+        raise ConfigError("backend.dummy_mean_interval_seconds: must be between 60 and 2592000")
     if not ble.scan_adapters:
         raise ConfigError('ble.scan_adapters: name at least one adapter (or "auto")')

@@ -149,16 +149,18 @@ def blind_with(pk: rsa.RSAPublicKey, input_msg: bytes, salt: bytes, r: int) -> B
 
 
 def blind_sign(sk: rsa.RSAPrivateKey, blinded_msg: bytes) -> bytes:
-    """BlindSign: RSASP1 on the blinded message, then the signer's own check (fault attacks)."""
+    """BlindSign: RSASP1 on the blinded message (in its CRT form, RFC 8017 §5.1.2 2.b, four times
+    faster than one exponentiation mod n), then the signer's own check against fault attacks."""
     numbers = sk.private_numbers()
-    n, e, d = numbers.public_numbers.n, numbers.public_numbers.e, numbers.d
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
     k = modulus_len(sk.public_key())
     if len(blinded_msg) != k:
         raise BlindSignatureError("unexpected input size")
     m = _os2ip(blinded_msg)
     if not 0 <= m < n:
         raise BlindSignatureError("message representative out of range")
-    s = pow(m, d, n)
+    s1, s2 = pow(m, numbers.dmp1, numbers.p), pow(m, numbers.dmq1, numbers.q)
+    s = s2 + numbers.q * ((numbers.iqmp * (s1 - s2)) % numbers.p)
     if pow(s, e, n) != m:
         raise BlindSignatureError("signing failure")
     return _i2osp(s, k)

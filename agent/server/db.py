@@ -1,7 +1,7 @@
 """The backend's own SQLite store: the only module that writes SQL.
 
 The server's promises rest on this file, so each is a single statement or transaction: a TAN, upload
-token, enrolment code or challenge is spent with ``UPDATE … WHERE used IS NULL`` (two racing requests
+token, enrolment code or challenge is spent with ``UPDATE … WHERE spent = 0`` (two racing requests
 cannot both win), and a request that fails validation writes nothing. The store keeps no IP address, no
 TAN or token in clear (SHA-256 only), and no EBID: a report is kept as the PUID's exposure rows.
 """
@@ -9,6 +9,7 @@ TAN or token in clear (SHA-256 only), and no EBID: a report is kept as the PUID'
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,8 +24,7 @@ from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 
 DB_FILE = "backend.db"
-SCHEMA_VERSION = 1
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tans (
     hash BLOB PRIMARY KEY, expires REAL NOT NULL, onset_day INTEGER, used REAL);
@@ -55,6 +55,33 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, country_code INTEGER NOT NULL, body BLOB NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL);
 """
+_UNLINKABLE = """
+ALTER TABLE tans ADD COLUMN spent INTEGER NOT NULL DEFAULT 0;
+UPDATE tans SET spent = used IS NOT NULL;
+ALTER TABLE tans DROP COLUMN used;
+ALTER TABLE upload_tokens ADD COLUMN spent INTEGER NOT NULL DEFAULT 0;
+UPDATE upload_tokens SET spent = used IS NOT NULL;
+ALTER TABLE upload_tokens DROP COLUMN used;
+ALTER TABLE enrolment_codes ADD COLUMN spent INTEGER NOT NULL DEFAULT 0;
+UPDATE enrolment_codes SET spent = used IS NOT NULL;
+ALTER TABLE enrolment_codes DROP COLUMN used;
+ALTER TABLE registrations DROP COLUMN created;
+CREATE TABLE exposures_by_pseudonym (
+    registration_id INTEGER NOT NULL REFERENCES registrations(id) ON DELETE CASCADE,
+    period INTEGER NOT NULL, time REAL NOT NULL, scans TEXT NOT NULL,
+    PRIMARY KEY (registration_id, period, time, scans)) WITHOUT ROWID;
+INSERT OR IGNORE INTO exposures_by_pseudonym SELECT registration_id, period, time, scans FROM exposures;
+DROP TABLE exposures;
+ALTER TABLE exposures_by_pseudonym RENAME TO exposures;
+CREATE TABLE spent_submission_tokens (hash BLOB PRIMARY KEY) WITHOUT ROWID;
+"""
+"""Schema 2, a backend that cannot link (issue 13): no time a code, TAN or token was spent (a flag
+instead), no registration time, exposures kept per pseudonym with no report id or report time, in
+primary-key order rather than arrival order (WITHOUT ROWID), and spent submission tokens as bare hashes."""
+
+_MIGRATIONS = (_SCHEMA_V1, _UNLINKABLE)
+"""Step i takes the store from user_version i to i + 1; a new step is appended, never edited."""
+SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class _Rollback(Exception):
@@ -85,10 +112,10 @@ class Registration:
 
 @dataclass(frozen=True)
 class Exposure:
-    """A contact of a registered device, reported by someone diagnosed (here or via federation).
-    ``source`` is a random id per report: the rows of one report are one person, as a key is in GAEN."""
+    """A contact of a registered device, reported by someone diagnosed (here or via federation): one
+    submission, one EBID heard in one period. Nothing says which report or reporter it came from, so the
+    risk model scores each exposure as its own source."""
 
-    source: str
     period: int
     time: float
     scans: tuple[wire.ScanRecord, ...]
@@ -114,15 +141,18 @@ class ServerStore:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path}: store schema {version} is newer than this backend ({SCHEMA_VERSION})")
+        self._db.execute("PRAGMA secure_delete=ON")  # spent rows leave no readable trace in free pages
+        self._db.execute("PRAGMA foreign_keys=OFF")  # a migration rebuilds tables others refer to
         with self._tx() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
+            for step in _MIGRATIONS[version:]:
+                for statement in filter(str.strip, step.split(";")):
+                    db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         self._db.close()
@@ -165,14 +195,12 @@ class ServerStore:
         """Spend the TAN and create its upload token in one transaction: (onset day, None) on success,
         else (None, why)."""
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE tans SET used = ? WHERE hash = ? AND used IS NULL AND expires > ?", (now, code_hash, now)
-            )
-            row = db.execute("SELECT onset_day, used, expires FROM tans WHERE hash = ?", (code_hash,)).fetchone()
+            cur = db.execute("UPDATE tans SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?", (code_hash, now))
+            row = db.execute("SELECT onset_day, spent, expires FROM tans WHERE hash = ?", (code_hash,)).fetchone()
             if cur.rowcount != 1:
                 if row is None:
                     return None, Spent.UNKNOWN
-                return None, (Spent.USED if row[1] is not None else Spent.EXPIRED)
+                return None, (Spent.USED if row[1] else Spent.EXPIRED)
             db.execute(
                 "INSERT INTO upload_tokens (hash, expires, onset_day, fake) VALUES (?, ?, ?, 0)",
                 (token_hash, token_expires, row[0]),
@@ -185,10 +213,10 @@ class ServerStore:
         )
 
     def upload_token(self, token_hash: bytes, now: float) -> UploadToken | Spent:
-        row = self._one("SELECT onset_day, fake, used, expires FROM upload_tokens WHERE hash = ?", (token_hash,))
+        row = self._one("SELECT onset_day, fake, spent, expires FROM upload_tokens WHERE hash = ?", (token_hash,))
         if row is None:
             return Spent.UNKNOWN
-        if row[2] is not None:
+        if row[2]:
             return Spent.USED
         if row[3] <= now:
             return Spent.EXPIRED
@@ -196,8 +224,8 @@ class ServerStore:
 
     def _spend_upload_token(self, db: sqlite3.Connection, token_hash: bytes, now: float) -> bool:
         cur = db.execute(
-            "UPDATE upload_tokens SET used = ? WHERE hash = ? AND used IS NULL AND expires > ?",
-            (now, token_hash, now),
+            "UPDATE upload_tokens SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?",
+            (token_hash, now),
         )
         return cur.rowcount == 1
 
@@ -257,10 +285,10 @@ class ServerStore:
 
     def enrolment_code(self, code_hash: bytes, now: float) -> Spent | None:
         """None when the code can be used."""
-        row = self._one("SELECT used, expires FROM enrolment_codes WHERE hash = ?", (code_hash,))
+        row = self._one("SELECT spent, expires FROM enrolment_codes WHERE hash = ?", (code_hash,))
         if row is None:
             return Spent.UNKNOWN
-        if row[0] is not None:
+        if row[0]:
             return Spent.USED
         return Spent.EXPIRED if row[1] <= now else None
 
@@ -280,14 +308,14 @@ class ServerStore:
                 if cur.rowcount != 1:
                     raise _Rollback
                 cur = db.execute(
-                    "UPDATE enrolment_codes SET used = ? WHERE hash = ? AND used IS NULL AND expires > ?",
-                    (now, code_hash, now),
+                    "UPDATE enrolment_codes SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?",
+                    (code_hash, now),
                 )
                 if cur.rowcount != 1:
                     raise _Rollback
                 db.execute(
-                    "INSERT INTO registrations (client_id, secret_hash, puid, created) VALUES (?, ?, ?, ?)",
-                    (client_id, secret_hash, puid, now),
+                    "INSERT INTO registrations (id, client_id, secret_hash, puid) VALUES (?, ?, ?, ?)",
+                    (secrets.randbits(62), client_id, secret_hash, puid),
                 )
         except _Rollback:
             return False
@@ -356,24 +384,34 @@ class ServerStore:
                 out[p] = bytes(k)
         return out
 
-    def file_report(
+    def file_submission(
         self,
         token_hash: bytes,
         now: float,
         rows: Sequence[tuple[int, Exposure]],
         forwards: Sequence[tuple[int, bytes]],
     ) -> bool:
-        """Spend the upload token, store the (registration id, exposure) rows and queue the forwards for
-        other countries, all or nothing; False (and nothing stored) if the token was spent meanwhile."""
+        """Remember the submission token's hash as spent, store the (registration id, exposure) rows and
+        queue the forwards, all or nothing; False (and nothing stored) if the token was spent before."""
         with self._tx() as db:
-            if not self._spend_upload_token(db, token_hash, now):
+            cur = db.execute("INSERT OR IGNORE INTO spent_submission_tokens VALUES (?)", (token_hash,))
+            if cur.rowcount != 1:
                 return False
-            self._insert_exposures(db, rows, now)
+            self._insert_exposures(db, rows)
             db.executemany(
                 "INSERT INTO outbox (country_code, body, created, next_attempt) VALUES (?, ?, ?, ?)",
                 [(cc, body, now, now) for cc, body in forwards],
             )
             return True
+
+    def spend_tan(self, code_hash: bytes, now: float) -> Spent | None:
+        """Spend a TAN that buys submission tokens; None on success, else why it was refused."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE tans SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?", (code_hash, now))
+            if cur.rowcount == 1:
+                return None
+            row = db.execute("SELECT spent FROM tans WHERE hash = ?", (code_hash,)).fetchone()
+            return Spent.UNKNOWN if row is None else (Spent.USED if row[0] else Spent.EXPIRED)
 
     def accept_forward(self, message_id: str, now: float, rows: Sequence[tuple[int, Exposure]]) -> bool:
         """Store a peer's forwarded exposures once per message id; False for a message seen before (a
@@ -382,22 +420,22 @@ class ServerStore:
             cur = db.execute("INSERT OR IGNORE INTO federation_seen VALUES (?, ?)", (message_id, now))
             if cur.rowcount != 1:
                 return False
-            self._insert_exposures(db, rows, now)
+            self._insert_exposures(db, rows)
             return True
 
     @staticmethod
-    def _insert_exposures(db: sqlite3.Connection, rows: Sequence[tuple[int, Exposure]], now: float) -> None:
+    def _insert_exposures(db: sqlite3.Connection, rows: Sequence[tuple[int, Exposure]]) -> None:
         db.executemany(
-            "INSERT INTO exposures VALUES (?, ?, ?, ?, ?, ?)",
-            [(rid, e.source, e.period, e.time, json.dumps(wire.scans_body(e.scans)), now) for rid, e in rows],
+            "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?)",
+            [(rid, e.period, e.time, json.dumps(wire.scans_body(e.scans))) for rid, e in rows],
         )
 
     def exposures_of(self, registration_id: int) -> list[Exposure]:
         rows = self._db.execute(
-            "SELECT source, period, time, scans FROM exposures WHERE registration_id = ? ORDER BY time",
+            "SELECT period, time, scans FROM exposures WHERE registration_id = ? ORDER BY time",
             (registration_id,),
         ).fetchall()
-        return [Exposure(r[0], r[1], r[2], wire.parse_scans(json.loads(r[3]), "scans")) for r in rows]
+        return [Exposure(r[0], r[1], wire.parse_scans(json.loads(r[2]), "scans")) for r in rows]
 
     # ---- federation outbox ---------------------------------------------------------------------------
 

@@ -53,13 +53,18 @@ class BackendClient:
         token: str | None = None,
         headers: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        raw: bytes | None = None,
     ) -> Response:
+        """``raw``: send these exact bytes as the JSON body (a padded submission) instead of ``body``."""
         h = dict(headers or {})
         if token:
             h["Authorization"] = f"Bearer {token}"
+        if raw is not None:
+            h["Content-Type"] = "application/json"
         where = urlsplit(url).netloc
         try:
-            async with self._session.request(method, url, json=body, headers=h) as r:
+            payload: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
+            async with self._session.request(method, url, headers=h, **payload) as r:
                 data = await _read(r, progress)
                 status, got = r.status, r.headers
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -110,8 +115,24 @@ class BackendClient:
     async def upload_keys(self, scheme: SchemeName, body: dict[str, Any], token: str) -> None:
         await self.request("POST", f"{self.base_url}/v2/{scheme.value}/exposed", body=body, token=token)
 
-    async def report_ebid(self, contacts: list[wire.ReportedContact], token: str) -> None:
-        await self.request("POST", f"{self.base_url}/v1/ebid/report", body=wire.contacts_body(contacts), token=token)
+    async def submission_key(self) -> wire.SubmissionKey:
+        return await self._call("GET", "/v1/ebid/submission-key", wire.parse_submission_key)
+
+    async def submission_tokens(self, tan: str | None, blinded: list[bytes], modulus_len: int) -> tuple[bytes, ...]:
+        """Blind signatures for ``blinded``, bought with ``tan`` (None: a fake request, dummy traffic)."""
+        return await self._call(
+            "POST",
+            "/v1/ebid/submission-tokens",
+            lambda b: wire.parse_blind_signatures(b, len(blinded), modulus_len),
+            wire.token_request_batch_body(tan, blinded),
+        )
+
+    async def submit(self, submission: bytes) -> None:
+        """One padded submission on a connection of its own (``Connection: close``: it is not reused,
+        so no two submissions share a connection the backend could tie them by)."""
+        await self.request(
+            "POST", f"{self.base_url}/v1/ebid/submissions", raw=submission, headers={"Connection": "close"}
+        )
 
     # ---- EBID accounts -------------------------------------------------------------------------------
 

@@ -30,13 +30,14 @@ from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
 from agent.exposure import ListOutcome, process_list
 from agent.keys import KeyRing
-from agent.protocol import proof_of_work, wire
+from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.risk import MAX_ATTENUATION_DB, RiskSettings, samples_from_sightings
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.sightings import SightingWindow
 from agent.store import ExposureRecord, Store
+from agent.sync import submissions
 from agent.sync.client import BackendClient, Progress
 from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.settings import SyncSettings
@@ -52,6 +53,7 @@ from agent.sync.verify import (
 log = logging.getLogger(__name__)
 
 CONTAGIOUS_DAYS_BEFORE_ONSET = 2
+SUBMISSION_ATTEMPTS = 5
 EBID_CREDENTIAL = "ebid"
 
 
@@ -359,8 +361,37 @@ class SyncService:
         return contacts
 
     async def report_ebid(self, tan: str, contacts: list[wire.ReportedContact]) -> None:
-        await self._client.report_ebid(contacts, await self.exchange_tan(tan))
-        log.info("EBID report uploaded")
+        """Buy blind-signed tokens with the TAN, then send each contact as a separate submission
+        (``agent.sync.submissions`` says why each step), over ``submission_spread_seconds``."""
+        key = (await self._client.submission_key()).public_key
+        pending = submissions.new_tokens(key, submissions.token_count(len(contacts)))
+        blind_sigs = await self._client.submission_tokens(
+            tan, [p.blinded.blinded_msg for p in pending], blind_rsa.modulus_len(key)
+        )
+        try:
+            tokens = submissions.finalize_tokens(key, pending, blind_sigs)
+        except blind_rsa.BlindSignatureError as exc:
+            raise SyncError(f"/v1/ebid/submission-tokens: the backend's blind signature is wrong ({exc})") from None
+        planned = submissions.plan(contacts, tokens, self.settings.submission_spread_seconds, self._rng)
+        await self._send_at(planned)
+        log.info("EBID report sent as %d separate submissions", len(planned))
+
+    async def _send_at(self, planned: list[submissions.PlannedSubmission]) -> None:
+        start = self._clock.now()
+        for p in planned:
+            await self._clock.sleep(max(0.0, start + p.at - self._clock.now()))
+            await self._submit_retrying(p.body)
+
+    async def _submit_retrying(self, body: bytes) -> None:
+        """A submission the backend could not take now is retried (a token is only spent when stored)."""
+        for attempt in range(SUBMISSION_ATTEMPTS):
+            try:
+                await self._client.submit(body)
+                return
+            except BackendUnavailable as exc:
+                if attempt == SUBMISSION_ATTEMPTS - 1:
+                    raise
+                await self._clock.sleep(exc.retry_after or backoff_delay(attempt, 1.0, 60.0))
 
     async def ask_risk_verdict(self) -> wire.RiskVerdict:
         """Ask the backend; an at-risk verdict is stored as an exposure with its explanation, and the

@@ -20,7 +20,10 @@ class KeyServer:
 @dataclass(frozen=True)
 class SyncSettings:
     """``public_key`` None: reports and EBID registration work, but no list can be verified (so none is
-    pulled). ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure."""
+    pulled). ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure.
+    ``submission_spread_seconds``: an EBID report's separate submissions go at uniform random times over
+    this long. ``dummy_traffic``: the daemon makes fake reports (same sizes, same timing) at exponential
+    intervals of mean ``dummy_mean_interval_seconds``, so a real report does not stand out on the wire."""
 
     base_url: str
     public_key: ec.EllipticCurvePublicKey | None
@@ -32,3 +35,6 @@ class SyncSettings:
     max_retry_seconds: float = 3600.0
     retention_days: int = 14
     key_server: KeyServer | None = None
+    submission_spread_seconds: float = 600.0
+    dummy_traffic: bool = True
+    dummy_mean_interval_seconds: float = 86_400.0
