@@ -59,15 +59,18 @@ RiskScorer = Callable[[Sequence[Exposure], float], ScoredRisk]
 
 
 def issue_enrolment_codes(store: ServerStore, now: float, valid_seconds: int, count: int) -> tuple[list[str], float]:
-    """New enrolment codes and their expiry (shared by the admin endpoint and the CLI)."""
+    """New enrolment codes and their expiry (shared by the admin endpoint and the CLI). The expiry is the
+    end of the UTC day the validity ends in: an exact expiry minus the validity is the issue time, which
+    the first access token's time would match (the code given to a person would then name their pseudonym)."""
     if not 1 <= count <= 10_000:
         raise ApiError(400, "count: between 1 and 10000")
     if valid_seconds <= 0:
         raise ApiError(400, "validity must be positive")
     issued = [codes.new_code() for _ in range(count)]
-    store.add_enrolment_codes((codes.code_hash(codes.normalise_code(c) or "") for c in issued), now + valid_seconds)
+    expires = start_of_day(day_of(now + valid_seconds) + 1)
+    store.add_enrolment_codes((codes.code_hash(codes.normalise_code(c) or "") for c in issued), expires)
     log.info("%d enrolment code(s) issued", count)
-    return issued, now + valid_seconds
+    return issued, expires
 
 
 class EbidBackend:

@@ -268,7 +268,8 @@ def _write_agent_configs(
             f'[agent]\nscheme = "{scheme}"\nclock = "{spec}"\n'
             f'[ble]\nadvertise_adapter = "hci{i}"\nscan_adapters = ["hci{i}"]\nwatchdog_seconds = 120\n'
             f'[backend]\nurl = "{url}"\npublic_key = "{public}"\nsync_interval_seconds = 31536000\n'
-            "sync_jitter_seconds = 0\n"
+            "sync_jitter_seconds = 0\nsubmission_spread_seconds = 300\ndummy_traffic = true\n"
+            "dummy_mean_interval_seconds = 7200\n"
             f"[risk.exposure_windows]\nscan_interval_seconds = {scan_interval}\n"
         )
         states[person.name] = (conf, workdir / "agents" / person.name)
