@@ -279,6 +279,11 @@ def tan_body(tan: str) -> dict[str, Any]:
     return {"tan": tan}
 
 
+def tan_bytes(tan: str | None) -> bytes:
+    """The TAN exchange as sent by the agent, padded; ``None``: a dummy exchange (``"fake": true``)."""
+    return padded_json({"fake": True} if tan is None else tan_body(tan), PADDED_REQUEST_BYTES)
+
+
 @dataclass(frozen=True)
 class UploadToken:
     token: str
@@ -496,6 +501,15 @@ def token_request_batch_body(tan: str | None, blinded: Sequence[bytes]) -> dict[
     return {**head, "blinded": [b64(b) for b in blinded]}
 
 
+PADDED_REQUEST_BYTES = 1024
+"""TAN exchanges and token requests are padded to a multiple of this, so a dummy one (``"fake": true``
+and no TAN) is as long on the wire as a real one."""
+
+
+def token_request_batch_bytes(tan: str | None, blinded: Sequence[bytes]) -> bytes:
+    return padded_json(token_request_batch_body(tan, blinded), PADDED_REQUEST_BYTES)
+
+
 def parse_token_request_batch(body: object, modulus_len: int) -> TokenRequest:
     obj = obj_of(body, "body")
     fake = boolean(obj, "fake", "body", default=False)
@@ -527,19 +541,24 @@ class Submission:
     contact: ReportedContact | None
 
 
+def padded_json(body: dict[str, Any], block: int) -> bytes:
+    """``body`` as compact JSON with a ``padding`` field that brings it to a multiple of ``block`` bytes
+    (sent as these exact bytes: a real request and its dummy then have the same length on the wire)."""
+    body = {**body, "padding": ""}
+    size = len(json.dumps(body, separators=(",", ":")))
+    body["padding"] = "=" * (-(-size // block) * block - size)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def submission_bytes(s: Submission) -> bytes:
-    """The submission as compact JSON padded to a multiple of ``SUBMISSION_BODY_BYTES`` (sent as these
-    exact bytes, so its length on the wire does not depend on whether it carries a contact)."""
+    """The submission padded to a multiple of ``SUBMISSION_BODY_BYTES``, whether it carries a contact
+    or not."""
     body: dict[str, Any] = {
         "token": b64(s.token),
         "signature": b64(s.signature),
         "contact": None if s.contact is None else contact_body(s.contact),
-        "padding": "",
     }
-    size = len(json.dumps(body, separators=(",", ":")))
-    target = -(-size // SUBMISSION_BODY_BYTES) * SUBMISSION_BODY_BYTES
-    body["padding"] = "=" * (target - size)
-    return json.dumps(body, separators=(",", ":")).encode()
+    return padded_json(body, SUBMISSION_BODY_BYTES)
 
 
 def parse_submission(body: object, modulus_len: int) -> Submission:

@@ -9,6 +9,7 @@ answer that does not parse a ``SyncError`` naming the path.
 from __future__ import annotations
 
 import json
+import ssl as ssl_module
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,9 +41,11 @@ class Response:
 class BackendClient:
     """One backend's HTTP API. ``base_url`` has no trailing slash; other URLs (a key server) are absolute."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, ssl: ssl_module.SSLContext | None = None) -> None:
+        """``ssl``: the TLS context for the one-off connections of EBID submissions (None: the default)."""
         self._session = session
         self.base_url = base_url
+        self._ssl = ssl
 
     async def request(
         self,
@@ -56,6 +59,19 @@ class BackendClient:
         raw: bytes | None = None,
     ) -> Response:
         """``raw``: send these exact bytes as the JSON body (a padded submission) instead of ``body``."""
+        return await self._request_on(self._session, method, url, body, token, headers, progress, raw)
+
+    async def _request_on(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        body: object,
+        token: str | None,
+        headers: Mapping[str, str] | None,
+        progress: Progress | None,
+        raw: bytes | None,
+    ) -> Response:
         h = dict(headers or {})
         if token:
             h["Authorization"] = f"Bearer {token}"
@@ -64,7 +80,7 @@ class BackendClient:
         where = urlsplit(url).netloc
         try:
             payload: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
-            async with self._session.request(method, url, headers=h, **payload) as r:
+            async with session.request(method, url, headers=h, **payload) as r:
                 data = await _read(r, progress)
                 status, got = r.status, r.headers
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -78,10 +94,16 @@ class BackendClient:
         return Response(status, got, data)
 
     async def _call(
-        self, method: str, path: str, parse: Callable[[object], _T], body: object = None, token: str | None = None
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[object], _T],
+        body: object = None,
+        token: str | None = None,
+        raw: bytes | None = None,
     ) -> _T:
         """One JSON exchange with our backend, the answer parsed into its wire type."""
-        answer = await self.request(method, self.base_url + path, body=body, token=token)
+        answer = await self.request(method, self.base_url + path, body=body, token=token, raw=raw)
         try:
             return parse(json.loads(answer.body))
         except wire.WireError as exc:
@@ -109,8 +131,9 @@ class BackendClient:
     async def health(self) -> wire.Health:
         return await self._call("GET", "/v1/health", wire.parse_health)
 
-    async def upload_token(self, tan: str) -> wire.UploadToken:
-        return await self._call("POST", "/v1/onset", wire.parse_upload_token, wire.tan_body(tan))
+    async def upload_token(self, tan: str | None) -> wire.UploadToken:
+        """``tan`` None: a dummy exchange, whose token uploads nothing."""
+        return await self._call("POST", "/v1/onset", wire.parse_upload_token, raw=wire.tan_bytes(tan))
 
     async def upload_keys(self, scheme: SchemeName, body: dict[str, Any], token: str) -> None:
         await self.request("POST", f"{self.base_url}/v2/{scheme.value}/exposed", body=body, token=token)
@@ -124,15 +147,17 @@ class BackendClient:
             "POST",
             "/v1/ebid/submission-tokens",
             lambda b: wire.parse_blind_signatures(b, len(blinded), modulus_len),
-            wire.token_request_batch_body(tan, blinded),
+            raw=wire.token_request_batch_bytes(tan, blinded),
         )
 
     async def submit(self, submission: bytes) -> None:
-        """One padded submission on a connection of its own (``Connection: close``: it is not reused,
-        so no two submissions share a connection the backend could tie them by)."""
-        await self.request(
-            "POST", f"{self.base_url}/v1/ebid/submissions", raw=submission, headers={"Connection": "close"}
-        )
+        """One padded submission on a connection of its own, opened for it and closed after it: never a
+        pooled one that carried the TAN, an authenticated poll or another submission the backend could
+        tie it to."""
+        connector = aiohttp.TCPConnector(force_close=True, ssl=self._ssl if self._ssl is not None else True)
+        async with aiohttp.ClientSession(connector=connector) as one_off:
+            url = f"{self.base_url}/v1/ebid/submissions"
+            await self._request_on(one_off, "POST", url, None, None, None, None, submission)
 
     # ---- EBID accounts -------------------------------------------------------------------------------
 

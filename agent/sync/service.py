@@ -376,6 +376,32 @@ class SyncService:
         await self._send_at(planned)
         log.info("EBID report sent as %d separate submissions", len(planned))
 
+    async def fake_report(self, scheme: SchemeName) -> None:
+        """Dummy traffic (DP-3T's design): a report in every way a real one looks on the wire (the same
+        requests, the same padded sizes, the same spread of submissions) that the backend stores nowhere."""
+        if scheme is SchemeName.EBID:
+            key = (await self._client.submission_key()).public_key
+            k = blind_rsa.modulus_len(key)
+            pending = submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH)
+            await self._client.submission_tokens(None, [p.blinded.blinded_msg for p in pending], k)
+            times = sorted(self._rng.uniform(0.0, self.settings.submission_spread_seconds) for _ in pending)
+            await self._send_at([submissions.PlannedSubmission(t, submissions.dummy_submission(k)) for t in times])
+        else:
+            count = (await self._client.health()).keys_per_upload
+            token = (await self._client.upload_token(None)).token
+            await self._client.upload_keys(scheme, wire.key_upload_body(scheme, [], count, None), token)
+        log.debug("dummy %s report sent", scheme.value)
+
+    async def run_dummy_traffic(self, scheme: SchemeName) -> None:
+        """Fake reports at exponentially distributed intervals (a memoryless process: the time since the
+        last one says nothing about the next, real or fake). Runs until cancelled."""
+        while True:
+            await self._clock.sleep(self._rng.expovariate(1.0 / self.settings.dummy_mean_interval_seconds))
+            try:
+                await self.fake_report(scheme)
+            except SyncError as exc:
+                log.debug("dummy report not sent: %s", exc.reason)
+
     async def _send_at(self, planned: list[submissions.PlannedSubmission]) -> None:
         start = self._clock.now()
         for p in planned:
