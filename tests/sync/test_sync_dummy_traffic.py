@@ -14,6 +14,7 @@ The same for a GAEN upload and its dummy (sizes and counts).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections.abc import AsyncIterator
@@ -96,7 +97,7 @@ def submissions_of(connections: list[Connection]) -> list[Connection]:
 
 def submission_gaps(connections: list[Connection]) -> list[float]:
     opened = [c.opened for c in submissions_of(connections)]
-    return [b - a for a, b in zip(opened, opened[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(opened)]
 
 
 def port_of(rb: RunningBackend) -> int:
