@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections import defaultdict
 from collections.abc import Callable
@@ -389,7 +390,11 @@ class SyncService:
         else:
             count = (await self._client.health()).keys_per_upload
             token = (await self._client.upload_token(None)).token
-            await self._client.upload_keys(scheme, wire.key_upload_body(scheme, [], count, None), token)
+            # a random key of today stands in for the real ones, so the padding keys' days (derived from
+            # it) and so the body's length are as a real upload's; under a fake token nothing is stored
+            today = gaen.day_start_enin(gaen.enin(self._clock.now()))
+            stand_in = PublishedKey(os.urandom(wire.KEY_LEN[scheme]), today)
+            await self._client.upload_keys(scheme, wire.key_upload_body(scheme, [stand_in], count, None), token)
         log.debug("dummy %s report sent", scheme.value)
 
     async def run_dummy_traffic(self, scheme: SchemeName) -> None:
