@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
-from backend_harness import DAY, T0, RunningBackend, heard
-from sync_devices import issue, make_device
+from support.backend_harness import DAY, T0, RunningBackend, heard
+from support.sync_devices import issue, make_device
 
 from agent.clock import ManualClock, SystemClock
 from agent.protocol import wire
