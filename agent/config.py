@@ -67,7 +67,9 @@ class BackendSection:
     Key values take the key itself (PEM or base64) or the absolute path of a file holding it.
     ``ca_file``: PEM of the CA(s) that signed the backend's TLS certificate; when set only it is trusted (else
     the system store; a provisioning bundle pins a pilot's own CA). ``allow_insecure_http_lab``: let ``url``
-    be plain http:// to a host other than loopback, for a lab only (``status`` and ``doctor`` then warn)."""
+    be plain http:// to a host other than loopback, for a lab only (``status`` and ``doctor`` then warn).
+    ``submission_spread_seconds``: an EBID report's separate submissions are spread over this long.
+    ``dummy_traffic``/``dummy_mean_interval_seconds``: fake reports at random intervals (DP-3T's design)."""
 
     url: str = ""
     ca_file: str = ""
@@ -80,6 +82,9 @@ class BackendSection:
     key_server_public_key: str = ""
     key_server_key_id: str = ""
     status_interval_seconds: int = 21_600
+    submission_spread_seconds: float = 600.0
+    dummy_traffic: bool = True
+    dummy_mean_interval_seconds: float = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,9 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         retention_days=config.agent.retention_days,
         key_server=key_server,
         ca_file=b.ca_file,
+        submission_spread_seconds=float(b.submission_spread_seconds),
+        dummy_traffic=b.dummy_traffic,
+        dummy_mean_interval_seconds=float(b.dummy_mean_interval_seconds),
     )
     if settings.ca_file:
         try:
@@ -278,5 +286,9 @@ def _check(config: AgentConfig) -> None:
         raise ConfigError("agent.flush_seconds: must be between 0.1 and 300")
     if not 1 <= config.agent.retention_days <= 60:
         raise ConfigError("agent.retention_days: must be between 1 and 60")
+    if not 0 <= config.backend.submission_spread_seconds <= 86_400:
+        raise ConfigError("backend.submission_spread_seconds: must be between 0 and 86400")
+    if not 60 <= config.backend.dummy_mean_interval_seconds <= 30 * 86_400:
+        raise ConfigError("backend.dummy_mean_interval_seconds: must be between 60 and 2592000")
     if not ble.scan_adapters:
         raise ConfigError('ble.scan_adapters: name at least one adapter (or "auto")')

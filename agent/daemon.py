@@ -9,6 +9,7 @@ SIGTERM flushes the pending sightings, unregisters the advert and closes the sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -154,11 +155,18 @@ class Daemon:
         correction = self.calibration.rssi_correction
         async with open_session(settings) as session:
             service = SyncService(session, settings, self.clock, self.store)
-            if self.scheme is SchemeName.EBID:
-                await service.run_ebid(self._on_risk_verdict)
-            else:
-                self.store.flush(self.aggregator)
-                await service.run(self.scheme, risk_settings(self.config), correction, self._on_sync)
+            dummies = asyncio.create_task(service.run_dummy_traffic(self.scheme)) if settings.dummy_traffic else None
+            try:
+                if self.scheme is SchemeName.EBID:
+                    await service.run_ebid(self._on_risk_verdict)
+                else:
+                    self.store.flush(self.aggregator)
+                    await service.run(self.scheme, risk_settings(self.config), correction, self._on_sync)
+            finally:
+                if dummies is not None:
+                    dummies.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await dummies
 
     def _on_sync(self, result: SyncOutcome | SyncError, next_in: float) -> None:
         self.state.last_sync_at = self.clock.now()

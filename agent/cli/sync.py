@@ -186,7 +186,8 @@ def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> N
                 click.echo(
                     f"To send to {url}: {len(contacts)} EBIDs this device received between {day_to_iso(days[0])} and "
                     f"{day_to_iso(days[-1])}, each with when it was heard and how strong (attenuation per scan). "
-                    "No key of yours, no location, no name."
+                    "No key of yours, no location, no name. Each goes as a separate submission the backend cannot "
+                    f"tie to the others, spread over {env.client.settings.submission_spread_seconds / 60:.0f} min."
                 )
             else:
                 keys = env.client.report_keys(scheme, onset_day, now)

@@ -1,13 +1,14 @@
 """Signed answers: how the backend vouches for every answer a device acts on, and how that is bound.
 
 The lists were always signed; the other answers (server info, the upload token a TAN buys, challenges,
-registrations, access tokens, EBID batches, risk verdicts) were not, so a machine in the middle could hand
-a device foreign EBIDs or answer "register again" and wipe its credentials. Every such answer now carries
-the same ``Signature`` header as the lists (``agent.protocol.jws.sign_response``: ES256 with the key the
-device pins, ``content-hash`` of the exact body, ``iat``/``exp`` with the lists' own lifetime,
-``signing.response_ttl_seconds``: the nonce, not the expiry, is what stops a replay, so one lifetime
-for every signed response is enough), plus two claims that tie it to the one
-request it answers:
+registrations, access tokens, EBID batches, risk verdicts, the submission key, the blind signatures a TAN
+buys, a submission's receipt) were not, so a machine in the middle could hand a device foreign EBIDs (or
+its own submission key, whose signatures it could then tie to one report) or answer "register again" and
+wipe its credentials. Every such answer now carries the same ``Signature`` header as the lists
+(``agent.protocol.jws.sign_response``: ES256 with the key the device pins, ``content-hash`` of the exact
+body, ``iat``/``exp`` with the lists' own lifetime, ``signing.response_ttl_seconds``: the nonce, not the
+expiry, is what stops a replay, so one lifetime for every signed response is enough), plus two claims that
+tie it to the one request it answers:
 
 - ``nonce``: 16 random bytes (base64url) the device sent in the ``X-Request-Nonce`` header. No other
   request, of this device or another, carries the same nonce, so an answer replayed to another device or
@@ -39,6 +40,9 @@ SIGNED_ANSWER_PATHS = frozenset(
         "/v1/ebid/token",
         "/v1/ebid/ebids",
         "/v1/ebid/status",
+        "/v1/ebid/submission-key",
+        "/v1/ebid/submission-tokens",
+        "/v1/ebid/submissions",
     }
 )
 _NONCE = re.compile(r"[A-Za-z0-9_-]{22}")

@@ -8,12 +8,16 @@ upload with a clear 400 and leave its store untouched. Binary values travel as s
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from agent.clock import date_to_day, day_to_iso
+from agent.protocol import blind_rsa
 from agent.protocol.fields import WireError, b64, boolean, integer, listed, number, obj_of, string, unb64
 from agent.protocol.proof_of_work import MAX_DIFFICULTY, NONCE_LEN
 from agent.schemes import dp3t, ebid, gaen
@@ -279,6 +283,11 @@ def tan_body(tan: str) -> dict[str, Any]:
     return {"tan": tan}
 
 
+def tan_bytes(tan: str | None) -> bytes:
+    """The TAN exchange as sent by the agent, padded; ``None``: a dummy exchange (``"fake": true``)."""
+    return padded_json({"fake": True} if tan is None else tan_body(tan), PADDED_REQUEST_BYTES)
+
+
 @dataclass(frozen=True)
 class UploadToken:
     token: str
@@ -450,3 +459,132 @@ def required_int(body: object, name: str, lo: int, hi: int) -> int:
 
 def optional_int(body: object, name: str, lo: int, hi: int, default: int) -> int:
     return integer(obj_of(body, "body"), name, "body", lo, hi, default=default)
+
+
+# ---- EBID submissions: blind-signed tokens, one contact per request -----------------------------------
+
+SUBMISSION_TOKEN_BATCH = 16
+"""A TAN buys submission tokens in multiples of this, so the count asked for says only "up to 16 contacts"
+(or 32, …), never the exact number; the device spends every token, unused ones on padding submissions.
+Small because each token costs the backend one RSA-2048 private operation (about 30 ms in Python)."""
+MAX_SUBMISSION_TOKENS = 64 * SUBMISSION_TOKEN_BATCH
+TOKEN_MESSAGE_LEN = 32
+SUBMISSION_BODY_BYTES = 4096
+"""Every submission body (real, padding or dummy) is padded to a multiple of this many bytes of JSON; a
+contact of up to about 40 scan records fits in one, so nearly all submissions are exactly this long."""
+
+
+@dataclass(frozen=True)
+class SubmissionKey:
+    """The backend's RSA key for blind-signed submission tokens (RFC 9474, RSABSSA-SHA384-PSS-Randomized)."""
+
+    public_key: rsa.RSAPublicKey
+
+
+def submission_key_body(k: SubmissionKey) -> dict[str, Any]:
+    numbers = k.public_key.public_numbers()
+    n_len = (k.public_key.key_size + 7) // 8
+    return {"variant": blind_rsa.VARIANT, "n": b64(numbers.n.to_bytes(n_len, "big")), "e": numbers.e}
+
+
+def parse_submission_key(body: object) -> SubmissionKey:
+    obj = obj_of(body, "body")
+    if obj.get("variant") != blind_rsa.VARIANT:
+        raise WireError(f"body.variant: expected {blind_rsa.VARIANT}")
+    n = int.from_bytes(unb64(obj.get("n"), "body.n"), "big")
+    e = integer(obj, "e", "body", 3, 2**32)
+    if not 2**2047 <= n < 2**4096:
+        raise WireError("body.n: expected a 2048- to 4096-bit modulus")
+    return SubmissionKey(rsa.RSAPublicNumbers(e, n).public_key())
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """``{"tan": …, "blinded": [...]}``, or ``{"fake": true, "blinded": [...]}`` (dummy traffic)."""
+
+    tan: str | None
+    blinded: tuple[bytes, ...]
+
+
+def token_request_batch_body(tan: str | None, blinded: Sequence[bytes]) -> dict[str, Any]:
+    head: dict[str, Any] = {"fake": True} if tan is None else {"tan": tan}
+    return {**head, "blinded": [b64(b) for b in blinded]}
+
+
+PADDED_REQUEST_BYTES = 1024
+"""TAN exchanges and token requests are padded to a multiple of this, so a dummy one (``"fake": true``
+and no TAN) is as long on the wire as a real one."""
+
+
+def token_request_batch_bytes(tan: str | None, blinded: Sequence[bytes]) -> bytes:
+    return padded_json(token_request_batch_body(tan, blinded), PADDED_REQUEST_BYTES)
+
+
+def parse_token_request_batch(body: object, modulus_len: int) -> TokenRequest:
+    obj = obj_of(body, "body")
+    fake = boolean(obj, "fake", "body", default=False)
+    tan = None if fake else string(obj, "tan", "body", 64)
+    items = listed(obj, "blinded", "body")
+    if not items or len(items) % SUBMISSION_TOKEN_BATCH or len(items) > MAX_SUBMISSION_TOKENS:
+        raise WireError(f"body.blinded: a multiple of {SUBMISSION_TOKEN_BATCH}, at most {MAX_SUBMISSION_TOKENS}")
+    return TokenRequest(tan, tuple(unb64(b, f"body.blinded[{i}]", modulus_len) for i, b in enumerate(items)))
+
+
+def blind_signatures_body(signatures: Sequence[bytes]) -> dict[str, Any]:
+    return {"blindSignatures": [b64(s) for s in signatures]}
+
+
+def parse_blind_signatures(body: object, count: int, modulus_len: int) -> tuple[bytes, ...]:
+    items = listed(obj_of(body, "body"), "blindSignatures", "body")
+    if len(items) != count:
+        raise WireError(f"body.blindSignatures: expected {count}, got {len(items)}")
+    return tuple(unb64(s, f"body.blindSignatures[{i}]", modulus_len) for i, s in enumerate(items))
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One contact (``contact`` None: a padding or dummy submission, stored nowhere) under one token:
+    the prepared token message and its RSA blind signature, unlinkable to the TAN that bought it."""
+
+    token: bytes
+    signature: bytes
+    contact: ReportedContact | None
+
+
+def submission_receipt_body() -> dict[str, Any]:
+    """The answer to one submission: filed (or, for padding, taken and dropped: the same answer)."""
+    return {"status": "accepted"}
+
+
+def parse_submission_receipt(body: object) -> None:
+    if obj_of(body, "body").get("status") != "accepted":
+        raise WireError('body.status: expected "accepted"')
+
+
+def padded_json(body: dict[str, Any], block: int) -> bytes:
+    """``body`` as compact JSON with a ``padding`` field that brings it to a multiple of ``block`` bytes
+    (sent as these exact bytes: a real request and its dummy then have the same length on the wire)."""
+    body = {**body, "padding": ""}
+    size = len(json.dumps(body, separators=(",", ":")))
+    body["padding"] = "=" * (-(-size // block) * block - size)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def submission_bytes(s: Submission) -> bytes:
+    """The submission padded to a multiple of ``SUBMISSION_BODY_BYTES``, whether it carries a contact
+    or not."""
+    body: dict[str, Any] = {
+        "token": b64(s.token),
+        "signature": b64(s.signature),
+        "contact": None if s.contact is None else contact_body(s.contact),
+    }
+    return padded_json(body, SUBMISSION_BODY_BYTES)
+
+
+def parse_submission(body: object, modulus_len: int) -> Submission:
+    obj = obj_of(body, "body")
+    token = unb64(obj.get("token"), "body.token", blind_rsa.PREFIX_LEN + TOKEN_MESSAGE_LEN)
+    signature = unb64(obj.get("signature"), "body.signature", modulus_len)
+    raw = obj.get("contact")
+    contact = None if raw is None else parse_contacts({"contacts": [raw]}, 1)[0]
+    return Submission(token, signature, contact)

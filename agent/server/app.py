@@ -45,7 +45,9 @@ _EXPORT_NAME = re.compile(r"^(index\.txt|\d+-\d+-\d{5}\.zip)$")
 _SCHEMES = {"gaen": SchemeName.GAEN, "dp3t": SchemeName.DP3T}
 FEDERATION_KEY_META = "federation_key"
 FAKE_TOKEN_KEY_META = "fake_token_key"
-PADDED_PATHS = frozenset({"/v1/onset", "/v2/gaen/exposed", "/v2/dp3t/exposed", "/v1/ebid/report"})
+PADDED_PATHS = frozenset(
+    {"/v1/onset", "/v2/gaen/exposed", "/v2/dp3t/exposed", "/v1/ebid/submission-tokens", "/v1/ebid/submissions"}
+)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,9 @@ def create_app(backend: Backend) -> web.Application:
     app.router.add_post("/v1/ebid/register", _register)
     app.router.add_post("/v1/ebid/token", _token)
     app.router.add_get("/v1/ebid/ebids", _ebids)
-    app.router.add_post("/v1/ebid/report", _report)
+    app.router.add_get("/v1/ebid/submission-key", _submission_key)
+    app.router.add_post("/v1/ebid/submission-tokens", _submission_tokens)
+    app.router.add_post("/v1/ebid/submissions", _submission)
     app.router.add_post("/v1/ebid/status", _status)
     app.router.add_post(FORWARD_PATH, _forwarded)
     app.router.add_post("/v1/admin/tans", _admin_tans)
@@ -336,11 +340,21 @@ async def _ebids(request: web.Request) -> web.Response:
     return web.json_response(wire.ebid_batch_body(batch), headers={"Cache-Control": "no-store"})
 
 
-async def _report(request: web.Request) -> web.Response:
+async def _submission_key(request: web.Request) -> web.Response:
+    key = _backend(request).ebid.submission_public_key()
+    return web.json_response(wire.submission_key_body(key))
+
+
+async def _submission_tokens(request: web.Request) -> web.Response:
     b = _backend(request)
-    bearer = b.uploads.bearer(request.headers.get("Authorization"))
-    b.ebid.report(bearer, await _body(request))
-    return web.json_response({"status": "accepted"})
+    redeemed = b.ebid.redeem_for_tokens(await _body(request), _client_address(request, b))
+    signed = await asyncio.to_thread(b.ebid.sign_tokens, redeemed)
+    return web.json_response(wire.blind_signatures_body(signed), headers={"Cache-Control": "no-store"})
+
+
+async def _submission(request: web.Request) -> web.Response:
+    _backend(request).ebid.submit(await _body(request))
+    return web.json_response(wire.submission_receipt_body(), headers={"Cache-Control": "no-store"})
 
 
 async def _status(request: web.Request) -> web.Response:

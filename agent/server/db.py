@@ -1,7 +1,7 @@
 """The backend's own SQLite store: the one place (with the modules it is built from) that writes SQL.
 
 The server's promises rest on this file, so each is a single statement or transaction: a TAN, upload
-token, enrolment code or challenge is spent with ``UPDATE … WHERE used IS NULL`` (two racing requests
+token, enrolment code or challenge is spent with ``UPDATE … WHERE spent = 0`` (two racing requests
 cannot both win), and a request that fails validation writes nothing. The store keeps no IP address, no
 TAN or token in clear (SHA-256 only), and no EBID: a report is kept as the PUID's exposure rows.
 
@@ -79,14 +79,12 @@ class ServerStore(EbidTables):
         """Spend the TAN and create its upload token in one transaction: (onset day, None) on success,
         else (None, why)."""
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE tans SET used = ? WHERE hash = ? AND used IS NULL AND expires > ?", (now, code_hash, now)
-            )
-            row = db.execute("SELECT onset_day, used, expires FROM tans WHERE hash = ?", (code_hash,)).fetchone()
+            cur = db.execute("UPDATE tans SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?", (code_hash, now))
+            row = db.execute("SELECT onset_day, spent, expires FROM tans WHERE hash = ?", (code_hash,)).fetchone()
             if cur.rowcount != 1:
                 if row is None:
                     return None, Spent.UNKNOWN
-                return None, (Spent.USED if row[1] is not None else Spent.EXPIRED)
+                return None, (Spent.USED if row[1] else Spent.EXPIRED)
             db.execute(
                 "INSERT INTO upload_tokens (hash, expires, onset_day, fake) VALUES (?, ?, ?, 0)",
                 (token_hash, token_expires, row[0]),
@@ -97,7 +95,7 @@ class ServerStore(EbidTables):
     def revoke_tan(self, code_hash: bytes, now: float) -> bool:
         """Delete an open TAN so it can no longer be redeemed; False when it is used, expired or gone."""
         with self._tx() as db:
-            cur = db.execute("DELETE FROM tans WHERE hash = ? AND used IS NULL AND expires > ?", (code_hash, now))
+            cur = db.execute("DELETE FROM tans WHERE hash = ? AND spent = 0 AND expires > ?", (code_hash, now))
             if cur.rowcount != 1:
                 return False
             self._count(db, "tans_revoked", now)
@@ -107,8 +105,7 @@ class ServerStore(EbidTables):
         """TANs that expired unused and are still stored, by the UTC day they expired (retention counts
         the older ones into ``daily_counts`` as it deletes them)."""
         rows = self._db.execute(
-            "SELECT CAST(expires / 86400 AS INTEGER), COUNT(*) FROM tans WHERE used IS NULL AND expires <= ? "
-            "GROUP BY 1",
+            "SELECT CAST(expires / 86400 AS INTEGER), COUNT(*) FROM tans WHERE spent = 0 AND expires <= ? GROUP BY 1",
             (now,),
         )
         return dict(rows.fetchall())
@@ -127,17 +124,14 @@ class ServerStore(EbidTables):
 
     def tan_states(self, now: float) -> dict[bytes, str]:
         """Each stored TAN's state: open, used or expired."""
-        rows = self._db.execute("SELECT hash, used, expires FROM tans")
-        return {
-            bytes(h): "used" if used is not None else ("expired" if expires <= now else "open")
-            for h, used, expires in rows
-        }
+        rows = self._db.execute("SELECT hash, spent, expires FROM tans")
+        return {bytes(h): "used" if spent else ("expired" if expires <= now else "open") for h, spent, expires in rows}
 
     def upload_token(self, token_hash: bytes, now: float) -> UploadToken | Spent:
-        row = self._one("SELECT onset_day, fake, used, expires FROM upload_tokens WHERE hash = ?", (token_hash,))
+        row = self._one("SELECT onset_day, fake, spent, expires FROM upload_tokens WHERE hash = ?", (token_hash,))
         if row is None:
             return Spent.UNKNOWN
-        if row[2] is not None:
+        if row[2]:
             return Spent.USED
         if row[3] <= now:
             return Spent.EXPIRED
@@ -219,14 +213,14 @@ class ServerStore(EbidTables):
             db.execute("DELETE FROM outbox WHERE created < ?", (oldest_exposure,))
             day_ago = now - 86_400
             db.execute(
-                "UPDATE issued_tans SET state = (SELECT CASE WHEN used IS NULL THEN 'expired' ELSE 'used' END "
+                "UPDATE issued_tans SET state = (SELECT CASE WHEN spent THEN 'used' ELSE 'expired' END "
                 "FROM tans WHERE tans.hash = issued_tans.tan_hash) WHERE state IS NULL AND tan_hash IN "
                 "(SELECT hash FROM tans WHERE expires < ?)",
                 (day_ago,),
             )
             db.execute(
                 "INSERT INTO daily_counts SELECT CAST(expires / 86400 AS INTEGER), 'tans_expired', COUNT(*) FROM tans "
-                "WHERE expires < ? AND used IS NULL GROUP BY 1 ON CONFLICT (day, name) DO UPDATE "
+                "WHERE expires < ? AND spent = 0 GROUP BY 1 ON CONFLICT (day, name) DO UPDATE "
                 "SET count = count + excluded.count",
                 (day_ago,),
             )

@@ -5,10 +5,13 @@
   that never leaves the server.
 - The device trades its credentials for a short-lived access token and fetches EBIDs for the coming
   periods, EBID_t = AES-128(BK_t, PUID) with its ECC. BK_t is per period, random, kept here only.
-- A diagnosed device reports (with an upload token from a TAN) the EBIDs it received. Each reception
-  must fall inside the EBID's period ± tolerance (replay/relay bound); foreign ones are forwarded, own
-  ones are decrypted to PUIDs and kept as that registration's exposures. Nothing of the report is kept
-  beyond those rows.
+- A diagnosed device trades its TAN for a batch of RSA blind-signed submission tokens (RFC 9474), then
+  sends each EBID it received as a separate submission under one token, on its own connection, shuffled
+  and spread over time. The backend sees a valid token but cannot tell which TAN bought it or which
+  other submissions came from the same report; a spent token is remembered by its hash only. Each
+  reception must fall inside the EBID's period ± tolerance (replay/relay bound); foreign ones are
+  forwarded, own ones are decrypted to PUIDs and kept as that registration's exposure: per-pseudonym
+  risk state with no report id and no report time.
 - The device asks for its risk verdict a few times a day; the verdict comes from the same risk model as on
   devices, and an at-risk pseudonym is erased at once, so the device must register again.
 """
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import hmac
 import logging
 import os
@@ -24,19 +28,24 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from agent.clock import Clock, day_of, start_of_day
-from agent.protocol import answers, proof_of_work, wire
+from agent.protocol import answers, blind_rsa, proof_of_work, wire
 from agent.schemes import ebid
 from agent.server import codes
 from agent.server.config import BackendConfig
-from agent.server.db import Exposure, ServerStore
+from agent.server.db import Exposure, ServerStore, Spent
 from agent.server.errors import ApiError, too_many
 from agent.server.federation import Federation, forward_body
 from agent.server.ratelimit import FailureLimiter
-from agent.server.uploads import BearerUpload, bearer_token
+from agent.server.uploads import bearer_token
 
 log = logging.getLogger(__name__)
 MAX_CONTACTS = 100_000
+SUBMISSION_KEY_BITS = 2048
+SUBMISSION_KEY_META = "submission_key"
 
 
 @dataclass(frozen=True)
@@ -51,15 +60,18 @@ RiskScorer = Callable[[Sequence[Exposure], float], ScoredRisk]
 
 
 def issue_enrolment_codes(store: ServerStore, now: float, valid_seconds: int, count: int) -> tuple[list[str], float]:
-    """New enrolment codes and their expiry (shared by the admin endpoint and the CLI)."""
+    """New enrolment codes and their expiry (shared by the admin endpoint and the CLI). The expiry is the
+    end of the UTC day the validity ends in: an exact expiry minus the validity is the issue time, which
+    the first access token's time would match (the code given to a person would then name their pseudonym)."""
     if not 1 <= count <= 10_000:
         raise ApiError(400, "count: between 1 and 10000")
     if valid_seconds <= 0:
         raise ApiError(400, "validity must be positive")
     issued = [codes.new_code() for _ in range(count)]
-    store.add_enrolment_codes((codes.code_hash(codes.normalise_code(c) or "") for c in issued), now + valid_seconds)
+    expires = start_of_day(day_of(now + valid_seconds) + 1)
+    store.add_enrolment_codes((codes.code_hash(codes.normalise_code(c) or "") for c in issued), expires)
     log.info("%d enrolment code(s) issued", count)
-    return issued, now + valid_seconds
+    return issued, expires
 
 
 class EbidBackend:
@@ -82,6 +94,7 @@ class EbidBackend:
         self._federation = federation
         self._kg = federation_key
         self._score = scorer
+        self._submission_key: rsa.RSAPrivateKey | None = None
 
     # ---- enrolment and registration ------------------------------------------------------------------
 
@@ -184,13 +197,13 @@ class EbidBackend:
                 if t > latest:
                     raise ApiError(400, f"body.contacts[{i}]: received in the future")
 
-    def _own_exposures(self, contacts: Sequence[wire.ReportedContact], source: str) -> list[tuple[int, Exposure]]:
+    def _own_exposures(self, contacts: Sequence[wire.ReportedContact]) -> list[tuple[int, Exposure]]:
         bks = self._store.existing_broadcast_keys(c.period for c in contacts)
         puids = [
             (ebid.puid_of(bks[c.period], c.ebid), c) for c in contacts if c.period in bks
         ]  # an EBID of a period with no BK was never issued: it maps to nobody
         regs = self._store.registrations_by_puid(puid for puid, _ in puids)
-        return [(regs[puid], Exposure(source, c.period, c.time, c.scans)) for puid, c in puids if puid in regs]
+        return [(regs[puid], Exposure(c.period, c.time, c.scans)) for puid, c in puids if puid in regs]
 
     def _split(
         self, contacts: Sequence[wire.ReportedContact]
@@ -206,20 +219,75 @@ class EbidBackend:
                 foreign[cc].append(c)
         return own, foreign
 
-    def report(self, bearer: BearerUpload, body: object) -> None:
-        contacts = wire.parse_contacts(body, MAX_CONTACTS)
-        self._check_periods(contacts)
-        now = self._clock.now()
-        if bearer.token.fake:
-            return
-        own, foreign = self._split(contacts)
-        rows = self._own_exposures(own, secrets.token_hex(16))
-        forwards = [(cc, forward_body(cs)) for cc, cs in foreign.items()]
-        if not self._store.file_report(bearer.token_hash, now, rows, forwards):
-            raise ApiError(401, "upload token already used", {"WWW-Authenticate": "Bearer"})
+    # ---- separate submissions under blind-signed tokens ----------------------------------------------
+
+    def submission_key(self) -> rsa.RSAPrivateKey:
+        """The RSA key that blind-signs submission tokens, made on first use and kept in the store."""
+        if self._submission_key is None:
+            fresh = rsa.generate_private_key(public_exponent=65537, key_size=SUBMISSION_KEY_BITS)
+            pem = fresh.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            stored = self._store.meta_setdefault(SUBMISSION_KEY_META, pem)
+            key = serialization.load_pem_private_key(stored, None)
+            assert isinstance(key, rsa.RSAPrivateKey)
+            self._submission_key = key
+        return self._submission_key
+
+    def submission_public_key(self) -> wire.SubmissionKey:
+        return wire.SubmissionKey(self.submission_key().public_key())
+
+    def redeem_for_tokens(self, body: object, address: str) -> wire.TokenRequest:
+        """Check a token request and spend its TAN (a fake request, dummy traffic, spends nothing);
+        ``sign_tokens`` then does the slow part off the event loop."""
+        request = wire.parse_token_request_batch(body, blind_rsa.modulus_len(self.submission_key().public_key()))
+        if request.tan is None:
+            return request
+        wait = self._limiter.retry_after(address)
+        if wait is not None:
+            raise too_many(wait, "wrong TANs from this address")
+        normal = codes.normalise_code(request.tan)
+        why = self._store.spend_tan(codes.code_hash(normal), self._clock.now()) if normal else Spent.UNKNOWN
+        if why is not None:
+            self._limiter.failed(address)
+            raise ApiError(403, f"TAN {why.value}")
+        return request
+
+    def sign_tokens(self, request: wire.TokenRequest) -> list[bytes]:
+        """One blind signature per blinded token. A fake request is signed too (so it takes as long) but
+        answered with random bytes of the same length: a signature must never come without a TAN."""
+        key = self.submission_key()
+        try:
+            signed = [blind_rsa.blind_sign(key, b) for b in request.blinded]
+        except blind_rsa.BlindSignatureError as exc:
+            raise ApiError(400, f"body.blinded: {exc}") from None
+        if request.tan is None:
+            return [os.urandom(len(s)) for s in signed]
+        log.info("%d submission token(s) signed", len(signed))
+        return signed
+
+    def submit(self, body: object) -> None:
+        """One contact under one unspent token; a submission without a contact (padding or dummy) is
+        checked the same way when its token is genuine and stores nothing either way."""
+        pk = self.submission_key().public_key()
+        submission = wire.parse_submission(body, blind_rsa.modulus_len(pk))
+        genuine = blind_rsa.verify(pk, submission.token, submission.signature)
+        if submission.contact is None and not genuine:
+            return  # dummy traffic: no token was ever bought for it
+        if not genuine:
+            raise ApiError(401, "submission token: invalid signature")
+        rows: list[tuple[int, Exposure]] = []
+        forwards: list[tuple[int, bytes]] = []
+        if submission.contact is not None:
+            self._check_periods([submission.contact])
+            own, foreign = self._split([submission.contact])
+            rows = self._own_exposures(own)
+            forwards = [(cc, forward_body(cs)) for cc, cs in foreign.items()]
+        token_hash = hashlib.sha256(submission.token).digest()
+        if not self._store.file_submission(token_hash, self._clock.now(), rows, forwards):
+            raise ApiError(401, "submission token already used")
         if forwards:
             self._federation.wake()
-        log.info("EBID report filed (%d forward(s) queued)", len(forwards))
 
     def accept_forward(self, origin: int, body: object) -> bool:
         """A peer's forward: only contacts that decode to this country count (no second hop)."""
@@ -228,7 +296,7 @@ class EbidBackend:
         self._check_periods(contacts)
         own, _ = self._split(contacts)
         source = f"{origin}:{message_id}"
-        fresh = self._store.accept_forward(source, self._clock.now(), self._own_exposures(own, source))
+        fresh = self._store.accept_forward(source, self._clock.now(), self._own_exposures(own))
         log.info("forward from country %d %s", origin, "stored" if fresh else "already seen")
         return fresh
 

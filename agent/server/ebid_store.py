@@ -9,6 +9,7 @@ shares its connection and transactions (``agent.server.tables``).
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,10 +30,10 @@ class Registration:
 
 @dataclass(frozen=True)
 class Exposure:
-    """A contact of a registered device, reported by someone diagnosed (here or via federation).
-    ``source`` is a random id per report: the rows of one report are one person, as a key is in GAEN."""
+    """A contact of a registered device, reported by someone diagnosed (here or via federation): one
+    submission, one EBID heard in one period. Nothing says which report or reporter it came from, so the
+    risk model scores each exposure as its own source."""
 
-    source: str
     period: int
     time: float
     scans: tuple[wire.ScanRecord, ...]
@@ -48,10 +49,10 @@ class EbidTables(Tables):
 
     def enrolment_code(self, code_hash: bytes, now: float) -> Spent | None:
         """None when the code can be used."""
-        row = self._one("SELECT used, expires FROM enrolment_codes WHERE hash = ?", (code_hash,))
+        row = self._one("SELECT spent, expires FROM enrolment_codes WHERE hash = ?", (code_hash,))
         if row is None:
             return Spent.UNKNOWN
-        if row[0] is not None:
+        if row[0]:
             return Spent.USED
         return Spent.EXPIRED if row[1] <= now else None
 
@@ -77,22 +78,24 @@ class EbidTables(Tables):
         puid: bytes,
         tx_power: int | None = None,
     ) -> bool:
-        """Spend the challenge and the enrolment code and create the registration, all or nothing."""
+        """Spend the challenge and the enrolment code and create the registration, all or nothing. The
+        registration's id is random (a sequence would order registrations in time) and it keeps no time,
+        only the UTC day it was last seen."""
         try:
             with self._tx() as db:
                 cur = db.execute("DELETE FROM challenges WHERE challenge = ? AND expires > ?", (challenge, now))
                 if cur.rowcount != 1:
                     raise Rollback
                 cur = db.execute(
-                    "UPDATE enrolment_codes SET used = ? WHERE hash = ? AND used IS NULL AND expires > ?",
-                    (now, code_hash, now),
+                    "UPDATE enrolment_codes SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?",
+                    (code_hash, now),
                 )
                 if cur.rowcount != 1:
                     raise Rollback
                 db.execute(
-                    "INSERT INTO registrations (client_id, secret_hash, puid, created, tx_power, seen_day)"
+                    "INSERT INTO registrations (id, client_id, secret_hash, puid, tx_power, seen_day)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (client_id, secret_hash, puid, now, tx_power, day_of(now)),
+                    (secrets.randbits(62), client_id, secret_hash, puid, tx_power, day_of(now)),
                 )
                 self._count(db, "ebid_registrations", now)
         except Rollback:
@@ -175,19 +178,30 @@ class EbidTables(Tables):
                 out[p] = bytes(k)
         return out
 
-    def file_report(
+    def spend_tan(self, code_hash: bytes, now: float) -> Spent | None:
+        """Spend a TAN that buys submission tokens; None on success, else why it was refused."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE tans SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?", (code_hash, now))
+            if cur.rowcount == 1:
+                self._count(db, "tans_used", now)
+                return None
+            row = db.execute("SELECT spent FROM tans WHERE hash = ?", (code_hash,)).fetchone()
+            return Spent.UNKNOWN if row is None else (Spent.USED if row[0] else Spent.EXPIRED)
+
+    def file_submission(
         self,
         token_hash: bytes,
         now: float,
         rows: Sequence[tuple[int, Exposure]],
         forwards: Sequence[tuple[int, bytes]],
     ) -> bool:
-        """Spend the upload token, store the (registration id, exposure) rows and queue the forwards for
-        other countries, all or nothing; False (and nothing stored) if the token was spent meanwhile."""
+        """Remember the submission token's hash as spent, store the (registration id, exposure) rows and
+        queue the forwards, all or nothing; False (and nothing stored) if the token was spent before."""
         with self._tx() as db:
-            if not self._spend_upload_token(db, token_hash, now):
+            cur = db.execute("INSERT OR IGNORE INTO spent_submission_tokens VALUES (?)", (token_hash,))
+            if cur.rowcount != 1:
                 return False
-            self._insert_exposures(db, rows, now)
+            self._insert_exposures(db, rows)
             db.executemany(
                 "INSERT INTO outbox (country_code, body, created, next_attempt) VALUES (?, ?, ?, ?)",
                 [(cc, body, now, now) for cc, body in forwards],
@@ -201,19 +215,19 @@ class EbidTables(Tables):
             cur = db.execute("INSERT OR IGNORE INTO federation_seen VALUES (?, ?)", (message_id, now))
             if cur.rowcount != 1:
                 return False
-            self._insert_exposures(db, rows, now)
+            self._insert_exposures(db, rows)
             return True
 
     @staticmethod
-    def _insert_exposures(db: sqlite3.Connection, rows: Sequence[tuple[int, Exposure]], now: float) -> None:
+    def _insert_exposures(db: sqlite3.Connection, rows: Sequence[tuple[int, Exposure]]) -> None:
         db.executemany(
-            "INSERT INTO exposures VALUES (?, ?, ?, ?, ?, ?)",
-            [(rid, e.source, e.period, e.time, json.dumps(wire.scans_body(e.scans)), now) for rid, e in rows],
+            "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?)",
+            [(rid, e.period, e.time, json.dumps(wire.scans_body(e.scans))) for rid, e in rows],
         )
 
     def exposures_of(self, registration_id: int) -> list[Exposure]:
         rows = self._db.execute(
-            "SELECT source, period, time, scans FROM exposures WHERE registration_id = ? ORDER BY time",
+            "SELECT period, time, scans FROM exposures WHERE registration_id = ? ORDER BY time",
             (registration_id,),
         ).fetchall()
-        return [Exposure(r[0], r[1], r[2], wire.parse_scans(json.loads(r[3]), "scans")) for r in rows]
+        return [Exposure(r[0], r[1], wire.parse_scans(json.loads(r[2]), "scans")) for r in rows]

@@ -1,7 +1,8 @@
 """EBID risk on the server, with the very model the devices use (``agent.risk``).
 
 In the EBID model the server, not the device, decides who is at risk, so it must score exactly as
-a device would: each report is one source (as one key is in GAEN), its scan records become attenuation
+a device would: each exposure (one submission: one EBID heard in one period) is one source, since the
+backend keeps no report a submission belongs to, its scan records become attenuation
 samples, the samples exposure windows, and the configured model (SwissCovid by default, or CWA) scores
 the windows per day. The explanation travels back to the device with the verdict.
 """
@@ -22,11 +23,11 @@ class ServerRiskScorer:
         self._settings = settings
 
     def windows(self, exposures: Sequence[Exposure]) -> list[risk.ExposureWindow]:
-        by_source: dict[str, list[risk.AttenuationSample]] = defaultdict(list)
-        for e in exposures:
+        by_source: dict[int, list[risk.AttenuationSample]] = defaultdict(list)
+        for i, e in enumerate(exposures):
             for s in e.scans:
                 t = int(s.time)
-                by_source[e.source].append(
+                by_source[i].append(
                     risk.AttenuationSample(
                         window_start=t - t % SCAN_WINDOW_SECONDS,
                         typical_attenuation=s.typical_attenuation,

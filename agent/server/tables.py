@@ -49,8 +49,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY, country_code INTEGER NOT NULL, body BLOB NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL);
 """
-# Each step brings the store from its position's version to the next (step 0: version 1 -> 2). A step
-# only adds tables or columns, so a store that a newer step has not touched yet keeps all its data.
+# Each step brings the store from its position's version to the next (step 0: version 1 -> 2). A step is
+# appended, never edited; it keeps the data a store holds (step 4 turns use times into spent flags and
+# drops what could link, which is its purpose). ``SCHEMA`` is version 1, laid down only in a new store.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 2: the health authority's portal (agent/server/portal). Issued TANs point at the TAN's hash only;
     # nothing links an issued TAN, an officer or an audit entry to an upload token or an upload.
@@ -85,6 +86,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE registrations ADD COLUMN tx_power INTEGER",
         "ALTER TABLE registrations ADD COLUMN seen_day INTEGER NOT NULL DEFAULT -1",
     ),
+    # 4: a backend that cannot link (issue 13). No time a code, TAN or token was spent (a flag instead: a
+    # TAN's use time plus the token lifetime was the upload token's expiry, a code's use time the
+    # registration's creation time), no registration time, exposures kept per pseudonym with no report id
+    # or report time and in primary-key order rather than arrival order (WITHOUT ROWID), and the spent
+    # blind-signed submission tokens as bare hashes.
+    (
+        "ALTER TABLE tans ADD COLUMN spent INTEGER NOT NULL DEFAULT 0",
+        "UPDATE tans SET spent = used IS NOT NULL",
+        "ALTER TABLE tans DROP COLUMN used",
+        "ALTER TABLE upload_tokens ADD COLUMN spent INTEGER NOT NULL DEFAULT 0",
+        "UPDATE upload_tokens SET spent = used IS NOT NULL",
+        "ALTER TABLE upload_tokens DROP COLUMN used",
+        "ALTER TABLE enrolment_codes ADD COLUMN spent INTEGER NOT NULL DEFAULT 0",
+        "UPDATE enrolment_codes SET spent = used IS NOT NULL",
+        "ALTER TABLE enrolment_codes DROP COLUMN used",
+        "ALTER TABLE registrations DROP COLUMN created",
+        """CREATE TABLE exposures_by_pseudonym (
+            registration_id INTEGER NOT NULL REFERENCES registrations(id) ON DELETE CASCADE,
+            period INTEGER NOT NULL, time REAL NOT NULL, scans TEXT NOT NULL,
+            PRIMARY KEY (registration_id, period, time, scans)) WITHOUT ROWID""",
+        "INSERT OR IGNORE INTO exposures_by_pseudonym SELECT registration_id, period, time, scans FROM exposures",
+        "DROP TABLE exposures",
+        "ALTER TABLE exposures_by_pseudonym RENAME TO exposures",
+        "CREATE TABLE spent_submission_tokens (hash BLOB PRIMARY KEY) WITHOUT ROWID",
+    ),
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -112,18 +138,21 @@ class Tables:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")  # spent and purged rows leave no readable trace in free pages
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path}: store schema {version} is newer than this backend ({SCHEMA_VERSION})")
+        self._db.execute("PRAGMA foreign_keys=OFF")  # a migration rebuilds tables others refer to
         with self._tx() as db:
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                db.execute(statement)
+            if version < 1:
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    db.execute(statement)
             for step in MIGRATIONS[max(version, 1) - 1 :]:
                 for statement in step:
                     db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         self._db.close()
@@ -152,8 +181,8 @@ class Tables:
     def _spend_upload_token(self, db: sqlite3.Connection, token_hash: bytes, now: float) -> bool:
         """Spend the token; a real one (not dummy traffic) counts as one upload today."""
         cur = db.execute(
-            "UPDATE upload_tokens SET used = ? WHERE hash = ? AND used IS NULL AND expires > ? RETURNING fake",
-            (now, token_hash, now),
+            "UPDATE upload_tokens SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ? RETURNING fake",
+            (token_hash, now),
         )
         spent = cur.fetchall()
         if spent and not spent[0][0]:

@@ -69,12 +69,20 @@ class BackendClient:
 
     Every JSON answer the device acts on is requested with a fresh nonce (``agent.protocol.answers``) and
     handed to ``check_answer`` before it is parsed; a refused answer raises ``AnswerRejected`` and is never
-    returned, so the caller cannot act on it."""
+    returned, so the caller cannot act on it. ``one_off_session`` opens the session of one EBID submission
+    (``open_session`` with the same settings: the same pinned CA, so the same TLS rules as the main one)."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, check_answer: AnswerCheck) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        check_answer: AnswerCheck,
+        one_off_session: Callable[[], aiohttp.ClientSession],
+    ) -> None:
         self._session = session
         self.base_url = base_url
         self._check = check_answer
+        self._one_off_session = one_off_session
 
     async def request(
         self,
@@ -85,13 +93,31 @@ class BackendClient:
         token: str | None = None,
         headers: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        raw: bytes | None = None,
+    ) -> Response:
+        """``raw``: send these exact bytes as the JSON body (a padded submission) instead of ``body``."""
+        return await self._request_on(self._session, method, url, body, token, headers, progress, raw)
+
+    async def _request_on(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        body: object,
+        token: str | None,
+        headers: Mapping[str, str] | None,
+        progress: Progress | None,
+        raw: bytes | None,
     ) -> Response:
         h = dict(headers or {})
         if token:
             h["Authorization"] = f"Bearer {token}"
+        if raw is not None:
+            h["Content-Type"] = "application/json"
         where = urlsplit(url).netloc
         try:
-            async with self._session.request(method, url, json=body, headers=h, allow_redirects=False) as r:
+            payload: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
+            async with session.request(method, url, headers=h, allow_redirects=False, **payload) as r:
                 data = await _read(r, progress)
                 status, got = r.status, r.headers
         except aiohttp.ClientConnectorCertificateError:
@@ -111,12 +137,32 @@ class BackendClient:
         return Response(status, got, data)
 
     async def _call(
-        self, method: str, path: str, parse: Callable[[object], _T], body: object = None, token: str | None = None
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[object], _T],
+        body: object = None,
+        token: str | None = None,
+        raw: bytes | None = None,
     ) -> _T:
-        """One JSON exchange with our backend: signed for this request, then parsed into its wire type."""
+        """One JSON exchange on the shared session (``_call_on`` says what is checked)."""
+        return await self._call_on(self._session, method, path, parse, body, token, raw)
+
+    async def _call_on(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        parse: Callable[[object], _T],
+        body: object = None,
+        token: str | None = None,
+        raw: bytes | None = None,
+    ) -> _T:
+        """One JSON exchange with our backend on ``session``: signed for this request, then parsed into its
+        wire type."""
         nonce = answers.new_nonce()
-        answer = await self.request(
-            method, self.base_url + path, body=body, token=token, headers={answers.NONCE_HEADER: nonce}
+        answer = await self._request_on(
+            session, method, self.base_url + path, body, token, {answers.NONCE_HEADER: nonce}, None, raw
         )
         refused = self._check(method, path, nonce, answer)
         if refused is not None:
@@ -148,14 +194,33 @@ class BackendClient:
     async def health(self) -> wire.Health:
         return await self._call("GET", "/v1/health", wire.parse_health)
 
-    async def upload_token(self, tan: str) -> wire.UploadToken:
-        return await self._call("POST", "/v1/onset", wire.parse_upload_token, wire.tan_body(tan))
+    async def upload_token(self, tan: str | None) -> wire.UploadToken:
+        """``tan`` None: a dummy exchange, whose token uploads nothing."""
+        return await self._call("POST", "/v1/onset", wire.parse_upload_token, raw=wire.tan_bytes(tan))
 
     async def upload_keys(self, scheme: SchemeName, body: dict[str, Any], token: str) -> None:
         await self.request("POST", f"{self.base_url}/v2/{scheme.value}/exposed", body=body, token=token)
 
-    async def report_ebid(self, contacts: list[wire.ReportedContact], token: str) -> None:
-        await self.request("POST", f"{self.base_url}/v1/ebid/report", body=wire.contacts_body(contacts), token=token)
+    async def submission_key(self) -> wire.SubmissionKey:
+        return await self._call("GET", "/v1/ebid/submission-key", wire.parse_submission_key)
+
+    async def submission_tokens(self, tan: str | None, blinded: list[bytes], modulus_len: int) -> tuple[bytes, ...]:
+        """Blind signatures for ``blinded``, bought with ``tan`` (None: a fake request, dummy traffic)."""
+        return await self._call(
+            "POST",
+            "/v1/ebid/submission-tokens",
+            lambda b: wire.parse_blind_signatures(b, len(blinded), modulus_len),
+            raw=wire.token_request_batch_bytes(tan, blinded),
+        )
+
+    async def submit(self, submission: bytes) -> None:
+        """One padded submission on a connection of its own, opened for it and closed after it: never a
+        pooled one that carried the TAN, an authenticated poll or another submission the backend could
+        tie it to. Its receipt is signed and bound to it like every answer (a forged "accepted" would let
+        the device drop a contact the backend never filed)."""
+        async with self._one_off_session() as one_off:
+            path = "/v1/ebid/submissions"
+            await self._call_on(one_off, "POST", path, wire.parse_submission_receipt, raw=submission)
 
     # ---- EBID accounts -------------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ verifier (``verify``), and only then writes the store or the key ring. What a de
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import random
 import time
 from collections import defaultdict
@@ -31,14 +33,15 @@ from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
 from agent.exposure import ListOutcome, process_list
 from agent.keys import KeyRing
-from agent.protocol import proof_of_work, wire
+from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.risk import RiskSettings, attenuation_to_db, samples_from_sightings
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.sightings import SightingWindow
 from agent.store import ExposureRecord, Store
-from agent.sync.client import BackendClient, Progress, Response
+from agent.sync import submissions
+from agent.sync.client import BackendClient, Progress, Response, open_session
 from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.settings import SyncSettings
 from agent.sync.verify import (
@@ -54,6 +57,7 @@ from agent.sync.verify import (
 log = logging.getLogger(__name__)
 
 CONTAGIOUS_DAYS_BEFORE_ONSET = 2
+SUBMISSION_ATTEMPTS = 5
 EBID_CREDENTIAL = "ebid"
 POW_SECONDS = 600.0
 """How long registration's proof of work may take (real time): difficulty 24 is seconds on a Pi 4, the
@@ -96,7 +100,9 @@ class SyncService:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self._client = BackendClient(session, settings.base_url, self._check_answer)
+        self._client = BackendClient(
+            session, settings.base_url, self._check_answer, functools.partial(open_session, settings)
+        )
         self._clock = clock
         self._store = store
         self._rng = rng or random.SystemRandom()
@@ -381,8 +387,67 @@ class SyncService:
         return contacts
 
     async def report_ebid(self, tan: str, contacts: list[wire.ReportedContact]) -> None:
-        await self._client.report_ebid(contacts, await self.exchange_tan(tan))
-        log.info("EBID report uploaded")
+        """Buy blind-signed tokens with the TAN, then send each contact as a separate submission
+        (``agent.sync.submissions`` says why each step), over ``submission_spread_seconds``."""
+        key = (await self._client.submission_key()).public_key
+        pending = submissions.new_tokens(key, submissions.token_count(len(contacts)))
+        blind_sigs = await self._client.submission_tokens(
+            tan, [p.blinded.blinded_msg for p in pending], blind_rsa.modulus_len(key)
+        )
+        try:
+            tokens = submissions.finalize_tokens(key, pending, blind_sigs)
+        except blind_rsa.BlindSignatureError as exc:
+            raise SyncError(f"/v1/ebid/submission-tokens: the backend's blind signature is wrong ({exc})") from None
+        planned = submissions.plan(contacts, tokens, self.settings.submission_spread_seconds, self._rng)
+        await self._send_at(planned)
+        log.info("EBID report sent as %d separate submissions", len(planned))
+
+    async def fake_report(self, scheme: SchemeName) -> None:
+        """Dummy traffic (DP-3T's design): a report in every way a real one looks on the wire (the same
+        requests, the same padded sizes, the same spread of submissions) that the backend stores nowhere."""
+        if scheme is SchemeName.EBID:
+            key = (await self._client.submission_key()).public_key
+            k = blind_rsa.modulus_len(key)
+            pending = submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH)
+            await self._client.submission_tokens(None, [p.blinded.blinded_msg for p in pending], k)
+            times = sorted(self._rng.uniform(0.0, self.settings.submission_spread_seconds) for _ in pending)
+            await self._send_at([submissions.PlannedSubmission(t, submissions.dummy_submission(k)) for t in times])
+        else:
+            count = (await self._client.health()).keys_per_upload
+            token = (await self._client.upload_token(None)).token
+            # a random key of today stands in for the real ones, so the padding keys' days (derived from
+            # it) and so the body's length are as a real upload's; under a fake token nothing is stored
+            today = gaen.day_start_enin(gaen.enin(self._clock.now()))
+            stand_in = PublishedKey(os.urandom(wire.KEY_LEN[scheme]), today)
+            await self._client.upload_keys(scheme, wire.key_upload_body(scheme, [stand_in], count, None), token)
+        log.debug("dummy %s report sent", scheme.value)
+
+    async def run_dummy_traffic(self, scheme: SchemeName) -> None:
+        """Fake reports at exponentially distributed intervals (a memoryless process: the time since the
+        last one says nothing about the next, real or fake). Runs until cancelled."""
+        while True:
+            await self._clock.sleep(self._rng.expovariate(1.0 / self.settings.dummy_mean_interval_seconds))
+            try:
+                await self.fake_report(scheme)
+            except SyncError as exc:
+                log.debug("dummy report not sent: %s", exc.reason)
+
+    async def _send_at(self, planned: list[submissions.PlannedSubmission]) -> None:
+        start = self._clock.now()
+        for p in planned:
+            await self._clock.sleep(max(0.0, start + p.at - self._clock.now()))
+            await self._submit_retrying(p.body)
+
+    async def _submit_retrying(self, body: bytes) -> None:
+        """A submission the backend could not take now is retried (a token is only spent when stored)."""
+        for attempt in range(SUBMISSION_ATTEMPTS):
+            try:
+                await self._client.submit(body)
+                return
+            except BackendUnavailable as exc:
+                if attempt == SUBMISSION_ATTEMPTS - 1:
+                    raise
+                await self._clock.sleep(exc.retry_after or backoff_delay(attempt, 1.0, 60.0))
 
     async def ask_risk_verdict(self) -> wire.RiskVerdict:
         """Ask the backend; an at-risk verdict is stored as an exposure with its explanation, and the

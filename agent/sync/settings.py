@@ -20,8 +20,11 @@ class KeyServer:
 @dataclass(frozen=True)
 class SyncSettings:
     """``public_key`` None: nothing from the backend can be verified, so no list is pulled and no answer
-    (server info, upload token, EBID registration, batches, verdicts) is used (``NotConfigured``).
-    ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure."""
+    (server info, upload token, EBID registration, batches, verdicts, submission key and tokens) is used
+    (``NotConfigured``). ``first_retry_seconds``/``max_retry_seconds`` bound the backoff after a failure.
+    ``submission_spread_seconds``: an EBID report's separate submissions go at uniform random times over
+    this long. ``dummy_traffic``: the daemon makes fake reports (same sizes, same timing) at exponential
+    intervals of mean ``dummy_mean_interval_seconds``, so a real report does not stand out on the wire."""
 
     base_url: str
     public_key: ec.EllipticCurvePublicKey | None
@@ -35,3 +38,6 @@ class SyncSettings:
     key_server: KeyServer | None = None
     ca_file: str = ""
     """PEM CA bundle trusted for the backend's TLS certificate instead of the system store ("" = system)."""
+    submission_spread_seconds: float = 600.0
+    dummy_traffic: bool = True
+    dummy_mean_interval_seconds: float = 86_400.0

@@ -110,7 +110,8 @@ def write_agent_configs(
     pki: CaFiles,
 ) -> dict[str, tuple[Path, Path]]:
     """Person i's agent uses simulated adapter hci{i} and trusts only this run's CA; syncs happen only when
-    the run asks for them."""
+    the run asks for them. EBID reports go as separate submissions spread over 300 simulated seconds, and
+    every agent makes dummy reports (mean one per two simulated hours), as a deployed agent does."""
     states = {}
     for i, person in enumerate(scenario.people):
         conf = workdir / f"{person.name}.toml"
@@ -119,7 +120,8 @@ def write_agent_configs(
             f'[ble]\nadvertise_adapter = "hci{i}"\nscan_adapters = ["hci{i}"]\nwatchdog_seconds = 120\n'
             f'[backend]\nurl = "{url}"\npublic_key = "{public}"\nca_file = "{pki.ca_file}"\n'
             "sync_interval_seconds = 31536000\n"
-            "sync_jitter_seconds = 0\n"
+            "sync_jitter_seconds = 0\nsubmission_spread_seconds = 300\ndummy_traffic = true\n"
+            "dummy_mean_interval_seconds = 7200\n"
             f"[risk.exposure_windows]\nscan_interval_seconds = {scan_interval}\n"
         )
         states[person.name] = (conf, workdir / "agents" / person.name)

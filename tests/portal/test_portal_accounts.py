@@ -13,6 +13,7 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from agent.server import tables
 from agent.server.db import DB_FILE, SCHEMA_VERSION, ServerStore
 from agent.server.portal import csrf
 from agent.server.portal.accounts import (
@@ -181,23 +182,15 @@ def test_a_version_1_store_gains_the_later_tables_and_columns_and_keeps_its_data
     tmp_path: Path,
 ) -> None:
     path = tmp_path / DB_FILE
-    old = ServerStore(path)
-    old.add_tan(b"h" * 32, T0 + 3600, None)
-    old.close()
     db = sqlite3.connect(path)
-    for table in ("officers", "officer_sessions", "api_tokens", "issued_tans", "daily_counts"):
-        db.execute(f"DROP TABLE {table}")
-    db.execute("DROP TRIGGER audit_log_no_update")
-    db.execute("DROP TRIGGER audit_log_no_delete")
-    db.execute("DROP TABLE audit_log")
-    db.execute("ALTER TABLE registrations DROP COLUMN tx_power")
-    db.execute("ALTER TABLE registrations DROP COLUMN seen_day")
+    db.executescript(tables.SCHEMA)
+    db.execute("INSERT INTO tans (hash, expires, onset_day, used) VALUES (?, ?, NULL, NULL)", (b"h" * 32, T0 + 3600))
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
     migrated = ServerStore(path)
     assert migrated.tan_states(T0) == {b"h" * 32: "open"}
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(registrations)")}
     assert {"tx_power", "seen_day"} <= columns
     migrated.count("uploads", T0)

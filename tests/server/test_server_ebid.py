@@ -1,29 +1,34 @@
 """EBID mode against the real server: registration (proof of work + enrolment code), access
-tokens, EBID batches, reports checked against their periods, status with its daily limit and erasure."""
+tokens, EBID batches, reports as separate submissions under blind-signed tokens, status with its daily
+limit and erasure."""
 
 import os
 from pathlib import Path
 
 import aiohttp
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_calls import (
     PERIOD,
     access_token,
     admin_tan,
     batch_of,
+    buy_tokens,
     contacts_heard,
     enrolment_codes,
-    exchange,
     file_report,
     post,
     register,
+    registration_id,
+    submit,
 )
 from support.backend_harness import DAY, T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
-from agent.protocol import answers, proof_of_work, wire
+from agent.protocol import answers, blind_rsa, proof_of_work, wire
 from agent.schemes import ebid
 from agent.server.app import FEDERATION_KEY_META
+from agent.sync import submissions
 
 
 async def test_registration_and_batch(running: RunningBackend, http: aiohttp.ClientSession) -> None:
@@ -167,11 +172,11 @@ async def test_status_polls_are_limited_per_day(
         assert (status, answer["pollsLeftToday"]) == (200, 1)
 
 
-async def test_reports_outside_the_period_are_refused_whole(
+async def test_submissions_outside_the_period_are_refused(
     running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
-    token = await access_token(http, running, await register(http, running))
-    batch = await batch_of(http, running, token)
+    creds = await register(http, running)
+    batch = await batch_of(http, running, await access_token(http, running, creds))
     good = contacts_heard(batch, T0, minutes=5, attenuation=50)[0]
     replayed = wire.ReportedContact(good.ecc, good.ebid, good.period, good.time + 2 * PERIOD, good.scans)
     relayed_scan = wire.ReportedContact(
@@ -179,31 +184,53 @@ async def test_reports_outside_the_period_are_refused_whole(
     )
     wrong_period = wire.ReportedContact(good.ecc, good.ebid, good.period + 8, good.time, good.scans)
     await clock.advance(1200)
-    _, answer = await exchange(http, running, await admin_tan(http, running))
-    url = f"{running.url}/v1/ebid/report"
-    for bad, message in (
-        (replayed, "received outside its EBID's period ± 1"),
-        (relayed_scan, "received outside its EBID's period ± 1"),
-        (wrong_period, "received outside its EBID's period ± 1"),
-    ):
-        status, got = await post(http, url, wire.contacts_body([good, bad]), answer["token"])
-        assert status == 400 and "body.contacts[1]" in got["error"] and message in got["error"]
+    token = (await buy_tokens(http, running, await admin_tan(http, running)))[0]
+    for bad in (replayed, relayed_scan, wrong_period):
+        status, got = await submit(http, running, token, bad)
+        assert status == 400 and "received outside its EBID's period ± 1" in got["error"]
     later = (good.period + 8) * PERIOD + 1
     future_in_period = wire.ReportedContact(
         good.ecc, good.ebid, good.period + 8, later, (wire.ScanRecord(later, 50, 45),)
     )
-    status, got = await post(http, url, wire.contacts_body([future_in_period]), answer["token"])
+    status, got = await submit(http, running, token, future_in_period)
     assert status == 400 and "received in the future" in got["error"]
     ahead = clock.now() + answers.CLOCK_TOLERANCE_SECONDS + 60  # inside the current period ± 1, but after now
     now_period = int(clock.now()) // PERIOD
     future = wire.ReportedContact(good.ecc, good.ebid, now_period, ahead, (wire.ScanRecord(ahead, 50, 45),))
-    status, got = await post(http, url, wire.contacts_body([good, future]), answer["token"])
-    assert status == 400 and "body.contacts[1]: received in the future" in got["error"]
-    assert (await post(http, url, b"[", answer["token"]))[0] == 400
-    assert (await post(http, url, {"contacts": [{"ebid": "AA=="}]}, answer["token"]))[0] == 400
-    assert running.backend.store.exposures_of(1) == []
-    assert (await post(http, url, wire.contacts_body([good]), answer["token"]))[0] == 200  # the token survived
-    assert len(running.backend.store.exposures_of(1)) == 1
+    status, got = await submit(http, running, token, future)
+    assert status == 400 and "received in the future" in got["error"]
+    url = f"{running.url}/v1/ebid/submissions"
+    assert (await post(http, url, b"["))[0] == 400
+    assert (await post(http, url, {"token": "AA==", "signature": "AA==", "contact": None}))[0] == 400
+    rid = registration_id(running, creds)
+    assert running.backend.store.exposures_of(rid) == []
+    assert (await submit(http, running, token, good))[0] == 200  # the token survived the refusals
+    assert len(running.backend.store.exposures_of(rid)) == 1
+    status, got = await submit(http, running, token, good)
+    assert status == 401 and "already used" in got["error"]  # spent once, then never again
+
+
+async def test_a_forged_or_spent_token_buys_nothing(
+    running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    creds = await register(http, running)
+    batch = await batch_of(http, running, await access_token(http, running, creds))
+    contact = contacts_heard(batch, T0, minutes=5, attenuation=50)[0]
+    await clock.advance(600)
+    token, signature = (await buy_tokens(http, running, await admin_tan(http, running)))[0]
+    forged = (token[:-1] + bytes([token[-1] ^ 1]), signature)
+    status, got = await submit(http, running, forged, contact)
+    assert status == 401 and "invalid signature" in got["error"]
+    tan = await admin_tan(http, running)
+    await buy_tokens(http, running, tan)
+    body = wire.token_request_batch_body(tan, [os.urandom(256)] * wire.SUBMISSION_TOKEN_BATCH)
+    status, got = await post(http, f"{running.url}/v1/ebid/submission-tokens", body)
+    assert status == 403 and "already used" in got["error"]
+    for count in (1, wire.SUBMISSION_TOKEN_BATCH + 1):
+        body = wire.token_request_batch_body(await admin_tan(http, running), [os.urandom(256)] * count)
+        status, got = await post(http, f"{running.url}/v1/ebid/submission-tokens", body)
+        assert status == 400 and "a multiple of" in got["error"]
+    assert running.backend.store.exposures_of(registration_id(running, creds)) == []
 
 
 async def test_unknown_ebids_are_accepted_and_forgotten(
@@ -214,30 +241,35 @@ async def test_unknown_ebids_are_accepted_and_forgotten(
     assert (await file_report(http, running, [stranger]))[0] == 200
 
 
-async def test_oversized_report(running: RunningBackend, http: aiohttp.ClientSession) -> None:
-    _, answer = await exchange(http, running, await admin_tan(http, running))
+async def test_oversized_submission(running: RunningBackend, http: aiohttp.ClientSession) -> None:
     async with http.post(
-        f"{running.url}/v1/ebid/report",
+        f"{running.url}/v1/ebid/submissions",
         data=b"{" + b" " * 70_000 + b"}",
-        headers={"Authorization": f"Bearer {answer['token']}", "Content-Type": "application/json"},
+        headers={"Content-Type": "application/json"},
     ) as r:
         assert r.status == 413 and "body larger than" in (await r.json())["error"]
 
 
-async def test_fake_reports_store_nothing(
+async def test_fake_token_requests_and_dummy_submissions_store_nothing(
     running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     creds = await register(http, running)
-    batch = await batch_of(http, running, await access_token(http, running, creds))
+    await batch_of(http, running, await access_token(http, running, creds))
     await clock.advance(1800)
-    _, answer = await post(http, f"{running.url}/v1/onset", {"fake": True})
-    contacts = contacts_heard(batch, T0, minutes=20, attenuation=50)
-    assert await post(http, f"{running.url}/v1/ebid/report", wire.contacts_body(contacts), answer["token"]) == (
-        200,
-        {"status": "accepted"},
-    )
-    reg = running.backend.store.registration_by_client(creds["clientId"])
-    assert reg is not None and running.backend.store.exposures_of(reg.id) == []
+    key = running.backend.ebid.submission_public_key().public_key
+    pending = submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH)
+    body = wire.token_request_batch_body(None, [p.blinded.blinded_msg for p in pending])
+    status, answer = await post(http, f"{running.url}/v1/ebid/submission-tokens", body)
+    assert status == 200  # a fake request is answered alike, but with nothing that unblinds to a token
+    signatures = wire.parse_blind_signatures(answer, len(pending), blind_rsa.modulus_len(key))
+    with pytest.raises(blind_rsa.BlindSignatureError):
+        submissions.finalize_tokens(key, pending, signatures)
+    dummy = submissions.dummy_submission(blind_rsa.modulus_len(key))
+    assert len(dummy) == wire.SUBMISSION_BODY_BYTES
+    assert await post(http, f"{running.url}/v1/ebid/submissions", dummy) == (200, {"status": "accepted"})
+    store = running.backend.store
+    assert store.exposures_of(registration_id(running, creds)) == []
+    assert store._db.execute("SELECT COUNT(*) FROM spent_submission_tokens").fetchone()[0] == 0
 
 
 async def test_retention_forgets_broadcast_keys_and_exposures(

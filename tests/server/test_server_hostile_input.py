@@ -21,7 +21,14 @@ HOSTILE_BODIES = [
     (b'{"tan": ' + b"9" * 5000 + b"}", "body: a number too long to read"),
     (b'{"tan": "\xff"}', "body: not UTF-8"),
 ]
-JSON_ENDPOINTS = ["/v1/onset", "/v2/gaen/exposed", "/v1/ebid/register", "/v1/ebid/token", "/v1/ebid/report"]
+JSON_ENDPOINTS = [
+    "/v1/onset",
+    "/v2/gaen/exposed",
+    "/v1/ebid/register",
+    "/v1/ebid/token",
+    "/v1/ebid/submission-tokens",
+    "/v1/ebid/submissions",
+]
 
 
 @pytest.mark.parametrize(("body", "message"), HOSTILE_BODIES)
@@ -30,7 +37,7 @@ async def test_a_body_json_cannot_read_is_a_400(
     running: RunningBackend, http: aiohttp.ClientSession, path: str, body: bytes, message: str
 ) -> None:
     headers = {**JSON}
-    if path in {"/v2/gaen/exposed", "/v1/ebid/report"}:
+    if path == "/v2/gaen/exposed":
         _, answer = await exchange(http, running, await admin_tan(http, running))
         headers["Authorization"] = f"Bearer {answer['token']}"
     async with http.post(running.url + path, data=body, headers=headers) as r:

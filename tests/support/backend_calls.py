@@ -1,12 +1,14 @@
 """HTTP calls a device makes on the backend, shared by the server suites: TANs, uploads, and the EBID
-registration, token, batch and report steps, spelled once so each test says only what it checks."""
+registration, token, batch, submission-token and submission steps, spelled once so each test says only
+what it checks."""
 
 from typing import Any
 
 import aiohttp
 
-from agent.protocol import proof_of_work, wire
+from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.schemes import ebid
+from agent.sync import submissions
 from support.backend_harness import ADMIN_TOKEN, RunningBackend
 
 
@@ -90,8 +92,39 @@ def contacts_heard(batch: ebid.EbidBatch, start: float, minutes: int, attenuatio
     ]
 
 
+async def buy_tokens(http: aiohttp.ClientSession, rb: RunningBackend, tan: str | None) -> list[tuple[bytes, bytes]]:
+    """A batch of submission tokens bought with ``tan``, blinded, signed and finalized as the agent does."""
+    async with http.get(f"{rb.url}/v1/ebid/submission-key") as r:
+        key = wire.parse_submission_key(await r.json()).public_key
+    pending = submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH)
+    body = wire.token_request_batch_body(tan, [p.blinded.blinded_msg for p in pending])
+    status, answer = await post(http, f"{rb.url}/v1/ebid/submission-tokens", body)
+    assert status == 200, answer
+    signatures = wire.parse_blind_signatures(answer, len(pending), blind_rsa.modulus_len(key))
+    return submissions.finalize_tokens(key, pending, signatures)
+
+
+async def submit(
+    http: aiohttp.ClientSession, rb: RunningBackend, token: tuple[bytes, bytes], contact: wire.ReportedContact | None
+) -> tuple[int, Any]:
+    body = wire.submission_bytes(wire.Submission(token[0], token[1], contact))
+    return await post(http, f"{rb.url}/v1/ebid/submissions", body)
+
+
 async def file_report(
     http: aiohttp.ClientSession, rb: RunningBackend, contacts: list[wire.ReportedContact]
 ) -> tuple[int, Any]:
-    _, answer = await exchange(http, rb, await admin_tan(http, rb))
-    return await post(http, f"{rb.url}/v1/ebid/report", wire.contacts_body(contacts), answer["token"])
+    """Every contact as a separate submission under its own token; the first refusal, else the last answer."""
+    tokens = await buy_tokens(http, rb, await admin_tan(http, rb))
+    answer: tuple[int, Any] = (200, {"status": "accepted"})
+    for token, contact in zip(tokens, contacts, strict=False):
+        answer = await submit(http, rb, token, contact)
+        if answer[0] != 200:
+            return answer
+    return answer
+
+
+def registration_id(rb: RunningBackend, creds: dict[str, Any]) -> int:
+    reg = rb.backend.store.registration_by_client(creds["clientId"])
+    assert reg is not None
+    return reg.id

@@ -34,7 +34,9 @@ def make_device(
     key_server: KeyServer | None = None,
 ) -> Device:
     store = Store.open(tmp_path / name)
-    settings = SyncSettings(base_url=url, public_key=rb.public_key, key_server=key_server)
+    settings = SyncSettings(
+        base_url=url, public_key=rb.public_key, key_server=key_server, submission_spread_seconds=0.0
+    )  # a manual clock: submissions go at once (their spread is tested in tests/sync/test_sync_submissions.py)
     client = SyncService(http, settings, clock, store, rng=random.Random(7))
     return Device(store, client, KeyRing(store, scheme))
 

@@ -68,9 +68,9 @@ async def test_a_report_rounds_attenuation_as_the_device_own_windows_do(
 
 def test_the_backend_adds_the_declared_tx_power_to_assumed_scans_only() -> None:
     assumed, measured = wire.ScanRecord(1.0, 60, 58, assumed_tx_power=True), wire.ScanRecord(2.0, 61, 59)
-    [e] = with_declared_tx_power([Exposure("r", 7, 1.0, (assumed, measured))], -8)
+    [e] = with_declared_tx_power([Exposure(7, 1.0, (assumed, measured))], -8)
     assert e.scans == (wire.ScanRecord(1.0, 52, 50, assumed_tx_power=False), measured)
-    [same] = with_declared_tx_power([Exposure("r", 7, 1.0, (assumed,))], None)
+    [same] = with_declared_tx_power([Exposure(7, 1.0, (assumed,))], None)
     assert same.scans == (assumed,)
 
 

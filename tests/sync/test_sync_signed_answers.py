@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
-from support.backend_harness import RunningBackend
+from support.backend_harness import RunningBackend, heard
 from support.sync_devices import Device, issue, make_device
 
 from agent.clock import ManualClock
@@ -309,3 +309,62 @@ async def test_a_malformed_nonce_is_a_400_before_anything_is_written(
     assert running.backend.store._one("SELECT COUNT(*) FROM challenges")[0] == 0
     async with http.post(url, headers={answers.NONCE_HEADER: answers.new_nonce()}) as r:
         assert r.status == 200 and "Signature" in r.headers
+
+
+async def _reporter_and_contact(
+    tmp_path: Path, url: str, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> tuple[Device, list[wire.ReportedContact], int]:
+    """A reporter (through the proxy) that heard a registered device (direct) for 20 minutes; the heard
+    device's registration id."""
+    heard_device = await registered(tmp_path, "heard", running.url, running, http, clock)
+    reporter = make_device(tmp_path, "reporter", url, running, http, clock, SchemeName.EBID)
+    reporter.store.add_windows(heard(heard_device.ring.scheme(), clock.now() + 60, minutes=20, rssi=-50))
+    await clock.advance(3600)
+    contacts = reporter.client.ebid_contacts(None, clock.now(), 0.0)
+    client_id = heard_device.store.credential("ebid")["client_id"]  # type: ignore[index]
+    reg = running.backend.store.registration_by_client(client_id)
+    assert contacts and reg is not None
+    return reporter, contacts, reg.id
+
+
+@pytest.mark.parametrize("path", ["/v1/ebid/submission-key", "/v1/ebid/submission-tokens", "/v1/ebid/submissions"])
+@pytest.mark.parametrize("case", ["unsigned", "wrong key", "replayed"])
+async def test_a_forged_submission_answer_is_refused(
+    tmp_path: Path,
+    running: RunningBackend,
+    http: aiohttp.ClientSession,
+    clock: ManualClock,
+    forger: tuple[Forger, str],
+    path: str,
+    case: str,
+) -> None:
+    """A forged submission key above all: one the network chose would let it tie every signature it
+    makes to one report. The device stops at the refused answer; before the token request (a forged
+    key) the TAN is not spent and the same report then goes through with the real answers."""
+    proxy, url = forger
+    reporter, contacts, heard_id = await _reporter_and_contact(tmp_path, url, running, http, clock)
+    method = "GET" if path.endswith("submission-key") else "POST"
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    if case == "replayed":  # an answer the backend signed for another device's request on this path
+        other = make_device(tmp_path, "other", url, running, http, clock, SchemeName.EBID)
+        await other.client.report_ebid(await issue(http, running, "tans"), contacts[:1])
+        recorded = proxy.seen[path][-1]
+        running.backend.store.erase_registration(heard_id)
+        reporter, contacts, heard_id = await _reporter_and_contact(tmp_path / "again", url, running, http, clock)
+    forgeries: dict[str, Tamper] = {
+        "unsigned": lambda ex: (ex.body, {"Content-Type": "application/json"}),
+        "wrong key": lambda ex: signed(other_key, ex.body, nonce=ex.nonce, request=f"{method} {path}", iat=clock.now()),
+        "replayed": lambda ex: (recorded.body, recorded.headers),
+    }
+    proxy.tamper[path] = forgeries[case]
+    reason = {"unsigned": "unsigned answer", "wrong key": "bad signature", "replayed": "nonce differs"}[case]
+    tan = await issue(http, running, "tans")
+    with pytest.raises(AnswerRejected, match=f"{path}: answer refused: .*{reason}"):
+        await reporter.client.report_ebid(tan, contacts)
+    filed = len(running.backend.store.exposures_of(heard_id))
+    # nothing is filed before the submissions; a refused receipt stops the report at its first submission
+    assert filed == 0 if path != "/v1/ebid/submissions" else filed <= 1
+    if path == "/v1/ebid/submission-key":
+        del proxy.tamper[path]
+        await reporter.client.report_ebid(tan, contacts)  # the TAN was never sent, so it still buys tokens
+        assert len(running.backend.store.exposures_of(heard_id)) == len(contacts)

@@ -1,0 +1,69 @@
+"""A schema-3 store (with use times, a registration time and report ids) opens as schema 4 with what it
+held kept: spent flags for use times, exposures without report id or report time, no registration time."""
+
+import json
+import sqlite3
+from pathlib import Path
+
+from agent.protocol import wire
+from agent.server import tables
+from agent.server.db import ServerStore, Spent
+
+_SCANS = json.dumps(wire.scans_body((wire.ScanRecord(1.7e9, 50, 45),)))
+
+
+def _schema_3_store(path: Path) -> None:
+    path.parent.mkdir(mode=0o700)
+    old = sqlite3.connect(path)
+    old.executescript(tables.SCHEMA)
+    for step in tables.MIGRATIONS[:2]:
+        for statement in step:
+            old.execute(statement)
+    old.executescript(
+        "INSERT INTO tans VALUES (x'01', 2e9, NULL, 1.7e9);"
+        "INSERT INTO tans VALUES (x'02', 2e9, NULL, NULL);"
+        "INSERT INTO upload_tokens VALUES (x'06', 2e9, NULL, 0, 1.7e9);"
+        "INSERT INTO enrolment_codes VALUES (x'03', 2e9, 1.7e9);"
+        "INSERT INTO registrations (id, client_id, secret_hash, puid, created, tx_power, seen_day) "
+        "VALUES (5, 'c', x'04', x'05', 1.7e9, -8, 19675);"
+        f"INSERT INTO exposures VALUES (5, 'report-1', 7, 1.7e9, '{_SCANS}', 1.70001e9);"
+        f"INSERT INTO exposures VALUES (5, 'report-2', 7, 1.7e9, '{_SCANS}', 1.70002e9);"
+        "INSERT INTO issued_tans (tan_hash, officer, issued_hour, expires, report_type, note) "
+        "VALUES (x'01', 'ann', 1.7e9, 2e9, 'confirmed test', '');"
+        "PRAGMA user_version=3;"
+    )
+    old.commit()
+    old.close()
+
+
+def test_schema_3_store_migrates_keeping_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "backend" / tables.DB_FILE
+    _schema_3_store(path)
+    store = ServerStore(path)
+    assert store.spend_tan(b"\x01", 1.8e9) is Spent.USED
+    assert store.spend_tan(b"\x02", 1.8e9) is None
+    assert store.upload_token(b"\x06", 1.8e9) is Spent.USED
+    assert store.enrolment_code(b"\x03", 1.8e9) is Spent.USED
+    assert store.registration(5) is not None and store.registration(5).tx_power == -8  # type: ignore[union-attr]
+    assert len(store.exposures_of(5)) == 1  # two rows that differed only in report id and time are one
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 4
+    columns = {
+        t: {c[1] for c in db.execute(f"PRAGMA table_info({t})")}
+        for t in ("exposures", "registrations", "tans", "upload_tokens", "enrolment_codes")
+    }
+    assert columns["exposures"] == {"registration_id", "period", "time", "scans"}
+    assert "created" not in columns["registrations"] and {"tx_power", "seen_day"} <= columns["registrations"]
+    assert all("used" not in columns[t] and "spent" in columns[t] for t in ("tans", "upload_tokens", "enrolment_codes"))
+    assert db.execute("SELECT registration_id, period, time FROM exposures").fetchall() == [(5, 7, 1.7e9)]
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_migrated_store_reopens_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "backend" / tables.DB_FILE
+    _schema_3_store(path)
+    ServerStore(path).close()
+    before = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+    ServerStore(path).close()
+    assert sqlite3.connect(path).execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == before
