@@ -22,9 +22,10 @@ from agent.cli.context import CliContext
 from agent.clock import Clock, clock_from_spec, date_to_day, day_to_iso
 from agent.config import AgentConfig, ConfigError, device_calibration, load_config, risk_settings, sync_settings
 from agent.keys import KeyRing
+from agent.protocol.wire import TanGrant
 from agent.schemes.base import SchemeName
 from agent.store import Store, StoreError
-from agent.sync import SyncError, SyncService, open_session
+from agent.sync import SyncError, SyncService, open_session, reported_onset
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=15)
 
@@ -165,34 +166,52 @@ def register(obj: CliContext, code: str) -> None:
     "--onset",
     type=click.DateTime(formats=["%Y-%m-%d"]),
     default=None,
-    help="Symptom onset (or test) date, YYYY-MM-DD: keys from two days before it are sent.",
+    help="Symptom onset (or test) date, YYYY-MM-DD: keys from two days before it are sent. An onset date the "
+    "health authority set on the TAN wins.",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for consent (it was given otherwise).")
 @click.pass_obj
 def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> None:
-    """Report a diagnosis: show exactly what would be sent, ask for consent, then upload it."""
-    onset_day = _day(onset.date()) if onset else None
+    """Report a diagnosis: redeem the TAN, show exactly what would be sent, ask for consent, then upload it.
+
+    The TAN is redeemed first because it carries the health authority's onset date, which decides the
+    contagious window shown and sent; a report declined at the question leaves the TAN spent."""
+    own_onset = _day(onset.date()) if onset else None
 
     async def go() -> str:
         async with _env(obj) as env:
+            client = env.client
             scheme = SchemeName(env.config.agent.scheme)
             now = env.clock.now()
-            url = env.client.settings.base_url
+            url = client.settings.base_url
             if scheme is SchemeName.EBID:
-                contacts = env.client.ebid_contacts(onset_day, now, env.correction)
+                retained = client.ebid_contacts(None, now, env.correction)
+                if not retained:
+                    return "nothing to report: no EBID heard in the retention period (the TAN was not used)"
+                bought = await client.buy_submission_tokens(tan, len(retained))
+                grant = bought.grant
+            else:
+                token = await client.exchange_tan(tan)
+                grant = token.grant
+            effective = reported_onset(grant, own_onset)
+            click.echo(_onset_note(grant, own_onset))
+            first = client.first_contagious_day(effective, now)
+            click.echo(f"Contagious window sent: {day_to_iso(first)} to {day_to_iso(int(now) // 86_400)}.")
+            if scheme is SchemeName.EBID:
+                contacts = client.ebid_contacts(effective, now, env.correction)
                 if not contacts:
-                    return "nothing to report: no EBID heard in the contagious period"
+                    return "nothing to report: no EBID heard in the contagious window"
                 days = sorted({int(c.time) // 86_400 for c in contacts})
                 click.echo(
                     f"To send to {url}: {len(contacts)} EBIDs this device received between {day_to_iso(days[0])} and "
                     f"{day_to_iso(days[-1])}, each with when it was heard and how strong (attenuation per scan). "
                     "No key of yours, no location, no name. Each goes as a separate submission the backend cannot "
-                    f"tie to the others, spread over {env.client.settings.submission_spread_seconds / 60:.0f} min."
+                    f"tie to the others, spread over {client.settings.submission_spread_seconds / 60:.0f} min."
                 )
             else:
-                keys = env.client.report_keys(scheme, onset_day, now)
+                keys = client.report_keys(scheme, effective, now)
                 if not keys:
-                    return "nothing to report: no key of this device covers the contagious period"
+                    return "nothing to report: no key of this device covers the contagious window"
                 days = sorted(k.rolling_start_interval_number // 144 for k in keys)
                 what = "daily key (TEK)" if scheme is SchemeName.GAEN else "key chain from the first contagious day"
                 click.echo(
@@ -205,12 +224,25 @@ def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> N
             if not yes and not click.confirm("Send this report?", default=False, err=True):
                 raise click.Abort
             if scheme is SchemeName.EBID:
-                await env.client.report_ebid(tan, contacts)
+                await client.submit(contacts, bought)
             else:
-                await env.client.report(scheme, tan, onset_day, keys)
+                await client.upload(scheme, token, own_onset, keys)
             return "report sent; thank you"
 
     click.echo(_run(go))
+
+
+def _onset_note(grant: TanGrant, own_onset: int | None) -> str:
+    """Which onset the report uses, and why, in one line (the officer's wins over ``--onset``)."""
+    kind = f"report type: {grant.report_type.name.lower().replace('_', ' ')}"
+    if grant.onset_day is None:
+        if own_onset is None:
+            return f"No onset date given: the whole retention is sent ({kind})."
+        return f"Onset date {day_to_iso(own_onset)} (yours; the TAN carries none; {kind})."
+    officer = day_to_iso(grant.onset_day)
+    if own_onset is not None and own_onset != grant.onset_day:
+        return f"Onset date {officer} from the health authority replaces your --onset {day_to_iso(own_onset)} ({kind})."
+    return f"Onset date {officer} from the health authority ({kind})."
 
 
 @click.command("status-check")

@@ -22,7 +22,7 @@ from agent.protocol.fields import WireError, b64, boolean, integer, listed, numb
 from agent.protocol.proof_of_work import MAX_DIFFICULTY, NONCE_LEN
 from agent.schemes import dp3t, ebid, gaen
 from agent.schemes.base import SchemeName
-from agent.schemes.published import PublishedKey
+from agent.schemes.published import PublishedKey, ReportType
 
 KEY_SCHEMES = (SchemeName.DP3T, SchemeName.GAEN)
 KEY_LEN = {SchemeName.DP3T: dp3t.SK_LEN, SchemeName.GAEN: gaen.TEK_LEN}
@@ -288,19 +288,48 @@ def tan_bytes(tan: str | None) -> bytes:
     return padded_json({"fake": True} if tan is None else tan_body(tan), PADDED_REQUEST_BYTES)
 
 
+REPORT_TYPES = frozenset({ReportType.CONFIRMED_TEST, ReportType.CONFIRMED_CLINICAL_DIAGNOSIS, ReportType.SELF_REPORT})
+"""The report types a TAN can carry (the export's ReportType numbers; RECURSIVE and REVOKED are not a
+diagnosis)."""
+PADDED_ANSWER_BYTES = 256
+"""A TAN exchange's answer is padded to a multiple of this, so one with the officer's onset date, one
+without and a dummy exchange's answer are as long on the wire."""
+
+
+@dataclass(frozen=True)
+class TanGrant:
+    """What a spent TAN tells the device: the officer's onset day (None: not given) and report type, so the
+    device publishes exactly the contagious window and its keys say why they were published."""
+
+    onset_day: int | None = None
+    report_type: ReportType = ReportType.CONFIRMED_TEST
+
+
+def tan_grant_body(g: TanGrant) -> dict[str, Any]:
+    return {"onset": date_of_day(g.onset_day), "reportType": int(g.report_type)}
+
+
+def parse_tan_grant(obj: dict[str, Any]) -> TanGrant:
+    report_type = integer(obj, "reportType", "body", 0, 7)
+    if report_type not in REPORT_TYPES:
+        raise WireError(f"body.reportType: {report_type} is not a diagnosis report type")
+    return TanGrant(day_of_date(obj.get("onset"), "body.onset"), ReportType(report_type))
+
+
 @dataclass(frozen=True)
 class UploadToken:
     token: str
     expires_at: float
+    grant: TanGrant = TanGrant()
 
 
-def upload_token_body(t: UploadToken) -> dict[str, Any]:
-    return {"token": t.token, "expiresAt": t.expires_at}
+def upload_token_bytes(t: UploadToken) -> bytes:
+    return padded_json({"token": t.token, "expiresAt": t.expires_at, **tan_grant_body(t.grant)}, PADDED_ANSWER_BYTES)
 
 
 def parse_upload_token(body: object) -> UploadToken:
     obj = obj_of(body, "body")
-    return UploadToken(string(obj, "token", "body", 256), number(obj, "expiresAt", "body"))
+    return UploadToken(string(obj, "token", "body", 256), number(obj, "expiresAt", "body"), parse_tan_grant(obj))
 
 
 # ---- EBID registration, access tokens and the risk verdict --------------------------------------------
@@ -530,15 +559,27 @@ def parse_token_request_batch(body: object, modulus_len: int) -> TokenRequest:
     return TokenRequest(tan, tuple(unb64(b, f"body.blinded[{i}]", modulus_len) for i, b in enumerate(items)))
 
 
-def blind_signatures_body(signatures: Sequence[bytes]) -> dict[str, Any]:
-    return {"blindSignatures": [b64(s) for s in signatures]}
+@dataclass(frozen=True)
+class TokenGrant:
+    """The answer to a token request: one blind signature per blinded token, and what the TAN carried."""
+
+    blind_signatures: tuple[bytes, ...]
+    grant: TanGrant
 
 
-def parse_blind_signatures(body: object, count: int, modulus_len: int) -> tuple[bytes, ...]:
-    items = listed(obj_of(body, "body"), "blindSignatures", "body")
+def blind_signatures_bytes(signatures: Sequence[bytes], grant: TanGrant) -> bytes:
+    """Padded like the request, so a dummy request's answer (no onset) is as long as a real one's."""
+    body = {"blindSignatures": [b64(s) for s in signatures], **tan_grant_body(grant)}
+    return padded_json(body, PADDED_REQUEST_BYTES)
+
+
+def parse_blind_signatures(body: object, count: int, modulus_len: int) -> TokenGrant:
+    obj = obj_of(body, "body")
+    items = listed(obj, "blindSignatures", "body")
     if len(items) != count:
         raise WireError(f"body.blindSignatures: expected {count}, got {len(items)}")
-    return tuple(unb64(s, f"body.blindSignatures[{i}]", modulus_len) for i, s in enumerate(items))
+    signatures = tuple(unb64(s, f"body.blindSignatures[{i}]", modulus_len) for i, s in enumerate(items))
+    return TokenGrant(signatures, parse_tan_grant(obj))
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,14 @@ from agent.risk.swisscovid import (
     SwissCovidModel,
 )
 from agent.risk.vocabulary import (
+    CONTAGIOUS_DAYS_BEFORE_ONSET,
     MAX_ATTENUATION_DB,
     CalibrationConfidence,
     Infectiousness,
     RiskConfigError,
     RiskInputError,
     RiskLevel,
+    first_contagious_day,
 )
 from agent.risk.windows import (
     DEFAULT_MAX_WINDOW_SECONDS,
@@ -72,6 +74,7 @@ from agent.schemes.published import (
 )
 
 __all__ = [
+    "CONTAGIOUS_DAYS_BEFORE_ONSET",
     "DEFAULT_MAX_WINDOW_SECONDS",
     "MAX_ATTENUATION_DB",
     "Assessment",
@@ -105,5 +108,6 @@ __all__ = [
     "attenuation_to_db",
     "exposure_windows_from_samples",
     "exposure_windows_from_sightings",
+    "first_contagious_day",
     "samples_from_sightings",
 ]

@@ -13,6 +13,16 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 MAX_ATTENUATION_DB = 255  # GAEN reports attenuation in one unsigned byte
+CONTAGIOUS_DAYS_BEFORE_ONSET = 2
+"""A diagnosed person was contagious from this many days before symptom onset (or the test), the DP-3T and
+GAEN rule: a report publishes keys (or contacts) from that day to today, and nothing older."""
+
+
+def first_contagious_day(onset_day: int | None, today: int, retention_days: int) -> int:
+    """The first UTC day a report covers: onset - ``CONTAGIOUS_DAYS_BEFORE_ONSET``, never before the oldest
+    day kept; with no onset known, the whole retention."""
+    oldest = today - retention_days + 1
+    return oldest if onset_day is None else max(oldest, onset_day - CONTAGIOUS_DAYS_BEFORE_ONSET)
 
 
 class RiskConfigError(ValueError):

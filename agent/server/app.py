@@ -278,7 +278,12 @@ async def _health(request: web.Request) -> web.Response:
 async def _onset(request: web.Request) -> web.Response:
     b = _backend(request)
     issued = b.uploads.exchange(await _body(request), _client_address(request, b))
-    return web.json_response(wire.upload_token_body(wire.UploadToken(issued.code, issued.expires)))
+    return _json_bytes(wire.upload_token_bytes(issued))
+
+
+def _json_bytes(body: bytes) -> web.Response:
+    """An answer sent as these exact (padded) bytes, never cached."""
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 async def _upload(request: web.Request) -> web.Response:
@@ -347,9 +352,9 @@ async def _submission_key(request: web.Request) -> web.Response:
 
 async def _submission_tokens(request: web.Request) -> web.Response:
     b = _backend(request)
-    redeemed = b.ebid.redeem_for_tokens(await _body(request), _client_address(request, b))
+    redeemed, grant = b.ebid.redeem_for_tokens(await _body(request), _client_address(request, b))
     signed = await asyncio.to_thread(b.ebid.sign_tokens, redeemed)
-    return web.json_response(wire.blind_signatures_body(signed), headers={"Cache-Control": "no-store"})
+    return _json_bytes(wire.blind_signatures_bytes(signed, grant))
 
 
 async def _submission(request: web.Request) -> web.Response:
@@ -405,8 +410,11 @@ async def _admin_tans(request: web.Request) -> web.Response:
     valid = wire.optional_int(body, "validSeconds", 60, 30 * 86_400, b.config.tan.valid_seconds)
     onset_day = wire.day_of_date(body.get("onset") if isinstance(body, dict) else None, "body.onset")
     onset = None if onset_day is None else day_to_date(onset_day)
+    kind = body.get("reportType", ReportType.CONFIRMED_TEST.value) if isinstance(body, dict) else None
+    if kind not in {t.value for t in ReportType}:
+        raise ApiError(400, f"body.reportType: one of {', '.join(t.value for t in ReportType)}")
     try:
-        issued = b.portal.issue_tan(actor, onset, ReportType.CONFIRMED_TEST, valid, "")
+        issued = b.portal.issue_tan(actor, onset, ReportType(kind), valid, "")
     except PortalError as exc:
         raise ApiError(400, str(exc)) from None
     return web.json_response({"tan": issued.code, "expiresAt": issued.expires}, status=201)

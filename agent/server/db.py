@@ -18,15 +18,26 @@ from dataclasses import dataclass
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.server.ebid_store import EbidTables, Exposure, Registration
-from agent.server.tables import DB_FILE, SCHEMA_VERSION, Spent
+from agent.server.tables import DB_FILE, SCHEMA_VERSION, RedeemedTan, Spent
 
-__all__ = ["DB_FILE", "SCHEMA_VERSION", "Exposure", "OutboxItem", "Registration", "ServerStore", "Spent", "UploadToken"]
+__all__ = [
+    "DB_FILE",
+    "SCHEMA_VERSION",
+    "Exposure",
+    "OutboxItem",
+    "RedeemedTan",
+    "Registration",
+    "ServerStore",
+    "Spent",
+    "UploadToken",
+]
 
 
 @dataclass(frozen=True)
 class UploadToken:
     onset_day: int | None
     fake: bool
+    report_type: int = 1
 
 
 @dataclass(frozen=True)
@@ -68,29 +79,30 @@ class ServerStore(EbidTables):
 
     # ---- TANs and upload tokens ----------------------------------------------------------------------
 
-    def add_tan(self, code_hash: bytes, expires: float, onset_day: int | None) -> None:
+    def add_tan(self, code_hash: bytes, expires: float, onset_day: int | None, report_type: int = 1) -> None:
         self._db.execute(
-            "INSERT INTO tans (hash, expires, onset_day) VALUES (?, ?, ?)", (code_hash, expires, onset_day)
+            "INSERT INTO tans (hash, expires, onset_day, report_type) VALUES (?, ?, ?, ?)",
+            (code_hash, expires, onset_day, report_type),
         )
 
-    def redeem_tan(
-        self, code_hash: bytes, now: float, token_hash: bytes, token_expires: float
-    ) -> tuple[int | None, Spent | None]:
-        """Spend the TAN and create its upload token in one transaction: (onset day, None) on success,
-        else (None, why)."""
+    def redeem_tan(self, code_hash: bytes, now: float, token_hash: bytes, token_expires: float) -> RedeemedTan | Spent:
+        """Spend the TAN and create its upload token (with the TAN's onset day and report type) in one
+        transaction; why not when it cannot be spent."""
         with self._tx() as db:
             cur = db.execute("UPDATE tans SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?", (code_hash, now))
-            row = db.execute("SELECT onset_day, spent, expires FROM tans WHERE hash = ?", (code_hash,)).fetchone()
+            row = db.execute(
+                "SELECT onset_day, spent, expires, report_type FROM tans WHERE hash = ?", (code_hash,)
+            ).fetchone()
             if cur.rowcount != 1:
                 if row is None:
-                    return None, Spent.UNKNOWN
-                return None, (Spent.USED if row[1] else Spent.EXPIRED)
+                    return Spent.UNKNOWN
+                return Spent.USED if row[1] else Spent.EXPIRED
             db.execute(
-                "INSERT INTO upload_tokens (hash, expires, onset_day, fake) VALUES (?, ?, ?, 0)",
-                (token_hash, token_expires, row[0]),
+                "INSERT INTO upload_tokens (hash, expires, onset_day, fake, report_type) VALUES (?, ?, ?, 0, ?)",
+                (token_hash, token_expires, row[0], row[3]),
             )
             self._count(db, "tans_used", now)
-            return row[0], None
+            return RedeemedTan(row[0], row[3])
 
     def revoke_tan(self, code_hash: bytes, now: float) -> bool:
         """Delete an open TAN so it can no longer be redeemed; False when it is used, expired or gone."""
@@ -128,14 +140,16 @@ class ServerStore(EbidTables):
         return {bytes(h): "used" if spent else ("expired" if expires <= now else "open") for h, spent, expires in rows}
 
     def upload_token(self, token_hash: bytes, now: float) -> UploadToken | Spent:
-        row = self._one("SELECT onset_day, fake, spent, expires FROM upload_tokens WHERE hash = ?", (token_hash,))
+        row = self._one(
+            "SELECT onset_day, fake, spent, expires, report_type FROM upload_tokens WHERE hash = ?", (token_hash,)
+        )
         if row is None:
             return Spent.UNKNOWN
         if row[2]:
             return Spent.USED
         if row[3] <= now:
             return Spent.EXPIRED
-        return UploadToken(row[0], bool(row[1]))
+        return UploadToken(row[0], bool(row[1]), row[4])
 
     def publish_keys(
         self, token_hash: bytes, now: float, scheme: SchemeName, keys: Sequence[tuple[PublishedKey, int]]

@@ -40,7 +40,7 @@ from agent.server.db import Exposure, ServerStore, Spent
 from agent.server.errors import ApiError, too_many
 from agent.server.federation import Federation, forward_body
 from agent.server.ratelimit import FailureLimiter
-from agent.server.uploads import bearer_token
+from agent.server.uploads import bearer_token, tan_grant
 
 log = logging.getLogger(__name__)
 MAX_CONTACTS = 100_000
@@ -237,21 +237,22 @@ class EbidBackend:
     def submission_public_key(self) -> wire.SubmissionKey:
         return wire.SubmissionKey(self.submission_key().public_key())
 
-    def redeem_for_tokens(self, body: object, address: str) -> wire.TokenRequest:
-        """Check a token request and spend its TAN (a fake request, dummy traffic, spends nothing);
-        ``sign_tokens`` then does the slow part off the event loop."""
+    def redeem_for_tokens(self, body: object, address: str) -> tuple[wire.TokenRequest, wire.TanGrant]:
+        """Check a token request and spend its TAN (a fake request, dummy traffic, spends nothing): the
+        request and what the TAN carries to the device; ``sign_tokens`` then does the slow part off the
+        event loop."""
         request = wire.parse_token_request_batch(body, blind_rsa.modulus_len(self.submission_key().public_key()))
         if request.tan is None:
-            return request
+            return request, wire.TanGrant()
         wait = self._limiter.retry_after(address)
         if wait is not None:
             raise too_many(wait, "wrong TANs from this address")
         normal = codes.normalise_code(request.tan)
-        why = self._store.spend_tan(codes.code_hash(normal), self._clock.now()) if normal else Spent.UNKNOWN
-        if why is not None:
+        spent = self._store.spend_tan(codes.code_hash(normal), self._clock.now()) if normal else Spent.UNKNOWN
+        if isinstance(spent, Spent):
             self._limiter.failed(address)
-            raise ApiError(403, f"TAN {why.value}")
-        return request
+            raise ApiError(403, f"TAN {spent.value}")
+        return request, tan_grant(spent)
 
     def sign_tokens(self, request: wire.TokenRequest) -> list[bytes]:
         """One blind signature per blinded token. A fake request is signed too (so it takes as long) but

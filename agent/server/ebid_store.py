@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from agent.clock import day_of
 from agent.protocol import wire
-from agent.server.tables import Rollback, Spent, Tables
+from agent.server.tables import RedeemedTan, Rollback, Spent, Tables
 
 
 @dataclass(frozen=True)
@@ -178,13 +178,18 @@ class EbidTables(Tables):
                 out[p] = bytes(k)
         return out
 
-    def spend_tan(self, code_hash: bytes, now: float) -> Spent | None:
-        """Spend a TAN that buys submission tokens; None on success, else why it was refused."""
+    def spend_tan(self, code_hash: bytes, now: float) -> RedeemedTan | Spent:
+        """Spend a TAN that buys submission tokens: its onset day and report type, else why it was refused."""
         with self._tx() as db:
-            cur = db.execute("UPDATE tans SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?", (code_hash, now))
-            if cur.rowcount == 1:
+            cur = db.execute(
+                "UPDATE tans SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ? "
+                "RETURNING onset_day, report_type",
+                (code_hash, now),
+            )
+            spent = cur.fetchall()
+            if spent:
                 self._count(db, "tans_used", now)
-                return None
+                return RedeemedTan(spent[0][0], spent[0][1])
             row = db.execute("SELECT spent FROM tans WHERE hash = ?", (code_hash,)).fetchone()
             return Spent.UNKNOWN if row is None else (Spent.USED if row[0] else Spent.EXPIRED)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE exposures_by_pseudonym RENAME TO exposures",
         "CREATE TABLE spent_submission_tokens (hash BLOB PRIMARY KEY) WITHOUT ROWID",
     ),
+    # 5: a TAN carries the officer's report type (the export's ReportType number) to the upload token and
+    # so to the keys published with it; older TANs were all confirmed tests.
+    (
+        "ALTER TABLE tans ADD COLUMN report_type INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE upload_tokens ADD COLUMN report_type INTEGER NOT NULL DEFAULT 1",
+    ),
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
@@ -125,6 +132,14 @@ class Spent(StrEnum):
     UNKNOWN = "unknown"
     USED = "already used"
     EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class RedeemedTan:
+    """What a spent TAN hands on: the officer's onset day (or None) and report type."""
+
+    onset_day: int | None
+    report_type: int
 
 
 class Tables:

@@ -20,15 +20,14 @@ from agent.clock import Clock
 from agent.protocol import wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
-from agent.schemes.published import PublishedKey
+from agent.schemes.published import PublishedKey, ReportType
 from agent.server import buckets, codes
 from agent.server.config import BackendConfig
-from agent.server.db import ServerStore, Spent, UploadToken
+from agent.server.db import RedeemedTan, ServerStore, Spent, UploadToken
 from agent.server.errors import ApiError, too_many
 from agent.server.ratelimit import FailureLimiter
 
 log = logging.getLogger(__name__)
-REPORT_TYPE_CONFIRMED_TEST = 1
 MAX_DAYS_SINCE_ONSET = 14
 _FAKE_RANDOM_LEN = 16
 
@@ -48,14 +47,20 @@ class BearerUpload:
 
 
 def issue_tans(
-    store: ServerStore, now: float, valid_seconds: int, onset_day: int | None, count: int = 1
+    store: ServerStore,
+    now: float,
+    valid_seconds: int,
+    onset_day: int | None,
+    count: int = 1,
+    report_type: ReportType = ReportType.CONFIRMED_TEST,
 ) -> list[IssuedCode]:
-    """New TANs (shared by the admin endpoint and ``proxitrace backend tan issue``)."""
+    """New TANs (shared by the portal, the admin endpoint and ``proxitrace backend tan issue``), each
+    carrying the officer's onset day and report type to the device that spends it."""
     if valid_seconds <= 0:
         raise ApiError(400, "validity must be positive")
     issued = [IssuedCode(codes.new_code(), now + valid_seconds) for _ in range(count)]
     for tan in issued:
-        store.add_tan(codes.code_hash(codes.normalise_code(tan.code) or ""), tan.expires, onset_day)
+        store.add_tan(codes.code_hash(codes.normalise_code(tan.code) or ""), tan.expires, onset_day, int(report_type))
     store.count("tans_issued", now, count)
     log.info("%d TAN(s) issued, valid %d s", count, valid_seconds)
     return issued
@@ -75,27 +80,27 @@ class Uploads:
         valid = self._config.tan.valid_seconds if valid_seconds is None else valid_seconds
         return issue_tans(self._store, self._clock.now(), valid, onset_day)[0]
 
-    def exchange(self, body: object, address: str) -> IssuedCode:
-        """TAN → upload token. ``{"tan": …}``; ``{"fake": true}`` gets a token that uploads nothing
-        (dummy traffic that looks like a real report from the outside)."""
+    def exchange(self, body: object, address: str) -> wire.UploadToken:
+        """TAN → upload token, with the TAN's onset day and report type. ``{"tan": …}``; ``{"fake": true}``
+        gets a token that uploads nothing (dummy traffic that looks like a real report from the outside)."""
         now = self._clock.now()
         ttl = self._config.upload.token_ttl_seconds
         if wire.optional_bool(body, "fake"):
-            return IssuedCode(self._fake_token(), now + ttl)
+            return wire.UploadToken(self._fake_token(), now + ttl)
         token = codes.new_token()
         tan = wire.required_str(body, "tan", 64)
         wait = self._limiter.retry_after(address)
         if wait is not None:
             raise too_many(wait, "wrong TANs from this address")
         normal = codes.normalise_code(tan)
-        why: Spent | None = Spent.UNKNOWN
+        redeemed: RedeemedTan | Spent = Spent.UNKNOWN
         if normal is not None:
-            _, why = self._store.redeem_tan(codes.code_hash(normal), now, codes.code_hash(token), now + ttl)
-        if why is not None:
+            redeemed = self._store.redeem_tan(codes.code_hash(normal), now, codes.code_hash(token), now + ttl)
+        if isinstance(redeemed, Spent):
             self._limiter.failed(address)
-            log.info("TAN refused: %s", why.value)
-            raise ApiError(403, f"TAN {why.value}")
-        return IssuedCode(token, now + ttl)
+            log.info("TAN refused: %s", redeemed.value)
+            raise ApiError(403, f"TAN {redeemed.value}")
+        return wire.UploadToken(token, now + ttl, tan_grant(redeemed))
 
     def _fake_token(self, random_part: bytes | None = None) -> str:
         """A fake upload token that needs no row: 16 random bytes and their MAC under the backend's own
@@ -130,7 +135,7 @@ class Uploads:
         if bearer.token.fake:
             return 0
         onset = bearer.token.onset_day if bearer.token.onset_day is not None else upload.onset_day
-        checked = [self._checked(k, now, onset) for k in upload.keys]
+        checked = [self._checked(k, now, onset, bearer.token.report_type) for k in upload.keys]
         bucket = self._config.lists.bucket_seconds
         keys = [(k, buckets.release_tag_ms(scheme, k, now, bucket)) for k in checked]
         if not self._store.publish_keys(bearer.token_hash, now, scheme, keys):
@@ -138,7 +143,7 @@ class Uploads:
         log.info("%s upload stored", scheme.value)
         return len(keys)
 
-    def _checked(self, key: PublishedKey, now: float, onset_day: int | None) -> PublishedKey:
+    def _checked(self, key: PublishedKey, now: float, onset_day: int | None, report_type: int) -> PublishedKey:
         current = gaen.enin(now)
         oldest = gaen.day_start_enin(current) - self._config.lists.retention_days * gaen.ROLLING_PERIOD
         if key.rolling_start_interval_number > current:
@@ -154,9 +159,14 @@ class Uploads:
             key.rolling_start_interval_number,
             key.rolling_period,
             key.transmission_risk_level,
-            REPORT_TYPE_CONFIRMED_TEST,
+            report_type,
             dso,
         )
+
+
+def tan_grant(redeemed: RedeemedTan) -> wire.TanGrant:
+    """What a spent TAN tells the device (its stored report type is one the portal or CLI issued)."""
+    return wire.TanGrant(redeemed.onset_day, ReportType(redeemed.report_type))
 
 
 def bearer_token(authorization: str | None) -> str:

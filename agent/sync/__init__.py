@@ -9,7 +9,7 @@ builds them) and imports no config, daemon, CLI or backend module.
 from agent.protocol.wire import RiskVerdict
 from agent.sync.client import MAX_DOWNLOAD_BYTES, BackendClient, Progress, open_session, tls_context
 from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
-from agent.sync.service import SyncOutcome, SyncService
+from agent.sync.service import SyncOutcome, SyncService, reported_onset
 from agent.sync.settings import KeyServer, SyncSettings
 from agent.sync.verify import BUNDLE_TAG_HEADER, Refusal, VerifiedList, VerifiedPull, verify_answer, verify_pull
 
@@ -33,6 +33,7 @@ __all__ = [
     "VerifiedList",
     "VerifiedPull",
     "open_session",
+    "reported_onset",
     "tls_context",
     "verify_answer",
     "verify_pull",

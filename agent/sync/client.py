@@ -204,8 +204,9 @@ class BackendClient:
     async def submission_key(self) -> wire.SubmissionKey:
         return await self._call("GET", "/v1/ebid/submission-key", wire.parse_submission_key)
 
-    async def submission_tokens(self, tan: str | None, blinded: list[bytes], modulus_len: int) -> tuple[bytes, ...]:
-        """Blind signatures for ``blinded``, bought with ``tan`` (None: a fake request, dummy traffic)."""
+    async def submission_tokens(self, tan: str | None, blinded: list[bytes], modulus_len: int) -> wire.TokenGrant:
+        """Blind signatures for ``blinded``, bought with ``tan`` (None: a fake request, dummy traffic), and
+        what the TAN carried."""
         return await self._call(
             "POST",
             "/v1/ebid/submission-tokens",

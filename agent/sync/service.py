@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import os
 import random
@@ -34,7 +35,8 @@ from agent.clock import DAY, Clock, day_of
 from agent.exposure import ListOutcome, process_list
 from agent.keys import KeyRing
 from agent.protocol import blind_rsa, proof_of_work, wire
-from agent.risk import RiskSettings, attenuation_to_db, samples_from_sightings
+from agent.protocol.fields import b64, unb64
+from agent.risk import RiskSettings, attenuation_to_db, first_contagious_day, samples_from_sightings
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -56,9 +58,12 @@ from agent.sync.verify import (
 
 log = logging.getLogger(__name__)
 
-CONTAGIOUS_DAYS_BEFORE_ONSET = 2
 SUBMISSION_ATTEMPTS = 5
 EBID_CREDENTIAL = "ebid"
+PENDING_REPORT = "pending_report"
+"""What a redeemed TAN bought (an upload token, or submission tokens) until the report is sent: the TAN is
+redeemed before consent (it carries the officer's onset), so a report declined, or cut off, is sent later
+with the same TAN from here instead of losing it."""
 POW_SECONDS = 600.0
 """How long registration's proof of work may take (real time): difficulty 24 is seconds on a Pi 4, the
 most a backend may ask (``proof_of_work.MAX_DIFFICULTY``) is minutes; past this the challenge has expired."""
@@ -261,9 +266,7 @@ class SyncService:
     # ---- reports (DP-3T, GAEN) -----------------------------------------------------------------------
 
     def first_contagious_day(self, onset_day: int | None, now: float) -> int:
-        today = day_of(now)
-        oldest = today - self.settings.retention_days + 1
-        return oldest if onset_day is None else max(oldest, onset_day - CONTAGIOUS_DAYS_BEFORE_ONSET)
+        return first_contagious_day(onset_day, day_of(now), self.settings.retention_days)
 
     def report_keys(self, scheme: SchemeName, onset_day: int | None, now: float) -> list[PublishedKey]:
         """Exactly the keys a report would send: the contagious days' keys up to today, nothing later."""
@@ -283,17 +286,48 @@ class SyncService:
             return [PublishedKey(sk, day * gaen.ROLLING_PERIOD)] if day <= today else []
         raise ValueError("EBID reports send contacts: use ebid_contacts")
 
-    async def exchange_tan(self, tan: str) -> str:
-        return (await self._client.upload_token(tan)).token
+    async def exchange_tan(self, tan: str) -> wire.UploadToken:
+        """The TAN for an upload token and what the officer set on it (onset date, report type): asked
+        before consent, so the device shows and publishes exactly the contagious window. A token this TAN
+        bought before for a report not yet sent, and still valid, is used again."""
+        pending = self._pending(tan, "upload")
+        if pending is not None:
+            kept = wire.parse_upload_token(pending)
+            if kept.expires_at > self._clock.now():
+                return kept
+        token = await self._client.upload_token(tan)
+        answer = {"token": token.token, "expiresAt": token.expires_at, **wire.tan_grant_body(token.grant)}
+        self._keep_pending(tan, "upload", answer)
+        return token
+
+    def _pending(self, tan: str, kind: str) -> dict[str, Any] | None:
+        kept = self._store.credential(PENDING_REPORT)
+        if not kept or kept.get("tan") != _tan_id(tan) or kept.get("kind") != kind:
+            return None
+        answer = kept.get("answer")
+        return answer if isinstance(answer, dict) else None
+
+    def _keep_pending(self, tan: str, kind: str, answer: dict[str, Any]) -> None:
+        self._store.set_credential(
+            PENDING_REPORT, {"tan": _tan_id(tan), "kind": kind, "answer": answer}, self._clock.now()
+        )
 
     async def report(self, scheme: SchemeName, tan: str, onset_day: int | None, keys: list[PublishedKey]) -> None:
-        """Upload ``keys`` (what the user consented to) with a TAN, padded to the server's fixed count; a
+        """Exchange the TAN, then ``upload`` ``keys``."""
+        await self.upload(scheme, await self.exchange_tan(tan), onset_day, keys)
+
+    async def upload(
+        self, scheme: SchemeName, token: wire.UploadToken, onset_day: int | None, keys: list[PublishedKey]
+    ) -> None:
+        """Upload ``keys`` (what the user consented to) under an exchanged TAN's token, padded to the
+        server's fixed count, with the officer's onset day if the TAN carried one (else ``onset_day``); a
         DP-3T device then starts a fresh key chain so nothing it broadcasts from now on is linkable."""
         count = (await self._client.health()).keys_per_upload
         if len(keys) > count:
             raise SyncError(f"{len(keys)} keys do not fit the backend's upload size ({count})")
-        token = await self.exchange_tan(tan)
-        await self._client.upload_keys(scheme, wire.key_upload_body(scheme, keys, count, onset_day), token)
+        onset = reported_onset(token.grant, onset_day)
+        await self._client.upload_keys(scheme, wire.key_upload_body(scheme, keys, count, onset), token.token)
+        self._store.delete_credential(PENDING_REPORT)
         if scheme is SchemeName.DP3T:
             KeyRing(self._store, scheme, self.settings.retention_days).reset_dp3t(now=self._clock.now())
         log.info("%s report uploaded", scheme.value)
@@ -387,19 +421,39 @@ class SyncService:
         return contacts
 
     async def report_ebid(self, tan: str, contacts: list[wire.ReportedContact]) -> None:
-        """Buy blind-signed tokens with the TAN, then send each contact as a separate submission
-        (``agent.sync.submissions`` says why each step), over ``submission_spread_seconds``."""
+        """Buy blind-signed tokens for ``contacts`` with the TAN, then ``submit`` them."""
+        await self.submit(contacts, await self.buy_submission_tokens(tan, len(contacts)))
+
+    async def buy_submission_tokens(self, tan: str, contacts: int) -> submissions.BoughtTokens:
+        """Enough blind-signed tokens for ``contacts`` (rounded up to a batch) with the TAN, and what the
+        officer set on it; asked before consent, as the TAN exchange is. Tokens this TAN bought before for
+        a report not yet sent are used again when there are enough."""
+        pending = self._pending(tan, "submission")
+        if pending is not None:
+            kept = _bought_tokens(pending)
+            if len(kept.tokens) >= contacts:
+                return kept
         key = (await self._client.submission_key()).public_key
-        pending = submissions.new_tokens(key, submissions.token_count(len(contacts)))
-        blind_sigs = await self._client.submission_tokens(
+        pending = submissions.new_tokens(key, submissions.token_count(contacts))
+        answer = await self._client.submission_tokens(
             tan, [p.blinded.blinded_msg for p in pending], blind_rsa.modulus_len(key)
         )
         try:
-            tokens = submissions.finalize_tokens(key, pending, blind_sigs)
+            tokens = submissions.finalize_tokens(key, pending, answer.blind_signatures)
         except blind_rsa.BlindSignatureError as exc:
             raise SyncError(f"/v1/ebid/submission-tokens: the backend's blind signature is wrong ({exc})") from None
-        planned = submissions.plan(contacts, tokens, self.settings.submission_spread_seconds, self._rng)
+        bought = submissions.BoughtTokens(tuple(tokens), answer.grant)
+        self._keep_pending(tan, "submission", _bought_body(bought))
+        return bought
+
+    async def submit(self, contacts: list[wire.ReportedContact], bought: submissions.BoughtTokens) -> None:
+        """Each contact as a separate submission under one bought token, the rest of the tokens spent on
+        padding (``agent.sync.submissions`` says why each step), over ``submission_spread_seconds``."""
+        if len(contacts) > len(bought.tokens):
+            raise SyncError(f"{len(contacts)} contacts, but only {len(bought.tokens)} submission tokens were bought")
+        planned = submissions.plan(contacts, bought.tokens, self.settings.submission_spread_seconds, self._rng)
         await self._send_at(planned)
+        self._store.delete_credential(PENDING_REPORT)
         log.info("EBID report sent as %d separate submissions", len(planned))
 
     async def fake_report(self, scheme: SchemeName) -> None:
@@ -484,6 +538,27 @@ class SyncService:
             if on_result is not None:
                 on_result(result, delay)
             await self._clock.sleep(delay)
+
+
+def _tan_id(tan: str) -> str:
+    """How the device recognises a TAN it redeemed before without keeping it."""
+    return hashlib.sha256(tan.strip().upper().encode()).hexdigest()
+
+
+def _bought_body(bought: submissions.BoughtTokens) -> dict[str, Any]:
+    tokens = [[b64(t), b64(s)] for t, s in bought.tokens]
+    return {"tokens": tokens, **wire.tan_grant_body(bought.grant)}
+
+
+def _bought_tokens(body: dict[str, Any]) -> submissions.BoughtTokens:
+    pairs = body.get("tokens")
+    tokens = tuple((unb64(t, "tokens"), unb64(s, "tokens")) for t, s in pairs) if isinstance(pairs, list) else ()
+    return submissions.BoughtTokens(tokens, wire.parse_tan_grant(body))
+
+
+def reported_onset(grant: wire.TanGrant, onset_day: int | None) -> int | None:
+    """The onset a report covers: the officer's (on the TAN) wins over the user's own."""
+    return grant.onset_day if grant.onset_day is not None else onset_day
 
 
 def _scans(windows: list[SightingWindow], default_tx_power: int, correction: float) -> tuple[wire.ScanRecord, ...]:

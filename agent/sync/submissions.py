@@ -30,6 +30,14 @@ class PendingToken:
 
 
 @dataclass(frozen=True)
+class BoughtTokens:
+    """(token, signature) pairs a TAN bought, and what the TAN carried (the officer's onset, report type)."""
+
+    tokens: tuple[tuple[bytes, bytes], ...]
+    grant: wire.TanGrant
+
+
+@dataclass(frozen=True)
 class PlannedSubmission:
     """Send ``body`` ``at`` seconds after the start of the report."""
 

@@ -228,7 +228,7 @@ async def test_retention_keeps_the_final_state_and_counts_an_expired_tan_once(
     portal = rb.backend.portal
     expiring = portal.issue_tan("ann", None, ReportType.CONFIRMED_TEST, 3600, "")
     used = portal.issue_tan("ann", None, ReportType.CONFIRMED_TEST, 3600, "")
-    assert rb.backend.uploads.exchange({"tan": used.code}, "127.0.0.1").code
+    assert rb.backend.uploads.exchange({"tan": used.code}, "127.0.0.1").token
     await clock.advance(7200)
     assert {t.id: t.state for t in portal.tans()} == {expiring.id: "expired", used.id: "used"}
     day = int(T0 // 86_400)

@@ -261,7 +261,7 @@ async def test_fake_token_requests_and_dummy_submissions_store_nothing(
     body = wire.token_request_batch_body(None, [p.blinded.blinded_msg for p in pending])
     status, answer = await post(http, f"{running.url}/v1/ebid/submission-tokens", body)
     assert status == 200  # a fake request is answered alike, but with nothing that unblinds to a token
-    signatures = wire.parse_blind_signatures(answer, len(pending), blind_rsa.modulus_len(key))
+    signatures = wire.parse_blind_signatures(answer, len(pending), blind_rsa.modulus_len(key)).blind_signatures
     with pytest.raises(blind_rsa.BlindSignatureError):
         submissions.finalize_tokens(key, pending, signatures)
     dummy = submissions.dummy_submission(blind_rsa.modulus_len(key))

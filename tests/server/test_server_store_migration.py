@@ -1,5 +1,6 @@
-"""A schema-3 store (with use times, a registration time and report ids) opens as schema 4 with what it
-held kept: spent flags for use times, exposures without report id or report time, no registration time."""
+"""A schema-3 store (with use times, a registration time and report ids) opens as schema 5 with what it
+held kept: spent flags for use times, exposures without report id or report time, no registration time
+(step 4), and its TANs and upload tokens confirmed tests (step 5)."""
 
 import json
 import sqlite3
@@ -7,7 +8,7 @@ from pathlib import Path
 
 from agent.protocol import wire
 from agent.server import tables
-from agent.server.db import ServerStore, Spent
+from agent.server.db import RedeemedTan, ServerStore, Spent
 
 _SCANS = json.dumps(wire.scans_body((wire.ScanRecord(1.7e9, 50, 45),)))
 
@@ -41,14 +42,14 @@ def test_schema_3_store_migrates_keeping_its_data(tmp_path: Path) -> None:
     _schema_3_store(path)
     store = ServerStore(path)
     assert store.spend_tan(b"\x01", 1.8e9) is Spent.USED
-    assert store.spend_tan(b"\x02", 1.8e9) is None
+    assert store.spend_tan(b"\x02", 1.8e9) == RedeemedTan(None, 1)  # an old TAN was a confirmed test
     assert store.upload_token(b"\x06", 1.8e9) is Spent.USED
     assert store.enrolment_code(b"\x03", 1.8e9) is Spent.USED
     assert store.registration(5) is not None and store.registration(5).tx_power == -8  # type: ignore[union-attr]
     assert len(store.exposures_of(5)) == 1  # two rows that differed only in report id and time are one
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 5
     columns = {
         t: {c[1] for c in db.execute(f"PRAGMA table_info({t})")}
         for t in ("exposures", "registrations", "tans", "upload_tokens", "enrolment_codes")

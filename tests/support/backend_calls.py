@@ -100,7 +100,7 @@ async def buy_tokens(http: aiohttp.ClientSession, rb: RunningBackend, tan: str |
     body = wire.token_request_batch_body(tan, [p.blinded.blinded_msg for p in pending])
     status, answer = await post(http, f"{rb.url}/v1/ebid/submission-tokens", body)
     assert status == 200, answer
-    signatures = wire.parse_blind_signatures(answer, len(pending), blind_rsa.modulus_len(key))
+    signatures = wire.parse_blind_signatures(answer, len(pending), blind_rsa.modulus_len(key)).blind_signatures
     return submissions.finalize_tokens(key, pending, signatures)
 
 

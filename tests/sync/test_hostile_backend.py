@@ -234,6 +234,8 @@ async def test_a_wrongly_shaped_answer_is_one_line_and_changes_nothing(
     hostile, _ = servers
     hostile.routes[route] = handler
     hostile.routes.setdefault(("GET", "/v1/health"), answer(HEALTH))
+    # a report redeems its TAN first (the answer carries the officer's onset), then asks for server info
+    hostile.routes.setdefault(("POST", "/v1/onset"), answer({"token": "t", "expiresAt": 4e9, "reportType": 1}))
     args = {"register": ("--code", "CODE"), "report": ("--tan", "TAN", "--yes")}
     scheme = "gaen" if command in {"sync", "report"} else "ebid"
     creds = registered(tmp_path, hostile.url) if command == "status-check" else None

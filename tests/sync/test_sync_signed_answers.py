@@ -261,13 +261,14 @@ async def test_server_info_and_the_tan_exchange_are_signed(
     proxy, url = forger
     device = make_device(tmp_path, "g", url, running, http, clock, SchemeName.GAEN)
     tan = await issue(http, running, "tans")
-    proxy.tamper["/v1/health"] = lambda ex: (ex.body, {"Content-Type": "application/json"})
-    with pytest.raises(AnswerRejected, match="/v1/health: answer refused: unsigned"):
-        await device.client.report(SchemeName.GAEN, tan, None, [])
-    del proxy.tamper["/v1/health"]
     proxy.tamper["/v1/onset"] = lambda ex: (ex.body, {"Content-Type": "application/json"})
     with pytest.raises(AnswerRejected, match="/v1/onset: answer refused: unsigned"):
         await device.client.report(SchemeName.GAEN, tan, None, [])
+    assert device.store.credential("pending_report") is None  # a refused upload token is not kept
+    del proxy.tamper["/v1/onset"]
+    proxy.tamper["/v1/health"] = lambda ex: (ex.body, {"Content-Type": "application/json"})
+    with pytest.raises(AnswerRejected, match="/v1/health: answer refused: unsigned"):
+        await device.client.report(SchemeName.GAEN, await issue(http, running, "tans"), None, [])
 
 
 def test_the_pure_verifier_checks_each_claim_with_no_network() -> None:

@@ -35,10 +35,20 @@ PUBLIC = "public"  # published or operational data that names no one
 # Every column of every table, what it is and which side it belongs to. A column not listed fails the test.
 COLUMNS: dict[str, tuple[str, dict[str, str]]] = {
     "meta": (PUBLIC, {"name": "key name", "value": "server keys (signing, federation, submission tokens)"}),
-    "tans": (SECRETS, {"hash": "SHA-256", "expires": "set at issue", "onset_day": "officer's", "spent": "flag"}),
+    "tans": (
+        SECRETS,
+        {"hash": "SHA-256", "expires": "set at issue", "onset_day": "officer's", "spent": "flag", "report_type": ""},
+    ),
     "upload_tokens": (
         SECRETS,
-        {"hash": "SHA-256", "expires": "exchange + TTL", "onset_day": "TAN", "fake": "flag", "spent": "flag"},
+        {
+            "hash": "SHA-256",
+            "expires": "exchange + TTL",
+            "onset_day": "TAN",
+            "fake": "flag",
+            "spent": "flag",
+            "report_type": "TAN",
+        },
     ),
     "enrolment_codes": (SECRETS, {"hash": "SHA-256", "expires": "end of a UTC day", "spent": "flag"}),
     "spent_submission_tokens": (SECRETS, {"hash": "SHA-256 of a spent blind-signed token"}),

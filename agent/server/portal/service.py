@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from agent.clock import Clock, date_to_day, day_of, day_to_date
+from agent.schemes import published
 from agent.server import codes
 from agent.server.config import BackendConfig
 from agent.server.db import DB_FILE, ServerStore
@@ -26,8 +27,17 @@ MAX_NOTE_CHARS = 200
 
 
 class ReportType(StrEnum):
+    """What an officer confirms, by the name the portal shows; ``published`` is the export's number the
+    TAN carries to the device and its keys."""
+
     CONFIRMED_TEST = "confirmed test"
     CLINICAL_DIAGNOSIS = "clinical diagnosis"
+
+    @property
+    def published(self) -> published.ReportType:
+        if self is ReportType.CLINICAL_DIAGNOSIS:
+            return published.ReportType.CONFIRMED_CLINICAL_DIAGNOSIS
+        return published.ReportType.CONFIRMED_TEST
 
 
 class PortalError(ValueError):
@@ -92,7 +102,7 @@ class Portal:
             raise PortalError(f"note: at most {MAX_NOTE_CHARS} characters")
         onset_day = check_onset(onset, self.today(), self.config.lists.retention_days)
         now = self.clock.now()
-        [issued] = issue_tans(self.store, now, valid, onset_day)
+        [issued] = issue_tans(self.store, now, valid, onset_day, report_type=report_type.published)
         tan_hash = codes.code_hash(codes.normalise_code(issued.code) or "")
         hour = now - now % COARSE_SECONDS
         tan_id = self.portal_store.add_issued_tan(tan_hash, actor, hour, issued.expires, report_type.value, note)
