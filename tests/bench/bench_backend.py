@@ -1,4 +1,5 @@
-"""Load on the real backend over loopback: concurrent TAN exchanges + uploads, list pulls, EBID reports.
+"""Load on the real backend over loopback: concurrent TAN exchanges + uploads, list pulls, EBID reports
+(a TAN buying 16 blind-signed tokens, then one submission per token, each on a new connection).
 
 Run: python tests/bench/bench_backend.py [--uploads N] [--pulls M] [--reports R] [--concurrency C]
                                          [--transport plain|tls|both]
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import ssl
 import statistics
 import tempfile
@@ -32,7 +34,7 @@ from aiohttp import web
 
 from agent import risk
 from agent.clock import ManualClock
-from agent.protocol import wire
+from agent.protocol import blind_rsa, wire
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -43,11 +45,13 @@ from agent.server.serve import tls_context
 from agent.server.signing import KeySigner
 from agent.server.uploads import issue_tans
 from agent.signing_keys import generate_signing_key
+from agent.sync import submissions
 from agent.testbed.pki import make_ca
 
 T0 = 1_763_978_400.0  # a 10:00 UTC
 KEYS_PER_UPLOAD = 30
 REAL_KEYS = 14
+JSON = {"Content-Type": "application/json"}
 
 
 async def timed(n: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
@@ -169,7 +173,8 @@ async def bench(
         empty["ratio_vs_baseline"] = round(empty["per_second"] / baseline["per_second"], 3)
         out["pulls_nothing_new_204"] = empty
 
-        # EBID: one registered device, each report 20 contacts of 15 scans
+        # EBID: one registered device; each report is 16 contacts of 15 scans, sent as the agent sends them:
+        # the TAN buys 16 blind-signed tokens, then each contact goes alone on a new connection
         codes, _ = backend.ebid.issue_enrolment_codes(1)
         async with http.post(f"{url}/v1/ebid/challenge") as r:
             ch = await r.json()
@@ -191,22 +196,48 @@ async def bench(
                 e.period * 900.0 + 1,
                 tuple(wire.ScanRecord(e.period * 900.0 + 60 * s + 1, 60, 55) for s in range(15)),
             )
-            for e in batch.entries
+            for e in batch.entries[: wire.SUBMISSION_TOKEN_BATCH]
         ]
-        report_body = wire.contacts_body(contacts)
+        async with http.get(f"{url}/v1/ebid/submission-key") as r:
+            key = wire.parse_submission_key(await r.json()).public_key
+        k = blind_rsa.modulus_len(key)
+        pending = [submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH) for _ in range(reports)]  # client work
+        bought: list[object] = [None] * reports
 
-        async def report(i: int) -> None:
-            async with http.post(f"{url}/v1/onset", json={"tan": tans[uploads + i]}) as r:
-                token = (await r.json())["token"]
-            async with http.post(
-                f"{url}/v1/ebid/report", json=report_body, headers={"Authorization": f"Bearer {token}"}
-            ) as r:
+        async def buy_tokens(i: int) -> None:
+            body = wire.token_request_batch_bytes(tans[uploads + i], [p.blinded.blinded_msg for p in pending[i]])
+            async with http.post(f"{url}/v1/ebid/submission-tokens", data=body, headers=JSON) as r:
                 assert r.status == 200, await r.text()
+                bought[i] = await r.json()
 
-        rep = await timed(reports, concurrency, report)
-        rep["contacts_per_report"] = len(contacts)
-        rep["ratio_requests_vs_baseline"] = round(2 * rep["per_second"] / baseline["per_second"], 3)
-        out["ebid_reports_tan_exchange_plus_report"] = rep
+        buy = await timed(reports, concurrency, buy_tokens)
+        buy["tokens_per_purchase"] = wire.SUBMISSION_TOKEN_BATCH
+        buy["blind_signatures_per_second"] = round(buy["per_second"] * wire.SUBMISSION_TOKEN_BATCH, 1)
+        buy["ratio_vs_baseline"] = round(buy["per_second"] / baseline["per_second"], 3)
+        out["ebid_tan_buys_16_tokens"] = buy
+        bodies = []
+        for i in range(reports):
+            signatures = wire.parse_blind_signatures(bought[i], wire.SUBMISSION_TOKEN_BATCH, k).blind_signatures
+            tokens = submissions.finalize_tokens(key, pending[i], signatures)
+            bodies += [p.body for p in submissions.plan(contacts, tokens, 0.0, random.Random(i))]
+        one_off = aiohttp.TCPConnector(limit=concurrency, ssl=client_tls, force_close=True)
+        async with aiohttp.ClientSession(connector=one_off) as separate:
+
+            async def submit(i: int) -> None:
+                async with separate.post(f"{url}/v1/ebid/submissions", data=bodies[i], headers=JSON) as r:
+                    assert r.status == 200, await r.text()
+                    await r.read()
+
+            sent = await timed(len(bodies), concurrency, submit)
+        sent["bytes_per_submission"] = len(bodies[0])
+        sent["ratio_vs_baseline"] = round(sent["per_second"] / baseline["per_second"], 3)
+        sent["ratio_vs_health_new_connection"] = round(
+            sent["per_second"] / out["health_new_connection"]["per_second"], 3
+        )
+        out["ebid_submissions_new_connection"] = sent
+        reg = backend.store.registration_by_client(creds["clientId"])
+        assert reg is not None
+        scored = len(backend.store.exposures_of(reg.id))  # repeated contacts are one exposure each
         async with http.post(
             f"{url}/v1/ebid/token", json={"clientId": creds["clientId"], "clientSecret": creds["clientSecret"]}
         ) as r:
@@ -215,7 +246,7 @@ async def bench(
         async with http.post(f"{url}/v1/ebid/status", headers={"Authorization": f"Bearer {access}"}) as r:
             verdict = await r.json()
         out["status_scoring_ms"] = round(1000 * (time.perf_counter() - t), 1)
-        out["status_exposures_scored"] = reports * len(contacts)
+        out["status_exposures_scored"] = scored
         out["status_at_risk"] = verdict["atRisk"]
         assert ebid.period_of(clock.now()) > batch.entries[-1].period
     await runner.cleanup()
@@ -224,7 +255,8 @@ async def bench(
 
 RATES = {
     "uploads_tan_exchange_plus_30_keys": "uploads_per_s",
-    "ebid_reports_tan_exchange_plus_report": "ebid_reports_per_s",
+    "ebid_tan_buys_16_tokens": "ebid_token_purchases_per_s",
+    "ebid_submissions_new_connection": "ebid_submissions_per_s",
     "pulls_full_list": "full_list_pulls_per_s",
     "pulls_nothing_new_204": "empty_pulls_per_s",
     "health_new_connection": "health_new_connection_per_s",
@@ -250,7 +282,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uploads", type=int, default=500)
     parser.add_argument("--pulls", type=int, default=1000)
-    parser.add_argument("--reports", type=int, default=100)
+    parser.add_argument("--reports", type=int, default=30, help="EBID reports (16 tokens and submissions each)")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--transport", choices=["plain", "tls", "both"], default="both")
     args = parser.parse_args()
