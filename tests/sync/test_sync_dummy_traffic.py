@@ -136,7 +136,9 @@ async def test_ebid_dummy_reports_match_real_ones_on_the_wire(
     assert n == m == REPORTS * (wire.SUBMISSION_TOKEN_BATCH - 1)
     assert ks_statistic(real_gaps, fake_gaps) < KS_C_ALPHA_001 * math.sqrt((n + m) / (n * m))
     sent = [c.opened for c in submissions_of(real[0])]
-    assert max(sent) - min(sent) < SPREAD_SECONDS + 1.0  # spread over the configured time, not longer
+    # spread over the configured time plus what the sends take on a loaded machine, not a sum of gaps
+    # (sleeping each gap in turn would take about 8 spreads for 16 submissions)
+    assert max(sent) - min(sent) < SPREAD_SECONDS + 5.0
     reg = running.backend.store.registration_by_client(bob.store.credential("ebid")["client_id"])  # type: ignore[index]
     assert reg is not None
     assert len(running.backend.store.exposures_of(reg.id)) == len(contacts)  # the real ones, once; no fake
