@@ -35,3 +35,5 @@ class SyncSettings:
     key_server: KeyServer | None = None
     ca_file: str = ""
     """PEM CA bundle trusted for the backend's TLS certificate instead of the system store ("" = system)."""
+    match_workers: int = 0
+    """Processes a large list is matched in (0: one per core); small lists are matched in the daemon."""
