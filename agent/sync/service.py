@@ -31,9 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
-from agent.exposure import ListOutcome, process_export
+from agent.exposure import ListOutcome, StartMethod, process_export, workers_for
 from agent.keys import KeyRing
-from agent.match_workers import StartMethod, worker_count
 from agent.protocol import proof_of_work, wire
 from agent.protocol.export import DEFAULT_LIMITS, ExportError
 from agent.risk import RiskSettings, attenuation_to_db, samples_from_sightings
@@ -250,9 +249,7 @@ class SyncService:
             risk,
             correction,
             self.settings.retention_days,
-            workers=worker_count(
-                v.export.summary.key_count, self.settings.match_workers or len(os.sched_getaffinity(0))
-            ),
+            workers=workers_for(v.export, self.settings.match_workers or len(os.sched_getaffinity(0))),
             start_method=MATCH_START_METHOD,
         )
 
