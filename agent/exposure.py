@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.clock import DAY, day_of
-from agent.match_workers import ChunkMatcher, StartMethod, match_chunks
+from agent.match_workers import ChunkMatcher, StartMethod, match_chunks, worker_count
 from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen, resolve
 from agent.protocol.export import StreamedExport
 from agent.risk import (
@@ -132,6 +132,12 @@ def process_export(
     hits = match_chunks(matcher, export.chunks(), index, ids, workers, start_method, progress)
     matches = resolve(hits, lambda wanted: store.windows_by_id(wanted, scheme))
     return _record(store, scheme, matches, digest, source, count, now, settings, receiver_correction)
+
+
+def workers_for(export: StreamedExport, available: int) -> int:
+    """How many of ``available`` processes ``process_export`` should match ``export`` over: one (this
+    process) for a list too small to repay starting workers (``match_workers.worker_count``)."""
+    return worker_count(export.summary.key_count, available)
 
 
 def _record(

@@ -27,6 +27,15 @@ from agent.schemes.base import SchemeName
 
 StartMethod = Literal["fork", "forkserver", "spawn"]
 IN_FLIGHT = 2
+MIN_KEYS_PER_WORKER = 50_000
+"""A worker is worth starting for this many keys: a spawned or fork-server worker costs about 0.3 s of
+CPU to start and rebuild its index (``tests/bench/bench_national.py``), what matching ~50 000 keys in
+this process costs; smaller lists (every test's, a pilot's) are matched without any."""
+
+
+def worker_count(keys: int, workers: int) -> int:
+    """How many of ``workers`` processes a list of ``keys`` keys is matched over (1: in this one)."""
+    return max(1, min(workers, keys // MIN_KEYS_PER_WORKER))
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,9 @@ class SightingIndex:
     windows of the few IDs that were hit from wherever they are kept.
 
     The bitmap is indexed by the top bits of each ID's first 32 bits (little-endian), sized at about 128
-    bits per heard ID (2 MiB for 100 000 IDs): small enough to stay in cache, with under 1 % false
-    candidates, which the dict then rejects.
+    bits per heard ID (2 MiB for 100 000 IDs): small enough to stay in cache (a byte per slot, 16 MiB,
+    measured slower), with under 1 % false candidates; those are dropped by a vectorised search of the
+    IDs' sorted first 64 bits, and only the rest reach the dict.
     """
 
     def __init__(self, windows: Iterable[SightingWindow], ids: Iterable[bytes] = ()) -> None:
@@ -88,9 +89,9 @@ class SightingIndex:
             bits += 1
         self._shift = np.uint32(32 - bits)
         self._bitmap = np.zeros((1 << bits) // 8, dtype=np.uint8)
-        if self.by_id:
-            slots = np.frombuffer(b"".join(i[:4] for i in self.by_id), dtype="<u4") >> self._shift
-            np.bitwise_or.at(self._bitmap, slots >> 3, np.left_shift(1, slots & 7).astype(np.uint8))
+        self._prefixes = np.sort(np.frombuffer(b"".join(i[:8] for i in self.by_id), dtype="<u8"))
+        slots = (self._prefixes & 0xFFFFFFFF).astype(np.uint32) >> self._shift
+        np.bitwise_or.at(self._bitmap, slots >> 3, np.left_shift(1, slots & 7).astype(np.uint8))
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -99,10 +100,26 @@ class SightingIndex:
         return {i: self.by_id.get(i, []) for i in ids}
 
     def candidates(self, ids: memoryview | bytes, count: int) -> list[int]:
-        """Positions (in 16-byte units) among the first ``count`` IDs that pass the bitmap."""
+        """Positions (in 16-byte units) among the first ``count`` IDs that pass the bitmap and whose
+        first 64 bits are those of a heard ID: the bitmap's ~1 % false candidates are dropped here, in
+        one vectorised look-up per batch, instead of one Python-level dict look-up each."""
         slots = np.frombuffer(ids, dtype="<u4", count=4 * count)[::4] >> self._shift
-        hit = (self._bitmap[slots >> 3] >> (slots & 7).astype(np.uint8)) & 1
-        return np.flatnonzero(hit).tolist()
+        hit = _nonzero((self._bitmap[slots >> 3] >> (slots & 7).astype(np.uint8)) & 1)
+        if not len(hit):
+            return []
+        prefixes = np.frombuffer(ids, dtype="<u8", count=2 * count)[::2][hit]
+        found = np.minimum(np.searchsorted(self._prefixes, prefixes), len(self._prefixes) - 1)
+        return hit[self._prefixes[found] == prefixes].tolist()
+
+
+def _nonzero(flags: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero`` for a mostly-zero uint8 array: the zero 8-byte words are skipped first, at a
+    third of the cost of testing every byte."""
+    if len(flags) % 8:
+        return np.flatnonzero(flags)
+    words = np.flatnonzero(flags.view(np.uint64))
+    rows, cols = np.nonzero(flags.reshape(-1, 8)[words])
+    return words[rows] * 8 + cols
 
 
 def _consistent(windows: Sequence[SightingWindow], start: float, end: float) -> list[SightingWindow]:

@@ -20,6 +20,13 @@ ECDSA_P256_SHA256_OID = "1.2.840.10045.4.3.2"
 _KIB = 1024
 _MIB = 1024 * _KIB
 
+NATIONAL_KEYS = 2_000_000
+"""Keys one file may hold: a national 14-day window held about 1.7 M keys at its peak (issue 18), and a
+device's first pull from our backend is that whole window in one file."""
+LARGEST_KEY_ENTRY_BYTES = 51
+"""One keys-field entry at its largest as servers write it: a 32-byte DP-3T day key with every field
+set (tag and length 2, key 34, risk level 2, start 6, period 3, report type 2, days since onset 2)."""
+
 
 class ExportError(Exception):
     """An export file was refused; ``reason`` is one line, safe to log (it never contains key material)."""
@@ -42,17 +49,20 @@ class SignatureInfo:
 class ExportLimits:
     """Bounds on what a verifier will read, so a hostile file costs at most this much memory and time.
 
-    Real exports are random key bytes that hardly compress (ratio ~1.3); entries up to
-    ``ratio_exempt_bytes`` are too small to be a bomb and skip the ratio check.
+    Set from the national figures: ``max_keys`` entries of ``LARGEST_KEY_ENTRY_BYTES`` (≈ 97 MiB of
+    export.bin); the archive may be as large, because key bytes are random and deflate cannot shrink
+    them. The streamed verifier holds none of it in memory (the daemon spools it to disk); the in-memory
+    ``verify_export`` is for small files (tests, replays). Real exports hardly compress (ratio ~1.3);
+    entries up to ``ratio_exempt_bytes`` are too small to be a bomb and skip the ratio check.
     """
 
-    max_archive_bytes: int = 16 * _MIB
+    max_archive_bytes: int = NATIONAL_KEYS * LARGEST_KEY_ENTRY_BYTES + _MIB
     max_entries: int = 16
-    max_export_bin_bytes: int = 32 * _MIB
+    max_export_bin_bytes: int = NATIONAL_KEYS * LARGEST_KEY_ENTRY_BYTES + 64 * _KIB
     max_export_sig_bytes: int = 64 * _KIB
     max_compression_ratio: float = 20.0
     ratio_exempt_bytes: int = 64 * _KIB
-    max_keys: int = 1_000_000
+    max_keys: int = NATIONAL_KEYS
     max_signatures: int = 16
     clock_skew_seconds: float = 7200.0
     max_field_bytes: int = 64 * _KIB

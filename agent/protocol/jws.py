@@ -163,6 +163,22 @@ def verify_response(
     ``content-hash`` not matching the body, missing or past ``exp`` (``now`` > exp + leeway), ``iat`` or
     ``nbf`` after now + leeway, and, when ``issuer`` is given, another ``iss``.
     """
+    return verify_response_digest(
+        hashlib.sha256(body).digest(), token, public_key, now=now, issuer=issuer, leeway=leeway
+    )
+
+
+def verify_response_digest(
+    body_sha256: bytes,
+    token: str,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    now: float,
+    issuer: str | None = None,
+    leeway: float = 60.0,
+) -> dict[str, Any]:
+    """``verify_response`` for a body known by its SHA-256 only: a list too large to hold in memory is
+    hashed as it is read from disk, and the same checks and refusals apply to that digest."""
     claims = _json_object(verify_compact(token, public_key).payload, "payload")
     if claims.get("hash-alg") != HASH_ALG:
         raise SignatureError(f"unsupported hash-alg {str(claims.get('hash-alg'))[:20]!r}, want {HASH_ALG}")
@@ -173,7 +189,7 @@ def verify_response(
         claimed_digest = base64.b64decode(claimed, validate=True)
     except (binascii.Error, ValueError):
         raise SignatureError("malformed token: content-hash is not base64") from None
-    if not hmac.compare_digest(claimed_digest, hashlib.sha256(body).digest()):
+    if not hmac.compare_digest(claimed_digest, body_sha256):
         raise SignatureError("content-hash mismatch: the body is not the one that was signed")
     exp = _numeric_date(claims, "exp", required=True)
     if exp is not None and now > exp + leeway:

@@ -12,7 +12,7 @@ import json
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -24,6 +24,8 @@ from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable
 from agent.sync.settings import SyncSettings
 
 MAX_DOWNLOAD_BYTES = 16 * 1024 * 1024
+"""The largest answer held in memory (JSON, an index). Lists are written to a file instead, up to the
+limit the caller gives (the export verifier's archive limit)."""
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 """Refused, all of them: the backend never redirects, and following one would re-send a TAN, a client
 secret or a token (a 307 keeps the body) to wherever it points, or drop https for http. Same-origin
@@ -53,7 +55,8 @@ def open_session(settings: SyncSettings, timeout: aiohttp.ClientTimeout | None =
 
 @dataclass(frozen=True)
 class Response:
-    """A 2xx/3xx answer as it came: what the list verifier needs (status, headers, exact body bytes)."""
+    """A 2xx/3xx answer as it came: what the list verifier needs (status, headers, exact body bytes;
+    ``b""`` when a 200 body was written to the caller's file instead)."""
 
     status: int
     headers: Mapping[str, str]
@@ -94,9 +97,11 @@ class BackendClient:
         headers: Mapping[str, str] | None = None,
         progress: Progress | None = None,
         raw: bytes | None = None,
+        sink: BinaryIO | None = None,
+        max_bytes: int = MAX_DOWNLOAD_BYTES,
     ) -> Response:
         """``raw``: send these exact bytes as the JSON body (a padded submission) instead of ``body``."""
-        return await self._request_on(self._session, method, url, body, token, headers, progress, raw)
+        return await self._request_on(self._session, method, url, body, token, headers, progress, raw, sink, max_bytes)
 
     async def _request_on(
         self,
@@ -108,7 +113,11 @@ class BackendClient:
         headers: Mapping[str, str] | None,
         progress: Progress | None,
         raw: bytes | None,
+        sink: BinaryIO | None = None,
+        max_bytes: int = MAX_DOWNLOAD_BYTES,
     ) -> Response:
+        """One exchange. With ``sink``, a 200 body is written there as it arrives (at most ``max_bytes``,
+        checked while reading) rather than kept in memory; any other answer is read as usual."""
         h = dict(headers or {})
         if token:
             h["Authorization"] = f"Bearer {token}"
@@ -118,7 +127,10 @@ class BackendClient:
         try:
             payload: dict[str, Any] = {"data": raw} if raw is not None else {"json": body}
             async with session.request(method, url, headers=h, allow_redirects=False, **payload) as r:
-                data = await _read(r, progress)
+                if sink is not None and r.status == 200:
+                    data = await _spool(r, sink, max_bytes, progress)
+                else:
+                    data = await _read(r, progress)
                 status, got = r.status, r.headers
         except aiohttp.ClientConnectorCertificateError:
             raise BackendUnavailable(
@@ -176,18 +188,25 @@ class BackendClient:
 
     # ---- lists ---------------------------------------------------------------------------------------
 
-    async def exposed(self, scheme: SchemeName, last_tag: int | None, progress: Progress | None = None) -> Response:
-        """The list released after ``last_tag`` (all of it when None), unverified."""
+    async def exposed(
+        self, scheme: SchemeName, last_tag: int | None, sink: BinaryIO, max_bytes: int, progress: Progress | None = None
+    ) -> Response:
+        """The list released after ``last_tag`` (all of it when None), unverified, written to ``sink``."""
         url = f"{self.base_url}/v2/{scheme.value}/exposed"
         if last_tag is not None:
             url += f"?lastKeyBundleTag={last_tag}"
-        return await self.request("GET", url, progress=progress)
+        return await self.request("GET", url, progress=progress, sink=sink, max_bytes=max_bytes)
 
     async def get(
-        self, url: str, headers: Mapping[str, str] | None = None, progress: Progress | None = None
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+        sink: BinaryIO | None = None,
+        max_bytes: int = MAX_DOWNLOAD_BYTES,
     ) -> Response:
-        """Any URL (a key server's index or export file)."""
-        return await self.request("GET", url, headers=headers, progress=progress)
+        """Any URL (a key server's index, or an export file written to ``sink``)."""
+        return await self.request("GET", url, headers=headers, progress=progress, sink=sink, max_bytes=max_bytes)
 
     # ---- reports -------------------------------------------------------------------------------------
 
@@ -259,6 +278,29 @@ async def _read(response: aiohttp.ClientResponse, progress: Progress | None) -> 
         if progress is not None:
             progress(done, total)
     return b"".join(chunks)
+
+
+async def _spool(response: aiohttp.ClientResponse, sink: BinaryIO, limit: int, progress: Progress | None) -> bytes:
+    """Writes the body to ``sink`` as it arrives, refusing it as soon as it passes ``limit``; b"" back."""
+    total = response.content_length
+    if total is not None and total > limit:
+        raise ListRejected(f"download of {total} bytes exceeds the {limit}-byte limit")
+    done = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        done += len(chunk)
+        if done > limit:
+            raise ListRejected(f"download exceeds the {limit}-byte limit")
+        try:
+            sink.write(chunk)
+        except OSError as exc:
+            raise SyncError(f"cannot keep the download on disk: {exc.strerror or type(exc).__name__}") from None
+        if progress is not None:
+            progress(done, total)
+    try:
+        sink.flush()
+    except OSError as exc:
+        raise SyncError(f"cannot keep the download on disk: {exc.strerror or type(exc).__name__}") from None
+    return b""
 
 
 def _message(data: bytes) -> str:

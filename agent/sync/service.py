@@ -20,11 +20,12 @@ import hashlib
 import logging
 import os
 import random
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urljoin
 
 import aiohttp
@@ -32,9 +33,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
-from agent.exposure import ListOutcome, process_list
+from agent.exposure import ListOutcome, StartMethod, process_export, workers_for
 from agent.keys import KeyRing
 from agent.protocol import blind_rsa, proof_of_work, wire
+from agent.protocol.export import DEFAULT_LIMITS, ExportError
 from agent.protocol.fields import b64, unb64
 from agent.risk import RiskSettings, attenuation_to_db, first_contagious_day, samples_from_sightings
 from agent.schemes import ebid, gaen
@@ -67,6 +69,9 @@ with the same TAN from here instead of losing it."""
 POW_SECONDS = 600.0
 """How long registration's proof of work may take (real time): difficulty 24 is seconds on a Pi 4, the
 most a backend may ask (``proof_of_work.MAX_DIFFICULTY``) is minutes; past this the challenge has expired."""
+MATCH_START_METHOD: StartMethod = "forkserver"
+"""How matching workers start: the daemon has threads (the default executor), and forking a threaded
+process can copy a lock some thread holds; a fork server is a clean single-threaded parent."""
 
 
 @dataclass(frozen=True)
@@ -131,61 +136,78 @@ class SyncService:
         tag = state.get("tag") if state else None
         return tag if isinstance(tag, int) else None
 
-    async def pull(self, scheme: SchemeName, progress: Progress | None = None) -> VerifiedPull:
-        """Everything released after the last processed tag, verified; raises ``ListRejected`` for a
-        response that fails any check (and then nothing of it is used)."""
+    async def pull(self, scheme: SchemeName, body: IO[bytes], progress: Progress | None = None) -> VerifiedPull:
+        """Everything released after the last processed tag, written to ``body`` (a spool file) and
+        verified there; raises ``ListRejected`` for a response that fails any check (and then nothing of
+        it is used)."""
         public = self._require_public_key()
         last = self.last_tag(scheme)
-        answer = await self._client.exposed(scheme, last, progress)
+        answer = await self._client.exposed(scheme, last, body, DEFAULT_LIMITS.max_archive_bytes, progress)
         s = self.settings
         verdict = verify_pull(
-            scheme, answer.status, answer.headers, answer.body, public, s.key_id, s.base_url, last, self._clock.now()
+            scheme, answer.status, answer.headers, body, public, s.key_id, s.base_url, last, self._clock.now()
         )
         if isinstance(verdict, Refusal):
             raise ListRejected(verdict.reason)
         return verdict
+
+    def spool(self) -> IO[bytes]:
+        """A nameless 0600 file in the state directory for one list download: a national list is tens of
+        megabytes, too much to hold in memory, and gone with the file when it is closed."""
+        try:
+            return tempfile.TemporaryFile(dir=self._store.path.parent, prefix="list-")
+        except OSError as exc:
+            raise SyncError(f"cannot keep a download in the state directory: {exc.strerror}") from None
 
     def _commit_tag(self, scheme: SchemeName, tag: int) -> None:
         self._store.set_credential(f"sync.{scheme.value}", {"tag": tag}, self._clock.now())
 
     # ---- a plain GAEN key server ---------------------------------------------------------------------
 
-    async def pull_key_server(
-        self, progress: Progress | None = None
-    ) -> tuple[list[VerifiedList], list[str], dict[str, Any]]:
-        """New export files listed in the key server's ``index.txt``, each verified with its key; the
-        problems (a file that fails is skipped now and tried again next time); and the state to commit
-        once the lists are processed (the index's ETag only when every file was good)."""
+    async def sync_key_server(
+        self, risk: RiskSettings, receiver_correction: float, progress: Progress | None = None
+    ) -> tuple[list[ListOutcome], list[str]]:
+        """Match the new export files listed in the key server's ``index.txt``, each verified with its key
+        and matched as it arrives; the problems (a file that fails is skipped now and tried again next
+        time). The index's ETag is kept only when every file was good."""
         ks = self.settings.key_server
         if ks is None:
-            return [], [], {}
+            return [], []
         state = self._store.credential("sync.keyserver") or {}
         seen = set(state.get("files", []))
         headers = {"If-None-Match": state["etag"]} if state.get("etag") else {}
         index = await self._client.get(ks.index_url, headers=headers)
         if index.status == 304:
-            return [], [], state
+            return [], []
         names = index_entries(index.body)
         if isinstance(names, Refusal):
             raise ListRejected(names.reason)
         root = urljoin(ks.index_url, "..")
-        lists, problems, good = [], [], [n for n in names if n in seen]
+        outcomes, problems, good = [], [], [n for n in names if n in seen]
         for name in names:
             if name in seen:
                 continue
-            try:
-                data = (await self._client.get(urljoin(root, name), progress=progress)).body
-            except SyncError as exc:
-                problems.append(f"key server file {name}: {exc.reason}")
-                continue
-            verified = verify_key_server_file(name, data, ks, self._clock.now())
-            if isinstance(verified, Refusal):
-                problems.append(verified.reason)
-                continue
-            lists.append(verified)
+            with self.spool() as body:
+                try:
+                    await self._client.get(
+                        urljoin(root, name), progress=progress, sink=body, max_bytes=DEFAULT_LIMITS.max_archive_bytes
+                    )
+                except SyncError as exc:
+                    problems.append(f"key server file {name}: {exc.reason}")
+                    continue
+                verified = verify_key_server_file(name, body, ks, self._clock.now())
+                if isinstance(verified, Refusal):
+                    problems.append(verified.reason)
+                    continue
+                try:
+                    outcomes.append(self._process(SchemeName.GAEN, verified, risk, receiver_correction))
+                except ExportError as exc:
+                    problems.append(f"key server file {name}: {exc.reason}")
+                    continue
             good.append(name)
         new_state = {"etag": "" if problems else index.headers.get("ETag", ""), "files": sorted(good)}
-        return lists, problems, new_state
+        self._store.set_credential("sync.keyserver", new_state, self._clock.now())
+        return outcomes, problems
 
     # ---- sync = pull, match, record ------------------------------------------------------------------
 
@@ -200,15 +222,18 @@ class SyncService:
         moves. Key-server trouble is reported in ``problems`` and does not stop our backend's list."""
         if scheme is SchemeName.EBID:
             raise ValueError("EBID devices do not match lists: use ask_risk_verdict")
-        pulled = await self.pull(scheme, progress)
-        outcomes = [self._process(scheme, v, risk, receiver_correction) for v in pulled.lists]
+        with self.spool() as body:
+            pulled = await self.pull(scheme, body, progress)
+            try:
+                outcomes = [self._process(scheme, v, risk, receiver_correction) for v in pulled.lists]
+            except ExportError as exc:
+                raise ListRejected(f"{scheme} list: export refused: {exc.reason}") from None
         self._commit_tag(scheme, pulled.tag)
         problems: list[str] = []
         if scheme is SchemeName.GAEN and self.settings.key_server is not None:
             try:
-                lists, trouble, state = await self.pull_key_server(progress)
-                outcomes += [self._process(scheme, v, risk, receiver_correction) for v in lists]
-                self._store.set_credential("sync.keyserver", state, self._clock.now())
+                from_key_server, trouble = await self.sync_key_server(risk, receiver_correction, progress)
+                outcomes += from_key_server
                 problems += trouble
             except SyncError as exc:
                 problems.append(exc.reason)
@@ -224,9 +249,18 @@ class SyncService:
         )
 
     def _process(self, scheme: SchemeName, v: VerifiedList, risk: RiskSettings, correction: float) -> ListOutcome:
-        now = self._clock.now()
-        return process_list(
-            self._store, scheme, v.keys, v.digest, v.source, now, risk, correction, self.settings.retention_days
+        """Match one verified list from its file; ``ExportError`` if a key in it is refused (nothing stored)."""
+        return process_export(
+            self._store,
+            scheme,
+            v.export,
+            v.source,
+            self._clock.now(),
+            risk,
+            correction,
+            self.settings.retention_days,
+            workers=workers_for(v.export, self.settings.match_workers or len(os.sched_getaffinity(0))),
+            start_method=MATCH_START_METHOD,
         )
 
     def _next_delay(self, retry: _Retry, error: SyncError | None) -> float:

@@ -41,3 +41,5 @@ class SyncSettings:
     submission_spread_seconds: float = 600.0
     dummy_traffic: bool = True
     dummy_mean_interval_seconds: float = 86_400.0
+    match_workers: int = 0
+    """Processes a large list is matched in (0: one per core); small lists are matched in the daemon."""

@@ -6,8 +6,11 @@ the tag does not go backwards (an old list replayed as new is refused); and when
 signed by the same key. A plain GAEN key server's files need its own key, and its index may name only
 relative ``.zip`` paths. Any other answer the device acts on (``verify_answer``) must carry a
 ``Signature`` by the same key over exactly its body, issued and not yet expired by the device clock within
-``answers.CLOCK_TOLERANCE_SECONDS``, for the nonce this request sent and for this method and path. Nothing
-here does I/O, so each refusal is tested by handing in bytes.
+``answers.CLOCK_TOLERANCE_SECONDS``, for the nonce this request sent and for this method and path.
+
+A list is handed in as a seekable file (the body as the client spooled it to disk, or ``io.BytesIO``):
+a national list is tens of megabytes, so it is hashed, verified and later matched from that file, never
+held whole in memory. Nothing else here does I/O, so each refusal is tested by handing in bytes.
 """
 
 from __future__ import annotations
@@ -17,26 +20,32 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.protocol import answers, export, jws, wire
 from agent.schemes.base import SchemeName
-from agent.schemes.published import PublishedKey
 from agent.sync.settings import KeyServer
 
 BUNDLE_TAG_HEADER = "x-key-bundle-tag"
 _INDEX_ENTRY = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\.zip$")
+_HASH_READ_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class VerifiedList:
-    """A list whose signatures checked out: safe to match. ``digest`` lets the store tell it was seen."""
+    """A list whose signatures checked out: safe to match, its keys read from its file chunk by chunk
+    (each key is still checked as it is read: ``export.ExportError`` then, and nothing may be stored)."""
 
     scheme: SchemeName
     source: str
-    keys: tuple[PublishedKey, ...]
-    digest: str
+    export: export.StreamedExport
+
+    @property
+    def digest(self) -> str:
+        """export.bin's SHA-256, which the store keeps so the same list is never matched twice."""
+        return self.export.summary.export_sha256.hex()
 
 
 @dataclass(frozen=True)
@@ -58,14 +67,15 @@ def verify_pull(
     scheme: SchemeName,
     status: int,
     headers: Mapping[str, str],
-    body: bytes,
+    body: BinaryIO,
     public_key: ec.EllipticCurvePublicKey,
     key_id: str,
     source: str,
     last_tag: int | None,
     now: float,
 ) -> VerifiedPull | Refusal:
-    """Check one ``/v2/<scheme>/exposed`` answer; ``source`` names the backend in the stored results."""
+    """Check one ``/v2/<scheme>/exposed`` answer whose body is in the seekable file ``body``; ``source``
+    names the backend in the stored results."""
     tag_text = headers.get(BUNDLE_TAG_HEADER, "")
     if not (tag_text.isascii() and tag_text.isdigit() and len(tag_text) <= 16):
         return Refusal(f"{scheme} list: no valid {BUNDLE_TAG_HEADER} header")
@@ -74,7 +84,7 @@ def verify_pull(
     if not signature:
         return Refusal(f"{scheme} list: unsigned response (no Signature header)")
     try:
-        claims = jws.verify_response(body, signature, public_key, now=now)
+        claims = jws.verify_response_digest(_sha256_of(body), signature, public_key, now=now)
     except jws.SignatureError as exc:
         return Refusal(f"{scheme} list: Signature header refused: {exc.reason}")
     if claims.get("key-bundle-tag") != tag_text:
@@ -86,11 +96,18 @@ def verify_pull(
     if status != 200:
         return VerifiedPull((), tag)
     try:
-        content = export.verify_export(body, {key_id: public_key}, now=now, key_length=wire.KEY_LEN[scheme])
+        content = export.verify_export_stream(body, {key_id: public_key}, now=now, key_length=wire.KEY_LEN[scheme])
     except export.ExportError as exc:
         return Refusal(f"{scheme} list: export refused: {exc.reason}")
-    verified = VerifiedList(scheme, f"{source} {scheme.value} {tag}", content.keys, hashlib.sha256(body).hexdigest())
-    return VerifiedPull((verified,), tag)
+    return VerifiedPull((VerifiedList(scheme, f"{source} {scheme.value} {tag}", content),), tag)
+
+
+def _sha256_of(body: BinaryIO) -> bytes:
+    body.seek(0)
+    digest = hashlib.sha256()
+    while data := body.read(_HASH_READ_BYTES):
+        digest.update(data)
+    return digest.digest()
 
 
 def verify_answer(
@@ -131,10 +148,10 @@ def index_entries(body: bytes) -> list[str] | Refusal:
     return names
 
 
-def verify_key_server_file(name: str, data: bytes, server: KeyServer, now: float) -> VerifiedList | Refusal:
+def verify_key_server_file(name: str, data: BinaryIO, server: KeyServer, now: float) -> VerifiedList | Refusal:
+    """A key server's export file (in the seekable file ``data``), verified with that server's key."""
     try:
-        content = export.verify_export(data, {server.key_id: server.public_key}, now=now)
+        content = export.verify_export_stream(data, {server.key_id: server.public_key}, now=now)
     except export.ExportError as exc:
         return Refusal(f"key server file {name}: {exc.reason}")
-    digest = hashlib.sha256(data).hexdigest()
-    return VerifiedList(SchemeName.GAEN, f"{server.index_url} {name}", content.keys, digest)
+    return VerifiedList(SchemeName.GAEN, f"{server.index_url} {name}", content)

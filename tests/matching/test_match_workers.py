@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.clock import day_of
 from agent.exposure import process_export, process_list
-from agent.match_workers import ChunkMatcher, match_chunks
+from agent.match_workers import MIN_KEYS_PER_WORKER, ChunkMatcher, match_chunks, worker_count
 from agent.matching import SightingIndex
 from agent.protocol.export import ExportError, SignatureInfo, build_export, verify_export, verify_export_stream
 from agent.risk import RiskSettings
@@ -180,3 +180,10 @@ def test_no_worker_is_left_behind(signer: ec.EllipticCurvePrivateKey) -> None:
     hits = match_chunks(matcher, streamed.chunks(300), SightingIndex(windows), workers=2)
     assert len({h.position for h in hits}) == 1
     assert multiprocessing.active_children() == []
+
+
+def test_workers_start_only_for_lists_large_enough_to_repay_them() -> None:
+    assert worker_count(MIN_KEYS_PER_WORKER - 1, 8) == 1  # a pilot's list: matched in the daemon
+    assert worker_count(2 * MIN_KEYS_PER_WORKER, 8) == 2
+    assert worker_count(600_000, 2) == 2  # never more than asked for
+    assert worker_count(0, 0) == 1

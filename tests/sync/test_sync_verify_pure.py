@@ -1,6 +1,8 @@
 """The list verifier is a pure function: the same bytes, key, last tag and time always give the same
-verdict, with no network and no store. Each case hands it a response as the backend would send it."""
+verdict, with no network and no store. Each case hands it a response as the backend would send it, in a
+file as the daemon spools it (here ``io.BytesIO``)."""
 
+import io
 import os
 
 import pytest
@@ -44,7 +46,8 @@ def response(
 def verify(
     headers: dict[str, str], body: bytes, last: int | None = None, status: int = 200, now: float = NOW
 ) -> VerifiedPull | Refusal:
-    return verify_pull(SchemeName.GAEN, status, headers, body, KEY.public_key(), "proxitrace", "b", last, now)
+    source = io.BytesIO(body)
+    return verify_pull(SchemeName.GAEN, status, headers, source, KEY.public_key(), "proxitrace", "b", last, now)
 
 
 def test_a_good_list_is_verified_with_its_keys_and_tag() -> None:
@@ -52,8 +55,11 @@ def test_a_good_list_is_verified_with_its_keys_and_tag() -> None:
     got = verify(headers, body, last=TAG - 1)
     assert isinstance(got, VerifiedPull) and got.tag == TAG
     [verified] = got.lists
-    assert verified.keys[0].key_data == keys[0].key_data and verified.source == f"b gaen {TAG}"
-    assert verify(headers, body, last=TAG - 1) == got  # same input, same verdict
+    [[key]] = verified.export.keys()
+    assert key == keys[0] and verified.source == f"b gaen {TAG}"
+    again = verify(headers, body, last=TAG - 1)  # same input, same verdict
+    assert isinstance(again, VerifiedPull) and (again.tag, again.lists[0].digest) == (TAG, verified.digest)
+    assert verified.export.summary == again.lists[0].export.summary
 
 
 @pytest.mark.parametrize(
