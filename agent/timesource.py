@@ -53,14 +53,18 @@ class TimeSource(Protocol):
     def facts(self) -> TimeFacts: ...
 
 
-def kernel_synchronised() -> bool:
+def kernel_synchronised(libc: ctypes.CDLL | None = None) -> bool:
     """The kernel's NTP state, read-only (``modes`` 0 needs no privilege): True when an NTP client set it."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc = libc or _libc()
     tx = _Timex()
     result = libc.adjtimex(ctypes.byref(tx))
     if result < 0:
         raise OSError(ctypes.get_errno(), "adjtimex failed")
     return result != TIME_ERROR and not tx.status & STA_UNSYNC
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
 def build_time(package: Path = _PACKAGE) -> float:
@@ -73,9 +77,16 @@ class KernelTimeSource:
 
     def __init__(self, not_before: float | None = None) -> None:
         self._not_before = build_time() if not_before is None else not_before
+        self._libc = _libc()
 
     def facts(self) -> TimeFacts:
-        return TimeFacts(time.time(), time.monotonic(), kernel_synchronised(), self._not_before)
+        """A kernel that refuses the call (a seccomp filter) is read as "not synchronised": the gate
+        then stays shut, which is the safe side, and ``status`` says why."""
+        try:
+            synchronised = kernel_synchronised(self._libc)
+        except OSError:
+            synchronised = False
+        return TimeFacts(time.time(), time.monotonic(), synchronised, self._not_before)
 
 
 class SimulatedTimeSource:
