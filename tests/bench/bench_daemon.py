@@ -90,10 +90,7 @@ async def _run(peers: int, speed: float, minutes: float, workdir: Path) -> dict[
     spec = f"accelerated:{START!r}:{speed!r}:{origin!r}"
     with SimBed(config, workdir / "bed", clock_spec=spec, air_log=False, log_level="WARNING") as bed:
         conf = workdir / "agent.toml"
-        conf.write_text(
-            '[agent]\nscheme = "gaen"\n'
-            'accept_unsynchronised_clock_testbed = true\n[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n'
-        )
+        conf.write_text('[agent]\nscheme = "gaen"\n[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n')
         state = workdir / "state"
         log = (workdir / "agent.log").open("wb")
         daemon = subprocess.Popen(
