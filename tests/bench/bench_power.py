@@ -123,8 +123,8 @@ async def _run(name: str, duty: tuple[int, int], peers: int, seconds: float, spe
     out = {"duty": name, "daemon": _figures(d0, d1, wall), "idle_asyncio": _figures(i0, i1, wall)}
     out["sightings_per_peer_per_minute"] = round(sightings / peers / (wall / 60), 1)
     out["real_seconds"] = round(wall, 1)
-    idle_cpu = max(out["idle_asyncio"]["cpu_seconds_per_hour"], 0.01)
-    out["cpu_ratio_to_idle_asyncio"] = round(out["daemon"]["cpu_seconds_per_hour"] / idle_cpu, 1)
+    idle_cpu = out["idle_asyncio"]["cpu_seconds_per_hour"]  # often 0: below /proc's 10 ms tick over a minute
+    out["cpu_ratio_to_idle_asyncio"] = round(out["daemon"]["cpu_seconds_per_hour"] / idle_cpu, 1) if idle_cpu else None
     out["rss_ratio_to_idle_asyncio"] = round(out["daemon"]["rss_peak_mib"] / out["idle_asyncio"]["rss_peak_mib"], 2)
     return out
 
