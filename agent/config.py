@@ -32,12 +32,16 @@ DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
 @dataclass(frozen=True)
 class AgentSection:
     """``flush_seconds``: how often what was heard is committed to the store (real time). A power cut loses
-    at most that much; longer means fewer writes to a Pi's SD card."""
+    at most that much; longer means fewer writes to a Pi's SD card. ``accept_unsynchronised_clock_testbed``:
+    advertise and record although no NTP client has synchronised the clock (a desk rig, a container); never
+    in the field, where a Pi without network believes it is days in the past (the build-time floor holds
+    even then)."""
 
     scheme: Literal["dp3t", "gaen", "ebid"] = "dp3t"
     retention_days: int = 14
     clock: str = "system"
     flush_seconds: float = 10.0
+    accept_unsynchronised_clock_testbed: bool = False
 
 
 @dataclass(frozen=True)

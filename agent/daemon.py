@@ -4,6 +4,10 @@ Each part runs as a supervised task (a dying task is logged, counted and restart
 need is published as a status file, and systemd hears READY once the first advert is registered and a
 scan has started, WATCHDOG only while the loop turns and a scanner has heard something recently.
 SIGTERM flushes the pending sightings, unregisters the advert and closes the store.
+
+The radio, the key schedule, retention and matching wait for a clock they can trust (``agent.timetrust``):
+until then the daemon is READY for systemd ("waiting for a synchronised clock") but advertises nothing and
+records nothing. A wall-clock jump re-derives the live ID and closes the open sighting windows.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +28,7 @@ from agent.calibration import Calibration
 from agent.clock import Clock
 from agent.config import (
     AgentConfig,
+    BleSection,
     ble_settings,
     device_calibration,
     insecure_transport_warning,
@@ -33,10 +39,13 @@ from agent.keys import KeyRing
 from agent.notify import run_hook
 from agent.schemes.base import Scheme, SchemeName
 from agent.sdnotify import Notifier
+from agent.sightings import RawSighting
 from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
 from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, SyncSettings, open_session
+from agent.timesource import TimeSource, time_source_for
+from agent.timetrust import Jump, TimeWatch
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +54,8 @@ STARTUP_STATUS_SECONDS = 0.25  # until READY: systemd and the test-bed learn of 
 STARTUP_WINDOW_SECONDS = 60.0  # ...but a daemon that cannot get ready (no adapter) goes back to the slow pace
 KEY_CHECK_SECONDS = 600.0
 RETENTION_SECONDS = 86_400.0
+TIME_CHECK_SECONDS = 2.0  # real seconds between looks at the clocks: how soon a sync or a jump is acted on
+WAITING_FOR_TIME = "waiting for a synchronised clock: not advertising, recording or matching"
 
 
 @dataclass
@@ -64,12 +75,16 @@ class Daemon:
         clock: Clock,
         adapter: str | None = None,
         notifier: Notifier | None = None,
+        time_source: TimeSource | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
         self.clock = clock
         self.adapter_override = adapter
         self.notifier = notifier or Notifier()
+        self.time_source = time_source or time_source_for(clock)
+        self.time_watch = TimeWatch(config.agent.accept_unsynchronised_clock_testbed)
+        self._trusted = asyncio.Event()
         self.scheme = SchemeName(config.agent.scheme)
         self.sync_settings = sync_settings(config) if config.backend.url else None  # refuses a bad URL at start
         warning = insecure_transport_warning(config)
@@ -110,21 +125,15 @@ class Daemon:
             if self.adapter_override:
                 ble = replace(ble, advertise_adapter=self.adapter_override, scan_adapters=(self.adapter_override,))
             self.keys.calibration_confidence = self.calibration.confidence
-            self.keys.ensure(self.clock.now())
-            self._scheme_now = self.keys.scheme()
-            self.edge = BleEdge(
-                ble_settings(ble, self.calibration.tx_power),
-                self._scheme_now,
-                self.aggregator.add_sighting,
-                self.clock,
-            )
-            self.supervisor.add("ble", self.edge.run)
+            self._look_at_time()
+            self.supervisor.add("time", self._time_loop)
+            self.supervisor.add("ble", self._when_trusted(functools.partial(self._radio, ble)))
             self.supervisor.add("flusher", self._flusher)
-            self.supervisor.add("keys", self._key_roller)
-            self.supervisor.add("retention", self._retention)
+            self.supervisor.add("keys", self._when_trusted(self._key_roller))
+            self.supervisor.add("retention", self._when_trusted(self._retention))
             self.supervisor.add("status", self._status_loop)
             if self.sync_settings is not None:
-                self.supervisor.add("sync", functools.partial(self._sync, self.sync_settings))
+                self.supervisor.add("sync", self._when_trusted(functools.partial(self._sync, self.sync_settings)))
             self.supervisor.start()
             log.info(
                 "agent running: scheme %s, advertising on %s, scanning on %s",
@@ -149,6 +158,68 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _when_trusted(self, factory: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """``factory`` started only once the clock is trusted: IDs, windows, retention and matching all
+        depend on the date, and a wrong date is worse than none."""
+
+        async def gated() -> None:
+            await self._trusted.wait()
+            await factory()
+
+        return gated
+
+    async def _radio(self, ble: BleSection) -> None:
+        """Derive today's keys and run the BLE edge (built once; a restart keeps its counters)."""
+        self.keys.ensure(self.clock.now())
+        self._scheme_now = self.keys.scheme()
+        if self.edge is None:
+            self.edge = BleEdge(
+                ble_settings(ble, self.calibration.tx_power), self._scheme_now, self._record, self.clock
+            )
+        else:
+            self.edge.set_scheme(self._scheme_now)
+        await self.edge.run()
+
+    def _record(self, sighting: RawSighting) -> None:
+        """The edge's sink: a sighting is kept only while the clock that stamped it is trusted."""
+        if self._trusted.is_set():
+            self.aggregator.add_sighting(sighting)
+
+    async def _time_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TIME_CHECK_SECONDS)
+            self._look_at_time()
+
+    def _look_at_time(self) -> None:
+        """One look at the clocks: open or close the gate, and act on a jump."""
+        was = self.time_watch.state
+        jump = self.time_watch.observe(self.time_source.facts())
+        state = self.time_watch.state
+        assert state is not None
+        if jump is not None and was is not None and was.trusted:
+            self._jumped(jump)
+        if state.trusted and not self._trusted.is_set():
+            self._trusted.set()
+            log.info("time %s: advertising, recording and matching", state.trust.value)
+        elif not state.trusted and (was is None or was.trusted):
+            self._trusted.clear()
+            log.warning("time %s: %s", state.trust.value, WAITING_FOR_TIME)
+
+    def _jumped(self, jump: Jump) -> None:
+        """The wall clock was stepped: what was heard so far belongs to the old time base, the live ID to
+        the old time. Close the windows (stamped up to the last good time), derive the ID for the new time."""
+        closed = self.aggregator.close_windows()
+        self.store.flush(self.aggregator)
+        if self.edge is not None:
+            self.keys.ensure(self.clock.now())
+            self._scheme_now = self.keys.scheme()
+            self.edge.set_scheme(self._scheme_now)
+        log.warning(
+            "clock jumped %+.0f s: %d open sighting windows closed at the last good time, live ID re-derived",
+            jump.seconds,
+            closed,
+        )
 
     async def _sync(self, settings: SyncSettings) -> None:
         """Pull and match lists (DP-3T, GAEN) or keep EBIDs and ask for the risk verdict (EBID), with backoff."""
@@ -226,9 +297,10 @@ class Daemon:
             health = self.edge.health() if self.edge else None
             scanning = bool(health and any(sc.scanning for sc in health.scanners))
             advertising = bool(health and health.advertiser and health.advertiser.advertising)
-            if not self.state.ready and advertising and scanning:
-                self.state.ready = True
-                self.notifier.ready("advertising and scanning")
+            waiting = not self._trusted.is_set()
+            if not self.state.ready and (waiting or (advertising and scanning)):
+                self.state.ready = True  # systemd must not time the start out while NTP is still away
+                self.notifier.ready(WAITING_FOR_TIME if waiting else "advertising and scanning")
             interval = self.notifier.watchdog_interval
             if interval is not None and self._healthy() and time.monotonic() - last_ping >= interval:
                 self.notifier.watchdog()
@@ -238,7 +310,10 @@ class Daemon:
             await asyncio.sleep(STARTUP_STATUS_SECONDS if starting else period)
 
     def _healthy(self) -> bool:
-        """Loop alive (we are running) and some scanner heard something within its watchdog window."""
+        """Loop alive (we are running) and some scanner heard something within its watchdog window, or
+        the radio is off by design because the clock is not trusted yet."""
+        if not self._trusted.is_set():
+            return True
         if self.edge is None:
             return False
         now = self.clock.now()
@@ -281,6 +356,7 @@ class Daemon:
             unwritten_dropped=self.store.unwritten_dropped,
             flood_dropped=self.aggregator.flood_dropped,
             asyncio_tasks=len(asyncio.all_tasks()),
+            time=self.time_watch.state,
         )
         write_status(self.state_dir, status)
 

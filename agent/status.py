@@ -17,6 +17,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from agent.timetrust import TimeState, TimeTrust
+
 STATUS_FILE = "status.json"
 BLOCK = 4096
 
@@ -62,6 +64,7 @@ class AgentStatus:
     unwritten_dropped: int = 0  # ...and those lost because that memory was full
     flood_dropped: int = 0  # callbacks of new IDs refused by the flood cap
     asyncio_tasks: int = 0  # the daemon's event loop: a number that grows is a leak
+    time: TimeState | None = None  # None until the daemon's first look at the clocks
 
 
 def write_status(directory: Path, status: AgentStatus) -> Path:
@@ -117,9 +120,11 @@ def read_status(directory: Path) -> AgentStatus | None:
         raw["adapters"] = tuple(AdapterStatus(**a) for a in raw.get("adapters", ()))
         raw["tasks"] = tuple(TaskStatus(**t) for t in raw.get("tasks", ()))
         raw["notes"] = tuple(raw.get("notes", ()))
+        if raw.get("time") is not None:
+            raw["time"] = TimeState(**{**raw["time"], "trust": TimeTrust(raw["time"]["trust"])})
         known = {f.name for f in fields(AgentStatus)}
         return AgentStatus(**{k: v for k, v in raw.items() if k in known})
-    except TypeError:
+    except (TypeError, ValueError):
         return None
 
 
@@ -151,6 +156,8 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
         + ("" if s.last_sync_ok is None else (" (ok)" if s.last_sync_ok else " (FAILED)")),
         f"exposure   {s.exposure}",
     ]
+    if s.time is not None:
+        lines.append(f"time       {render_time(s.time, now)}")
     for a in s.adapters:
         flags = ", ".join(f for f, on in (("advertising", a.advertising), ("scanning", a.scanning)) if on)
         lines.append(
@@ -168,3 +175,20 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
         lines.append(f"flood      {s.flood_dropped} sightings of new IDs past the per-minute cap dropped")
     lines.extend(f"note       {n}" for n in s.notes)
     return "\n".join(lines)
+
+
+def render_time(t: TimeState, now: float) -> str:
+    """One line: whether the clock is trusted (and so whether the radio runs), and the last jump."""
+    words = {
+        TimeTrust.SYNCHRONISED: "synchronised",
+        TimeTrust.SIMULATED: "simulated clock",
+        TimeTrust.ACCEPTED_UNSYNCHRONISED: "NOT synchronised, accepted (desk test-bed setting)",
+        TimeTrust.UNSYNCHRONISED: "NOT synchronised: not advertising, recording or matching until it is",
+        TimeTrust.BEFORE_BUILD: "BEFORE the build time: not advertising, recording or matching until it is set",
+    }
+    line = words[t.trust]
+    if t.last_jump_seconds is not None and t.last_jump_at is not None:
+        line += (
+            f"; {t.jumps} clock jump(s), last {t.last_jump_seconds:+.0f} s, {max(0.0, now - t.last_jump_at):.0f} s ago"
+        )
+    return line

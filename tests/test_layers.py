@@ -29,9 +29,9 @@ import pytest
 
 AGENT = Path(__file__).resolve().parents[1] / "agent"
 
-CORE = frozenset({"clock", "aio", "backoff", "sightings", "schemes", "matching", "risk"})
+CORE = frozenset({"clock", "aio", "backoff", "sightings", "schemes", "matching", "risk", "timetrust"})
 PROTOCOL = frozenset({"protocol"})
-EDGES = frozenset({"ble", "store", "keys", "signing_keys", "paths", "notify", "sdnotify", "sync"})
+EDGES = frozenset({"ble", "store", "keys", "signing_keys", "paths", "notify", "sdnotify", "sync", "timesource"})
 APP = frozenset(
     {
         "config",

@@ -131,6 +131,16 @@ class SightingAggregator:
     def add_sighting(self, s: RawSighting) -> None:
         self.add(s.scheme, s.ephemeral_id, s.time, s.rssi, s.tx_power, s.metadata)
 
+    def close_windows(self) -> int:
+        """The clock jumped: every open window is closed as it stands (its last callback is its last time
+        under the old clock) and the next callback starts a fresh window whichever way time moved.
+        Returns how many were open."""
+        open_windows = len(self._pending)
+        self._closed.extend(self._pending.values())
+        self._pending = {}
+        self._window = -1
+        return open_windows
+
     def __len__(self) -> int:
         return len(self._pending) + len(self._closed)
 

@@ -32,7 +32,8 @@ def argv(conf: Path, state: Path, *cmd: str) -> list[str]:
 def config(tmp: Path) -> Path:
     conf = tmp / "agent.toml"
     conf.write_text(
-        '[agent]\nscheme = "gaen"\nflush_seconds = 0.5\n[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n'
+        '[agent]\nscheme = "gaen"\nflush_seconds = 0.5\n'
+        'accept_unsynchronised_clock_testbed = true\n[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n'
     )
     return conf
 

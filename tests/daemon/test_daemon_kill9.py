@@ -55,7 +55,8 @@ def test_kill9_during_heavy_ingest_keeps_the_store_whole(tmp_path: Path) -> None
     config = {"adapters": [{"name": "hci0"}], "tick_seconds": 0.05, "device_timeout_seconds": 30}
     state, conf = tmp_path / "state", tmp_path / "agent.toml"
     conf.write_text(
-        '[agent]\nscheme = "gaen"\nflush_seconds = 0.3\n[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n'
+        '[agent]\nscheme = "gaen"\nflush_seconds = 0.3\n'
+        'accept_unsynchronised_clock_testbed = true\n[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n'
     )
     db = state / DB_FILE
     with SimBed(config, tmp_path / "bed", log_level="WARNING") as bed:

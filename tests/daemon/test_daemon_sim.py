@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 def start(bed: SimBed, tmp: Path, name: str, adapter: str, scheme: str = "dp3t") -> subprocess.Popen[bytes]:
     (tmp / f"{name}.toml").write_text(
-        f'[agent]\nscheme = "{scheme}"\n[ble]\nadvertise_adapter = "{adapter}"\nscan_adapters = ["{adapter}"]\n'
+        f'[agent]\nscheme = "{scheme}"\n'
+        f"accept_unsynchronised_clock_testbed = true\n[ble]\n"
+        f'advertise_adapter = "{adapter}"\nscan_adapters = ["{adapter}"]\n'
     )
     log = (tmp / f"{name}.log").open("wb")
     return subprocess.Popen(
@@ -126,7 +128,9 @@ def test_daemon_with_a_real_backend_syncs_and_shuts_down_cleanly(tmp_path: Path)
         config = {"adapters": [{"name": "hci0", "x": 0.0}, {"name": "hci1", "x": 1.0}], "tick_seconds": 0.2}
         with SimBed(config, tmp_path / "bed") as bed:
             (tmp_path / "a.toml").write_text(
-                '[agent]\nscheme = "gaen"\n[ble]\nadvertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n'
+                '[agent]\nscheme = "gaen"\n'
+                "accept_unsynchronised_clock_testbed = true\n[ble]\n"
+                'advertise_adapter = "hci0"\nscan_adapters = ["hci0"]\n'
                 f'[backend]\nurl = "{url}"\npublic_key = "{public[1]}"\nsync_jitter_seconds = 1\n'
             )
             agent = subprocess.Popen(

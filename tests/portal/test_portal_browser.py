@@ -185,7 +185,10 @@ def test_officer_issues_a_tan_an_agent_reports_with_it(
 
     # a real agent reports with the TAN read off the page
     a_conf, a_state = pilot.tmp / "a.toml", pilot.tmp / "a"
-    a_conf.write_text(f'[agent]\nscheme = "gaen"\n[backend]\nurl = "{pilot.api}"\npublic_key = "{public[1]}"\n')
+    a_conf.write_text(
+        f'[agent]\nscheme = "gaen"\n'
+        f'accept_unsynchronised_clock_testbed = true\n[backend]\nurl = "{pilot.api}"\npublic_key = "{public[1]}"\n'
+    )
     store = Store.open(a_state)
     KeyRing(store, SchemeName.GAEN).ensure(time.time() - 86_400)
     store.close()

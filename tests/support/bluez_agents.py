@@ -101,7 +101,8 @@ def start_agent(
     state_dir.mkdir(parents=True, exist_ok=True)
     config = state_dir.parent / f"{state_dir.name}.toml"
     config.write_text(
-        f'[agent]\nscheme = "{scheme}"\n[ble]\nwatchdog_seconds = 60\nadvertise_adapter = "{adapter}"\n'
+        f'[agent]\nscheme = "{scheme}"\n'
+        f'accept_unsynchronised_clock_testbed = true\n[ble]\nwatchdog_seconds = 60\nadvertise_adapter = "{adapter}"\n'
         f'scan_adapters = ["{scan_adapter or adapter}"]\n'
         + (f'[backend]\nurl = "{backend.url}"\npublic_key = "{backend.public_key}"\n' if backend else "")
     )

@@ -100,7 +100,10 @@ def redirect(to: str, status: int = 307) -> Handler:
 async def proxitrace(tmp: Path, url: str, scheme: str, *args: str) -> tuple[int, str, str]:
     """The CLI against ``url``, with the hostile server's signing key pinned."""
     conf = tmp / "agent.toml"
-    conf.write_text(f'[agent]\nscheme = "{scheme}"\n[backend]\nurl = "{url}"\npublic_key = "{PINNED}"\n')
+    conf.write_text(
+        f'[agent]\nscheme = "{scheme}"\n'
+        f'accept_unsynchronised_clock_testbed = true\n[backend]\nurl = "{url}"\npublic_key = "{PINNED}"\n'
+    )
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -60,7 +60,7 @@ def device(tmp: Path, name: str, source: str, url: str, public_b64: str) -> tupl
         calibration = f'table = "{table(tmp / f"{name}-table.toml", 0.0)}"\n'
     config = tmp / f"{name}.toml"
     config.write_text(
-        '[agent]\nscheme = "gaen"\n'
+        '[agent]\nscheme = "gaen"\naccept_unsynchronised_clock_testbed = true\n'
         f'[backend]\nurl = "{url}"\npublic_key = "{public_b64}"\nsync_jitter_seconds = 0\n'
         f"[calibration]\n{calibration}"
     )

@@ -78,7 +78,10 @@ def tls_backend(tmp_path: Path) -> Iterator[TlsBackend]:
 
 
 def agent_config(path: Path, url: str, public_key: str = "", extra: str = "") -> Path:
-    path.write_text(f'[agent]\nscheme = "gaen"\n[backend]\nurl = "{url}"\npublic_key = "{public_key}"\n{extra}')
+    path.write_text(
+        f'[agent]\nscheme = "gaen"\n'
+        f'accept_unsynchronised_clock_testbed = true\n[backend]\nurl = "{url}"\npublic_key = "{public_key}"\n{extra}'
+    )
     return path
 
 
