@@ -5,6 +5,11 @@ advertisement registered with the old daemon is simply gone. So the agent watche
 ``org.bluez`` and the ObjectManager signals for adapters itself, and the advertiser and the scanners wait
 on this one state: a new ``generation`` means "BlueZ restarted, register and scan again"; an adapter leaving
 the set means "wait for it to come back".
+
+Every call here has a timeout. A bus daemon that does not answer AddMatch or GetNameOwner leaves a
+connection nobody can trust, so that is reported as a lost bus (the edge reconnects). A bluetoothd that
+does not answer GetManagedObjects is asked again, with backoff, for as long as it owns ``org.bluez``:
+otherwise the agent would sit with no adapters, neither advertising nor scanning, for ever.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass, replace
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from agent.aio import within
+from agent.backoff import backoff_delay
 from agent.ble.names import (
     ADAPTER1,
     ADAPTER_PREFIX,
@@ -33,6 +40,7 @@ from agent.ble.names import (
     PROPERTIES,
     PROPERTIES_CHANGED,
 )
+from agent.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +70,12 @@ def adapter_name(path: str) -> str | None:
 
 
 class BluezWatch:
-    def __init__(self, bus: MessageBus) -> None:
+    def __init__(self, bus: MessageBus, io_clock: Clock | None = None, call_timeout_s: float = 10.0) -> None:
         self.bus = bus
+        self._io = io_clock or SystemClock()
+        self._timeout = call_timeout_s
+        self.adapter_read_failures = 0
+        self.last_error: str | None = None
         self.state = BluezState()
         self.owner_changes = 0
         self._changed = asyncio.Event()
@@ -117,16 +129,19 @@ class BluezWatch:
         self._publish(replace(self.state, owner=None, adapters=frozenset(), bus_lost=True))
 
     async def _bus_call(self, member: str, signature: str, body: list[object]) -> Message:
-        return await self.bus.call(
-            Message(
-                destination=BUS_DAEMON,
-                path=BUS_DAEMON_PATH,
-                interface=BUS_DAEMON,
-                member=member,
-                signature=signature,
-                body=body,
-            )
+        call = Message(
+            destination=BUS_DAEMON,
+            path=BUS_DAEMON_PATH,
+            interface=BUS_DAEMON,
+            member=member,
+            signature=signature,
+            body=body,
         )
+        try:
+            return await within(self._io, self._timeout, self.bus.call(call))
+        except TimeoutError:
+            reason = f"the bus daemon did not answer {member} within {self._timeout:g} s"
+            raise BusLost(f"D-Bus connection unusable: {reason}") from None
 
     def _on_message(self, msg: Message) -> bool:
         if msg.message_type is not MessageType.SIGNAL:
@@ -179,11 +194,26 @@ class BluezWatch:
         self._refresh = asyncio.get_running_loop().create_task(self._read_adapters(owner))
 
     async def _read_adapters(self, owner: str) -> None:
-        reply = await self.bus.call(
-            Message(destination=owner, path="/", interface=OBJECT_MANAGER, member=GET_MANAGED_OBJECTS)
-        )
-        if reply.message_type is not MessageType.METHOD_RETURN or self.state.owner != owner:
-            return
+        attempt = 0
+        while self.state.owner == owner:
+            call = Message(destination=owner, path="/", interface=OBJECT_MANAGER, member=GET_MANAGED_OBJECTS)
+            try:
+                reply = await within(self._io, self._timeout, self.bus.call(call))
+            except TimeoutError:
+                reason = f"no answer within {self._timeout:g} s"
+            else:
+                if reply.message_type is MessageType.METHOD_RETURN:
+                    if self.state.owner == owner:
+                        self._adapters_read(reply)
+                    return
+                reason = reply.error_name or "an error reply"
+            attempt += 1
+            self.adapter_read_failures += 1
+            self.last_error = f"{GET_MANAGED_OBJECTS}: {reason}"
+            log.warning("BlueZ did not list its adapters (%s, attempt %d); asking again", reason, attempt)
+            await self._io.sleep(backoff_delay(attempt, maximum=30.0))
+
+    def _adapters_read(self, reply: Message) -> None:
         found, off = set(), set()
         for path, ifaces in reply.body[0].items():
             name = adapter_name(path)

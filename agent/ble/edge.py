@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
 
-from agent.aio import first
+from agent.aio import first, within
 from agent.backoff import backoff_delay
 from agent.ble.adapters import choose_adapters
 from agent.ble.advertiser import Advertiser, AdvertiserHealth
@@ -108,16 +108,23 @@ class BleEdge:
             connections=self._connections,
             advertiser=self.advertiser.health() if self.advertiser else None,
             scanners=self.scanner.health() if self.scanner else (),
-            last_error=self._last_error,
+            last_error=(self._watch.last_error if self._watch else None) or self._last_error,
         )
 
     async def run(self) -> None:
         """Until cancelled: connect, wait for BlueZ, advertise and scan; reconnect if the bus dies."""
         attempt = 0
         while True:
+            bus = None
             try:
-                bus = await MessageBus(bus_address=self._bus_address, bus_type=BusType.SYSTEM).connect()
-            except Exception as exc:  # no bus yet (early boot, a test restarting it): try again
+                bus = MessageBus(bus_address=self._bus_address, bus_type=BusType.SYSTEM)
+                # authentication and Hello are bus-daemon calls too: a daemon that accepts the socket and
+                # then stops answering must not hold the edge for ever
+                await within(self._io, self.settings.call_timeout_s, bus.connect())
+            except Exception as exc:  # no bus yet (early boot, a test restarting it, a hung daemon): try again
+                if bus is not None:
+                    with contextlib.suppress(Exception):
+                        bus.disconnect()
                 attempt += 1
                 self._last_error = describe(exc)
                 log.warning("cannot connect to the system bus (%s); retrying", self._last_error)
@@ -127,8 +134,9 @@ class BleEdge:
             self._connections += 1
             try:
                 await self._run_on(bus)
-            except BusLost:
-                log.warning("D-Bus connection lost; reconnecting")
+            except BusLost as exc:
+                self._last_error = str(exc)
+                log.warning("%s; reconnecting", exc)
             except Exception as exc:  # a bug must not end the BLE edge; log it fully and start over
                 self._last_error = describe(exc)
                 log.exception("BLE edge failed; restarting it")
@@ -142,7 +150,7 @@ class BleEdge:
             await self._io.sleep(1.0)
 
     async def _run_on(self, bus: MessageBus) -> None:
-        watch = BluezWatch(bus)
+        watch = BluezWatch(bus, self._io, self.settings.call_timeout_s)
         await watch.start()
         self._watch = watch
         if self.scanner is None:

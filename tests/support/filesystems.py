@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,45 @@ class FailingFs:
 
     def unmount(self) -> None:
         subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+# SQLite's WAL index: the "dead man switch" byte every connection read-locks while it has the -shm mapped.
+WAL_INDEX_DMS_BYTE = 128
+
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(sys.argv[2]))
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+class LockHeld:
+    """Another process holding a POSIX write lock on one byte of ``path`` until the block ends: a real
+    conflicting lock in the kernel's table (a backup tool, a stuck sqlite3 shell), not a mocked error."""
+
+    def __init__(self, path: Path, offset: int = WAL_INDEX_DMS_BYTE) -> None:
+        self.path = path
+        self.offset = offset
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def __enter__(self) -> LockHeld:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_LOCK, str(self.path), str(self.offset)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None and self._proc.stdout.readline() == "held\n"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(10)
