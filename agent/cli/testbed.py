@@ -431,3 +431,39 @@ def testbed_fit_channel(files: tuple[Path, ...]) -> None:
                 f"  {b.distance_m:5.1f} m  {b.adverts:7d}  {b.data_median:6.1f} / {b.model_median:6.1f} "
                 f"({b.median_error:+5.1f})   {b.data_p90:6.1f} / {b.model_p90:6.1f} ({b.p90_error:+5.1f})"
             )
+
+
+def _capture_arg(value: str) -> tuple[str, Path]:
+    """``NAME=FILE`` or ``FILE`` (the receiver is then named after the file: ``ana.snoop`` -> ``ana``)."""
+    name, sep, path = value.partition("=")
+    return (name, Path(path)) if sep and name else (Path(value).stem, Path(value))
+
+
+@testbed.command("trace-from-capture")
+@click.argument("captures", nargs=-1, required=True)
+@click.option(
+    "--positions",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="CSV: device,x,y[,z],from,until[,model] (metres; times unix or ISO 8601).",
+)
+@click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def testbed_trace_from_capture(captures: tuple[str, ...], positions: Path, output: Path) -> None:
+    """Turn a bench run's btmon -w captures (one per device, NAME=FILE or FILE) and its positions sheet
+    into a trace; who sent an advert comes from the captures' own advertising commands."""
+    from agent.testbed.bench_trace import read_captures
+
+    named = dict(_capture_arg(c) for c in captures)
+    if len(named) != len(captures):
+        raise click.ClickException("two captures have the same device name: name them NAME=FILE")
+    try:
+        bench = read_captures(named, positions)
+    except TraceError as exc:
+        raise click.ClickException(str(exc)) from None
+    with output.open("w") as f:
+        f.writelines(format_trace(bench.trace))
+    heard = sum(r.rssi is not None for r in bench.trace.rows)
+    click.echo(
+        f"{output}: {heard} adverts heard, {len(bench.trace.rows) - heard} ground-truth rows, "
+        f"{len(bench.trace.devices)} devices; {bench.unknown_adverts} adverts from IDs no capture broadcast left out"
+    )
