@@ -5,7 +5,9 @@ positions sheet; the command's trace is checked row by row and then replayed."""
 from __future__ import annotations
 
 import json
+import math
 import struct
+from datetime import UTC, datetime
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -14,6 +16,7 @@ from agent.cli import cli
 from agent.clock import DAY
 from agent.schemes import gaen
 from agent.schemes.base import advertising_data
+from agent.testbed.bench_trace import parse_positions
 from agent.testbed.trace import parse_trace
 
 EPOCH_DELTA_US = 0x00DCDDB30F2F8000
@@ -136,12 +139,11 @@ def test_captures_and_sheet_become_a_trace_that_replays(tmp_path: Path) -> None:
     truth_only = [r for r in trace.rows if r.rssi is None]
     assert len(truth_only) == 3 * MINUTES  # one per minute per pair over the half hour
 
-    report = tmp_path / "replay.json"
-    result = runner.invoke(cli, ["testbed", "replay", str(out), "--json", str(report)])
+    result = runner.invoke(cli, ["testbed", "replay", str(out), "--report", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     decided = {
         (p["receiver"], p["transmitter"]): (p["true_contact"], p["notified"])
-        for p in json.loads(report.read_text())["pairs"]
+        for p in json.loads((tmp_path / "report" / "replay.json").read_text())["pairs"]
     }
     assert decided[("ana", "ben")] == decided[("ben", "ana")] == (True, True)
     assert all(not contact and not notified for pair, (contact, notified) in decided.items() if "cat" in pair)
@@ -173,3 +175,18 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         assert result.exit_code == 1
         assert message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_guides_positions_sheet_reads_as_documented() -> None:
+    """hw/README.md's example sheet: hci1 moves from 1 m to 4 m at noon (ISO 8601 times, open ends)."""
+    text = (Path(__file__).resolve().parents[2] / "hw" / "README.md").read_text()
+    example = text[text.index("device,x,y,z,from,until,model") :].split("```")[0]
+    placements = parse_positions(example)
+    noon = datetime(2026, 12, 1, 12, tzinfo=UTC).timestamp()
+    assert [(p.device, p.x, p.model) for p in placements] == [
+        ("hci0", 0, "CSR8510"),
+        ("hci1", 1.0, "UB500"),
+        ("hci1", 4.0, "UB500"),
+    ]
+    assert placements[1].end == placements[2].start == noon
+    assert placements[0].start == -math.inf and placements[0].end == math.inf
