@@ -114,6 +114,10 @@ COMMANDS = {
         "tests/testbed/test_bench_trace.py",
         '"replay", str(out), "--report"',
     ),
+    "proxitrace testbed fit-calibration bench.csv --reference usb:0a12:0001 --write hw/calibration.toml": (
+        "tests/testbed/test_fit_calibration.py",
+        '"fit-calibration", str(trace), "--reference", "usb:0a12:0001", "--write"',
+    ),
     "sudo proxitrace provision device-0001.proxitrace.toml": (
         "tests/provision/test_provision_round_trip.py",
         '"provision", str(bundles[0])',
