@@ -431,3 +431,74 @@ def testbed_fit_channel(files: tuple[Path, ...]) -> None:
                 f"  {b.distance_m:5.1f} m  {b.adverts:7d}  {b.data_median:6.1f} / {b.model_median:6.1f} "
                 f"({b.median_error:+5.1f})   {b.data_p90:6.1f} / {b.model_p90:6.1f} ({b.p90_error:+5.1f})"
             )
+
+
+def _capture_arg(value: str) -> tuple[str, Path]:
+    """``NAME=FILE`` or ``FILE`` (the receiver is then named after the file: ``ana.snoop`` -> ``ana``)."""
+    name, sep, path = value.partition("=")
+    return (name, Path(path)) if sep and name else (Path(value).stem, Path(value))
+
+
+@testbed.command("trace-from-capture")
+@click.argument("captures", nargs=-1, required=True)
+@click.option(
+    "--positions",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="CSV: device,x,y[,z],from,until[,model] (metres; times unix or ISO 8601).",
+)
+@click.option("--out", "output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def testbed_trace_from_capture(captures: tuple[str, ...], positions: Path, output: Path) -> None:
+    """Turn a bench run's btmon -w captures (one per device, NAME=FILE or FILE) and its positions sheet
+    into a trace; who sent an advert comes from the captures' own advertising commands."""
+    from agent.testbed.bench_trace import read_captures
+
+    named = dict(_capture_arg(c) for c in captures)
+    if len(named) != len(captures):
+        raise click.ClickException("two captures have the same device name: name them NAME=FILE")
+    try:
+        bench = read_captures(named, positions)
+    except TraceError as exc:
+        raise click.ClickException(str(exc)) from None
+    with output.open("w") as f:
+        f.writelines(format_trace(bench.trace))
+    heard = sum(r.rssi is not None for r in bench.trace.rows)
+    click.echo(
+        f"{output}: {heard} adverts heard, {len(bench.trace.rows) - heard} ground-truth rows, "
+        f"{len(bench.trace.devices)} devices; {bench.unknown_adverts} adverts from IDs no capture broadcast left out"
+    )
+
+
+@testbed.command("fit-calibration")
+@click.argument("trace_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--reference", default=None, help="Receiver model whose correction is pinned (default: the most rows).")
+@click.option("--reference-correction", type=float, default=0.0, show_default=True, help="Its correction, dB.")
+@click.option(
+    "--write",
+    "table",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Set the fitted values in this calibration table (e.g. hw/calibration.toml).",
+)
+def testbed_fit_calibration(
+    trace_file: Path, reference: str | None, reference_correction: float, table: Path | None
+) -> None:
+    """Fit per-model TX levels and RSSI corrections from a trace whose rows name the models and distances."""
+    from agent.testbed.fit_calibration import CalibrationFitError, fit_calibration, update_table
+
+    trace = _read_trace(trace_file)
+    try:
+        fitted = fit_calibration(trace.rows, reference, reference_correction)
+    except CalibrationFitError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{fitted.rows} rows; path-loss exponent {fitted.path_loss_exponent:.2f}; residual {fitted.residual_db:.1f} dB "
+        f"RMS; reference receiver {fitted.reference} ({fitted.reference_correction:+.1f} dB)"
+    )
+    for m in fitted.models:
+        tx = "-" if m.tx_power is None else f"{m.tx_power:6.1f} dBm"
+        correction = "-" if m.rssi_correction is None else f"{m.rssi_correction:+5.1f} dB"
+        click.echo(f"  {m.model:30s} tx_power {tx:>10s}  rssi_correction {correction:>8s}  ({m.rows} rows)")
+    if table is not None:
+        table.write_text(update_table(table.read_text(), fitted))
+        click.echo(f"{table}: updated")

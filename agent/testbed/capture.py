@@ -23,7 +23,14 @@ OP_COMMAND, OP_EVENT = 2, 3
 LE_SET_RANDOM_ADDRESS = 0x2005
 LE_SET_ADV_DATA = 0x2008
 LE_SET_ADV_ENABLE = 0x200A
+LE_SET_ADV_SET_RANDOM_ADDRESS = 0x2035  # extended advertising: (handle, address)
+LE_SET_EXT_ADV_DATA = 0x2037  # extended advertising: (handle, operation, fragment preference, length, data)
+LE_SET_EXT_ADV_ENABLE = 0x2039
 EVT_COMMAND_COMPLETE = 0x0E
+EVT_LE_META = 0x3E
+LE_ADVERTISING_REPORT = 0x02
+LE_EXTENDED_ADVERTISING_REPORT = 0x0D
+NOT_AVAILABLE = 127  # RSSI or TX power a controller could not give
 _EPOCH_DELTA_US = 0x00DCDDB30F2F8000  # BTSnoop timestamps count from year 0
 
 
@@ -96,19 +103,88 @@ def controllers(path: Path) -> dict[int, ControllerTrace]:
             params = p.data[3:]
             if op == LE_SET_RANDOM_ADDRESS and len(params) >= 6:
                 address[p.index] = ":".join(f"{b:02X}" for b in params[5::-1])
+            elif op == LE_SET_ADV_SET_RANDOM_ADDRESS and len(params) >= 7:
+                address[p.index] = ":".join(f"{b:02X}" for b in params[6:0:-1])
             elif op == LE_SET_ADV_DATA and params:
                 payload[p.index] = params[1 : 1 + params[0]]
-            elif op == LE_SET_ADV_ENABLE and params:
+            elif op == LE_SET_EXT_ADV_DATA and len(params) >= 4:
+                payload[p.index] = params[4 : 4 + params[3]]
+            elif op in (LE_SET_ADV_ENABLE, LE_SET_EXT_ADV_ENABLE) and params:
                 pending[p.index] = (p.time, params[0] == 1)
         elif p.opcode == OP_EVENT and len(p.data) >= 6 and p.data[0] == EVT_COMMAND_COMPLETE:
             op = int.from_bytes(p.data[3:5], "little")
-            if op == LE_SET_ADV_ENABLE and p.index in pending:
+            if op in (LE_SET_ADV_ENABLE, LE_SET_EXT_ADV_ENABLE) and p.index in pending:
                 t, enable = pending.pop(p.index)
                 ok = p.data[5] == 0
                 trace.enables.append((t, enable, ok))
                 if enable and ok:
                     trace.on_air.append((t, address[p.index], payload[p.index]))
     return traces
+
+
+@dataclass(frozen=True)
+class Report:
+    """One advert a controller heard: when, from which address, its advertising data and the levels."""
+
+    time: float
+    address: str
+    data: bytes
+    rssi: int | None  # dBm; None when the controller gave 127 ("not available")
+    tx_power: int | None  # dBm, from an extended report when the sender put it in the header
+
+
+def _address(raw: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in raw[::-1])
+
+
+def _level(byte: int) -> int | None:
+    signed = byte - 256 if byte > 127 else byte
+    return None if signed == NOT_AVAILABLE else signed
+
+
+def _legacy_reports(time: float, params: bytes) -> Iterator[Report]:
+    """LE Advertising Report (Core spec Vol 4 Part E 7.7.65.2): per report event type, address type,
+    address, data length, data, RSSI; read report after report, as Linux does."""
+    offset = 1
+    for _ in range(params[0] if params else 0):
+        if offset + 9 > len(params):
+            return
+        length = params[offset + 8]
+        end = offset + 9 + length
+        if end + 1 > len(params):
+            return
+        yield Report(
+            time, _address(params[offset + 2 : offset + 8]), params[offset + 9 : end], _level(params[end]), None
+        )
+        offset = end + 1
+
+
+def _extended_reports(time: float, params: bytes) -> Iterator[Report]:
+    """LE Extended Advertising Report (7.7.65.13): 24 fixed bytes per report (event type 2, address type,
+    address 6, primary and secondary PHY, SID, TX power, RSSI, periodic interval 2, direct address type and
+    address 7), then data length and data."""
+    offset = 1
+    for _ in range(params[0] if params else 0):
+        if offset + 24 > len(params):
+            return
+        fixed = params[offset : offset + 24]
+        end = offset + 24 + fixed[23]
+        if end > len(params):
+            return
+        yield Report(time, _address(fixed[3:9]), params[offset + 24 : end], _level(fixed[13]), _level(fixed[12]))
+        offset = end
+
+
+def reports(path: Path) -> Iterator[Report]:
+    """Every advertising report the capture's controllers handed to the host, legacy and extended."""
+    for p in read_packets(path):
+        if p.opcode != OP_EVENT or len(p.data) < 3 or p.data[0] != EVT_LE_META:
+            continue
+        params = p.data[3 : 2 + p.data[1]]
+        if p.data[2] == LE_ADVERTISING_REPORT:
+            yield from _legacy_reports(p.time, params)
+        elif p.data[2] == LE_EXTENDED_ADVERTISING_REPORT:
+            yield from _extended_reports(p.time, params)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,16 @@ COMMANDS = {
         "tests/portal/test_portal_cli.py",
         '"officer", "reset"',
     ),
+    "proxitrace testbed trace-from-capture hci0.snoop hci1.snoop hci2.snoop --positions positions.csv "
+    "--out bench.csv": ("tests/testbed/test_bench_trace.py", '"trace-from-capture"'),
+    "proxitrace testbed replay bench.csv --report bench-report": (
+        "tests/testbed/test_bench_trace.py",
+        '"replay", str(out), "--report"',
+    ),
+    "proxitrace testbed fit-calibration bench.csv --reference usb:0a12:0001 --write hw/calibration.toml": (
+        "tests/testbed/test_fit_calibration.py",
+        '"fit-calibration", str(trace), "--reference", "usb:0a12:0001", "--write"',
+    ),
     "sudo proxitrace provision device-0001.proxitrace.toml": (
         "tests/provision/test_provision_round_trip.py",
         '"provision", str(bundles[0])',
