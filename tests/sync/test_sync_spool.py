@@ -53,7 +53,8 @@ async def base() -> AsyncIterator[str]:
 @pytest.fixture
 async def client(base: str) -> AsyncIterator[BackendClient]:
     async with aiohttp.ClientSession() as session:
-        yield BackendClient(session, base, lambda *_: None)
+        # These lists are fetched on the shared session; a one-off session (EBID submissions) is never asked for.
+        yield BackendClient(session, base, lambda *_: None, aiohttp.ClientSession)
 
 
 async def test_a_body_within_the_limit_is_written_to_the_sink_not_returned(client: BackendClient) -> None:

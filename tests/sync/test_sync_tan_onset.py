@@ -18,6 +18,7 @@ from support.sync_devices import issue, make_device
 from agent.cli.sync import _onset_note
 from agent.clock import ManualClock, day_to_date
 from agent.protocol import wire
+from agent.protocol.export_stream import parse_key_chunk
 from agent.risk import CONTAGIOUS_DAYS_BEFORE_ONSET, RiskSettings
 from agent.schemes.base import SchemeName
 from agent.schemes.published import ReportType
@@ -54,8 +55,15 @@ async def test_the_officers_onset_and_report_type_decide_what_is_published(
     assert sorted(k.rolling_start_interval_number // 144 for k in keys) == list(range(first, TODAY + 1))
     await a.client.upload(SchemeName.GAEN, token, users_onset, keys)
     await clock.advance(2 * 3600)
-    pull = await b.client.pull(SchemeName.GAEN)
-    published = [k for v in pull.lists for k in v.keys]
+    with b.client.spool() as body:
+        pull = await b.client.pull(SchemeName.GAEN, body)
+        published = [
+            k
+            for v in pull.lists
+            for chunk in v.export.chunks()
+            if not chunk.revised
+            for k in parse_key_chunk(chunk, v.export.summary)
+        ]
     assert sorted(k.rolling_start_interval_number // 144 for k in published) == list(range(first, TODAY))
     assert {k.report_type for k in published} == {ReportType.CONFIRMED_CLINICAL_DIAGNOSIS}
     assert {k.days_since_onset for k in published} == set(range(-CONTAGIOUS_DAYS_BEFORE_ONSET, TODAY - ONSET))
