@@ -521,10 +521,21 @@ class SyncService:
                 log.debug("dummy report not sent: %s", exc.reason)
 
     async def _send_at(self, planned: list[submissions.PlannedSubmission]) -> None:
+        """Each submission opens its connection at its planned time, whatever the others are doing: sent one
+        after another, a slow answer would push every later one back, so the gaps an observer sees would
+        carry the backend's work (a stored contact takes longer than a dropped dummy) instead of the plan."""
         start = self._clock.now()
-        for p in planned:
+
+        async def send(p: submissions.PlannedSubmission) -> None:
             await self._clock.sleep(max(0.0, start + p.at - self._clock.now()))
             await self._submit_retrying(p.body)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for p in planned:
+                    group.create_task(send(p))
+        except ExceptionGroup as failed:  # the first failure ends the report, as a sequential send would
+            raise failed.exceptions[0] from None
 
     async def _submit_retrying(self, body: bytes) -> None:
         """A submission the backend could not take now is retried (a token is only spent when stored)."""

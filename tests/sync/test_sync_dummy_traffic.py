@@ -29,7 +29,7 @@ from support.sync_devices import issue, make_device
 from agent.clock import AcceleratedClock, ManualClock
 from agent.protocol import wire
 from agent.schemes.base import SchemeName
-from agent.sync import SyncService
+from agent.sync import SyncService, submissions
 
 SPREAD_SECONDS = 1.5
 REPORTS = 3
@@ -160,3 +160,30 @@ async def test_gaen_dummy_upload_matches_a_real_one_on_the_wire(
     assert len(real) == len(fake) == 3  # health, TAN exchange, upload
     assert sorted((c.up, c.down) for c in real) == sorted((c.up, c.down) for c in fake)
     assert running.backend.store.count_keys(SchemeName.GAEN) == len(keys)
+
+
+async def test_a_slow_backend_does_not_shift_the_submissions_times(
+    tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """Each submission opens its connection at its planned time: a backend that takes longer to answer
+    (one that stores a real contact) must not push the later ones back, or the gaps would tell a real
+    report from a dummy."""
+    delay = 0.4
+    async with recording_proxy(port_of(running)) as (url, recorder):
+        ann = make_device(tmp_path, "ann", url, running, http, clock, SchemeName.EBID)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            agent = SyncService(session, ann.client.settings, AcceleratedClock(clock.now()), ann.store)
+            original = agent._client.submit  # noqa: SLF001 - the boundary a slow backend is seen at
+
+            async def slow_submit(body: bytes) -> None:
+                await asyncio.sleep(delay)
+                await original(body)
+
+            agent._client.submit = slow_submit  # type: ignore[method-assign]  # noqa: SLF001
+            plan = [submissions.PlannedSubmission(i * 0.05, submissions.dummy_submission(256)) for i in range(8)]
+            started = time.monotonic()
+            await agent._send_at(plan)  # noqa: SLF001
+            took = time.monotonic() - started
+    assert len(submissions_of(recorder.take())) == 8
+    # sent one after another the eight would take 8 * 0.4 s; at their times they take 0.35 s plus one delay
+    assert took < 8 * delay / 2

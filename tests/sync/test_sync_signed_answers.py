@@ -363,8 +363,9 @@ async def test_a_forged_submission_answer_is_refused(
     with pytest.raises(AnswerRejected, match=f"{path}: answer refused: .*{reason}"):
         await reporter.client.report_ebid(tan, contacts)
     filed = len(running.backend.store.exposures_of(heard_id))
-    # nothing is filed before the submissions; a refused receipt stops the report at its first submission
-    assert filed == 0 if path != "/v1/ebid/submissions" else filed <= 1
+    # nothing is filed before the submissions; with no spread here every submission is due at once, each
+    # on its own connection, so those already sent when the first receipt is refused may be filed
+    assert filed == 0 if path != "/v1/ebid/submissions" else filed <= len(contacts)
     if path == "/v1/ebid/submission-key":
         del proxy.tamper[path]
         await reporter.client.report_ebid(tan, contacts)  # the TAN was never sent, so it still buys tokens
