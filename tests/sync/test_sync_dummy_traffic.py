@@ -173,16 +173,16 @@ async def test_a_slow_backend_does_not_shift_the_submissions_times(
         ann = make_device(tmp_path, "ann", url, running, http, clock, SchemeName.EBID)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
             agent = SyncService(session, ann.client.settings, AcceleratedClock(clock.now()), ann.store)
-            original = agent._client.submit  # noqa: SLF001 - the boundary a slow backend is seen at
+            original = agent._client.submit
 
             async def slow_submit(body: bytes) -> None:
                 await asyncio.sleep(delay)
                 await original(body)
 
-            agent._client.submit = slow_submit  # type: ignore[method-assign]  # noqa: SLF001
+            agent._client.submit = slow_submit  # type: ignore[method-assign]
             plan = [submissions.PlannedSubmission(i * 0.05, submissions.dummy_submission(256)) for i in range(8)]
             started = time.monotonic()
-            await agent._send_at(plan)  # noqa: SLF001
+            await agent._send_at(plan)
             took = time.monotonic() - started
     assert len(submissions_of(recorder.take())) == 8
     # sent one after another the eight would take 8 * 0.4 s; at their times they take 0.35 s plus one delay
