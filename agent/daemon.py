@@ -246,8 +246,12 @@ class Daemon:
             self._exposed(len([r for r in self.store.exposures() if r.notify]))
 
     def _on_risk_verdict(self, result: RiskVerdict | SyncError, next_in: float) -> None:
+        """After each EBID round: the batch may have changed (a re-registration after an erasure brings a
+        new one, an erasure without one leaves none), so the advertiser hears of it now, not at the next
+        key check."""
         self.state.last_sync_at = self.clock.now()
         self.state.last_sync_ok = not isinstance(result, SyncError)
+        self._refresh_scheme()
         if isinstance(result, RiskVerdict) and result.at_risk:
             self._exposed(1)
 

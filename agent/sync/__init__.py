@@ -8,7 +8,15 @@ builds them) and imports no config, daemon, CLI or backend module.
 
 from agent.protocol.wire import RiskVerdict
 from agent.sync.client import MAX_DOWNLOAD_BYTES, BackendClient, Progress, open_session, tls_context
-from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
+from agent.sync.errors import (
+    AnswerRejected,
+    BackendRefused,
+    BackendUnavailable,
+    ListRejected,
+    NotConfigured,
+    SyncError,
+    Unregistered,
+)
 from agent.sync.service import SyncOutcome, SyncService, reported_onset
 from agent.sync.settings import KeyServer, SyncSettings
 from agent.sync.verify import BUNDLE_TAG_HEADER, Refusal, VerifiedList, VerifiedPull, verify_answer, verify_pull
@@ -30,6 +38,7 @@ __all__ = [
     "SyncOutcome",
     "SyncService",
     "SyncSettings",
+    "Unregistered",
     "VerifiedList",
     "VerifiedPull",
     "open_session",

@@ -46,7 +46,7 @@ from agent.sightings import SightingWindow
 from agent.store import ExposureRecord, Store
 from agent.sync import submissions
 from agent.sync.client import BackendClient, Progress, Response, open_session
-from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
+from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError, Unregistered
 from agent.sync.settings import SyncSettings
 from agent.sync.verify import (
     Refusal,
@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 
 SUBMISSION_ATTEMPTS = 5
 EBID_CREDENTIAL = "ebid"
+EBID_CAPABILITY = "ebid_capability"
+"""The current registration's re-registration capability (token, blind signature, the TX power declared):
+kept apart from the credentials, which an erasure drops, because it is what registers the device again."""
+NOT_REGISTERED = "not registered with this backend: run `proxitrace register --code CODE`"
 PENDING_REPORT = "pending_report"
 """What a redeemed TAN bought (an upload token, or submission tokens) until the report is sent: the TAN is
 redeemed before consent (it carries the officer's onset), so a report declined, or cut off, is sent later
@@ -374,29 +378,41 @@ class SyncService:
             return creds
         return None
 
+    def capability(self) -> wire.Capability | None:
+        """The stored re-registration capability for this backend, if any."""
+        stored = self._store.credential(EBID_CAPABILITY)
+        if not stored or stored.get("backend") != self.settings.base_url:
+            return None
+        return wire.Capability(unb64(stored["token"], "token"), unb64(stored["signature"], "signature"))
+
     async def register(
-        self, enrolment_code: str, progress: Progress | None = None, tx_power: int | None = None
+        self, enrolment_code: str | None, progress: Progress | None = None, tx_power: int | None = None
     ) -> dict[str, Any]:
         """Challenge → proof of work (in a worker thread, with progress) → credentials, kept in the store;
         then the first EBID batch. ``tx_power`` (this device's calibration) is declared to the backend,
-        which scores reports of this device's EBIDs with it: the adverts do not carry it."""
+        which scores reports of this device's EBIDs with it: the adverts do not carry it. The registration
+        is paid for with ``enrolment_code``, or (None) with the stored capability (``reregister``); either
+        way a blinded token goes with it and the backend's blind signature on it is the next capability."""
+        capability = None
+        if enrolment_code is None:
+            capability = self.capability()
+            if capability is None:
+                raise Unregistered(NOT_REGISTERED)
         challenge = await self._client.challenge()
-        expected = 2**challenge.difficulty
-
-        def report_tries(tries: int) -> None:
-            if progress is not None:
-                progress(tries, expected)
-
-        deadline = time.monotonic() + POW_SECONDS
+        nonce = await self._solve(challenge, progress)
+        key = (await self._client.reregistration_key()).public_key
+        [pending] = submissions.new_tokens(key, 1)
+        request = wire.Registration(
+            challenge.challenge, nonce, enrolment_code, tx_power, capability, pending.blinded.blinded_msg
+        )
         try:
-            nonce = await asyncio.get_running_loop().run_in_executor(
-                None, proof_of_work.solve, challenge.challenge, challenge.difficulty, report_tries, 0, deadline
-            )
-        except proof_of_work.ProofOfWorkTimeout:
-            raise SyncError(
-                f"registration: proof of work (difficulty {challenge.difficulty}) not done in {POW_SECONDS:.0f} s"
-            ) from None
-        answer = await self._client.register(wire.Registration(challenge.challenge, nonce, enrolment_code, tx_power))
+            answer = await self._client.register(request)
+        except BackendRefused as exc:
+            if capability is not None and exc.status == 403 and "capability" in exc.reason:
+                self._store.delete_credential(EBID_CAPABILITY)  # refused for good: it can never pay again
+                why = f"the backend refused the re-registration capability ({exc.reason}); {NOT_REGISTERED}"
+                raise Unregistered(why) from None
+            raise
         creds = {
             "backend": self.settings.base_url,
             "client_id": answer.client_id,
@@ -405,22 +421,62 @@ class SyncService:
             "period_seconds": answer.period_seconds,
         }
         self._store.set_credential(EBID_CREDENTIAL, creds, self._clock.now())
+        self._keep_capability(key, pending, answer.capability_signature, tx_power)
         self._access = _Token()
         await self.fetch_ebids()
-        log.info("registered with the backend")
+        log.info("registered with the backend%s", "" if capability is None else " again, with its capability")
         return creds
+
+    async def reregister(self) -> dict[str, Any]:
+        """Register again with the stored capability (no person, no enrolment code), declaring the TX power
+        declared before; ``Unregistered`` when there is none or the backend refused it."""
+        stored = self._store.credential(EBID_CAPABILITY) or {}
+        tx_power = stored.get("tx_power")
+        return await self.register(None, tx_power=tx_power if isinstance(tx_power, int) else None)
+
+    def _keep_capability(
+        self, key: Any, pending: submissions.PendingToken, signature: bytes | None, tx_power: int | None
+    ) -> None:
+        """The new capability replaces the spent one; a backend that signed none (or wrongly) leaves none."""
+        self._store.delete_credential(EBID_CAPABILITY)
+        if signature is None:
+            return
+        try:
+            final = blind_rsa.finalize(key, pending.prepared, signature, pending.blinded.inv)
+        except blind_rsa.BlindSignatureError as exc:
+            log.warning("registered, but the backend's capability signature is wrong (%s): no re-registration", exc)
+            return
+        body = {"backend": self.settings.base_url, "token": b64(pending.prepared), "signature": b64(final)}
+        self._store.set_credential(EBID_CAPABILITY, {**body, "tx_power": tx_power}, self._clock.now())
+
+    async def _solve(self, challenge: wire.Challenge, progress: Progress | None) -> int:
+        expected = 2**challenge.difficulty
+
+        def report_tries(tries: int) -> None:
+            if progress is not None:
+                progress(tries, expected)
+
+        deadline = time.monotonic() + POW_SECONDS
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, proof_of_work.solve, challenge.challenge, challenge.difficulty, report_tries, 0, deadline
+            )
+        except proof_of_work.ProofOfWorkTimeout:
+            raise SyncError(
+                f"registration: proof of work (difficulty {challenge.difficulty}) not done in {POW_SECONDS:.0f} s"
+            ) from None
 
     async def _access_token(self) -> str:
         if self._access.value and self._access.expires - 30 > self._clock.now():
             return self._access.value
         creds = self.credentials()
         if creds is None:
-            raise SyncError("not registered with this backend: run `proxitrace register --code CODE`")
+            raise Unregistered(NOT_REGISTERED)
         try:
             answer = await self._client.access_token(creds["client_id"], creds["client_secret"])
         except BackendRefused as exc:
             if exc.status == 401:
-                raise SyncError("the backend no longer knows this device: run `proxitrace register` again") from None
+                raise Unregistered("the backend no longer knows this device: run `proxitrace register` again") from None
             raise
         self._access = _Token(answer.token, answer.expires_at)
         return self._access.value
@@ -555,25 +611,52 @@ class SyncService:
         if verdict.at_risk:
             self._store.record_exposures(_exposure_records(verdict, self._clock.now()))
         if verdict.must_register_again:
-            self._store.delete_credential(EBID_CREDENTIAL)
-            self._store.delete_own_keys(SchemeName.EBID)
-            self._access = _Token()
+            self._forget_registration()
         return verdict
 
-    async def run_ebid(self, on_result: Callable[[wire.RiskVerdict | SyncError, float], None] | None = None) -> None:
-        """Keep at least a day of EBIDs ahead and ask for the risk verdict every ``status_interval_seconds``
-        (plus jitter); back off after failures. ``on_result(result, seconds to the next attempt)`` after
-        each attempt. Runs until cancelled."""
-        retry = _Retry()
+    def _forget_registration(self) -> None:
+        """The backend erased (or forgot) the pseudonym: its credentials and EBIDs are worthless now; the
+        capability stays, it is what registers the device again."""
+        self._store.delete_credential(EBID_CREDENTIAL)
+        self._store.delete_own_keys(SchemeName.EBID)
+        self._access = _Token()
+
+    async def ebid_round(self) -> wire.RiskVerdict:
+        """One round of the EBID loop: register again if the pseudonym is gone, keep a day of EBIDs ahead,
+        ask for the verdict. A pseudonym the backend erased or forgot is replaced at once with the
+        capability, so advertising resumes in the same round instead of waiting for a person; an at-risk
+        verdict is returned even if that fails (its exposure is stored; the next round tries again)."""
+        if self.credentials() is None:
+            await self.reregister()
+        try:
+            await self._top_up_ebids()
+            verdict = await self.ask_risk_verdict()
+        except Unregistered:  # purged while silent, or erased while this device was away
+            self._forget_registration()
+            await self.reregister()
+            verdict = await self.ask_risk_verdict()
+        if verdict.must_register_again:
+            try:
+                await self.reregister()
+            except SyncError as exc:
+                log.warning("not registered again yet: %s", exc.reason)
+        return verdict
+
+    async def _top_up_ebids(self) -> None:
+        creds = self.credentials()
+        period = int((creds or {}).get("period_seconds", ebid.DEFAULT_PERIOD_SECONDS))
         ring = KeyRing(self._store, SchemeName.EBID, self.settings.retention_days)
+        if creds and ring.ebid_periods_left(self._clock.now()) * period < DAY:
+            await self.fetch_ebids()
+
+    async def run_ebid(self, on_result: Callable[[wire.RiskVerdict | SyncError, float], None] | None = None) -> None:
+        """``ebid_round`` every ``status_interval_seconds`` (plus jitter); back off after failures.
+        ``on_result(result, seconds to the next attempt)`` after each attempt. Runs until cancelled."""
+        retry = _Retry()
         while True:
             result: wire.RiskVerdict | SyncError
             try:
-                creds = self.credentials()
-                period = int((creds or {}).get("period_seconds", ebid.DEFAULT_PERIOD_SECONDS))
-                if creds and ring.ebid_periods_left(self._clock.now()) * period < DAY:
-                    await self.fetch_ebids()
-                result = await self.ask_risk_verdict()
+                result = await self.ebid_round()
                 delay = self.settings.status_interval_seconds + self._rng.uniform(0, self.settings.jitter_seconds)
                 retry.failures = 0
             except SyncError as exc:
