@@ -23,9 +23,9 @@ import random
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import urljoin
 
 import aiohttp
@@ -59,6 +59,7 @@ from agent.sync.verify import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SUBMISSION_ATTEMPTS = 5
 EBID_CREDENTIAL = "ebid"
@@ -481,8 +482,19 @@ class SyncService:
         self._access = _Token(answer.token, answer.expires_at)
         return self._access.value
 
+    async def _authorised(self, call: Callable[[str], Awaitable[_T]]) -> _T:
+        """``call(access token)``; a token the backend refuses (it went with a purged or erased pseudonym)
+        is dropped and a fresh one asked for once, which then says whether the pseudonym is still known."""
+        try:
+            return await call(await self._access_token())
+        except BackendRefused as exc:
+            if exc.status != 401 or not self._access.value:
+                raise
+        self._access = _Token()
+        return await call(await self._access_token())
+
     async def fetch_ebids(self, periods: int | None = None) -> ebid.EbidBatch:
-        batch = await self._client.ebids(await self._access_token(), periods)
+        batch = await self._authorised(lambda token: self._client.ebids(token, periods))
         KeyRing(self._store, SchemeName.EBID, self.settings.retention_days).store_ebid_batch(batch)
         return batch
 
@@ -607,7 +619,7 @@ class SyncService:
     async def ask_risk_verdict(self) -> wire.RiskVerdict:
         """Ask the backend; an at-risk verdict is stored as an exposure with its explanation, and the
         credentials and EBIDs are dropped (the backend erased the pseudonym)."""
-        verdict = await self._client.risk_verdict(await self._access_token())
+        verdict = await self._authorised(self._client.risk_verdict)
         if verdict.at_risk:
             self._store.record_exposures(_exposure_records(verdict, self._clock.now()))
         if verdict.must_register_again:
