@@ -43,7 +43,8 @@ from agent.sightings import RawSighting
 from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
-from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, SyncSettings, open_session
+from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, SyncSettings, Unregistered, open_session
+from agent.sync.service import PENDING_REPORT
 from agent.timesource import TimeSource, time_source_for
 from agent.timetrust import Jump, TimeWatch
 
@@ -65,6 +66,7 @@ class DaemonState:
     last_sync_ok: bool | None = None
     exposure: str = "none"
     ready: bool = False
+    needs_registration: bool = False
 
 
 class Daemon:
@@ -251,6 +253,7 @@ class Daemon:
         key check."""
         self.state.last_sync_at = self.clock.now()
         self.state.last_sync_ok = not isinstance(result, SyncError)
+        self.state.needs_registration = isinstance(result, Unregistered)
         self._refresh_scheme()
         if isinstance(result, RiskVerdict) and result.at_risk:
             self._exposed(1)
@@ -361,6 +364,8 @@ class Daemon:
             flood_dropped=self.aggregator.flood_dropped,
             asyncio_tasks=len(asyncio.all_tasks()),
             time=self.time_watch.state,
+            report_pending=self.store.credential(PENDING_REPORT) is not None,
+            needs_registration=self.state.needs_registration,
         )
         write_status(self.state_dir, status)
 
