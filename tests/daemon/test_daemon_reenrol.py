@@ -11,6 +11,8 @@ capability the first registration brought.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +86,13 @@ async def test_after_an_erasure_the_daemon_registers_again_and_advertises_withou
             assert await until(lambda: bool(on_air(bed)) and on_air(bed)[-1] in fresh, 30), "new EBIDs never on air"
             status = read_status(daemon.state_dir)
             assert status is not None and status.advertising and status.last_sync_ok
+            brief = subprocess.run(
+                [sys.executable, "-m", "agent", "--state-dir", str(daemon.state_dir), "status", "--brief"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert brief.returncode == 0 and brief.stdout.startswith("state=exposed why=- advertising=on "), brief
             totals = rb.backend.store.count_totals()
             assert totals["ebid_registrations"] == 1 and totals["ebid_reregistrations"] == 1  # one code, ever
         finally:
