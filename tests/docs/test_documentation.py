@@ -118,6 +118,7 @@ COMMANDS = {
         "tests/testbed/test_fit_calibration.py",
         '"fit-calibration", str(trace), "--reference", "usb:0a12:0001", "--write"',
     ),
+    "proxitrace status --brief": ("tests/test_status.py", '"status", "--brief"'),
     "sudo proxitrace provision device-0001.proxitrace.toml": (
         "tests/provision/test_provision_round_trip.py",
         '"provision", str(bundles[0])',
