@@ -73,6 +73,7 @@ class BackendSection:
     the system store; a provisioning bundle pins a pilot's own CA). ``allow_insecure_http_lab``: let ``url``
     be plain http:// to a host other than loopback, for a lab only (``status`` and ``doctor`` then warn).
     ``submission_spread_seconds``: an EBID report's separate submissions are spread over this long.
+    ``reregister_spread_seconds``: after an erasure, an EBID device registers again at a random time within this.
     ``dummy_traffic``/``dummy_mean_interval_seconds``: fake reports at random intervals (DP-3T's design)."""
 
     url: str = ""
@@ -87,6 +88,7 @@ class BackendSection:
     key_server_key_id: str = ""
     status_interval_seconds: int = 21_600
     submission_spread_seconds: float = 600.0
+    reregister_spread_seconds: float = 1800.0
     dummy_traffic: bool = True
     dummy_mean_interval_seconds: float = 86_400.0
 
@@ -235,6 +237,7 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         key_server=key_server,
         ca_file=b.ca_file,
         submission_spread_seconds=float(b.submission_spread_seconds),
+        reregister_spread_seconds=float(b.reregister_spread_seconds),
         dummy_traffic=b.dummy_traffic,
         dummy_mean_interval_seconds=float(b.dummy_mean_interval_seconds),
     )
@@ -292,6 +295,8 @@ def _check(config: AgentConfig) -> None:
         raise ConfigError("agent.retention_days: must be between 1 and 60")
     if not 0 <= config.backend.submission_spread_seconds <= 86_400:
         raise ConfigError("backend.submission_spread_seconds: must be between 0 and 86400")
+    if not 0 <= config.backend.reregister_spread_seconds <= config.backend.status_interval_seconds:
+        raise ConfigError("backend.reregister_spread_seconds: must be between 0 and backend.status_interval_seconds")
     if not 60 <= config.backend.dummy_mean_interval_seconds <= 30 * 86_400:
         raise ConfigError("backend.dummy_mean_interval_seconds: must be between 60 and 2592000")
     if not ble.scan_adapters:

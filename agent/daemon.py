@@ -67,6 +67,7 @@ class DaemonState:
     exposure: str = "none"
     ready: bool = False
     needs_registration: bool = False
+    registering_again: bool = False
 
 
 class Daemon:
@@ -231,7 +232,7 @@ class Daemon:
             dummies = asyncio.create_task(service.run_dummy_traffic(self.scheme)) if settings.dummy_traffic else None
             try:
                 if self.scheme is SchemeName.EBID:
-                    await service.run_ebid(self._on_risk_verdict)
+                    await service.run_ebid(functools.partial(self._on_risk_verdict, service))
                 else:
                     self.store.flush(self.aggregator)
                     await service.run(self.scheme, risk_settings(self.config), correction, self._on_sync)
@@ -247,13 +248,16 @@ class Daemon:
         if isinstance(result, SyncOutcome) and result.notify:
             self._exposed(len([r for r in self.store.exposures() if r.notify]))
 
-    def _on_risk_verdict(self, result: RiskVerdict | SyncError, next_in: float) -> None:
-        """After each EBID round: the batch may have changed (a re-registration after an erasure brings a
-        new one, an erasure without one leaves none), so the advertiser hears of it now, not at the next
-        key check."""
+    def _on_risk_verdict(self, service: SyncService, result: RiskVerdict | SyncError, next_in: float) -> None:
+        """After each EBID round: the batch may have changed (an erasure leaves none, a re-registration
+        brings a new one), so the advertiser hears of it now, not at the next key check. An erased device
+        with a capability is registering again (``next_in`` says when); without one it needs a person."""
         self.state.last_sync_at = self.clock.now()
         self.state.last_sync_ok = not isinstance(result, SyncError)
-        self.state.needs_registration = isinstance(result, Unregistered)
+        erased = isinstance(result, RiskVerdict) and result.must_register_again
+        can_again = service.capability() is not None
+        self.state.registering_again = erased and can_again
+        self.state.needs_registration = isinstance(result, Unregistered) or (erased and not can_again)
         self._refresh_scheme()
         if isinstance(result, RiskVerdict) and result.at_risk:
             self._exposed(1)
@@ -366,6 +370,7 @@ class Daemon:
             time=self.time_watch.state,
             report_pending=self.store.credential(PENDING_REPORT) is not None,
             needs_registration=self.state.needs_registration,
+            registering_again=self.state.registering_again,
         )
         write_status(self.state_dir, status)
 

@@ -68,6 +68,7 @@ class AgentStatus:
     time: TimeState | None = None  # None until the daemon's first look at the clocks
     report_pending: bool = False  # a redeemed TAN's report waits for the wearer's consent (or a retry)
     needs_registration: bool = False  # EBID: no pseudonym and no capability to get one without a person
+    registering_again: bool = False  # EBID: pseudonym erased, a new one comes within the re-registration spread
 
 
 def write_status(directory: Path, status: AgentStatus) -> Path:
@@ -241,7 +242,7 @@ def brief_status(s: AgentStatus | None, now: float, pid_alive: bool) -> Brief:
         why.append(f"time-{s.time.trust.value}")
     if s.adapters and not any(a.present for a in s.adapters):
         why.append("no-adapter")
-    if trusted and not s.advertising:
+    if trusted and not s.advertising and not s.registering_again:  # no EBIDs until then, by design
         why.append("not-advertising")
     if s.store_problem:
         why.append("store-cannot-write")

@@ -634,25 +634,20 @@ class SyncService:
         self._access = _Token()
 
     async def ebid_round(self) -> wire.RiskVerdict:
-        """One round of the EBID loop: register again if the pseudonym is gone, keep a day of EBIDs ahead,
-        ask for the verdict. A pseudonym the backend erased or forgot is replaced at once with the
-        capability, so advertising resumes in the same round instead of waiting for a person; an at-risk
-        verdict is returned even if that fails (its exposure is stored; the next round tries again)."""
+        """One round of the EBID loop: register again (with the capability, no person) if the pseudonym is
+        gone, keep a day of EBIDs ahead, ask for the verdict. A pseudonym the backend forgot (purged while
+        silent: the database holds no trace of when) is replaced in the same round; one it erased in this
+        round's verdict is replaced by the next round, which ``run_ebid`` starts within
+        ``reregister_spread_seconds``."""
         if self.credentials() is None:
             await self.reregister()
         try:
             await self._top_up_ebids()
-            verdict = await self.ask_risk_verdict()
-        except Unregistered:  # purged while silent, or erased while this device was away
+            return await self.ask_risk_verdict()
+        except Unregistered:
             self._forget_registration()
             await self.reregister()
-            verdict = await self.ask_risk_verdict()
-        if verdict.must_register_again:
-            try:
-                await self.reregister()
-            except SyncError as exc:
-                log.warning("not registered again yet: %s", exc.reason)
-        return verdict
+            return await self.ask_risk_verdict()
 
     async def _top_up_ebids(self) -> None:
         creds = self.credentials()
@@ -662,7 +657,8 @@ class SyncService:
             await self.fetch_ebids()
 
     async def run_ebid(self, on_result: Callable[[wire.RiskVerdict | SyncError, float], None] | None = None) -> None:
-        """``ebid_round`` every ``status_interval_seconds`` (plus jitter); back off after failures.
+        """``ebid_round`` every ``status_interval_seconds`` (plus jitter), or within
+        ``reregister_spread_seconds`` after an erasure; back off after failures.
         ``on_result(result, seconds to the next attempt)`` after each attempt. Runs until cancelled."""
         retry = _Retry()
         while True:
@@ -670,6 +666,8 @@ class SyncService:
             try:
                 result = await self.ebid_round()
                 delay = self.settings.status_interval_seconds + self._rng.uniform(0, self.settings.jitter_seconds)
+                if result.must_register_again and self.capability() is not None:
+                    delay = self._rng.uniform(0, self.settings.reregister_spread_seconds)
                 retry.failures = 0
             except SyncError as exc:
                 log.warning("EBID sync failed: %s", exc.reason)

@@ -4,8 +4,8 @@ pseudonym's EBIDs, no enrolment code typed (issue 17, item 2).
 The daemon runs in this process against the simulated BlueZ on its private dbus-daemon and the real
 backend on 127.0.0.1, both on one manual clock. The device was registered with an enrolment code (as
 ``proxitrace register`` does) and was then heard by someone who reported; the daemon's first EBID round
-gets the at-risk verdict, the backend erases the pseudonym, and the round pays for a new one with the
-capability the first registration brought.
+gets the at-risk verdict and the backend erases the pseudonym; the next round, due within
+``reregister_spread_seconds``, pays for a new one with the capability the first registration brought.
 """
 
 from __future__ import annotations
@@ -32,6 +32,17 @@ from agent.sim.air_log import ephemeral_id_of, instances
 from agent.sim.harness import SimBed
 from agent.status import read_status
 from agent.store import Store
+
+SPREAD = 120.0  # [backend] reregister_spread_seconds: the manual clock is moved past it
+
+
+def brief(state_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "--state-dir", str(state_dir), "status", "--brief"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def until(check: Callable[[], bool], timeout: float) -> bool:
@@ -74,25 +85,34 @@ async def test_after_an_erasure_the_daemon_registers_again_and_advertises_withou
             {
                 "agent": {"scheme": "ebid", "flush_seconds": 0.3, "accept_unsynchronised_clock_testbed": True},
                 "ble": {"advertise_adapter": "hci0", "scan_adapters": ["hci0"]},
-                "backend": {"url": rb.url, "public_key": public.decode(), "dummy_traffic": False},
+                "backend": {
+                    "url": rb.url,
+                    "public_key": public.decode(),
+                    "dummy_traffic": False,
+                    "reregister_spread_seconds": SPREAD,
+                },
             }
         )
         daemon = Daemon(config, tmp_path / "state", clock)
         run = asyncio.create_task(daemon.run())
         try:
-            assert await until(lambda: (s := read_status(daemon.state_dir)) is not None and s.exposure == "exposed", 60)
+            assert await until(lambda: (s := read_status(daemon.state_dir)) is not None and s.registering_again, 60)
+            assert ebids(daemon.store) == set()  # erased: nothing to advertise until the new registration
+            waiting = brief(daemon.state_dir)  # off the air by design: exposed, not "needs attention"
+            assert waiting.returncode == 0 and waiting.stdout.startswith("state=exposed why=- "), waiting
+            await clock.advance(SPREAD)
+            assert await until(lambda: bool(ebids(daemon.store)), 30), "never registered again"
             fresh = ebids(daemon.store)
-            assert fresh and not fresh & first  # a new pseudonym's batch, from the round that erased the old one
+            assert fresh and not fresh & first  # a new pseudonym's batch
             assert await until(lambda: bool(on_air(bed)) and on_air(bed)[-1] in fresh, 30), "new EBIDs never on air"
-            status = read_status(daemon.state_dir)
-            assert status is not None and status.advertising and status.last_sync_ok
-            brief = subprocess.run(
-                [sys.executable, "-m", "agent", "--state-dir", str(daemon.state_dir), "status", "--brief"],
-                capture_output=True,
-                text=True,
-                timeout=60,
+            assert await until(
+                lambda: (s := read_status(daemon.state_dir)) is not None and s.advertising and not s.registering_again,
+                30,
             )
-            assert brief.returncode == 0 and brief.stdout.startswith("state=exposed why=- advertising=on "), brief
+            status = read_status(daemon.state_dir)
+            assert status is not None and status.last_sync_ok and not status.needs_registration
+            done = brief(daemon.state_dir)
+            assert done.returncode == 0 and done.stdout.startswith("state=exposed why=- advertising=on "), done
             totals = rb.backend.store.count_totals()
             assert totals["ebid_registrations"] == 1 and totals["ebid_reregistrations"] == 1  # one code, ever
         finally:

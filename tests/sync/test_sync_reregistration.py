@@ -9,9 +9,13 @@ raw file bytes included) cannot join the old pseudonym to the new one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import shutil
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -69,10 +73,15 @@ async def test_an_erased_device_registers_again_by_itself_and_advertises_at_once
     assert old_capability is not None and old_ebids
     await make_at_risk(tmp_path, running, http, clock, [a])
 
-    verdict = await a.client.ebid_round()  # the daemon's round: verdict, erasure, re-registration
-
+    verdict = await a.client.ebid_round()  # the daemon's round: the verdict erases the pseudonym
     assert verdict.at_risk and verdict.must_register_again
     assert [r.day for r in a.store.exposures() if r.notify] == [int(T0) // 86_400]  # the exposure is kept
+    assert a.store.credential(EBID_CREDENTIAL) is None and a.client.capability() == old_capability
+
+    await clock.advance(900)
+    again = await a.client.ebid_round()  # the next round registers again first, with the capability
+
+    assert not again.at_risk and not again.must_register_again
     new_creds = a.store.credential(EBID_CREDENTIAL)
     assert new_creds is not None and old_creds is not None
     assert new_creds["client_id"] != old_creds["client_id"]
@@ -86,6 +95,40 @@ async def test_an_erased_device_registers_again_by_itself_and_advertises_at_once
     assert store.count_totals()["ebid_reregistrations"] == 1
     later = await a.client.ebid_round()  # the new pseudonym is a working one, with no risk of its own
     assert not later.at_risk and a.store.credential(EBID_CREDENTIAL) == new_creds
+
+
+async def test_the_loop_registers_again_within_the_spread_not_the_status_interval(
+    tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    a = await registered(tmp_path, "a", running, http, clock)
+    await make_at_risk(tmp_path, running, http, clock, [a])
+    results: list[tuple[object, float]] = []
+    loop = asyncio.create_task(a.client.run_ebid(lambda result, delay: results.append((result, delay))))
+    try:
+        assert await until(lambda: len(results) == 1)
+        erased, delay = results[0]
+        assert isinstance(erased, wire.RiskVerdict) and erased.must_register_again
+        assert 0 <= delay <= a.client.settings.reregister_spread_seconds < a.client.settings.status_interval_seconds
+        assert a.ring.ebid_periods_left(clock.now()) == 0  # nothing to advertise until then
+        await clock.advance(delay)
+        assert await until(lambda: len(results) == 2)
+        again, next_delay = results[1]
+        assert isinstance(again, wire.RiskVerdict) and not again.at_risk
+        assert next_delay >= a.client.settings.status_interval_seconds  # back to the ordinary pace
+        assert a.ring.ebid_periods_left(clock.now()) > 0
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+async def until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
 
 
 async def test_a_device_the_backend_forgot_registers_again_with_its_capability(
@@ -107,7 +150,7 @@ async def test_without_a_capability_the_round_says_a_code_is_needed(
     a.store.delete_credential(EBID_CAPABILITY)
     await make_at_risk(tmp_path, running, http, clock, [a])
     verdict = await a.client.ebid_round()
-    assert verdict.at_risk  # the verdict and its exposure are not lost to the failed re-registration
+    assert verdict.at_risk and a.store.exposures()  # the verdict and its exposure are kept
     assert a.store.credential(EBID_CREDENTIAL) is None and a.ring.ebid_periods_left(clock.now()) == 0
     with pytest.raises(Unregistered, match=r"run `proxitrace register --code CODE`"):
         await a.client.ebid_round()
@@ -236,6 +279,9 @@ async def test_the_operator_cannot_join_old_and_new_pseudonyms(
     for device in (bob, cem):
         await clock.advance(611)
         assert (await device.client.ebid_round()).must_register_again
+    for device in (bob, cem):
+        await clock.advance(733)
+        await device.client.ebid_round()  # registers again
     after = snapshot(path, copies / "3-registered-again")
     new_ids = {str((d.store.credential(EBID_CREDENTIAL) or {})["client_id"]) for d in (bob, cem)}
     assert not new_ids & old_ids and rows_of(after, old_ids) == set()  # the old pseudonyms are gone
