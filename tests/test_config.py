@@ -39,6 +39,10 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
         ({"agent": {"retention_days": 0}}, "agent.retention_days: must be between"),
         ({"risk": {"model": "magic"}}, "risk.model: 'magic' is not a risk model"),
         ({"risk": 3}, "risk: expected a table"),
+        (
+            {"backend": {"reregister_spread_seconds": 30_000}},
+            "backend.reregister_spread_seconds: must be between 0 and backend.status_interval_seconds",
+        ),
     ],
 )
 def test_bad_values_name_the_key(raw: dict[str, object], message: str) -> None:

@@ -126,6 +126,8 @@ def test_brief_state_order_and_exit_codes() -> None:
         brief = brief_status(snapshot, 4600.0, True)
         assert (brief.state, brief.why, brief.exit_code) == (BriefState.NEEDS_ATTENTION, (why,), 1), why
         assert f"state=needs-attention why={why} " in brief.line
+    erased = _live(exposure="exposed", advertising=False, registering_again=True)  # no EBIDs until re-registered
+    assert brief_status(erased, 4600.0, True).state is BriefState.EXPOSED
     exposed_and_broken = brief_status(_live(exposure="exposed", advertising=False), 4600.0, True)
     assert exposed_and_broken.state is BriefState.NEEDS_ATTENTION and "exposure=exposed" in exposed_and_broken.line
     dead = brief_status(_live(), 4600.0, pid_alive=False)

@@ -298,3 +298,30 @@ async def test_the_operator_cannot_join_old_and_new_pseudonyms(
         assert not [h for h in spent if h in stored]
     # and nothing orders the spent capabilities by the registrations they came with: one column, no time
     assert [c[1] for c in after.execute("PRAGMA table_info(spent_capabilities)")] == ["hash"]
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"blindedCapability": b64(b"\x01" * 16)}, "body.blindedCapability: expected 256 bytes"),
+        ({"blindedCapability": "not base64!"}, "body.blindedCapability: not valid base64"),
+        ({"blindedCapability": b64(b"\x01" * 513)}, "body.blindedCapability: expected at most 512 bytes"),
+        (
+            {"capability": {"token": b64(b"short"), "signature": b64(b"s")}},
+            "body.capability.token: expected 64 bytes, got 5",
+        ),
+        ({"capability": "x"}, "body.capability: expected a JSON object"),
+        ({"enrolmentCode": None}, "body: expected either enrolmentCode or capability"),
+    ],
+)
+async def test_bad_registration_bodies_are_refused_in_one_line_and_spend_nothing(
+    running: RunningBackend, http: aiohttp.ClientSession, change: dict[str, object], error: str
+) -> None:
+    code = await issue(http, running, "enrolment-codes")
+    body = {**await solved_challenge(http, running), "enrolmentCode": code, **change}
+    if "capability" in change:
+        del body["enrolmentCode"]
+    status, answer = await post(http, f"{running.url}/v1/ebid/register", body)
+    assert (status, answer["error"]) == (400, error)
+    good = {**await solved_challenge(http, running), "enrolmentCode": code}  # the code was not spent
+    assert (await post(http, f"{running.url}/v1/ebid/register", good))[0] == 201
