@@ -29,7 +29,7 @@ from typing import IO, Any, TypeVar
 from urllib.parse import urljoin
 
 import aiohttp
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
@@ -420,6 +420,7 @@ class SyncService:
             "client_secret": answer.client_secret,
             "country_code": answer.country_code,
             "period_seconds": answer.period_seconds,
+            "seen_day": day_of(self._clock.now()),
         }
         self._store.set_credential(EBID_CREDENTIAL, creds, self._clock.now())
         self._keep_capability(key, pending, answer.capability_signature, tx_power)
@@ -436,7 +437,7 @@ class SyncService:
         return await self.register(None, tx_power=tx_power if isinstance(tx_power, int) else None)
 
     def _keep_capability(
-        self, key: Any, pending: submissions.PendingToken, signature: bytes | None, tx_power: int | None
+        self, key: rsa.RSAPublicKey, pending: submissions.PendingToken, signature: bytes | None, tx_power: int | None
     ) -> None:
         """The new capability replaces the spent one; a backend that signed none (or wrongly) leaves none."""
         self._store.delete_credential(EBID_CAPABILITY)
@@ -480,7 +481,19 @@ class SyncService:
                 raise Unregistered("the backend no longer knows this device: run `proxitrace register` again") from None
             raise
         self._access = _Token(answer.token, answer.expires_at)
+        today = day_of(self._clock.now())
+        if creds.get("seen_day") != today:
+            self._store.set_credential(EBID_CREDENTIAL, {**creds, "seen_day": today}, self._clock.now())
         return self._access.value
+
+    def _silent_past_retention(self) -> bool:
+        """Whether this device has not reached the backend for longer than retention: the backend then
+        purges its registration (``Backend.maintain``), so "unknown client" is the expected answer. A 401 is
+        not signed (only successful answers are), so without that silence it may be forged or a backend
+        fault, and the credentials are kept rather than replaced (a capability spent on a forgery would
+        leave the old pseudonym live beside the new one)."""
+        seen = (self.credentials() or {}).get("seen_day")
+        return isinstance(seen, int) and day_of(self._clock.now()) - seen > self.settings.retention_days
 
     async def _authorised(self, call: Callable[[str], Awaitable[_T]]) -> _T:
         """``call(access token)``; a token the backend refuses (it went with a purged or erased pseudonym)
@@ -636,15 +649,19 @@ class SyncService:
     async def ebid_round(self) -> wire.RiskVerdict:
         """One round of the EBID loop: register again (with the capability, no person) if the pseudonym is
         gone, keep a day of EBIDs ahead, ask for the verdict. A pseudonym the backend forgot (purged while
-        silent: the database holds no trace of when) is replaced in the same round; one it erased in this
+        this device was silent past retention: the database holds no trace of when) is replaced in the same
+        round; one it erased in this
         round's verdict is replaced by the next round, which ``run_ebid`` starts within
         ``reregister_spread_seconds``."""
         if self.credentials() is None:
             await self.reregister()
+        purged = self._silent_past_retention()
         try:
             await self._top_up_ebids()
             return await self.ask_risk_verdict()
         except Unregistered:
+            if not purged:
+                raise
             self._forget_registration()
             await self.reregister()
             return await self.ask_risk_verdict()

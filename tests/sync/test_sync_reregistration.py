@@ -136,11 +136,28 @@ async def test_a_device_the_backend_forgot_registers_again_with_its_capability(
 ) -> None:
     a = await registered(tmp_path, "a", running, http, clock)
     old = a.store.credential(EBID_CREDENTIAL)
-    assert running.backend.store.purge_silent_registrations(10**9) == 1  # silent past retention: purged
+    await clock.advance((a.client.settings.retention_days + 1) * 86_400)  # switched off for over two weeks
+    running.backend.maintain()
+    assert running.backend.store.registration_by_client(str((old or {})["client_id"])) is None  # purged
     verdict = await a.client.ebid_round()
     assert not verdict.at_risk
     assert (a.store.credential(EBID_CREDENTIAL) or {})["client_id"] != (old or {})["client_id"]
     assert a.ring.ebid_periods_left(clock.now()) > 0
+
+
+async def test_an_unexpected_unknown_client_answer_spends_no_capability(
+    tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """A 401 is not signed: a device heard from yesterday that is told "unknown client" keeps its
+    credentials and its capability (a forgery must not make it hold two pseudonyms)."""
+    a = await registered(tmp_path, "a", running, http, clock)
+    before = (a.store.credential(EBID_CREDENTIAL), a.client.capability())
+    running.backend.store.purge_silent_registrations(10**9)  # the backend "forgets" it out of turn
+    await clock.advance(86_400)
+    with pytest.raises(Unregistered, match="no longer knows this device"):
+        await a.client.ebid_round()
+    assert (a.store.credential(EBID_CREDENTIAL), a.client.capability()) == before
+    assert "ebid_reregistrations" not in running.backend.store.count_totals()
 
 
 async def test_without_a_capability_the_round_says_a_code_is_needed(
