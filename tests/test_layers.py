@@ -29,7 +29,7 @@ import pytest
 
 AGENT = Path(__file__).resolve().parents[1] / "agent"
 
-CORE = frozenset({"clock", "aio", "backoff", "sightings", "schemes", "matching", "risk", "timetrust"})
+CORE = frozenset({"clock", "aio", "backoff", "sightings", "schemes", "matching", "risk", "timetrust", "feedback"})
 PROTOCOL = frozenset({"protocol"})
 EDGES = frozenset({"ble", "store", "keys", "signing_keys", "paths", "notify", "sdnotify", "sync", "timesource"})
 APP = frozenset(
