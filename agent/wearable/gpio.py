@@ -85,7 +85,7 @@ class GpioPanel:
             if exc.errno == errno.EBUSY:
                 lines = f"{settings.button_line} or {settings.led_line}"
                 raise WearableError(f"wearable: line {lines} of {chip} is in use by another program") from None
-            if exc.errno == errno.ENOTTY:
+            if exc.errno in (errno.ENOTTY, errno.ENODEV):
                 raise WearableError(f"wearable.chip: {chip} is not a GPIO chip") from None
             raise WearableError(f"wearable.chip: {chip}: {exc.strerror or exc}") from None
         except ValueError as exc:  # an offset the chip does not have
