@@ -34,7 +34,9 @@ from agent.config import (
     insecure_transport_warning,
     risk_settings,
     sync_settings,
+    wearable_settings,
 )
+from agent.feedback import DeviceFacts
 from agent.keys import KeyRing
 from agent.notify import run_hook
 from agent.schemes.base import Scheme, SchemeName
@@ -47,6 +49,8 @@ from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, SyncSet
 from agent.sync.service import PENDING_REPORT
 from agent.timesource import TimeSource, time_source_for
 from agent.timetrust import Jump, TimeWatch
+from agent.wearable import GpioPanel, Panel, TanInbox, WearableError, WearableService, WearableSettings
+from agent.wearable.report import send_report
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,7 @@ class Daemon:
         adapter: str | None = None,
         notifier: Notifier | None = None,
         time_source: TimeSource | None = None,
+        panel: Panel | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
@@ -116,6 +121,9 @@ class Daemon:
         self._scheme_now: Scheme | None = None
         self._rate_mark = (self.state.started_at, 0)
         self._background: set[asyncio.Task[object]] = set()
+        self.wearable_settings = wearable_settings(config)
+        self._panel = panel  # a test double on a rig without GPIO; else opened from [wearable] in run()
+        self.wearable: WearableService | None = None
         if any(r.notify for r in self.store.exposures()):
             self.state.exposure = "exposed"
 
@@ -137,6 +145,9 @@ class Daemon:
             self.supervisor.add("status", self._status_loop)
             if self.sync_settings is not None:
                 self.supervisor.add("sync", self._when_trusted(functools.partial(self._sync, self.sync_settings)))
+            if self.wearable_settings is not None or self._panel is not None:
+                self.wearable = self._wearable(self.wearable_settings or WearableSettings())
+                self.supervisor.add("wearable", self.wearable.run)
             self.supervisor.start()
             log.info(
                 "agent running: scheme %s, advertising on %s, scanning on %s",
@@ -148,6 +159,8 @@ class Daemon:
             log.info("stopping")
         finally:
             await self.supervisor.stop()
+            if self._panel is not None:
+                self._panel.close()
             self.store.flush(self.aggregator)
             if self.store.write_error is not None:
                 log.error(
@@ -269,6 +282,39 @@ class Daemon:
         log.warning("exposure notification: contact with a reported case on %d day(s); see proxitrace exposures", days)
         task = asyncio.get_running_loop().create_task(
             run_hook(self.config.notify.hook, "exposed", days, self.config.notify.hook_timeout_seconds)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _wearable(self, settings: WearableSettings) -> WearableService:
+        """The button, LED and TAN inbox; a GPIO line that cannot be had stops the start with one line."""
+        if self._panel is None and settings.chip is not None:
+            self._panel = GpioPanel.open(settings)
+        inbox = TanInbox(settings.tan_dir) if settings.tan_dir is not None else None
+        return WearableService(settings, self._panel, inbox, self._device_facts, self._send_report, self._report_event)
+
+    def _device_facts(self) -> DeviceFacts:
+        """What the LED shows, from what the daemon knows (the radio's adapters once the clock allows it)."""
+        health = self.edge.health() if self.edge else None
+        return DeviceFacts(
+            adapter_present=health is None or any(a.present for a in health.adapter_statuses()),
+            time_trusted=self._trusted.is_set(),
+            sync_failing=self.state.last_sync_ok is False,
+            exposed=self.state.exposure == "exposed",
+        )
+
+    async def _send_report(self, tan: str) -> None:
+        if self.sync_settings is None:
+            raise WearableError("backend.url: not set, so a report has nowhere to go")
+        self.store.flush(self.aggregator)  # what was heard up to the press belongs to an EBID report
+        async with open_session(self.sync_settings) as session:
+            service = SyncService(session, self.sync_settings, self.clock, self.store)
+            await send_report(service, self.scheme, tan, self.clock.now(), self.calibration.rssi_correction)
+
+    def _report_event(self, event: str) -> None:
+        """The wearable's report events go to the notify hook too (a buzzer, a paired phone)."""
+        task = asyncio.get_running_loop().create_task(
+            run_hook(self.config.notify.hook, event, 0, self.config.notify.hook_timeout_seconds)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
