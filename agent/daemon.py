@@ -42,7 +42,7 @@ from agent.notify import run_hook
 from agent.schemes.base import Scheme, SchemeName
 from agent.sdnotify import Notifier
 from agent.sightings import RawSighting
-from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
+from agent.status import AdapterStatus, AgentStatus, Brief, TaskStatus, brief_status, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
 from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, SyncSettings, Unregistered, open_session
@@ -121,6 +121,7 @@ class Daemon:
         self._scheme_now: Scheme | None = None
         self._rate_mark = (self.state.started_at, 0)
         self._background: set[asyncio.Task[object]] = set()
+        self._brief: Brief | None = None  # the last published ``status --brief``, for the hook's environment
         self.wearable_settings = wearable_settings(config)
         self._panel = panel  # a test double on a rig without GPIO; else opened from [wearable] in run()
         self.wearable: WearableService | None = None
@@ -280,9 +281,13 @@ class Daemon:
             return
         self.state.exposure = "exposed"
         log.warning("exposure notification: contact with a reported case on %d day(s); see proxitrace exposures", days)
-        task = asyncio.get_running_loop().create_task(
-            run_hook(self.config.notify.hook, "exposed", days, self.config.notify.hook_timeout_seconds)
-        )
+        self._run_hook("exposed", days)
+
+    def _run_hook(self, event: str, days_exposed: int = 0) -> None:
+        """The notify hook, in the background, with the last ``status --brief`` facts in its environment."""
+        facts = self._brief.environment() if self._brief else None
+        hook = run_hook(self.config.notify.hook, event, days_exposed, self.config.notify.hook_timeout_seconds, facts)
+        task = asyncio.get_running_loop().create_task(hook)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -313,11 +318,7 @@ class Daemon:
 
     def _report_event(self, event: str) -> None:
         """The wearable's report events go to the notify hook too (a buzzer, a paired phone)."""
-        task = asyncio.get_running_loop().create_task(
-            run_hook(self.config.notify.hook, event, 0, self.config.notify.hook_timeout_seconds)
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._run_hook(event)
 
     async def _flusher(self) -> None:
         while True:
@@ -419,6 +420,11 @@ class Daemon:
             registering_again=self.state.registering_again,
         )
         write_status(self.state_dir, status)
+        brief = brief_status(status, now, pid_alive=True)
+        changed = self._brief is None or (self._brief.state, self._brief.why) != (brief.state, brief.why)
+        self._brief = brief
+        if changed:  # a display or LED script learns the first state and every change, not each snapshot
+            self._run_hook("state")
 
 
 def _adapter_statuses(health: BleHealth | None) -> tuple[AdapterStatus, ...]:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,11 @@ class HookResult:
     error: str | None = None
 
 
-async def run_hook(command: str, event: str, days_exposed: int, timeout: float = 30.0) -> HookResult:
-    """Run ``command`` with PROXITRACE_EVENT/PROXITRACE_DAYS_EXPOSED set; never raises."""
+async def run_hook(
+    command: str, event: str, days_exposed: int, timeout: float = 30.0, facts: Mapping[str, str] | None = None
+) -> HookResult:
+    """Run ``command`` with PROXITRACE_EVENT/PROXITRACE_DAYS_EXPOSED set, and ``facts`` (the ``status
+    --brief`` fields as PROXITRACE_* variables: state, why, advertising, ...) beside them; never raises."""
     if not command.strip():
         return HookResult(ran=False, returncode=None)
     try:
@@ -38,6 +42,7 @@ async def run_hook(command: str, event: str, days_exposed: int, timeout: float =
         "PROXITRACE_EVENT": event,
         "PROXITRACE_DAYS_EXPOSED": str(days_exposed),
     }
+    env.update({k: v for k, v in (facts or {}).items() if k.startswith("PROXITRACE_") and k not in env})
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

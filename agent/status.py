@@ -220,8 +220,17 @@ EXIT_NOT_RUNNING = 3  # as plain ``status`` exits when the daemon is not running
 class Brief:
     state: BriefState
     why: tuple[str, ...]
-    line: str
+    fields: tuple[tuple[str, str], ...]
     exit_code: int
+
+    @property
+    def line(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.fields)
+
+    def environment(self) -> dict[str, str]:
+        """The same facts for the notify hook (``PROXITRACE_STATE``, ``PROXITRACE_WHY``, ...): a display or
+        LED script reads them from its environment instead of parsing the line."""
+        return {f"PROXITRACE_{k.upper()}": v for k, v in self.fields}
 
 
 def brief_status(s: AgentStatus | None, now: float, pid_alive: bool) -> Brief:
@@ -230,7 +239,10 @@ def brief_status(s: AgentStatus | None, now: float, pid_alive: bool) -> Brief:
     and "=" is all a companion needs."""
     if s is None:
         return Brief(
-            BriefState.NEEDS_ATTENTION, ("no-status",), "state=needs-attention why=no-status", EXIT_NEEDS_ATTENTION
+            BriefState.NEEDS_ATTENTION,
+            ("no-status",),
+            (("state", BriefState.NEEDS_ATTENTION.value), ("why", "no-status")),
+            EXIT_NEEDS_ATTENTION,
         )
     why: list[str] = []
     if not pid_alive:
@@ -259,17 +271,17 @@ def brief_status(s: AgentStatus | None, now: float, pid_alive: bool) -> Brief:
     else:
         state = BriefState.OK
     sync_age = "never" if s.last_sync_at is None else f"{max(0.0, now - s.last_sync_at):.0f}"
-    fields_ = [
-        f"state={state.value}",
-        f"why={','.join(why) or '-'}",
-        f"advertising={'on' if s.advertising else 'off'}",
-        f"last_sync_age_s={sync_age}",
-        f"sync={'-' if s.last_sync_ok is None else ('ok' if s.last_sync_ok else 'failed')}",
-        f"time={'-' if s.time is None else s.time.trust.value}",
-        f"time_trusted={'yes' if trusted else 'no'}",
-        f"exposure={s.exposure}",
-        f"report_pending={'yes' if s.report_pending else 'no'}",
-        f"scheme={s.scheme}",
-    ]
+    fields_ = (
+        ("state", state.value),
+        ("why", ",".join(why) or "-"),
+        ("advertising", "on" if s.advertising else "off"),
+        ("last_sync_age_s", sync_age),
+        ("sync", "-" if s.last_sync_ok is None else ("ok" if s.last_sync_ok else "failed")),
+        ("time", "-" if s.time is None else s.time.trust.value),
+        ("time_trusted", "yes" if trusted else "no"),
+        ("exposure", s.exposure),
+        ("report_pending", "yes" if s.report_pending else "no"),
+        ("scheme", s.scheme),
+    )
     code = 0 if not why else (EXIT_NOT_RUNNING if "not-running" in why else EXIT_NEEDS_ATTENTION)
-    return Brief(state, tuple(why), " ".join(fields_), code)
+    return Brief(state, tuple(why), fields_, code)

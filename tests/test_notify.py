@@ -37,3 +37,15 @@ def test_example_gpio_hook_is_a_valid_shell_script() -> None:
     hook = Path(__file__).resolve().parent.parent / "hw" / "hooks" / "gpio-alert"
     assert subprocess.run(["sh", "-n", str(hook)]).returncode == 0
     assert hook.stat().st_mode & stat.S_IXUSR
+
+
+async def test_hook_gets_the_brief_status_facts_beside_the_event(tmp_path: Path) -> None:
+    out = tmp_path / "env.txt"
+    hook = script(tmp_path, f"import os; open({str(out)!r}, 'w').write(repr(dict(os.environ)))")
+    facts = {"PROXITRACE_STATE": "needs-attention", "PROXITRACE_WHY": "no-adapter", "HOME": "/root"}
+    result = await run_hook(hook, "state", 0, facts={**facts, "PROXITRACE_EVENT": "forged"})
+    assert result.ran and result.returncode == 0
+    env = eval(out.read_text())
+    assert env["PROXITRACE_EVENT"] == "state"  # the facts never override the event
+    assert (env["PROXITRACE_STATE"], env["PROXITRACE_WHY"]) == ("needs-attention", "no-adapter")
+    assert "HOME" not in env  # only PROXITRACE_* facts pass

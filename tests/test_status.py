@@ -177,3 +177,8 @@ def test_status_brief_through_the_cli(tmp_path: Path) -> None:
     assert (out.returncode, out.stdout) == (1, "state=needs-attention why=no-status\n")
     out = brief_cli(tmp_path, "--json")
     assert out.returncode == 2 and "--json and --brief: choose one" in out.stderr
+
+
+def test_brief_facts_for_the_hook_are_the_lines_fields() -> None:
+    brief = brief_status(None, 0.0, pid_alive=False)
+    assert brief.environment() == {"PROXITRACE_STATE": "needs-attention", "PROXITRACE_WHY": "no-status"}

@@ -75,7 +75,7 @@ async def test_a_tan_file_and_a_long_press_send_the_report_and_no_press_sends_no
     (media / "STICK").mkdir(parents=True)
     hook_log = tmp_path / "hook.log"
     hook = tmp_path / "hook.sh"
-    hook.write_text(f'#!/bin/sh\necho "$PROXITRACE_EVENT" >> {hook_log}\n')
+    hook.write_text(f'#!/bin/sh\necho "$PROXITRACE_EVENT:${{PROXITRACE_STATE:-none}}" >> {hook_log}\n')
     hook.chmod(0o755)
     async with running_backend(backend_config(tmp_path / "backend"), SystemClock(), key) as rb:
         config = config_from_dict(
@@ -130,7 +130,16 @@ async def test_a_tan_file_and_a_long_press_send_the_report_and_no_press_sends_no
             daemon.stop()
             await asyncio.wait_for(run, 60)
     assert panel.closed
-    assert await until(lambda: hook_log.exists() and len(hook_log.read_text().split()) >= 4, 10)
-    assert hook_log.read_text().split() == ["report-pending", "report-sent", "report-pending", "report-declined"]
+
+    def heard() -> list[list[str]]:
+        return [line.split(":") for line in hook_log.read_text().split()] if hook_log.exists() else []
+
+    assert await until(lambda: len([e for e, _ in heard() if e != "state"]) >= 4, 10)
+    events = heard()
+    reports = [e for e, _ in events if e != "state"]
+    assert reports == ["report-pending", "report-sent", "report-pending", "report-declined"]
+    # the hook also hears the first state (before the radio is up) and each change of it (up: ok), and every
+    # event carries the brief's facts
+    assert events[0][0] == "state" and ["state", "ok"] in events and all(state != "none" for _, state in events)
     for tan in (sent_tan, declined_tan):
         assert all(tan not in r.getMessage() for r in caplog.records)
