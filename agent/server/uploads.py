@@ -103,6 +103,23 @@ class Uploads:
             raise ApiError(403, f"TAN {redeemed.value}")
         return wire.UploadToken(token, expires, tan_grant(redeemed))
 
+    def check_tan(self, body: object, address: str) -> wire.TanGrant:
+        """What a TAN carries, without spending it (``wire.TAN_CHECK_PATH``). A wrong TAN counts as a failure
+        against the address, as at the exchange, so checking is no cheaper way to guess; ``{"fake": true}``
+        (dummy traffic) is answered as a TAN without onset."""
+        if wire.optional_bool(body, "fake"):
+            return wire.TanGrant()
+        tan = wire.required_str(body, "tan", 64)
+        wait = self._limiter.retry_after(address)
+        if wait is not None:
+            raise too_many(wait, "wrong TANs from this address")
+        normal = codes.normalise_code(tan)
+        found = Spent.UNKNOWN if normal is None else self._store.peek_tan(codes.code_hash(normal), self._clock.now())
+        if isinstance(found, Spent):
+            self._limiter.failed(address)
+            raise ApiError(403, f"TAN {found.value}")
+        return tan_grant(found)
+
     def _fake_token(self, random_part: bytes | None = None) -> str:
         """A fake upload token that needs no row: 16 random bytes and their MAC under the backend's own
         key, 32 bytes base64url like a real token's, so anyone may ask for fakes without growing the store."""

@@ -172,6 +172,8 @@ def test_a_tan_of_the_officers_type_and_onset_decides_what_the_report_command_sa
         "(report type: self report)."
     )
     assert lines[1].startswith(f"Contagious window sent: {(onset - dt.timedelta(days=2)).isoformat()} to ")
+    with sqlite3.connect(scene.tmp / "backend" / DB_FILE) as db:  # declined: the TAN is not spent on the backend
+        assert db.execute("SELECT spent FROM tans").fetchall() == [(0,)]
     sent = proxitrace("--config", str(conf), "--state-dir", str(state), "report", "--tan", tan, "--yes")
     assert sent.returncode == 0 and "report sent" in sent.stdout, sent.stderr
     assert sent.stdout.startswith(
