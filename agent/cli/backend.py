@@ -16,6 +16,7 @@ import click
 from agent import provision
 from agent.clock import Clock, clock_from_spec, date_to_day
 from agent.config import ConfigError
+from agent.protocol import wire
 from agent.server.config import BackendConfig, load_backend_config
 from agent.server.db import DB_FILE, ServerStore
 
@@ -157,6 +158,11 @@ def _clock(config: BackendConfig) -> Clock:
         raise click.ClickException(f"server.clock: {exc}") from None
 
 
+# The report types a TAN may carry (``wire.REPORT_TYPES``), by the names the command line takes.
+TAN_REPORT_TYPES = {t.name.lower().replace("_", "-"): t for t in sorted(wire.REPORT_TYPES)}
+TAN_REPORT_TYPES_DEFAULT = "confirmed-test"
+
+
 @backend.group()
 def tan() -> None:
     """TANs for diagnosed people (the health authority's side)."""
@@ -167,7 +173,14 @@ def tan() -> None:
 @click.option("--valid", type=Duration(), default=None, help="Validity, e.g. 24h (default tan.valid_seconds).")
 @click.option("--onset", type=Date(), default=None, help="Symptom onset (or test) date, YYYY-MM-DD.")
 @click.option("--count", type=click.IntRange(1, 1000), default=1, show_default=True)
-def tan_issue(config_path: Path | None, valid: int | None, onset: dt.date | None, count: int) -> None:
+@click.option(
+    "--report-type",
+    type=click.Choice(list(TAN_REPORT_TYPES)),
+    default=TAN_REPORT_TYPES_DEFAULT,
+    show_default=True,
+    help="What the officer confirms; the TAN hands it to the device, whose published keys carry it.",
+)
+def tan_issue(config_path: Path | None, valid: int | None, onset: dt.date | None, count: int, report_type: str) -> None:
     """Issue one-time TANs; each works once and expires."""
     from agent.server.uploads import issue_tans
 
@@ -175,7 +188,9 @@ def tan_issue(config_path: Path | None, valid: int | None, onset: dt.date | None
     seconds = config.tan.valid_seconds if valid is None else valid
     store = _open(config)
     try:
-        issued = issue_tans(store, _clock(config).now(), seconds, day_number(onset), count)
+        issued = issue_tans(
+            store, _clock(config).now(), seconds, day_number(onset), count, TAN_REPORT_TYPES[report_type]
+        )
     finally:
         store.close()
     click.echo("\n".join(t.code for t in issued))

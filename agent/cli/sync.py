@@ -172,10 +172,12 @@ def register(obj: CliContext, code: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for consent (it was given otherwise).")
 @click.pass_obj
 def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> None:
-    """Report a diagnosis: redeem the TAN, show exactly what would be sent, ask for consent, then upload it.
+    """Report a diagnosis: read what the TAN carries, show exactly what would be sent, ask for consent, then
+    spend the TAN and send it.
 
-    The TAN is redeemed first because it carries the health authority's onset date, which decides the
-    contagious window shown and sent; a report declined at the question leaves the TAN spent."""
+    The TAN is checked first, without spending it, because it carries the health authority's onset date,
+    which decides the contagious window shown and sent; a report declined at the question leaves the TAN
+    unspent on the backend, so it can be used later."""
     own_onset = _day(onset.date()) if onset else None
 
     async def go() -> str:
@@ -184,15 +186,9 @@ def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> N
             scheme = SchemeName(env.config.agent.scheme)
             now = env.clock.now()
             url = client.settings.base_url
-            if scheme is SchemeName.EBID:
-                retained = client.ebid_contacts(None, now, env.correction)
-                if not retained:
-                    return "nothing to report: no EBID heard in the retention period (the TAN was not used)"
-                bought = await client.buy_submission_tokens(tan, len(retained))
-                grant = bought.grant
-            else:
-                token = await client.exchange_tan(tan)
-                grant = token.grant
+            if scheme is SchemeName.EBID and not client.ebid_contacts(None, now, env.correction):
+                return "nothing to report: no EBID heard in the retention period (the TAN was not used)"
+            grant = await client.check_tan(tan)
             effective = reported_onset(grant, own_onset)
             click.echo(_onset_note(grant, own_onset))
             first = client.first_contagious_day(effective, now)
@@ -224,9 +220,9 @@ def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> N
             if not yes and not click.confirm("Send this report?", default=False, err=True):
                 raise click.Abort
             if scheme is SchemeName.EBID:
-                await client.submit(contacts, bought)
+                await client.submit(contacts, await client.buy_submission_tokens(tan, len(contacts)))
             else:
-                await client.upload(scheme, token, own_onset, keys)
+                await client.upload(scheme, await client.exchange_tan(tan), own_onset, keys)
             return "report sent; thank you"
 
     click.echo(_run(go))

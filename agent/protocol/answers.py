@@ -35,6 +35,7 @@ SIGNED_ANSWER_PATHS = frozenset(
     {
         "/v1/health",
         "/v1/onset",
+        "/v1/tan/check",
         "/v1/ebid/challenge",
         "/v1/ebid/register",
         "/v1/ebid/token",

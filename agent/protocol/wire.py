@@ -316,6 +316,21 @@ def parse_tan_grant(obj: dict[str, Any]) -> TanGrant:
     return TanGrant(day_of_date(obj.get("onset"), "body.onset"), ReportType(report_type))
 
 
+TAN_CHECK_PATH = "/v1/tan/check"
+"""``POST`` a TAN (``tan_bytes``) to learn what the officer set on it without spending it: the device shows
+the contagious window and asks for consent first, and only the report the person agreed to spends the
+TAN. Answered ``tan_grant_bytes``."""
+
+
+def tan_grant_bytes(g: TanGrant) -> bytes:
+    """A TAN check's answer, padded, so one with an onset date, one without and a dummy's are as long."""
+    return padded_json(tan_grant_body(g), PADDED_ANSWER_BYTES)
+
+
+def parse_tan_check(body: object) -> TanGrant:
+    return parse_tan_grant(obj_of(body, "body"))
+
+
 @dataclass(frozen=True)
 class UploadToken:
     token: str

@@ -46,7 +46,14 @@ _SCHEMES = {"gaen": SchemeName.GAEN, "dp3t": SchemeName.DP3T}
 FEDERATION_KEY_META = "federation_key"
 FAKE_TOKEN_KEY_META = "fake_token_key"
 PADDED_PATHS = frozenset(
-    {"/v1/onset", "/v2/gaen/exposed", "/v2/dp3t/exposed", "/v1/ebid/submission-tokens", "/v1/ebid/submissions"}
+    {
+        "/v1/onset",
+        wire.TAN_CHECK_PATH,
+        "/v2/gaen/exposed",
+        "/v2/dp3t/exposed",
+        "/v1/ebid/submission-tokens",
+        "/v1/ebid/submissions",
+    }
 )
 
 
@@ -111,6 +118,7 @@ def create_app(backend: Backend) -> web.Application:
     app[BACKEND] = backend
     app.router.add_get("/v1/health", _health)
     app.router.add_post("/v1/onset", _onset)
+    app.router.add_post(wire.TAN_CHECK_PATH, _tan_check)
     app.router.add_post("/v2/{scheme:gaen|dp3t}/exposed", _upload)
     app.router.add_get("/v2/{scheme:gaen|dp3t}/exposed", _exposed)
     app.router.add_get("/exports/{scheme:gaen|dp3t}/{name}", _export_file)
@@ -280,6 +288,11 @@ async def _onset(request: web.Request) -> web.Response:
     b = _backend(request)
     issued = b.uploads.exchange(await _body(request), _client_address(request, b))
     return _json_bytes(wire.upload_token_bytes(issued))
+
+
+async def _tan_check(request: web.Request) -> web.Response:
+    b = _backend(request)
+    return _json_bytes(wire.tan_grant_bytes(b.uploads.check_tan(await _body(request), _client_address(request, b))))
 
 
 def _json_bytes(body: bytes) -> web.Response:

@@ -72,8 +72,9 @@ class SigningSection:
 
 @dataclass(frozen=True)
 class TanSection:
-    """``max_failures_per_hour``: wrong TANs (or enrolment codes) accepted per client address per hour
-    before further attempts get 429."""
+    """``valid_seconds``: a TAN's least validity; its stored expiry is rounded up to the hour
+    (``agent.server.codes``). ``max_failures_per_hour``: wrong TANs (or enrolment codes) accepted per
+    client address per hour before further attempts get 429."""
 
     valid_seconds: int = 86_400
     max_failures_per_hour: int = 10
@@ -83,7 +84,8 @@ class TanSection:
 class UploadSection:
     """``keys_per_upload``: every key upload carries exactly this many keys, real ones padded with fake
     ones, so its size says nothing. ``min_response_seconds``: the TAN exchange and uploads answer no
-    sooner than this, so timing does not tell a real upload from a fake one."""
+    sooner than this, so timing does not tell a real upload from a fake one. ``token_ttl_seconds``: the
+    upload token's least life; its expiry is rounded up to the end of a UTC day, so it names no moment."""
 
     keys_per_upload: int = 30
     token_ttl_seconds: int = 600
@@ -108,7 +110,9 @@ class EbidSection:
     without any credential: per client address (salted, in memory only) and in rows (expired challenges
     are dropped first; when the cap is reached the backend answers 503 until some expire).
     ``status_polls_per_day``: status requests per registration per UTC day. ``tolerance_periods``: how
-    many periods (0 or 1) before or after its own an EBID may be reported as received."""
+    many periods (0 or 1) before or after its own an EBID may be reported as received.
+    ``access_token_ttl_seconds``: an access token's least life; its expiry is rounded up to the end of a
+    UTC day (a poll's moment must not be stored)."""
 
     period_seconds: int = 900
     batch_periods: int = 192

@@ -105,6 +105,16 @@ class ServerStore(EbidTables):
             self._count(db, "tans_used", now)
             return RedeemedTan(row[0], row[3])
 
+    def peek_tan(self, code_hash: bytes, now: float) -> RedeemedTan | Spent:
+        """What an open TAN carries (its onset day and report type), leaving it open; why not when it
+        cannot be spent."""
+        row = self._one("SELECT onset_day, spent, expires, report_type FROM tans WHERE hash = ?", (code_hash,))
+        if row is None:
+            return Spent.UNKNOWN
+        if row[1]:
+            return Spent.USED
+        return Spent.EXPIRED if row[2] <= now else RedeemedTan(row[0], row[3])
+
     def revoke_tan(self, code_hash: bytes, now: float) -> bool:
         """Delete an open TAN so it can no longer be redeemed; False when it is used, expired or gone."""
         with self._tx() as db:

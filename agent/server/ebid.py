@@ -192,7 +192,9 @@ class EbidBackend:
         if reg is None or not hmac.compare_digest(reg.secret_hash, codes.code_hash(request.client_secret)):
             raise ApiError(401, "unknown client or wrong secret (a device found at risk must register again)")
         token = codes.new_token()
-        expires = self._clock.now() + self._e.access_token_ttl_seconds
+        expires = codes.rounded_expiry(
+            self._clock.now() + self._e.access_token_ttl_seconds, codes.TOKEN_EXPIRY_BUCKET_SECONDS
+        )
         self._store.add_access_token(codes.code_hash(token), reg.id, expires)
         self._store.seen(reg.id, day_of(self._clock.now()))
         return wire.AccessToken(token, expires)

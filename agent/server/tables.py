@@ -122,6 +122,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # (agent.server.ebid), so nothing is stored when it is issued; a spent one is remembered by its hash
     # alone, with no registration id and no time, so it joins the new pseudonym to nothing.
     ("CREATE TABLE spent_capabilities (hash BLOB PRIMARY KEY)",),
+    # 7: no time in one table equals or derives another's (issue 13). The audit log keeps the UTC day of an
+    # entry, not its time ("TAN issued at t" matched the token the device took when it used the TAN); TAN
+    # expiries are rounded up to the hour (the portal's listing is to the hour), upload and access token
+    # expiries to the end of a UTC day (``agent.server.codes``). The append-only log is rebuilt, not
+    # updated: its triggers refuse an UPDATE, and DROP TABLE fires none.
+    (
+        """CREATE TABLE audit_days (
+            id INTEGER PRIMARY KEY, day INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+            detail TEXT NOT NULL)""",
+        "INSERT INTO audit_days (id, day, actor, action, detail) "
+        "SELECT id, CAST(FLOOR(time / 86400) AS INTEGER), actor, action, detail FROM audit_log",
+        "DROP TABLE audit_log",
+        "ALTER TABLE audit_days RENAME TO audit_log",
+        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        "UPDATE tans SET expires = CEIL(expires / 3600) * 3600",
+        "UPDATE issued_tans SET expires = CEIL(expires / 3600) * 3600",
+        "UPDATE upload_tokens SET expires = CEIL(expires / 86400) * 86400",
+        "UPDATE access_tokens SET expires = CEIL(expires / 86400) * 86400",
+    ),
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -58,7 +58,8 @@ def issue_tans(
     carrying the officer's onset day and report type to the device that spends it."""
     if valid_seconds <= 0:
         raise ApiError(400, "validity must be positive")
-    issued = [IssuedCode(codes.new_code(), now + valid_seconds) for _ in range(count)]
+    expires = codes.rounded_expiry(now + valid_seconds, codes.TAN_EXPIRY_BUCKET_SECONDS)
+    issued = [IssuedCode(codes.new_code(), expires) for _ in range(count)]
     for tan in issued:
         store.add_tan(codes.code_hash(codes.normalise_code(tan.code) or ""), tan.expires, onset_day, int(report_type))
     store.count("tans_issued", now, count)
@@ -84,9 +85,9 @@ class Uploads:
         """TAN → upload token, with the TAN's onset day and report type. ``{"tan": …}``; ``{"fake": true}``
         gets a token that uploads nothing (dummy traffic that looks like a real report from the outside)."""
         now = self._clock.now()
-        ttl = self._config.upload.token_ttl_seconds
+        expires = codes.rounded_expiry(now + self._config.upload.token_ttl_seconds, codes.TOKEN_EXPIRY_BUCKET_SECONDS)
         if wire.optional_bool(body, "fake"):
-            return wire.UploadToken(self._fake_token(), now + ttl)
+            return wire.UploadToken(self._fake_token(), expires)
         token = codes.new_token()
         tan = wire.required_str(body, "tan", 64)
         wait = self._limiter.retry_after(address)
@@ -95,12 +96,29 @@ class Uploads:
         normal = codes.normalise_code(tan)
         redeemed: RedeemedTan | Spent = Spent.UNKNOWN
         if normal is not None:
-            redeemed = self._store.redeem_tan(codes.code_hash(normal), now, codes.code_hash(token), now + ttl)
+            redeemed = self._store.redeem_tan(codes.code_hash(normal), now, codes.code_hash(token), expires)
         if isinstance(redeemed, Spent):
             self._limiter.failed(address)
             log.info("TAN refused: %s", redeemed.value)
             raise ApiError(403, f"TAN {redeemed.value}")
-        return wire.UploadToken(token, now + ttl, tan_grant(redeemed))
+        return wire.UploadToken(token, expires, tan_grant(redeemed))
+
+    def check_tan(self, body: object, address: str) -> wire.TanGrant:
+        """What a TAN carries, without spending it (``wire.TAN_CHECK_PATH``). A wrong TAN counts as a failure
+        against the address, as at the exchange, so checking is no cheaper way to guess; ``{"fake": true}``
+        (dummy traffic) is answered as a TAN without onset."""
+        if wire.optional_bool(body, "fake"):
+            return wire.TanGrant()
+        tan = wire.required_str(body, "tan", 64)
+        wait = self._limiter.retry_after(address)
+        if wait is not None:
+            raise too_many(wait, "wrong TANs from this address")
+        normal = codes.normalise_code(tan)
+        found = Spent.UNKNOWN if normal is None else self._store.peek_tan(codes.code_hash(normal), self._clock.now())
+        if isinstance(found, Spent):
+            self._limiter.failed(address)
+            raise ApiError(403, f"TAN {found.value}")
+        return tan_grant(found)
 
     def _fake_token(self, random_part: bytes | None = None) -> str:
         """A fake upload token that needs no row: 16 random bytes and their MAC under the backend's own

@@ -217,6 +217,10 @@ class BackendClient:
         """``tan`` None: a dummy exchange, whose token uploads nothing."""
         return await self._call("POST", "/v1/onset", wire.parse_upload_token, raw=wire.tan_bytes(tan))
 
+    async def check_tan(self, tan: str | None) -> wire.TanGrant:
+        """What the officer set on ``tan``, which stays unspent; ``tan`` None: a dummy check."""
+        return await self._call("POST", wire.TAN_CHECK_PATH, wire.parse_tan_check, raw=wire.tan_bytes(tan))
+
     async def upload_keys(self, scheme: SchemeName, body: dict[str, Any], token: str) -> None:
         await self.request("POST", f"{self.base_url}/v2/{scheme.value}/exposed", body=body, token=token)
 

@@ -68,9 +68,9 @@ EBID_CAPABILITY = "ebid_capability"
 kept apart from the credentials, which an erasure drops, because it is what registers the device again."""
 NOT_REGISTERED = "not registered with this backend: run `proxitrace register --code CODE`"
 PENDING_REPORT = "pending_report"
-"""What a redeemed TAN bought (an upload token, or submission tokens) until the report is sent: the TAN is
-redeemed before consent (it carries the officer's onset), so a report declined, or cut off, is sent later
-with the same TAN from here instead of losing it."""
+"""What a redeemed TAN bought (an upload token, or submission tokens) until the report is sent: a report cut
+off after the TAN was spent is sent later with the same TAN from here instead of losing it. (Consent comes
+before the TAN is spent: ``check_tan`` reads what it carries without spending it.)"""
 POW_SECONDS = 600.0
 """How long registration's proof of work may take (real time): difficulty 24 is seconds on a Pi 4, the
 most a backend may ask (``proof_of_work.MAX_DIFFICULTY``) is minutes; past this the challenge has expired."""
@@ -325,10 +325,20 @@ class SyncService:
             return [PublishedKey(sk, day * gaen.ROLLING_PERIOD)] if day <= today else []
         raise ValueError("EBID reports send contacts: use ebid_contacts")
 
+    async def check_tan(self, tan: str) -> wire.TanGrant:
+        """What the officer set on the TAN (onset date, report type), which stays unspent: asked before
+        consent, so the device shows and sends exactly the contagious window and a declined report leaves
+        the TAN usable. A TAN spent already for a report not yet sent answers from what it bought."""
+        for kind in ("upload", "submission"):
+            pending = self._pending(tan, kind)
+            if pending is not None:
+                return wire.parse_tan_grant(pending)
+        return await self._client.check_tan(tan)
+
     async def exchange_tan(self, tan: str) -> wire.UploadToken:
-        """The TAN for an upload token and what the officer set on it (onset date, report type): asked
-        before consent, so the device shows and publishes exactly the contagious window. A token this TAN
-        bought before for a report not yet sent, and still valid, is used again."""
+        """The TAN for an upload token and what the officer set on it (onset date, report type), once the
+        person has agreed to the report (this spends the TAN). A token this TAN bought before for a report
+        not yet sent, and still valid, is used again."""
         pending = self._pending(tan, "upload")
         if pending is not None:
             kept = wire.parse_upload_token(pending)
@@ -352,7 +362,9 @@ class SyncService:
         )
 
     async def report(self, scheme: SchemeName, tan: str, onset_day: int | None, keys: list[PublishedKey]) -> None:
-        """Exchange the TAN, then ``upload`` ``keys``."""
+        """Check the TAN (as every report does, so dummy reports look the same), exchange it, then
+        ``upload`` ``keys``."""
+        await self.check_tan(tan)
         await self.upload(scheme, await self.exchange_tan(tan), onset_day, keys)
 
     async def upload(
@@ -536,13 +548,14 @@ class SyncService:
         return contacts
 
     async def report_ebid(self, tan: str, contacts: list[wire.ReportedContact]) -> None:
-        """Buy blind-signed tokens for ``contacts`` with the TAN, then ``submit`` them."""
+        """Check the TAN, buy blind-signed tokens for ``contacts`` with it, then ``submit`` them."""
+        await self.check_tan(tan)
         await self.submit(contacts, await self.buy_submission_tokens(tan, len(contacts)))
 
     async def buy_submission_tokens(self, tan: str, contacts: int) -> submissions.BoughtTokens:
         """Enough blind-signed tokens for ``contacts`` (rounded up to a batch) with the TAN, and what the
-        officer set on it; asked before consent, as the TAN exchange is. Tokens this TAN bought before for
-        a report not yet sent are used again when there are enough."""
+        officer set on it, once the person has agreed (this spends the TAN). Tokens this TAN bought before
+        for a report not yet sent are used again when there are enough."""
         pending = self._pending(tan, "submission")
         if pending is not None:
             kept = _bought_tokens(pending)
@@ -574,6 +587,7 @@ class SyncService:
     async def fake_report(self, scheme: SchemeName) -> None:
         """Dummy traffic (DP-3T's design): a report in every way a real one looks on the wire (the same
         requests, the same padded sizes, the same spread of submissions) that the backend stores nowhere."""
+        await self._client.check_tan(None)
         if scheme is SchemeName.EBID:
             key = (await self._client.submission_key()).public_key
             k = blind_rsa.modulus_len(key)

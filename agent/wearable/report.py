@@ -1,8 +1,10 @@
 """The report a wearer consented to with the button: the same steps as ``proxitrace report --yes``.
 
-The TAN is redeemed here, after the consent, not before it as the interactive command does (which shows
-the contagious window first): a wearable has nothing to show it on, and a report the wearer lets lapse
-then never reaches the backend at all. The officer's onset date on the TAN decides the window, as always.
+The TAN is redeemed here, after the consent, as the interactive command does too (which checks it first,
+spending nothing, to show the contagious window): a wearable has nothing to show it on, and a report the
+wearer lets lapse then never reaches the backend at all. The check is still made, as by every report and
+every dummy report, so a wearable's real report looks like its dummy ones on the wire. The officer's onset
+date on the TAN decides the window, as always.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ async def send_report(service: SyncService, scheme: SchemeName, tan: str, now: f
     ``WearableError`` (one line, never the TAN) when the backend refuses or cannot be reached; the TAN's
     tokens are then kept by the sync service for the next try, as for the command line."""
     try:
+        await service.check_tan(tan)
         if scheme is SchemeName.EBID:
             retained = service.ebid_contacts(None, now, correction)
             if not retained:

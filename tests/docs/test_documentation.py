@@ -120,6 +120,14 @@ COMMANDS = {
         '"fit-calibration", str(trace), "--reference", "usb:0a12:0001", "--write"',
     ),
     "proxitrace status --brief": ("tests/test_status.py", '"status", "--brief"'),
+    "proxitrace backend tan issue --report-type self-report --onset 2025-11-21 --config /etc/proxitrace/backend.toml": (
+        "tests/sync/test_sync_cli.py",
+        '"--report-type", "self-report", "--onset"',
+    ),
+    "proxitrace report --tan XXXX-XXXX-XXXX --onset 2025-11-20": (
+        "tests/sync/test_sync_cli.py",
+        '"report", "--tan", tan, "--onset", mine',
+    ),
     "sudo proxitrace provision device-0001.proxitrace.toml": (
         "tests/provision/test_provision_round_trip.py",
         '"provision", str(bundles[0])',

@@ -167,9 +167,10 @@ def test_audit_log_is_append_only_and_its_csv_is_not_a_formula(store: PortalStor
     audit.record(T0, '=HYPERLINK("http://evil")', Action.LOGIN)
     audit.record(T0 + 60, "ann", Action.TAN_ISSUED, "#1, confirmed test, valid 1440 min")
     rows = list(csv.reader(io.StringIO(to_csv(audit.entries()))))
-    assert rows[0] == ["id", "time_utc", "actor", "action", "detail"]
+    assert rows[0] == ["id", "date_utc", "actor", "action", "detail"]
     assert rows[1][2] == '\'=HYPERLINK("http://evil")' and rows[1][3] == "login"
-    assert rows[2][1:] == ["2025-11-24 10:01:00 UTC", "ann", "TAN issued", "#1, confirmed test, valid 1440 min"]
+    # the day only: the moment an officer handed out a TAN must not be kept (issue 13)
+    assert rows[2][1:] == ["2025-11-24", "ann", "TAN issued", "#1, confirmed test, valid 1440 min"]
     db = sqlite3.connect(tmp_path / DB_FILE)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE audit_log SET actor = 'someone else'")
@@ -190,7 +191,7 @@ def test_a_version_1_store_gains_the_later_tables_and_columns_and_keeps_its_data
     db.close()
     migrated = ServerStore(path)
     assert migrated.tan_states(T0) == {b"h" * 32: "open"}
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(registrations)")}
     assert {"tx_power", "seen_day"} <= columns
     migrated.count("uploads", T0)

@@ -1,10 +1,13 @@
-"""A schema-3 store (with use times, a registration time and report ids) opens as schema 5 with what it
-held kept: spent flags for use times, exposures without report id or report time, no registration time
-(step 4), and its TANs and upload tokens confirmed tests (step 5)."""
+"""A schema-3 store (with use times, a registration time and report ids) opens as the current schema
+with what it held kept: spent flags for use times, exposures without report id or report time, no
+registration time (step 4), its TANs and upload tokens confirmed tests (step 5); a schema-6 store's audit
+log keeps days and its expiries are rounded (step 7)."""
 
 import json
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from agent.protocol import wire
 from agent.server import tables
@@ -49,7 +52,7 @@ def test_schema_3_store_migrates_keeping_its_data(tmp_path: Path) -> None:
     assert len(store.exposures_of(5)) == 1  # two rows that differed only in report id and time are one
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 6
+    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 7
     columns = {
         t: {c[1] for c in db.execute(f"PRAGMA table_info({t})")}
         for t in ("exposures", "registrations", "tans", "upload_tokens", "enrolment_codes", "spent_capabilities")
@@ -69,3 +72,53 @@ def test_a_migrated_store_reopens_unchanged(tmp_path: Path) -> None:
     before = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
     ServerStore(path).close()
     assert sqlite3.connect(path).execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == before
+
+
+_NOON = 1_763_985_600.5  # 2025-11-24 12:00:00.5 UTC: a time with a fraction, inside an hour and a day
+
+
+def _schema_6_store(path: Path) -> None:
+    path.parent.mkdir(mode=0o700)
+    old = sqlite3.connect(path)
+    old.executescript(tables.SCHEMA)
+    for step in tables.MIGRATIONS[:5]:
+        for statement in step:
+            old.execute(statement)
+    old.executescript(
+        f"INSERT INTO audit_log (time, actor, action, detail) VALUES ({_NOON}, 'ann', 'TAN issued', '#1');"
+        f"INSERT INTO audit_log (time, actor, action, detail) VALUES ({_NOON + 86_400}, 'bob', 'login', '');"
+        f"INSERT INTO tans (hash, expires, onset_day) VALUES (x'01', {_NOON + 86_400}, NULL);"
+        "INSERT INTO issued_tans (tan_hash, officer, issued_hour, expires, report_type, note) "
+        f"VALUES (x'01', 'ann', {_NOON - 0.5}, {_NOON + 86_400}, 'confirmed test', '');"
+        f"INSERT INTO upload_tokens (hash, expires, onset_day, fake) VALUES (x'02', {_NOON + 600}, NULL, 0);"
+        "INSERT INTO registrations (id, client_id, secret_hash, puid) VALUES (5, 'c', x'04', x'05');"
+        f"INSERT INTO access_tokens VALUES (x'03', 5, {_NOON + 900});"
+        "PRAGMA user_version=6;"
+    )
+    old.commit()
+    old.close()
+
+
+def test_schema_6_store_keeps_audit_days_and_rounded_expiries(tmp_path: Path) -> None:
+    path = tmp_path / "backend" / tables.DB_FILE
+    _schema_6_store(path)
+    ServerStore(path).close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION
+    assert {c[1] for c in db.execute("PRAGMA table_info(audit_log)")} == {"id", "day", "actor", "action", "detail"}
+    day = int(_NOON // 86_400)
+    assert db.execute("SELECT id, day, actor FROM audit_log ORDER BY id").fetchall() == [
+        (1, day, "ann"),
+        (2, day + 1, "bob"),
+    ]
+    hour_after = _NOON - 0.5 + 3600 + 86_400  # the TAN's exact expiry, rounded up to the next hour
+    assert db.execute("SELECT expires FROM tans").fetchone()[0] == hour_after
+    assert db.execute("SELECT expires FROM issued_tans").fetchone()[0] == hour_after
+    day_end = (day + 1) * 86_400
+    assert db.execute("SELECT expires FROM upload_tokens").fetchone()[0] == day_end
+    assert db.execute("SELECT expires FROM access_tokens").fetchone()[0] == day_end
+    # the rebuilt log is still append-only
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE audit_log SET actor = 'someone else'")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM audit_log")

@@ -2,6 +2,8 @@
 bad input answered with a clear HTTP error that changes nothing."""
 
 import asyncio
+import datetime as dt
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -11,13 +13,13 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_calls import admin_tan, exchange, upload
-from support.backend_harness import KEYS_PER_UPLOAD, T0, RunningBackend, backend_config, running_backend
+from support.backend_harness import DAY, KEYS_PER_UPLOAD, T0, RunningBackend, backend_config, running_backend
 
-from agent.clock import ManualClock
+from agent.clock import ManualClock, date_to_day
 from agent.protocol import wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
-from agent.schemes.published import PublishedKey
+from agent.schemes.published import PublishedKey, ReportType
 from agent.server import codes
 from agent.server.db import ServerStore
 
@@ -35,7 +37,8 @@ def body_of(keys: list[PublishedKey], scheme: SchemeName = SchemeName.GAEN) -> d
 async def test_tan_to_token_to_upload(running: RunningBackend, http: aiohttp.ClientSession) -> None:
     tan = await admin_tan(http, running, onset="2025-11-21")
     status, answer = await exchange(http, running, tan.lower().replace("-", " "))  # typing is forgiving
-    assert status == 200 and answer["expiresAt"] == pytest.approx(T0 + 600)
+    # at least the 10 min asked for, to the end of the UTC day: the exchange's moment is not stored
+    assert status == 200 and answer["expiresAt"] == (T0 // DAY + 1) * DAY
     status, _ = await upload(http, running, answer["token"], body_of(gaen_keys(1, 2, 3)))
     assert status == 200
     store = running.backend.store
@@ -65,6 +68,31 @@ async def test_guessed_tans_are_rate_limited_per_address(running: RunningBackend
         assert 3500 <= int(r.headers["Retry-After"]) <= 3600
         assert "too many wrong TANs" in (await r.json())["error"]
     assert running.backend.store.count_keys(SchemeName.GAEN) == 0
+
+
+async def check(http: aiohttp.ClientSession, rb: RunningBackend, body: object) -> tuple[int, bytes]:
+    async with http.post(f"{rb.url}{wire.TAN_CHECK_PATH}", json=body) as r:
+        return r.status, await r.read()
+
+
+async def test_a_tan_check_tells_its_onset_and_type_and_spends_nothing(
+    running: RunningBackend, http: aiohttp.ClientSession
+) -> None:
+    tan = await admin_tan(http, running, onset="2025-11-21", reportType="clinical diagnosis")
+    status, raw = await check(http, running, {"tan": tan})
+    onset = date_to_day(dt.date(2025, 11, 21))
+    assert status == 200
+    assert wire.parse_tan_check(json.loads(raw)) == wire.TanGrant(onset, ReportType.CONFIRMED_CLINICAL_DIAGNOSIS)
+    assert (await check(http, running, {"tan": tan}))[0] == 200  # still open: checking again works
+    fake_status, fake = await check(http, running, {"fake": True})
+    assert fake_status == 200 and len(fake) == len(raw)  # a dummy check is as long as a real one
+    status, answer = await exchange(http, running, tan)  # the report the person agreed to spends it
+    assert status == 200 and answer["reportType"] == int(ReportType.CONFIRMED_CLINICAL_DIAGNOSIS)
+    status, raw = await check(http, running, {"tan": tan})
+    assert (status, json.loads(raw)) == (403, {"error": "TAN already used"})
+    for _ in range(2):  # with the used one, three wrong TANs from this address: then 429, as at the exchange
+        assert (await check(http, running, {"tan": "AAAA-BBBB-CCCC"}))[0] == 403
+    assert (await exchange(http, running, await admin_tan(http, running)))[0] == 429
 
 
 async def test_limit_lifts_after_the_window(
@@ -119,7 +147,7 @@ async def test_tokens_bad_used_or_expired(
         {"error": "upload token already used"},
     )
     _, late = await exchange(http, running, await admin_tan(http, running))
-    await clock.advance(601)
+    await clock.advance(late["expiresAt"] - clock.now())
     assert await upload(http, running, late["token"], body) == (401, {"error": "upload token expired"})
     assert running.backend.store.count_keys(SchemeName.GAEN) == 1
 

@@ -153,10 +153,15 @@ async def test_a_redirect_from_the_tan_exchange_never_resends_the_tan(
     store.close()
     hostile.routes[("GET", "/v1/health")] = answer(HEALTH)
     elsewhere.routes[("POST", "/v1/onset")] = answer({"token": "t", "expiresAt": 4e9})
-    for status in (307, 308, 302):
-        hostile.routes[("POST", "/v1/onset")] = redirect(elsewhere.url, status)
-        line = one_line(await proxitrace(tmp_path, hostile.url, "gaen", "report", "--tan", "SECRET-TAN-1234", "--yes"))
-        assert f"HTTP {status}" in line and "redirects are never followed" in line
+    elsewhere.routes[("POST", "/v1/tan/check")] = answer({"onset": None, "reportType": 1})
+    for path in ("/v1/tan/check", "/v1/onset"):  # the TAN is checked before consent, spent after it
+        hostile.routes[("POST", "/v1/tan/check")] = answer({"onset": None, "reportType": 1})
+        for status in (307, 308, 302):
+            hostile.routes[("POST", path)] = redirect(elsewhere.url, status)
+            line = one_line(
+                await proxitrace(tmp_path, hostile.url, "gaen", "report", "--tan", "SECRET-TAN-1234", "--yes")
+            )
+            assert f"HTTP {status}" in line and "redirects are never followed" in line
     assert elsewhere.seen == []
     assert [p for _, p, _ in hostile.seen].count("/v1/onset") == 3
 
@@ -237,7 +242,8 @@ async def test_a_wrongly_shaped_answer_is_one_line_and_changes_nothing(
     hostile, _ = servers
     hostile.routes[route] = handler
     hostile.routes.setdefault(("GET", "/v1/health"), answer(HEALTH))
-    # a report redeems its TAN first (the answer carries the officer's onset), then asks for server info
+    # a report checks its TAN first (the answer carries the officer's onset), then asks for server info
+    hostile.routes.setdefault(("POST", "/v1/tan/check"), answer({"onset": None, "reportType": 1}))
     hostile.routes.setdefault(("POST", "/v1/onset"), answer({"token": "t", "expiresAt": 4e9, "reportType": 1}))
     args = {"register": ("--code", "CODE"), "report": ("--tan", "TAN", "--yes")}
     scheme = "gaen" if command in {"sync", "report"} else "ebid"

@@ -3,10 +3,12 @@
 Backend and devices share an accelerated clock (one real second = one simulated hour), so a key's day can
 end and its release bucket close within a test."""
 
+import datetime as dt
 import json
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ from support.backend_harness import heard
 from agent.clock import AcceleratedClock
 from agent.keys import KeyRing
 from agent.schemes.base import SchemeName
+from agent.schemes.published import ReportType
+from agent.server.db import DB_FILE
 from agent.store import Store
 
 DAY = 86_400
@@ -133,6 +137,52 @@ def test_keygen_serve_report_sync_and_clean_shutdown(scene: Scene) -> None:
     code, log = scene.stop()
     assert code == 0
     assert tan.stdout.strip() not in log and "127.0.0.1 " not in log.replace(scene.url, "")
+
+
+def test_a_tan_of_the_officers_type_and_onset_decides_what_the_report_command_says_and_sends(scene: Scene) -> None:
+    """`backend tan issue --report-type --onset`, then `report` as a person runs it: the onset line and the
+    window come from the TAN, the declined report leaves it usable, and the published keys carry its type."""
+    keygen = proxitrace("backend", "keygen", "--config", str(scene.backend_toml))
+    public = re.search(r'public_key = "([^"]+)"', keygen.stdout)
+    assert public
+    scene.start()
+    conf, state = scene.agent_config("a", "gaen", public[1]), scene.tmp / "a"
+    yesterday = scene.clock.now() - DAY
+    store = Store.open(state)
+    KeyRing(store, SchemeName.GAEN).ensure(yesterday)
+    store.close()
+    onset = dt.datetime.fromtimestamp(yesterday, dt.UTC).date()
+    issued = proxitrace(
+        "backend", "tan", "issue", "--config", str(scene.backend_toml), "--valid", "2d",
+        "--report-type", "self-report", "--onset", onset.isoformat(),
+    )  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    tan = issued.stdout.strip()
+    wrong = proxitrace("backend", "tan", "issue", "--config", str(scene.backend_toml), "--report-type", "rumour")
+    assert wrong.returncode == 2 and "'rumour' is not one of 'confirmed-test'" in wrong.stderr
+
+    mine = (onset - dt.timedelta(days=3)).isoformat()
+    declined = proxitrace(
+        "--config", str(conf), "--state-dir", str(state), "report", "--tan", tan, "--onset", mine, stdin="n\n"
+    )
+    assert declined.returncode == 1 and "aborted" in declined.stderr
+    lines = declined.stdout.splitlines()
+    assert lines[0] == (
+        f"Onset date {onset.isoformat()} from the health authority replaces your --onset {mine} "
+        "(report type: self report)."
+    )
+    assert lines[1].startswith(f"Contagious window sent: {(onset - dt.timedelta(days=2)).isoformat()} to ")
+    with sqlite3.connect(scene.tmp / "backend" / DB_FILE) as db:  # declined: the TAN is not spent on the backend
+        assert db.execute("SELECT spent FROM tans").fetchall() == [(0,)]
+    sent = proxitrace("--config", str(conf), "--state-dir", str(state), "report", "--tan", tan, "--yes")
+    assert sent.returncode == 0 and "report sent" in sent.stdout, sent.stderr
+    assert sent.stdout.startswith(
+        f"Onset date {onset.isoformat()} from the health authority (report type: self report)."
+    )
+    assert scene.stop()[0] == 0
+    db = sqlite3.connect(f"file:{scene.tmp / 'backend' / DB_FILE}?mode=ro", uri=True)
+    stored = db.execute("SELECT DISTINCT report_type FROM published_keys").fetchall()
+    assert stored == [(int(ReportType.SELF_REPORT),)]  # yesterday's and today's key
 
 
 def test_ebid_register_and_status(scene: Scene) -> None:

@@ -157,7 +157,7 @@ async def test_gaen_dummy_upload_matches_a_real_one_on_the_wire(
             real = recorder.take()
             await agent.fake_report(SchemeName.GAEN)
             fake = recorder.take()
-    assert len(real) == len(fake) == 3  # health, TAN exchange, upload
+    assert len(real) == len(fake) == 4  # TAN check, health, TAN exchange, upload
     assert sorted((c.up, c.down) for c in real) == sorted((c.up, c.down) for c in fake)
     assert running.backend.store.count_keys(SchemeName.GAEN) == len(keys)
 

@@ -254,9 +254,12 @@ def rows_of(db: sqlite3.Connection, client_ids: set[str]) -> set[object]:
 
 
 def identifying(values: set[object]) -> set[object]:
-    """Blobs, strings and times identify; flags, counts, days, periods and TX powers repeat by nature."""
+    """Blobs, strings and times identify; flags, counts, days, periods and TX powers repeat by nature, and
+    so does a UTC midnight (an access token's expiry is rounded to one: every token of that day has it)."""
     return {
-        v for v in values if (isinstance(v, bytes | str) and len(v) >= 8) or (isinstance(v, int | float) and v >= 1e9)
+        v
+        for v in values
+        if (isinstance(v, bytes | str) and len(v) >= 8) or (isinstance(v, int | float) and v >= 1e9 and v % 86_400)
     }
 
 

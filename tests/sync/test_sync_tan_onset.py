@@ -1,9 +1,9 @@
 """The TAN carries the health officer's onset date and report type to the device (issue 13, item 5).
 
-A TAN is issued through the portal with onset day D; the device redeems it before it asks for consent,
-publishes exactly the contagious window (D - 2 to today) even when its user named an earlier onset, and
-the keys in the published list carry the officer's report type. For EBID only contacts heard inside the
-window are submitted.
+A TAN is issued through the portal with onset day D; the device checks it (spending nothing) before it
+asks for consent, publishes exactly the contagious window (D - 2 to today) even when its user named an
+earlier onset, and the keys in the published list carry the officer's report type. For EBID only contacts
+heard inside the window are submitted. A declined report leaves the TAN open on the backend.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import aiohttp
+import pytest
 from support.backend_harness import DAY, T0, RunningBackend, heard
 from support.sync_devices import issue, make_device
 
@@ -22,9 +23,10 @@ from agent.protocol.export_stream import parse_key_chunk
 from agent.risk import CONTAGIOUS_DAYS_BEFORE_ONSET, RiskSettings
 from agent.schemes.base import SchemeName
 from agent.schemes.published import ReportType
+from agent.server import codes
 from agent.server.portal.service import ReportType as OfficerReportType
 from agent.store import OwnKey
-from agent.sync import reported_onset
+from agent.sync import SyncError, reported_onset
 
 TODAY = int(T0) // DAY
 ONSET = TODAY - 4
@@ -85,6 +87,36 @@ async def test_a_tan_without_onset_leaves_the_users_onset_and_a_declined_report_
     await a.client.upload(SchemeName.GAEN, again, ONSET, a.client.report_keys(SchemeName.GAEN, ONSET, clock.now()))
     outcome = await a.client.sync(SchemeName.GAEN, RiskSettings(), 0.0)
     assert outcome.problems == ()
+
+
+async def test_a_declined_report_leaves_its_tan_open_on_the_backend(
+    tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """Consent comes before the TAN is spent: checking it tells the device the officer's onset and type
+    and spends nothing, so after a declined report the same TAN still reports, on this device or another."""
+    store = running.backend.store
+    for scheme in (SchemeName.GAEN, SchemeName.EBID):
+        a = make_device(tmp_path, f"a-{scheme.value}", running.url, running, http, clock, scheme)
+        tan = _officer_tan(running, ONSET, OfficerReportType.CLINICAL_DIAGNOSIS)
+        tan_hash = codes.code_hash(codes.normalise_code(tan) or "")
+        grant = await a.client.check_tan(tan)
+        assert grant == wire.TanGrant(ONSET, ReportType.CONFIRMED_CLINICAL_DIAGNOSIS)
+        assert await a.client.check_tan(tan) == grant  # asking again (the question asked again) is the same
+        # declined at the consent question: the TAN is open on the backend and nothing of it is kept here
+        assert store.tan_states(clock.now())[tan_hash] == "open"
+        assert a.store.credential("pending_report") is None
+        if scheme is SchemeName.GAEN:
+            a.ring.ensure(T0 - DAY)
+            await a.client.report(scheme, tan, None, a.client.report_keys(scheme, ONSET, clock.now()))
+        else:
+            contact = make_device(tmp_path, "contact", running.url, running, http, clock, scheme)
+            await contact.client.register(await issue(http, running, "enrolment-codes"))
+            a.store.add_windows(heard(contact.ring.scheme(), clock.now() + 60, minutes=10, rssi=-50))
+            await clock.advance(3600)
+            await a.client.report_ebid(tan, a.client.ebid_contacts(ONSET, clock.now(), 0.0))
+        assert store.tan_states(clock.now())[tan_hash] == "used"
+        with pytest.raises(SyncError, match="TAN already used"):
+            await a.client.check_tan(tan)
 
 
 def test_the_cli_says_which_onset_it_uses() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 from support.backend_harness import DAY, T0, RunningBackend, heard
-from support.sync_devices import ADMIN_TOKEN, Device, issue, make_device
+from support.sync_devices import Device, issue, make_device
 
 from agent.clock import ManualClock
 from agent.protocol import wire
@@ -101,7 +101,7 @@ COLUMNS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "officer_sessions": (SECRETS, {"hash": "SHA-256", "officer_id": "", "expires": "login + TTL"}),
     "api_tokens": (SECRETS, {"hash": "SHA-256", "officer_id": "", "created": ""}),
-    "audit_log": (SECRETS, {"id": "", "time": "", "actor": "officer", "action": "", "detail": "TAN id, type"}),
+    "audit_log": (SECRETS, {"id": "", "day": "UTC day", "actor": "officer", "action": "", "detail": "TAN id, type"}),
     "issued_tans": (
         SECRETS,
         {
@@ -130,18 +130,11 @@ async def _pilot_day(tmp_path: Path, rb: RunningBackend, http: aiohttp.ClientSes
     """The day; returns the number of submissions the two reports made."""
     names = ["ann", "bob", "cem", "dee", "eli", "fay"]
     devices: dict[str, Device] = {n: make_device(tmp_path, n, rb.url, rb, http, clock, SchemeName.EBID) for n in names}
-    # the operator prints a sheet of codes in the morning; people register with theirs during the day
-    async with http.post(
-        f"{rb.url}/v1/admin/enrolment-codes",
-        json={"count": len(names)},
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    ) as r:
-        assert r.status == 201
-        codes = (await r.json())["codes"]
-    for device, code in zip(devices.values(), codes, strict=True):
+    # natural timing: each person is handed a code at the desk (an audit entry) and registers at once, and
+    # the next thing the operator does is issue a TAN, in the same instant as the last registration
+    for device in devices.values():
         await clock.advance(137)
-        await device.client.register(code)
-    await clock.advance(60)  # the audit log keeps exact times: no TAN is issued in the instant someone registers
+        await device.client.register(await issue(http, rb, "enrolment-codes"))
     gaen = make_device(tmp_path, "gus", rb.url, rb, http, clock, SchemeName.GAEN)
     gaen.ring.ensure(T0 - DAY)
     keys = gaen.client.report_keys(SchemeName.GAEN, None, clock.now())
@@ -175,15 +168,21 @@ def _values(db: sqlite3.Connection, table: str, columns: list[str]) -> list[obje
     return [v for row in db.execute(f"SELECT {', '.join(columns)} FROM {table}") for v in row if v is not None]
 
 
+def _day_boundary(value: float) -> bool:
+    """A UTC midnight names only a day, which every code or token of that day shares (the test asserts
+    which columns hold only such values)."""
+    return value % DAY == 0
+
+
 def _joinable(value: object) -> bool:
     """Flags, counts, days and periods repeat by nature; blobs, strings and times identify."""
     if isinstance(value, bytes | str):
         return len(value) >= 8
-    return isinstance(value, float | int) and value >= TIME_FLOOR
+    return isinstance(value, float | int) and value >= TIME_FLOOR and not _day_boundary(value)
 
 
 def _times(values: list[object]) -> list[float]:
-    return [float(v) for v in values if isinstance(v, int | float) and v >= TIME_FLOOR]
+    return [float(v) for v in values if isinstance(v, int | float) and v >= TIME_FLOOR and not _day_boundary(v)]
 
 
 async def test_the_store_joins_no_secret_to_a_pseudonym_or_a_submission(
@@ -233,8 +232,13 @@ async def test_the_store_joins_no_secret_to_a_pseudonym_or_a_submission(
         close = [t for t in pseudonym_times if abs(t - derived) <= TOLERANCE]
         assert not close, f"a secret's time {secret_time} ± {lifetime} s lands on a pseudonym's time {close}"
 
-    # enrolment codes expire at the end of a UTC day: their expiry gives no issue time
-    assert all(e % DAY == 0 for (e,) in db.execute("SELECT expires FROM enrolment_codes"))
+    # enrolment codes and tokens expire at the end of a UTC day, TANs on the hour: no expiry gives the
+    # moment of issue; the audit log keeps days, not times
+    for table in ("enrolment_codes", "upload_tokens", "access_tokens"):
+        expiries = [e for (e,) in db.execute(f"SELECT expires FROM {table}")]
+        assert expiries and all(_day_boundary(e) for e in expiries), table
+    assert all(e % 3600 == 0 for (e,) in db.execute("SELECT expires FROM tans UNION SELECT expires FROM issued_tans"))
+    assert "time" not in tables["audit_log"]
     # every bought token was spent exactly once, remembered by a hash that is no hash of anything else stored
     spent = [bytes(h) for (h,) in db.execute("SELECT hash FROM spent_submission_tokens")]
     assert len(spent) == len(set(spent)) == submissions

@@ -2,7 +2,9 @@
 
 The table refuses UPDATE and DELETE (triggers in the schema), and nothing here writes a TAN, a token, a
 password or anything about the person a TAN was for: an entry names the officer, the action, and the
-portal's own number of the issued TAN. CSV export neutralises cells a spreadsheet would run as a formula.
+portal's own number of the issued TAN. An entry keeps the UTC day, not the time (``AuditEntry``), and
+entries of one day are told apart by their order. CSV export neutralises cells a spreadsheet would run
+as a formula.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 from collections.abc import Iterable
 from enum import StrEnum
 
+from agent.clock import day_of, day_to_date
 from agent.server.portal.store import AuditEntry, PortalStore
 
 CLI_ACTOR = "(command line)"
@@ -39,7 +42,7 @@ class Audit:
         self._store = store
 
     def record(self, now: float, actor: str, action: Action, detail: str = "") -> None:
-        self._store.append_audit(now, actor, action.value, detail)
+        self._store.append_audit(day_of(now), actor, action.value, detail)
 
     def entries(self, limit: int | None = None) -> list[AuditEntry]:
         return self._store.audit_entries(limit)
@@ -47,6 +50,10 @@ class Audit:
 
 def utc(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def utc_day(day: int) -> str:
+    return day_to_date(day).isoformat()
 
 
 def _cell(text: str) -> str:
@@ -57,7 +64,7 @@ def to_csv(entries: Iterable[AuditEntry]) -> str:
     """Oldest first, one row per entry."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(["id", "time_utc", "actor", "action", "detail"])
+    writer.writerow(["id", "date_utc", "actor", "action", "detail"])
     for e in sorted(entries, key=lambda e: e.id):
-        writer.writerow([e.id, utc(e.time), _cell(e.actor), _cell(e.action), _cell(e.detail)])
+        writer.writerow([e.id, utc_day(e.day), _cell(e.actor), _cell(e.action), _cell(e.detail)])
     return out.getvalue()

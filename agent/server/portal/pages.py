@@ -21,7 +21,7 @@ from aiohttp import web
 
 from agent.server.portal import csrf, dashboard, metrics
 from agent.server.portal.accounts import Verdict
-from agent.server.portal.audit import Action, to_csv, utc
+from agent.server.portal.audit import Action, to_csv, utc, utc_day
 from agent.server.portal.service import Portal, PortalError, ReportType
 from agent.server.portal.sessions import LOGIN_COOKIE, SESSION_COOKIE, CookieSettings, new_token, sign, unsign
 from agent.server.portal.store import Officer
@@ -78,6 +78,7 @@ def portal_app(portal: Portal) -> web.Application:
     )
     env = aiohttp_jinja2.get_env(app)
     env.filters["utc"] = utc
+    env.filters["utc_day"] = utc_day
     env.globals["prefix"] = PREFIX
     r = app.router
     r.add_get("/", _home)

@@ -27,8 +27,11 @@ class Officer:
 
 @dataclass(frozen=True)
 class AuditEntry:
+    """One audit entry. It keeps the UTC day only: an exact time of "TAN issued" or "codes issued" was
+    the moment a person was handed a secret, which the moment their device next acted would match."""
+
     id: int
-    time: float
+    day: int
     actor: str
     action: str
     detail: str
@@ -158,13 +161,13 @@ class PortalStore:
 
     # ---- audit log -----------------------------------------------------------------------------------
 
-    def append_audit(self, now: float, actor: str, action: str, detail: str) -> None:
+    def append_audit(self, day: int, actor: str, action: str, detail: str) -> None:
         self._db.execute(
-            "INSERT INTO audit_log (time, actor, action, detail) VALUES (?, ?, ?, ?)", (now, actor, action, detail)
+            "INSERT INTO audit_log (day, actor, action, detail) VALUES (?, ?, ?, ?)", (day, actor, action, detail)
         )
 
     def audit_entries(self, limit: int | None = None) -> list[AuditEntry]:
-        sql = "SELECT id, time, actor, action, detail FROM audit_log ORDER BY id DESC"
+        sql = "SELECT id, day, actor, action, detail FROM audit_log ORDER BY id DESC"
         rows = self._db.execute(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ()).fetchall()
         return [AuditEntry(*row) for row in rows]
 
