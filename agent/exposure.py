@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.clock import DAY, day_of
-from agent.match_workers import ChunkMatcher, StartMethod, match_chunks, worker_count
+from agent.match_workers import ChunkMatcher, StartMethod, cores, match_chunks, worker_count
 from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen, resolve
 from agent.protocol.export import StreamedExport
 from agent.risk import (
@@ -134,10 +134,11 @@ def process_export(
     return _record(store, scheme, matches, digest, source, count, now, settings, receiver_correction)
 
 
-def workers_for(export: StreamedExport, available: int) -> int:
-    """How many of ``available`` processes ``process_export`` should match ``export`` over: one (this
-    process) for a list too small to repay starting workers (``match_workers.worker_count``)."""
-    return worker_count(export.summary.key_count, available)
+def workers_for(export: StreamedExport, configured: int) -> int:
+    """How many processes ``process_export`` should match ``export`` over, ``configured`` at most (the
+    ``match_workers`` setting; 0: one per core): one (this process) for a list too small to repay
+    starting workers (``match_workers.worker_count``)."""
+    return worker_count(export.summary.key_count, configured or cores())
 
 
 def _record(

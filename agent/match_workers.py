@@ -16,6 +16,7 @@ measures both).
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -36,6 +37,12 @@ this process costs; smaller lists (every test's, a pilot's) are matched without 
 def worker_count(keys: int, workers: int) -> int:
     """How many of ``workers`` processes a list of ``keys`` keys is matched over (1: in this one)."""
     return max(1, min(workers, keys // MIN_KEYS_PER_WORKER))
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a systemd unit or a container may
+    narrow): what a ``match_workers`` setting of 0 means."""
+    return len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)

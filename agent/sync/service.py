@@ -259,7 +259,7 @@ class SyncService:
             risk,
             correction,
             self.settings.retention_days,
-            workers=workers_for(v.export, self.settings.match_workers or len(os.sched_getaffinity(0))),
+            workers=workers_for(v.export, self.settings.match_workers),
             start_method=MATCH_START_METHOD,
         )
 
