@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from agent.clock import DAY, day_of
 from agent.match_workers import ChunkMatcher, StartMethod, cores, match_chunks, worker_count
 from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen, resolve
-from agent.protocol.export import StreamedExport
+from agent.protocol.export import ExportError, StreamedExport, export_identity
 from agent.risk import (
     Assessment,
     CalibrationConfidence,
@@ -42,8 +43,29 @@ class ListOutcome:
         return bool(self.assessment and self.assessment.notify)
 
 
+IDENTITY_PREFIX = "export.sig "
+"""How a file's ``export_identity`` is kept among the processed lists' export.bin digests (hex both):
+a prefix no digest has, so the two kinds of row never meet."""
+
+
 def list_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def processed_before(store: Store, source: BinaryIO) -> bool:
+    """Whether the export file in ``source`` was matched before, known from its export.sig alone
+    (``export_identity`` says why that is sound), so a national file seen again costs a look at the end
+    of its zip instead of inflating and hashing tens of megabytes. False for a file not recognised, or
+    unreadable: verifying it then gives the reason."""
+    try:
+        identity = export_identity(source)
+    except ExportError:
+        return False
+    return store.is_list_processed(_identity_row(identity))
+
+
+def _identity_row(identity: bytes) -> str:
+    return IDENTITY_PREFIX + identity.hex()
 
 
 def match_keys(
@@ -116,22 +138,26 @@ def process_export(
     progress: Callable[[int], None] | None = None,
 ) -> ListOutcome:
     """``process_list`` for a streamed export of any size: the keys are read chunk by chunk and matched
-        over ``workers`` processes, and nothing is stored unless every key of the file passed its checks
-        (``ExportError`` otherwise). Only the heard IDs are loaded up front; the windows are read for the
-    few IDs that were hit. The digest is export.bin's SHA-256, known before any key is read, so a
-        file processed before costs one verifying pass and no matching."""
+    over ``workers`` processes, and nothing is stored unless every key of the file passed its checks
+    (``ExportError`` otherwise). Only the heard IDs are loaded up front; the windows are read for the
+    few IDs that were hit. The list is remembered by export.bin's SHA-256 (known before any key is read)
+    and by its ``export_identity``, so ``processed_before`` knows the file again without reading it."""
     if scheme is SchemeName.EBID:
         raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
     digest = export.summary.export_sha256.hex()
     count = export.summary.key_count
     if store.is_list_processed(digest):
-        return ListOutcome(digest, count, 0, True, None)
-    ids = store.heard_ids(scheme, since=now - retention_days * DAY)
-    index = SightingIndex((), ids)
-    matcher = ChunkMatcher(scheme, export.summary, day_of(now))
-    hits = match_chunks(matcher, export.chunks(), index, ids, workers, start_method, progress)
-    matches = resolve(hits, lambda wanted: store.windows_by_id(wanted, scheme))
-    return _record(store, scheme, matches, digest, source, count, now, settings, receiver_correction)
+        outcome = ListOutcome(digest, count, 0, True, None)
+    else:
+        ids = store.heard_ids(scheme, since=now - retention_days * DAY)
+        index = SightingIndex((), ids)
+        matcher = ChunkMatcher(scheme, export.summary, day_of(now))
+        hits = match_chunks(matcher, export.chunks(), index, ids, workers, start_method, progress)
+        matches = resolve(hits, lambda wanted: store.windows_by_id(wanted, scheme))
+        outcome = _record(store, scheme, matches, digest, source, count, now, settings, receiver_correction)
+    # after the results: a file is never recognised as processed before its results are stored
+    store.record_exposures((), processed=(_identity_row(export.summary.signature_sha256), source, count, now))
+    return outcome
 
 
 def workers_for(export: StreamedExport, configured: int) -> int:

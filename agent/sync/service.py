@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
-from agent.exposure import ListOutcome, StartMethod, process_export, workers_for
+from agent.exposure import ListOutcome, StartMethod, process_export, processed_before, workers_for
 from agent.keys import KeyRing
 from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.protocol.export import DEFAULT_LIMITS, ExportError
@@ -145,7 +145,16 @@ class SyncService:
         answer = await self._client.exposed(scheme, last, body, DEFAULT_LIMITS.max_archive_bytes, progress)
         s = self.settings
         verdict = verify_pull(
-            scheme, answer.status, answer.headers, body, public, s.key_id, s.base_url, last, self._clock.now()
+            scheme,
+            answer.status,
+            answer.headers,
+            body,
+            public,
+            s.key_id,
+            s.base_url,
+            last,
+            self._clock.now(),
+            functools.partial(processed_before, self._store),
         )
         if isinstance(verdict, Refusal):
             raise ListRejected(verdict.reason)
@@ -194,6 +203,9 @@ class SyncService:
                     )
                 except SyncError as exc:
                     problems.append(f"key server file {name}: {exc.reason}")
+                    continue
+                if processed_before(self._store, body):  # the same file under another name
+                    good.append(name)
                     continue
                 verified = verify_key_server_file(name, body, ks, self._clock.now())
                 if isinstance(verified, Refusal):
