@@ -7,13 +7,15 @@ explanation (buckets, minutes, why) and never with an ID.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from agent.clock import DAY, day_of
-from agent.match_workers import ChunkMatcher, StartMethod, cores, match_chunks, worker_count
+from agent.match_workers import ChunkHits, ChunkMatcher, StartMethod, cores, match_chunks, worker_count
 from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen, resolve
 from agent.protocol.export import ExportError, StreamedExport, export_identity
 from agent.risk import (
@@ -37,6 +39,8 @@ class ListOutcome:
     matched_keys: int
     already_processed: bool
     assessment: Assessment | None
+    processes: int = 1
+    """How many processes the keys were matched over (0: not matched, already processed)."""
 
     @property
     def notify(self) -> bool:
@@ -118,7 +122,7 @@ def process_list(
     """Match one verified list against everything heard within retention and store the per-day results
     together with the list's digest (so it is never matched twice)."""
     if store.is_list_processed(digest):
-        return ListOutcome(digest, len(keys), 0, True, None)
+        return ListOutcome(digest, len(keys), 0, True, None, processes=0)
     index = SightingIndex(store.windows(scheme=scheme, since=now - retention_days * DAY))
     matches = match_keys(scheme, keys, index, now, progress)
     return _record(store, scheme, matches, digest, source, len(keys), now, settings, receiver_correction)
@@ -142,22 +146,93 @@ def process_export(
     (``ExportError`` otherwise). Only the heard IDs are loaded up front; the windows are read for the
     few IDs that were hit. The list is remembered by export.bin's SHA-256 (known before any key is read)
     and by its ``export_identity``, so ``processed_before`` knows the file again without reading it."""
-    if scheme is SchemeName.EBID:
-        raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
-    digest = export.summary.export_sha256.hex()
-    count = export.summary.key_count
-    if store.is_list_processed(digest):
-        outcome = ListOutcome(digest, count, 0, True, None)
-    else:
-        ids = store.heard_ids(scheme, since=now - retention_days * DAY)
-        index = SightingIndex((), ids)
-        matcher = ChunkMatcher(scheme, export.summary, day_of(now))
-        hits = match_chunks(matcher, export.chunks(), index, ids, workers, start_method, progress)
-        matches = resolve(hits, lambda wanted: store.windows_by_id(wanted, scheme))
-        outcome = _record(store, scheme, matches, digest, source, count, now, settings, receiver_correction)
-    # after the results: a file is never recognised as processed before its results are stored
-    store.record_exposures((), processed=(_identity_row(export.summary.signature_sha256), source, count, now))
-    return outcome
+    job = _ExportJob.begin(store, scheme, export, now, retention_days)
+    if job.done is not None:
+        return job.remember(store, job.done, source, now)
+    found = job.match(workers, start_method, progress)
+    return job.finish(store, found, source, now, settings, receiver_correction)
+
+
+async def process_export_off_loop(
+    store: Store,
+    scheme: SchemeName,
+    export: StreamedExport,
+    source: str,
+    now: float,
+    settings: RiskSettings,
+    receiver_correction: float,
+    retention_days: int = 14,
+    workers: int = 1,
+    start_method: StartMethod = "fork",
+) -> ListOutcome:
+    """``process_export`` for the daemon: reading, checking and matching the keys (seconds for a national
+    list) run in a thread (which feeds the worker processes), so the event loop keeps advertising,
+    recording and answering meanwhile; the store is only touched from the loop's own thread, where every
+    other writer of it runs (one SQLite connection: two threads' transactions would interleave)."""
+    job = _ExportJob.begin(store, scheme, export, now, retention_days)
+    if job.done is not None:
+        return job.remember(store, job.done, source, now)
+    found = await asyncio.to_thread(job.match, workers, start_method, None)
+    return job.finish(store, found, source, now, settings, receiver_correction)
+
+
+@dataclass(frozen=True)
+class _ExportJob:
+    """One streamed list between what is read from the store (``begin``), the matching that needs no
+    store (``match``, safe in any thread) and what is written to it (``finish``)."""
+
+    scheme: SchemeName
+    export: StreamedExport
+    today: int
+    ids: list[bytes]
+    done: ListOutcome | None
+
+    @classmethod
+    def begin(
+        cls, store: Store, scheme: SchemeName, export: StreamedExport, now: float, retention_days: int
+    ) -> _ExportJob:
+        if scheme is SchemeName.EBID:
+            raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
+        digest, count = export.summary.export_sha256.hex(), export.summary.key_count
+        if store.is_list_processed(digest):
+            return cls(scheme, export, day_of(now), [], ListOutcome(digest, count, 0, True, None, processes=0))
+        return cls(scheme, export, day_of(now), store.heard_ids(scheme, since=now - retention_days * DAY), None)
+
+    def match(self, workers: int, start_method: StartMethod, progress: Callable[[int], None] | None) -> ChunkHits:
+        index = SightingIndex((), self.ids)
+        matcher = ChunkMatcher(self.scheme, self.export.summary, self.today)
+        return match_chunks(matcher, self.export.chunks(), index, self.ids, workers, start_method, progress)
+
+    def finish(
+        self,
+        store: Store,
+        found: ChunkHits,
+        source: str,
+        now: float,
+        settings: RiskSettings,
+        receiver_correction: float,
+    ) -> ListOutcome:
+        summary = self.export.summary
+        matches = resolve(found.hits, lambda wanted: store.windows_by_id(wanted, self.scheme))
+        outcome = _record(
+            store,
+            self.scheme,
+            matches,
+            summary.export_sha256.hex(),
+            source,
+            summary.key_count,
+            now,
+            settings,
+            receiver_correction,
+        )
+        return self.remember(store, dataclasses.replace(outcome, processes=found.processes), source, now)
+
+    def remember(self, store: Store, outcome: ListOutcome, source: str, now: float) -> ListOutcome:
+        """Also remember the file by its export.sig; after its results, so a file is never recognised
+        as processed before they are stored."""
+        row = (_identity_row(self.export.summary.signature_sha256), source, outcome.keys, now)
+        store.record_exposures((), processed=row)
+        return outcome
 
 
 def workers_for(export: StreamedExport, configured: int) -> int:

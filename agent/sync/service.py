@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
-from agent.exposure import ListOutcome, StartMethod, process_export, processed_before, workers_for
+from agent.exposure import ListOutcome, StartMethod, process_export_off_loop, processed_before, workers_for
 from agent.keys import KeyRing
 from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.protocol.export import DEFAULT_LIMITS, ExportError
@@ -83,6 +83,8 @@ class SyncOutcome:
     notify: bool = False
     summaries: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    match_processes: int = 0
+    """The most processes any new list was matched over (1: in the daemon's own; 0: nothing matched)."""
 
 
 @dataclass
@@ -144,7 +146,9 @@ class SyncService:
         last = self.last_tag(scheme)
         answer = await self._client.exposed(scheme, last, body, DEFAULT_LIMITS.max_archive_bytes, progress)
         s = self.settings
-        verdict = verify_pull(
+        known = answer.status == 200 and processed_before(self._store, body)  # export.sig only: cheap
+        verdict = await asyncio.to_thread(  # hashing and verifying tens of megabytes: off the event loop
+            verify_pull,
             scheme,
             answer.status,
             answer.headers,
@@ -154,7 +158,7 @@ class SyncService:
             s.base_url,
             last,
             self._clock.now(),
-            functools.partial(processed_before, self._store),
+            lambda _: known,
         )
         if isinstance(verdict, Refusal):
             raise ListRejected(verdict.reason)
@@ -207,12 +211,12 @@ class SyncService:
                 if processed_before(self._store, body):  # the same file under another name
                     good.append(name)
                     continue
-                verified = verify_key_server_file(name, body, ks, self._clock.now())
+                verified = await asyncio.to_thread(verify_key_server_file, name, body, ks, self._clock.now())
                 if isinstance(verified, Refusal):
                     problems.append(verified.reason)
                     continue
                 try:
-                    outcomes.append(self._process(SchemeName.GAEN, verified, risk, receiver_correction))
+                    outcomes.append(await self._process(SchemeName.GAEN, verified, risk, receiver_correction))
                 except ExportError as exc:
                     problems.append(f"key server file {name}: {exc.reason}")
                     continue
@@ -237,7 +241,7 @@ class SyncService:
         with self.spool() as body:
             pulled = await self.pull(scheme, body, progress)
             try:
-                outcomes = [self._process(scheme, v, risk, receiver_correction) for v in pulled.lists]
+                outcomes = [await self._process(scheme, v, risk, receiver_correction) for v in pulled.lists]
             except ExportError as exc:
                 raise ListRejected(f"{scheme} list: export refused: {exc.reason}") from None
         self._commit_tag(scheme, pulled.tag)
@@ -258,11 +262,13 @@ class SyncService:
             notify=any(o.notify for o in fresh),
             summaries=tuple(o.assessment.explain().summary for o in fresh if o.assessment is not None),
             problems=tuple(problems),
+            match_processes=max((o.processes for o in fresh), default=0),
         )
 
-    def _process(self, scheme: SchemeName, v: VerifiedList, risk: RiskSettings, correction: float) -> ListOutcome:
-        """Match one verified list from its file; ``ExportError`` if a key in it is refused (nothing stored)."""
-        return process_export(
+    async def _process(self, scheme: SchemeName, v: VerifiedList, risk: RiskSettings, correction: float) -> ListOutcome:
+        """Match one verified list from its file, off the event loop (``process_export_off_loop``);
+        ``ExportError`` if a key in it is refused (nothing stored)."""
+        return await process_export_off_loop(
             self._store,
             scheme,
             v.export,
