@@ -22,7 +22,6 @@ from agent.calibration import Calibration, adapter_model_keys, load_table, read_
 from agent.configfile import ConfigError, build, read_toml
 from agent.protocol import transport
 from agent.risk import RiskSettings
-from agent.sync.client import tls_context
 from agent.sync.errors import NotConfigured
 from agent.sync.settings import KeyServer, SyncSettings
 
@@ -245,6 +244,8 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
     )
     if settings.ca_file:
         try:
+            from agent.sync.client import tls_context  # aiohttp: loaded only for a configured CA file
+
             tls_context(settings)  # a missing or garbled CA file stops the agent here, named
         except NotConfigured as exc:
             raise ConfigError(str(exc)) from None

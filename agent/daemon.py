@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.ble.edge import BleEdge, BleHealth
 from agent.calibration import Calibration
@@ -43,9 +44,14 @@ from agent.sightings import RawSighting
 from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
-from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, SyncSettings, open_session
+from agent.sync.errors import SyncError
+from agent.sync.settings import SyncSettings
 from agent.timesource import TimeSource, time_source_for
 from agent.timetrust import Jump, TimeWatch
+
+if TYPE_CHECKING:
+    from agent.protocol.wire import RiskVerdict
+    from agent.sync.service import SyncOutcome
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +230,9 @@ class Daemon:
     async def _sync(self, settings: SyncSettings) -> None:
         """Pull and match lists (DP-3T, GAEN) or keep EBIDs and ask for the risk verdict (EBID), with backoff."""
         correction = self.calibration.rssi_correction
+        from agent.sync.client import open_session  # aiohttp and the list pipeline: only with a backend
+        from agent.sync.service import SyncService
+
         async with open_session(settings) as session:
             service = SyncService(session, settings, self.clock, self.store)
             dummies = asyncio.create_task(service.run_dummy_traffic(self.scheme)) if settings.dummy_traffic else None
@@ -242,13 +251,13 @@ class Daemon:
     def _on_sync(self, result: SyncOutcome | SyncError, next_in: float) -> None:
         self.state.last_sync_at = self.clock.now()
         self.state.last_sync_ok = not isinstance(result, SyncError)
-        if isinstance(result, SyncOutcome) and result.notify:
+        if not isinstance(result, SyncError) and result.notify:
             self._exposed(len([r for r in self.store.exposures() if r.notify]))
 
     def _on_risk_verdict(self, result: RiskVerdict | SyncError, next_in: float) -> None:
         self.state.last_sync_at = self.clock.now()
         self.state.last_sync_ok = not isinstance(result, SyncError)
-        if isinstance(result, RiskVerdict) and result.at_risk:
+        if not isinstance(result, SyncError) and result.at_risk:
             self._exposed(1)
 
     def _exposed(self, days: int) -> None:
