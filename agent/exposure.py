@@ -107,6 +107,24 @@ def assess_matches(matches: Sequence[KeyMatch], settings: RiskSettings, receiver
     return assess(windows, settings.model)
 
 
+class HeardIds:
+    """The IDs of one scheme heard within retention and their index, read from the store at most once
+    for all the lists of one pass: a cold start pulls 14 daily files, and reading two weeks of sightings
+    and indexing them (a fifth of a second for 50 peers) for each one was a fifth of the pass's CPU
+    (``tests/bench/bench_national.py``). Lives for one pass, so what is heard meanwhile is in the next."""
+
+    def __init__(self, store: Store, scheme: SchemeName, now: float, retention_days: int) -> None:
+        self.scheme = scheme
+        self._read = lambda: store.heard_ids(scheme, since=now - retention_days * DAY)
+        self._found: tuple[list[bytes], SightingIndex] | None = None
+
+    def get(self) -> tuple[list[bytes], SightingIndex]:
+        if self._found is None:
+            ids = self._read()
+            self._found = (ids, SightingIndex((), ids))
+        return self._found
+
+
 def process_list(
     store: Store,
     scheme: SchemeName,
@@ -140,13 +158,15 @@ def process_export(
     workers: int = 1,
     start_method: StartMethod = "fork",
     progress: Callable[[int], None] | None = None,
+    heard: HeardIds | None = None,
 ) -> ListOutcome:
     """``process_list`` for a streamed export of any size: the keys are read chunk by chunk and matched
     over ``workers`` processes, and nothing is stored unless every key of the file passed its checks
     (``ExportError`` otherwise). Only the heard IDs are loaded up front; the windows are read for the
     few IDs that were hit. The list is remembered by export.bin's SHA-256 (known before any key is read)
-    and by its ``export_identity``, so ``processed_before`` knows the file again without reading it."""
-    job = _ExportJob.begin(store, scheme, export, now, retention_days)
+    and by its ``export_identity``, so ``processed_before`` knows the file again without reading it.
+    ``heard``: the IDs, shared by all the lists of one pass (read here when not given)."""
+    job = _ExportJob.begin(store, scheme, export, now, heard or HeardIds(store, scheme, now, retention_days))
     if job.done is not None:
         return job.remember(store, job.done, source, now)
     found = job.match(workers, start_method, progress)
@@ -164,12 +184,13 @@ async def process_export_off_loop(
     retention_days: int = 14,
     workers: int = 1,
     start_method: StartMethod = "fork",
+    heard: HeardIds | None = None,
 ) -> ListOutcome:
     """``process_export`` for the daemon: reading, checking and matching the keys (seconds for a national
     list) run in a thread (which feeds the worker processes), so the event loop keeps advertising,
     recording and answering meanwhile; the store is only touched from the loop's own thread, where every
     other writer of it runs (one SQLite connection: two threads' transactions would interleave)."""
-    job = _ExportJob.begin(store, scheme, export, now, retention_days)
+    job = _ExportJob.begin(store, scheme, export, now, heard or HeardIds(store, scheme, now, retention_days))
     if job.done is not None:
         return job.remember(store, job.done, source, now)
     found = await asyncio.to_thread(job.match, workers, start_method, None)
@@ -185,23 +206,25 @@ class _ExportJob:
     export: StreamedExport
     today: int
     ids: list[bytes]
+    index: SightingIndex | None
     done: ListOutcome | None
 
     @classmethod
-    def begin(
-        cls, store: Store, scheme: SchemeName, export: StreamedExport, now: float, retention_days: int
-    ) -> _ExportJob:
+    def begin(cls, store: Store, scheme: SchemeName, export: StreamedExport, now: float, heard: HeardIds) -> _ExportJob:
         if scheme is SchemeName.EBID:
             raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
+        if heard.scheme is not scheme:
+            raise ValueError(f"a {scheme} list matched against the IDs of {heard.scheme}")
         digest, count = export.summary.export_sha256.hex(), export.summary.key_count
         if store.is_list_processed(digest):
-            return cls(scheme, export, day_of(now), [], ListOutcome(digest, count, 0, True, None, processes=0))
-        return cls(scheme, export, day_of(now), store.heard_ids(scheme, since=now - retention_days * DAY), None)
+            return cls(scheme, export, day_of(now), [], None, ListOutcome(digest, count, 0, True, None, processes=0))
+        ids, index = heard.get()
+        return cls(scheme, export, day_of(now), ids, index, None)
 
     def match(self, workers: int, start_method: StartMethod, progress: Callable[[int], None] | None) -> ChunkHits:
-        index = SightingIndex((), self.ids)
+        assert self.index is not None, "a list processed before is not matched"
         matcher = ChunkMatcher(self.scheme, self.export.summary, self.today)
-        return match_chunks(matcher, self.export.chunks(), index, self.ids, workers, start_method, progress)
+        return match_chunks(matcher, self.export.chunks(), self.index, self.ids, workers, start_method, progress)
 
     def finish(
         self,

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
-from agent.exposure import ListOutcome, StartMethod, process_export_off_loop, processed_before, workers_for
+from agent.exposure import HeardIds, ListOutcome, StartMethod, process_export_off_loop, processed_before, workers_for
 from agent.keys import KeyRing
 from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.protocol.export import DEFAULT_LIMITS, ExportError
@@ -178,7 +178,11 @@ class SyncService:
     # ---- a plain GAEN key server ---------------------------------------------------------------------
 
     async def sync_key_server(
-        self, risk: RiskSettings, receiver_correction: float, progress: Progress | None = None
+        self,
+        risk: RiskSettings,
+        receiver_correction: float,
+        progress: Progress | None = None,
+        heard: HeardIds | None = None,
     ) -> tuple[list[ListOutcome], list[str]]:
         """Match the new export files listed in the key server's ``index.txt``, each verified with its key
         and matched as it arrives; the problems (a file that fails is skipped now and tried again next
@@ -195,6 +199,7 @@ class SyncService:
         names = index_entries(index.body)
         if isinstance(names, Refusal):
             raise ListRejected(names.reason)
+        heard = heard or self._heard(SchemeName.GAEN)
         root = urljoin(ks.index_url, "..")
         outcomes, problems, good = [], [], [n for n in names if n in seen]
         for name in names:
@@ -216,7 +221,7 @@ class SyncService:
                     problems.append(verified.reason)
                     continue
                 try:
-                    outcomes.append(await self._process(SchemeName.GAEN, verified, risk, receiver_correction))
+                    outcomes.append(await self._process(SchemeName.GAEN, verified, risk, receiver_correction, heard))
                 except ExportError as exc:
                     problems.append(f"key server file {name}: {exc.reason}")
                     continue
@@ -238,17 +243,18 @@ class SyncService:
         moves. Key-server trouble is reported in ``problems`` and does not stop our backend's list."""
         if scheme is SchemeName.EBID:
             raise ValueError("EBID devices do not match lists: use ask_risk_verdict")
+        heard = self._heard(scheme)  # read once, when the first list needs it, for every list of this sync
         with self.spool() as body:
             pulled = await self.pull(scheme, body, progress)
             try:
-                outcomes = [await self._process(scheme, v, risk, receiver_correction) for v in pulled.lists]
+                outcomes = [await self._process(scheme, v, risk, receiver_correction, heard) for v in pulled.lists]
             except ExportError as exc:
                 raise ListRejected(f"{scheme} list: export refused: {exc.reason}") from None
         self._commit_tag(scheme, pulled.tag)
         problems: list[str] = []
         if scheme is SchemeName.GAEN and self.settings.key_server is not None:
             try:
-                from_key_server, trouble = await self.sync_key_server(risk, receiver_correction, progress)
+                from_key_server, trouble = await self.sync_key_server(risk, receiver_correction, progress, heard)
                 outcomes += from_key_server
                 problems += trouble
             except SyncError as exc:
@@ -265,7 +271,12 @@ class SyncService:
             match_processes=max((o.processes for o in fresh), default=0),
         )
 
-    async def _process(self, scheme: SchemeName, v: VerifiedList, risk: RiskSettings, correction: float) -> ListOutcome:
+    def _heard(self, scheme: SchemeName) -> HeardIds:
+        return HeardIds(self._store, scheme, self._clock.now(), self.settings.retention_days)
+
+    async def _process(
+        self, scheme: SchemeName, v: VerifiedList, risk: RiskSettings, correction: float, heard: HeardIds
+    ) -> ListOutcome:
         """Match one verified list from its file, off the event loop (``process_export_off_loop``);
         ``ExportError`` if a key in it is refused (nothing stored)."""
         return await process_export_off_loop(
@@ -279,6 +290,7 @@ class SyncService:
             self.settings.retention_days,
             workers=workers_for(v.export, self.settings.match_workers),
             start_method=MATCH_START_METHOD,
+            heard=heard,
         )
 
     def _next_delay(self, retry: _Retry, error: SyncError | None) -> float:

@@ -14,20 +14,23 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.clock import day_of
-from agent.exposure import process_export, processed_before
+from agent.exposure import HeardIds, process_export, processed_before
 from agent.protocol.export import (
     EXPORT_BIN,
     EXPORT_SIG,
     ExportError,
     SignatureInfo,
+    StreamedExport,
     build_export,
     export_identity,
     verify_export_stream,
     zip_export,
 )
 from agent.risk import RiskSettings
+from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
+from agent.sightings import SightingWindow
 from agent.store import Store
 
 INFO = SignatureInfo(verification_key_id="228", verification_key_version="v1")
@@ -127,4 +130,40 @@ def test_an_unreadable_file_is_not_known_and_left_to_the_verifier(content: bytes
     assert not processed_before(store, io.BytesIO(content))
     with pytest.raises(ExportError):
         export_identity(io.BytesIO(content))
+    store.close()
+
+
+def verify(data: bytes, signer: ec.EllipticCurvePrivateKey) -> StreamedExport:
+    return verify_export_stream(io.BytesIO(data), {"228": signer.public_key()}, now=NOW)
+
+
+def windows_of(tek: bytes, interval: int) -> list[SightingWindow]:
+    rpi = gaen.rpi(gaen.rpik(tek), interval)
+    t = interval * 600
+    return [
+        SightingWindow(
+            SchemeName.GAEN, rpi, t + 60 * m, 4, -60, -56, -232, None, b"", t + 60 * m + 1.0, t + 60 * m + 50.0
+        )
+        for m in range(10)
+    ]
+
+
+def test_the_heard_ids_are_read_once_for_every_list_of_a_pass(
+    signer: ec.EllipticCurvePrivateKey, tmp_path: Path
+) -> None:
+    store = Store.open(tmp_path)
+    tek, start = random.Random(6).randbytes(16), (TODAY - 2) * 144
+    planted = PublishedKey(tek, start)
+    lists = [export_file(signer, 6), export_file(signer, 7, (planted,)), export_file(signer, 8, (planted,))]
+    heard = HeardIds(store, SchemeName.GAEN, NOW, 14)
+
+    def run(data: bytes, ids: HeardIds) -> int:
+        return process_export(
+            store, SchemeName.GAEN, verify(data, signer), "t", NOW, RiskSettings(), 0.0, heard=ids
+        ).matched_keys
+
+    assert run(lists[0], heard) == 0
+    store.add_windows(windows_of(tek, start + 30))  # heard after this pass read its IDs: for the next pass
+    assert run(lists[1], heard) == 0
+    assert run(lists[2], HeardIds(store, SchemeName.GAEN, NOW, 14)) == 1
     store.close()
