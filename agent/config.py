@@ -20,10 +20,12 @@ from agent import signing_keys
 from agent.ble.settings import BleSettings
 from agent.calibration import Calibration, adapter_model_keys, load_table, read_local, resolve
 from agent.configfile import ConfigError, build, read_toml
+from agent.feedback import CONSENT_WINDOW_SECONDS
 from agent.protocol import transport
 from agent.risk import RiskSettings
 from agent.sync.errors import NotConfigured
 from agent.sync.settings import KeyServer, SyncSettings
+from agent.wearable.settings import WearableSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
 MAX_MATCH_WORKERS = 64
@@ -76,6 +78,7 @@ class BackendSection:
     the system store; a provisioning bundle pins a pilot's own CA). ``allow_insecure_http_lab``: let ``url``
     be plain http:// to a host other than loopback, for a lab only (``status`` and ``doctor`` then warn).
     ``submission_spread_seconds``: an EBID report's separate submissions are spread over this long.
+    ``reregister_spread_seconds``: after an erasure, an EBID device registers again at a random time within this.
     ``dummy_traffic``/``dummy_mean_interval_seconds``: fake reports at random intervals (DP-3T's design)."""
 
     url: str = ""
@@ -90,6 +93,7 @@ class BackendSection:
     key_server_key_id: str = ""
     status_interval_seconds: int = 21_600
     submission_spread_seconds: float = 600.0
+    reregister_spread_seconds: float = 1800.0
     dummy_traffic: bool = True
     dummy_mean_interval_seconds: float = 86_400.0
 
@@ -101,6 +105,24 @@ class NotifySection:
 
 
 @dataclass(frozen=True)
+class WearableSection:
+    """A screenless wearable's button and LED (``agent.feedback`` says what they show and mean) and where a
+    health officer's TAN file arrives. ``chip``: the GPIO character device (``/dev/gpiochip0``; empty: no
+    button, no LED). ``button_line``/``led_line``: line offsets on that chip (on a Pi, the BCM GPIO number).
+    ``button_active_low``: the button connects its line to ground (the pull-up is switched on).
+    ``tan_dir``: where removable media are mounted (``/media``); a ``*.proxitrace-tan`` file there, or two
+    levels below, offers a report that a long press within ``consent_seconds`` sends."""
+
+    chip: str = ""
+    button_line: int = 17
+    led_line: int = 27
+    button_active_low: bool = True
+    led_active_low: bool = False
+    tan_dir: str = ""
+    consent_seconds: float = CONSENT_WINDOW_SECONDS
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     agent: AgentSection = field(default_factory=AgentSection)
     ble: BleSection = field(default_factory=BleSection)
@@ -108,6 +130,7 @@ class AgentConfig:
     backend: BackendSection = field(default_factory=BackendSection)
     risk: dict[str, Any] = field(default_factory=dict)  # agent.risk.RiskSettings.from_dict validates it
     notify: NotifySection = field(default_factory=NotifySection)
+    wearable: WearableSection = field(default_factory=WearableSection)
 
 
 def load_config(path: Path | None) -> AgentConfig:
@@ -238,6 +261,7 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         key_server=key_server,
         ca_file=b.ca_file,
         submission_spread_seconds=float(b.submission_spread_seconds),
+        reregister_spread_seconds=float(b.reregister_spread_seconds),
         dummy_traffic=b.dummy_traffic,
         dummy_mean_interval_seconds=float(b.dummy_mean_interval_seconds),
         match_workers=config.agent.match_workers,
@@ -284,7 +308,38 @@ def ble_settings(ble: BleSection, tx_power: int) -> BleSettings:
     )
 
 
+def wearable_settings(config: AgentConfig) -> WearableSettings | None:
+    """The ``[wearable]`` table as the wearable edge's settings, or None when it uses neither GPIO nor TAN files."""
+    w = config.wearable
+    if not w.chip and not w.tan_dir:
+        return None
+    chip = Path(w.chip) if "/" in w.chip else Path("/dev") / w.chip  # "gpiochip0" names /dev/gpiochip0
+    return WearableSettings(
+        chip=chip if w.chip else None,
+        button_line=w.button_line,
+        led_line=w.led_line,
+        button_active_low=w.button_active_low,
+        led_active_low=w.led_active_low,
+        tan_dir=Path(w.tan_dir) if w.tan_dir else None,
+        consent_seconds=w.consent_seconds,
+    )
+
+
+def _check_wearable(w: WearableSection) -> None:
+    if w.button_line < 0 or w.led_line < 0:
+        raise ConfigError("wearable.button_line: line offsets are 0 or more")
+    if w.button_line == w.led_line:
+        raise ConfigError(f"wearable.led_line: the LED and the button cannot share line {w.led_line}")
+    if not 10 <= w.consent_seconds <= 3600:  # under 10 s nobody can decide; over an hour a forgotten card sends
+        raise ConfigError("wearable.consent_seconds: must be between 10 and 3600")
+    if w.tan_dir and not w.chip:
+        raise ConfigError("wearable.tan_dir: needs wearable.chip (the button's long press is the consent)")
+    if w.tan_dir and not Path(w.tan_dir).is_absolute():
+        raise ConfigError(f"wearable.tan_dir: must be an absolute path, got {w.tan_dir!r}")
+
+
 def _check(config: AgentConfig) -> None:
+    _check_wearable(config.wearable)
     ble = config.ble
     if (
         ble.scan_seconds < 0
@@ -300,6 +355,8 @@ def _check(config: AgentConfig) -> None:
         raise ConfigError(f"agent.match_workers: must be between 0 (one per core) and {MAX_MATCH_WORKERS}")
     if not 0 <= config.backend.submission_spread_seconds <= 86_400:
         raise ConfigError("backend.submission_spread_seconds: must be between 0 and 86400")
+    if not 0 <= config.backend.reregister_spread_seconds <= config.backend.status_interval_seconds:
+        raise ConfigError("backend.reregister_spread_seconds: must be between 0 and backend.status_interval_seconds")
     if not 60 <= config.backend.dummy_mean_interval_seconds <= 30 * 86_400:
         raise ConfigError("backend.dummy_mean_interval_seconds: must be between 60 and 2592000")
     if not ble.scan_adapters:

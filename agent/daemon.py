@@ -35,23 +35,26 @@ from agent.config import (
     insecure_transport_warning,
     risk_settings,
     sync_settings,
+    wearable_settings,
 )
+from agent.feedback import DeviceFacts
 from agent.keys import KeyRing
 from agent.notify import run_hook
+from agent.protocol.wire import RiskVerdict
 from agent.schemes.base import Scheme, SchemeName
 from agent.sdnotify import Notifier
 from agent.sightings import RawSighting
 from agent.status import AdapterStatus, AgentStatus, TaskStatus, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
-from agent.sync.errors import SyncError
-from agent.sync.settings import SyncSettings
+from agent.sync.errors import SyncError, Unregistered
+from agent.sync.settings import PENDING_REPORT, SyncSettings
 from agent.timesource import TimeSource, time_source_for
 from agent.timetrust import Jump, TimeWatch
+from agent.wearable import GpioPanel, Panel, TanInbox, WearableError, WearableService, WearableSettings
 
 if TYPE_CHECKING:
-    from agent.protocol.wire import RiskVerdict
-    from agent.sync.service import SyncOutcome
+    from agent.sync.service import SyncOutcome, SyncService
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class DaemonState:
     last_sync_ok: bool | None = None
     exposure: str = "none"
     ready: bool = False
+    needs_registration: bool = False
+    registering_again: bool = False
 
 
 class Daemon:
@@ -82,6 +87,7 @@ class Daemon:
         adapter: str | None = None,
         notifier: Notifier | None = None,
         time_source: TimeSource | None = None,
+        panel: Panel | None = None,
     ) -> None:
         self.config = config
         self.state_dir = state_dir
@@ -119,6 +125,9 @@ class Daemon:
         self._scheme_now: Scheme | None = None
         self._rate_mark = (self.state.started_at, 0)
         self._background: set[asyncio.Task[object]] = set()
+        self.wearable_settings = wearable_settings(config)
+        self._panel = panel  # a test double on a rig without GPIO; else opened from [wearable] in run()
+        self.wearable: WearableService | None = None
         if any(r.notify for r in self.store.exposures()):
             self.state.exposure = "exposed"
 
@@ -140,6 +149,9 @@ class Daemon:
             self.supervisor.add("status", self._status_loop)
             if self.sync_settings is not None:
                 self.supervisor.add("sync", self._when_trusted(functools.partial(self._sync, self.sync_settings)))
+            if self.wearable_settings is not None or self._panel is not None:
+                self.wearable = self._wearable(self.wearable_settings or WearableSettings())
+                self.supervisor.add("wearable", self.wearable.run)
             self.supervisor.start()
             log.info(
                 "agent running: scheme %s, advertising on %s, scanning on %s",
@@ -151,6 +163,8 @@ class Daemon:
             log.info("stopping")
         finally:
             await self.supervisor.stop()
+            if self._panel is not None:
+                self._panel.close()
             self.store.flush(self.aggregator)
             if self.store.write_error is not None:
                 log.error(
@@ -238,7 +252,7 @@ class Daemon:
             dummies = asyncio.create_task(service.run_dummy_traffic(self.scheme)) if settings.dummy_traffic else None
             try:
                 if self.scheme is SchemeName.EBID:
-                    await service.run_ebid(self._on_risk_verdict)
+                    await service.run_ebid(functools.partial(self._on_risk_verdict, service))
                 else:
                     self.store.flush(self.aggregator)
                     await service.run(self.scheme, risk_settings(self.config), correction, self._on_sync)
@@ -254,10 +268,18 @@ class Daemon:
         if not isinstance(result, SyncError) and result.notify:
             self._exposed(len([r for r in self.store.exposures() if r.notify]))
 
-    def _on_risk_verdict(self, result: RiskVerdict | SyncError, next_in: float) -> None:
+    def _on_risk_verdict(self, service: SyncService, result: RiskVerdict | SyncError, next_in: float) -> None:
+        """After each EBID round: the batch may have changed (an erasure leaves none, a re-registration
+        brings a new one), so the advertiser hears of it now, not at the next key check. An erased device
+        with a capability is registering again (``next_in`` says when); without one it needs a person."""
         self.state.last_sync_at = self.clock.now()
         self.state.last_sync_ok = not isinstance(result, SyncError)
-        if not isinstance(result, SyncError) and result.at_risk:
+        erased = isinstance(result, RiskVerdict) and result.must_register_again
+        can_again = service.capability() is not None
+        self.state.registering_again = erased and can_again
+        self.state.needs_registration = isinstance(result, Unregistered) or (erased and not can_again)
+        self._refresh_scheme()
+        if isinstance(result, RiskVerdict) and result.at_risk:
             self._exposed(1)
 
     def _exposed(self, days: int) -> None:
@@ -267,6 +289,43 @@ class Daemon:
         log.warning("exposure notification: contact with a reported case on %d day(s); see proxitrace exposures", days)
         task = asyncio.get_running_loop().create_task(
             run_hook(self.config.notify.hook, "exposed", days, self.config.notify.hook_timeout_seconds)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _wearable(self, settings: WearableSettings) -> WearableService:
+        """The button, LED and TAN inbox; a GPIO line that cannot be had stops the start with one line."""
+        if self._panel is None and settings.chip is not None:
+            self._panel = GpioPanel.open(settings)
+        inbox = TanInbox(settings.tan_dir) if settings.tan_dir is not None else None
+        return WearableService(settings, self._panel, inbox, self._device_facts, self._send_report, self._report_event)
+
+    def _device_facts(self) -> DeviceFacts:
+        """What the LED shows, from what the daemon knows (the radio's adapters once the clock allows it)."""
+        health = self.edge.health() if self.edge else None
+        return DeviceFacts(
+            adapter_present=health is None or any(a.present for a in health.adapter_statuses()),
+            time_trusted=self._trusted.is_set(),
+            sync_failing=self.state.last_sync_ok is False,
+            exposed=self.state.exposure == "exposed",
+        )
+
+    async def _send_report(self, tan: str) -> None:
+        if self.sync_settings is None:
+            raise WearableError("backend.url: not set, so a report has nowhere to go")
+        self.store.flush(self.aggregator)  # what was heard up to the press belongs to an EBID report
+        from agent.sync.client import open_session  # aiohttp and the sync: only when a report is sent
+        from agent.sync.service import SyncService
+        from agent.wearable.report import send_report
+
+        async with open_session(self.sync_settings) as session:
+            service = SyncService(session, self.sync_settings, self.clock, self.store)
+            await send_report(service, self.scheme, tan, self.clock.now(), self.calibration.rssi_correction)
+
+    def _report_event(self, event: str) -> None:
+        """The wearable's report events go to the notify hook too (a buzzer, a paired phone)."""
+        task = asyncio.get_running_loop().create_task(
+            run_hook(self.config.notify.hook, event, 0, self.config.notify.hook_timeout_seconds)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -366,6 +425,9 @@ class Daemon:
             flood_dropped=self.aggregator.flood_dropped,
             asyncio_tasks=len(asyncio.all_tasks()),
             time=self.time_watch.state,
+            report_pending=self.store.credential(PENDING_REPORT) is not None,
+            needs_registration=self.state.needs_registration,
+            registering_again=self.state.registering_again,
         )
         write_status(self.state_dir, status)
 

@@ -15,6 +15,7 @@ import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 
 from agent.timetrust import TimeState, TimeTrust
@@ -65,6 +66,9 @@ class AgentStatus:
     flood_dropped: int = 0  # callbacks of new IDs refused by the flood cap
     asyncio_tasks: int = 0  # the daemon's event loop: a number that grows is a leak
     time: TimeState | None = None  # None until the daemon's first look at the clocks
+    report_pending: bool = False  # a redeemed TAN's report waits for the wearer's consent (or a retry)
+    needs_registration: bool = False  # EBID: no pseudonym and no capability to get one without a person
+    registering_again: bool = False  # EBID: pseudonym erased, a new one comes within the re-registration spread
 
 
 def write_status(directory: Path, status: AgentStatus) -> Path:
@@ -134,7 +138,7 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
 
     state = (
         "running"
-        if pid_alive and now - s.updated_at < 60
+        if pid_alive and now - s.updated_at < STALE_SECONDS
         else ("NOT RUNNING" if not pid_alive else f"stale (last update {ago(s.updated_at)})")
     )
     lines = [
@@ -192,3 +196,80 @@ def render_time(t: TimeState, now: float) -> str:
             f"; {t.jumps} clock jump(s), last {t.last_jump_seconds:+.0f} s, {max(0.0, now - t.last_jump_at):.0f} s ago"
         )
     return line
+
+
+STALE_SECONDS = 60.0
+"""A snapshot older than this is stale: the daemon publishes one every 5 s (``agent.daemon.STATUS_SECONDS``)."""
+
+
+class BriefState(StrEnum):
+    """The one word ``status --brief`` leads with, most urgent first: what a wearable's LED or display
+    shows, and what a health check acts on."""
+
+    NEEDS_ATTENTION = "needs-attention"  # the device is not doing its job: ``why`` says what is wrong
+    REPORT_PENDING = "report-pending"  # a report waits for the wearer's consent
+    EXPOSED = "exposed"
+    OK = "ok"
+
+
+EXIT_NEEDS_ATTENTION = 1
+EXIT_NOT_RUNNING = 3  # as plain ``status`` exits when the daemon is not running
+
+
+@dataclass(frozen=True)
+class Brief:
+    state: BriefState
+    why: tuple[str, ...]
+    line: str
+    exit_code: int
+
+
+def brief_status(s: AgentStatus | None, now: float, pid_alive: bool) -> Brief:
+    """``status --brief``: the state, why it needs attention, and a few key=value facts on one line, from
+    the same snapshot ``status`` renders. Words without spaces, so a shell ``read`` or a split on blanks
+    and "=" is all a companion needs."""
+    if s is None:
+        return Brief(
+            BriefState.NEEDS_ATTENTION, ("no-status",), "state=needs-attention why=no-status", EXIT_NEEDS_ATTENTION
+        )
+    why: list[str] = []
+    if not pid_alive:
+        why.append("not-running")
+    elif now - s.updated_at >= STALE_SECONDS:
+        why.append("stale-status")
+    trusted = s.time is not None and s.time.trusted
+    if s.time is not None and not trusted:
+        why.append(f"time-{s.time.trust.value}")
+    if s.adapters and not any(a.present for a in s.adapters):
+        why.append("no-adapter")
+    if trusted and not s.advertising and not s.registering_again:  # no EBIDs until then, by design
+        why.append("not-advertising")
+    if s.store_problem:
+        why.append("store-cannot-write")
+    if s.needs_registration:
+        why.append("not-registered")
+    elif s.last_sync_ok is False:
+        why.append("sync-failing")
+    if why:
+        state = BriefState.NEEDS_ATTENTION
+    elif s.report_pending:
+        state = BriefState.REPORT_PENDING
+    elif s.exposure == "exposed":
+        state = BriefState.EXPOSED
+    else:
+        state = BriefState.OK
+    sync_age = "never" if s.last_sync_at is None else f"{max(0.0, now - s.last_sync_at):.0f}"
+    fields_ = [
+        f"state={state.value}",
+        f"why={','.join(why) or '-'}",
+        f"advertising={'on' if s.advertising else 'off'}",
+        f"last_sync_age_s={sync_age}",
+        f"sync={'-' if s.last_sync_ok is None else ('ok' if s.last_sync_ok else 'failed')}",
+        f"time={'-' if s.time is None else s.time.trust.value}",
+        f"time_trusted={'yes' if trusted else 'no'}",
+        f"exposure={s.exposure}",
+        f"report_pending={'yes' if s.report_pending else 'no'}",
+        f"scheme={s.scheme}",
+    ]
+    code = 0 if not why else (EXIT_NOT_RUNNING if "not-running" in why else EXIT_NEEDS_ATTENTION)
+    return Brief(state, tuple(why), " ".join(fields_), code)

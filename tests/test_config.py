@@ -42,6 +42,10 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
         ({"agent": {"match_workers": "all"}}, "agent.match_workers: expected an integer"),
         ({"risk": {"model": "magic"}}, "risk.model: 'magic' is not a risk model"),
         ({"risk": 3}, "risk: expected a table"),
+        (
+            {"backend": {"reregister_spread_seconds": 30_000}},
+            "backend.reregister_spread_seconds: must be between 0 and backend.status_interval_seconds",
+        ),
     ],
 )
 def test_bad_values_name_the_key(raw: dict[str, object], message: str) -> None:

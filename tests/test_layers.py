@@ -29,9 +29,11 @@ import pytest
 
 AGENT = Path(__file__).resolve().parents[1] / "agent"
 
-CORE = frozenset({"clock", "aio", "backoff", "sightings", "schemes", "matching", "risk", "timetrust"})
+CORE = frozenset({"clock", "aio", "backoff", "sightings", "schemes", "matching", "risk", "timetrust", "feedback"})
 PROTOCOL = frozenset({"protocol"})
-EDGES = frozenset({"ble", "store", "keys", "signing_keys", "paths", "notify", "sdnotify", "sync", "timesource"})
+EDGES = frozenset(
+    {"ble", "store", "keys", "signing_keys", "paths", "notify", "sdnotify", "sync", "timesource", "wearable"}
+)
 APP = frozenset(
     {
         "config",

@@ -14,7 +14,7 @@ import click
 from agent.cli.context import CliContext, lab_warning
 from agent.clock import SystemClock, clock_from_spec
 from agent.config import ConfigError, load_config
-from agent.status import read_status, render_status
+from agent.status import brief_status, read_status, render_status
 from agent.store import StoreError, StoreUnusable
 
 # sysexits EX_CONFIG: the state directory cannot hold the database; the unit's RestartPreventExitStatus
@@ -52,13 +52,25 @@ def run(obj: CliContext, adapter: str | None, clock_spec: str | None, log_level:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@click.option(
+    "--brief",
+    is_flag=True,
+    help="One line of key=value fields (state ok/exposed/report-pending/needs-attention and why); "
+    "exit 1 when attention is needed, 3 when the agent is not running.",
+)
 @click.pass_obj
-def status(obj: CliContext, as_json: bool) -> None:
+def status(obj: CliContext, as_json: bool, brief: bool) -> None:
     """Is the agent working? Adapters, advertising, what it hears, the store, sync and exposure."""
+    if as_json and brief:
+        raise click.UsageError("--json and --brief: choose one")
     warning = lab_warning(obj)
     if warning:
         click.echo(f"warning: {warning}", err=True)
     snapshot = read_status(obj.state_dir)
+    if brief:
+        short = brief_status(snapshot, SystemClock().now(), snapshot is not None and _pid_alive(snapshot.pid))
+        click.echo(short.line)
+        sys.exit(short.exit_code)
     if snapshot is None:
         raise click.ClickException(f"no status in {obj.state_dir}: is the agent running with this state dir?")
     alive = _pid_alive(snapshot.pid)

@@ -258,6 +258,7 @@ def status_check(obj: CliContext, as_json: bool) -> None:
                 "at_risk": result.at_risk,
                 "polls_left_today": result.polls_left_today,
                 "must_register_again": result.must_register_again,
+                "has_capability": env.client.capability() is not None,
                 "summary": result.explanation.get("summary", ""),
             }
 
@@ -269,6 +270,8 @@ def status_check(obj: CliContext, as_json: bool) -> None:
         click.echo(f"AT RISK: {result['summary']}")
     else:
         click.echo(f"not at risk ({result['summary'] or 'no reported contact'})")
-    if result["must_register_again"]:
+    if result["must_register_again"] and result["has_capability"]:
+        click.echo("The backend erased this pseudonym: the agent registers again by itself with its capability.")
+    elif result["must_register_again"]:
         click.echo("The backend erased this pseudonym: register again (proxitrace register --code …).")
     click.echo(f"{result['polls_left_today']} status check(s) left today", err=True)

@@ -41,6 +41,7 @@ SIGNED_ANSWER_PATHS = frozenset(
         "/v1/ebid/ebids",
         "/v1/ebid/status",
         "/v1/ebid/submission-key",
+        "/v1/ebid/reregistration-key",
         "/v1/ebid/submission-tokens",
         "/v1/ebid/submissions",
     }

@@ -358,61 +358,115 @@ def parse_challenge(body: object) -> Challenge:
 
 
 @dataclass(frozen=True)
+class Capability:
+    """A re-registration capability: a prepared token message (``blind_rsa.prepare``) and the backend's RSA
+    blind signature on it under its re-registration key. The backend signed it blind at the previous
+    registration, so when it is spent it cannot tell which registration it was issued to."""
+
+    token: bytes
+    signature: bytes
+
+
+MAX_MODULUS_BYTES = 512
+"""The largest RSA modulus a blind signature or blinded message may be sized for (4096 bits, as
+``parse_submission_key`` allows); the backend checks the exact length against its own key."""
+
+
+@dataclass(frozen=True)
 class Registration:
-    """``POST /v1/ebid/register``: the solved challenge, the operator's enrolment code and the TX power
-    the device advertises at (its calibration; None when unknown), which its adverts no longer carry."""
+    """``POST /v1/ebid/register``: the solved challenge; what pays for the pseudonym, either the operator's
+    enrolment code or a re-registration ``capability`` from the previous registration (exactly one); the TX
+    power the device advertises at (its calibration; None when unknown), which its adverts no longer carry;
+    and ``blinded_capability``, the blinded token the backend signs as this registration's capability
+    (None: the device wants none)."""
 
     challenge: bytes
     nonce: int
-    enrolment_code: str
+    enrolment_code: str | None
     tx_power: int | None = None
+    capability: Capability | None = None
+    blinded_capability: bytes | None = None
 
 
 def registration_body(r: Registration) -> dict[str, Any]:
-    body: dict[str, Any] = {"challenge": b64(r.challenge), "nonce": r.nonce, "enrolmentCode": r.enrolment_code}
+    body: dict[str, Any] = {"challenge": b64(r.challenge), "nonce": r.nonce}
+    if r.enrolment_code is not None:
+        body["enrolmentCode"] = r.enrolment_code
+    if r.capability is not None:
+        body["capability"] = {"token": b64(r.capability.token), "signature": b64(r.capability.signature)}
     if r.tx_power is not None:
         body["txPower"] = r.tx_power
+    if r.blinded_capability is not None:
+        body["blindedCapability"] = b64(r.blinded_capability)
     return body
 
 
+def _capability(value: object) -> Capability:
+    obj = obj_of(value, "body.capability")
+    token = unb64(obj.get("token"), "body.capability.token", blind_rsa.PREFIX_LEN + TOKEN_MESSAGE_LEN)
+    signature = unb64(obj.get("signature"), "body.capability.signature")
+    if not 1 <= len(signature) <= MAX_MODULUS_BYTES:
+        raise WireError(f"body.capability.signature: expected at most {MAX_MODULUS_BYTES} bytes")
+    return Capability(token, signature)
+
+
 def parse_registration(body: object) -> Registration:
-    """Checked in this order (challenge, nonce, code), so the first bad field is the one named."""
+    """Checked in this order (challenge, nonce, code or capability), so the first bad field is the one named."""
     obj = obj_of(body, "body")
+    challenge = unb64(obj.get("challenge"), "body.challenge", CHALLENGE_LEN)
+    nonce = integer(obj, "nonce", "body", 0, 2 ** (8 * NONCE_LEN) - 1)
+    has_code, has_capability = obj.get("enrolmentCode") is not None, obj.get("capability") is not None
+    if has_code == has_capability:
+        raise WireError("body: expected either enrolmentCode or capability")
+    blinded = None
+    if obj.get("blindedCapability") is not None:
+        blinded = unb64(obj.get("blindedCapability"), "body.blindedCapability")
+        if not 1 <= len(blinded) <= MAX_MODULUS_BYTES:
+            raise WireError(f"body.blindedCapability: expected at most {MAX_MODULUS_BYTES} bytes")
     return Registration(
-        challenge=unb64(obj.get("challenge"), "body.challenge", CHALLENGE_LEN),
-        nonce=integer(obj, "nonce", "body", 0, 2 ** (8 * NONCE_LEN) - 1),
-        enrolment_code=string(obj, "enrolmentCode", "body", 64),
+        challenge=challenge,
+        nonce=nonce,
+        enrolment_code=string(obj, "enrolmentCode", "body", 64) if has_code else None,
         tx_power=None if obj.get("txPower") is None else integer(obj, "txPower", "body", -127, 127),
+        capability=_capability(obj.get("capability")) if has_capability else None,
+        blinded_capability=blinded,
     )
 
 
 @dataclass(frozen=True)
 class ClientCredentials:
-    """The answer to a registration: what the device trades for access tokens, and the backend's EBID
-    parameters. Also the body of ``POST /v1/ebid/token`` (id and secret only)."""
+    """The answer to a registration: what the device trades for access tokens, the backend's EBID
+    parameters, and the blind signature on the device's blinded capability (None when it sent none).
+    Also the body of ``POST /v1/ebid/token`` (id and secret only)."""
 
     client_id: str
     client_secret: str
     country_code: int = 0
     period_seconds: int = ebid.DEFAULT_PERIOD_SECONDS
+    capability_signature: bytes | None = None
 
 
 def credentials_body(c: ClientCredentials) -> dict[str, Any]:
-    return {
+    body: dict[str, Any] = {
         "clientId": c.client_id,
         "clientSecret": c.client_secret,
         "countryCode": c.country_code,
         "periodSeconds": c.period_seconds,
     }
+    if c.capability_signature is not None:
+        body["capabilitySignature"] = b64(c.capability_signature)
+    return body
 
 
 def parse_credentials(body: object) -> ClientCredentials:
     obj = obj_of(body, "body")
+    signature = obj.get("capabilitySignature")
     return ClientCredentials(
         client_id=string(obj, "clientId", "body", 64),
         client_secret=string(obj, "clientSecret", "body", 128),
         country_code=integer(obj, "countryCode", "body", 0, 255),
         period_seconds=integer(obj, "periodSeconds", "body", 1, 86_400),
+        capability_signature=None if signature is None else unb64(signature, "body.capabilitySignature"),
     )
 
 

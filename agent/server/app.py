@@ -119,6 +119,7 @@ def create_app(backend: Backend) -> web.Application:
     app.router.add_post("/v1/ebid/token", _token)
     app.router.add_get("/v1/ebid/ebids", _ebids)
     app.router.add_get("/v1/ebid/submission-key", _submission_key)
+    app.router.add_get("/v1/ebid/reregistration-key", _reregistration_key)
     app.router.add_post("/v1/ebid/submission-tokens", _submission_tokens)
     app.router.add_post("/v1/ebid/submissions", _submission)
     app.router.add_post("/v1/ebid/status", _status)
@@ -347,6 +348,11 @@ async def _ebids(request: web.Request) -> web.Response:
 
 async def _submission_key(request: web.Request) -> web.Response:
     key = _backend(request).ebid.submission_public_key()
+    return web.json_response(wire.submission_key_body(key))
+
+
+async def _reregistration_key(request: web.Request) -> web.Response:
+    key = _backend(request).ebid.reregistration_public_key()
     return web.json_response(wire.submission_key_body(key))
 
 

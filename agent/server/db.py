@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.server.ebid_store import EbidTables, Exposure, Registration
+from agent.server.ebid_store import EbidTables, Exposure, Payment, Registration
 from agent.server.tables import DB_FILE, SCHEMA_VERSION, RedeemedTan, Spent
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Exposure",
     "OutboxItem",
+    "Payment",
     "RedeemedTan",
     "Registration",
     "ServerStore",

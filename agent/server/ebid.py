@@ -14,6 +14,13 @@
   risk state with no report id and no report time.
 - The device asks for its risk verdict a few times a day; the verdict comes from the same risk model as on
   devices, and an at-risk pseudonym is erased at once, so the device must register again.
+- It does so without a person: every registration answer carries a blind signature (RFC 9474, under a
+  key of its own) on a token the device blinded, its re-registration capability. Registering again with
+  it (and a proof of work) spends it; the backend then sees a genuine capability it has never seen, keeps
+  its hash so it works once, and cannot tell which registration it was issued to: nothing is stored when
+  one is issued, and the blinded token it signed is unrelated to the token later spent. A capability is
+  therefore not refused while its old registration is still live: checking that would need the very link
+  between old and new pseudonym this avoids (what that costs is said at ``register``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from agent.protocol import answers, blind_rsa, proof_of_work, wire
 from agent.schemes import ebid
 from agent.server import codes
 from agent.server.config import BackendConfig
-from agent.server.db import Exposure, ServerStore, Spent
+from agent.server.db import Exposure, Payment, ServerStore, Spent
 from agent.server.errors import ApiError, too_many
 from agent.server.federation import Federation, forward_body
 from agent.server.ratelimit import FailureLimiter
@@ -46,6 +53,9 @@ log = logging.getLogger(__name__)
 MAX_CONTACTS = 100_000
 SUBMISSION_KEY_BITS = 2048
 SUBMISSION_KEY_META = "submission_key"
+REREGISTRATION_KEY_META = "reregistration_key"
+"""Its own key, not the submission key: a token signed for one purpose must be worthless for the other
+(a capability spent as a submission token would file an exposure without a TAN)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,7 @@ class EbidBackend:
         self._kg = federation_key
         self._score = scorer
         self._submission_key: rsa.RSAPrivateKey | None = None
+        self._reregistration_key: rsa.RSAPrivateKey | None = None
 
     # ---- enrolment and registration ------------------------------------------------------------------
 
@@ -117,30 +128,63 @@ class EbidBackend:
         return wire.Challenge(challenge, self._e.pow_difficulty, expires)
 
     def register(self, body: object, address: str) -> wire.ClientCredentials:
+        """A new pseudonym, paid for by an enrolment code or a re-registration capability, and (when the
+        device sent a blinded token) its own capability for next time.
+
+        A capability is accepted whether or not the registration it came with is still live (the backend
+        cannot know which one that was). The price: a device that keeps its registration and spends its
+        capability holds two pseudonyms, and each new one brings a new capability, so one enrolment code
+        can pay for a chain of pseudonyms, each costing a proof of work; the agent itself spends a
+        capability only once its pseudonym is gone."""
         request = wire.parse_registration(body)
-        challenge, nonce, code = request.challenge, request.nonce, request.enrolment_code
+        challenge, nonce = request.challenge, request.nonce
         now = self._clock.now()
         wait = self._limiter.retry_after(address)
         if wait is not None:
-            raise too_many(wait, "wrong enrolment codes from this address")
+            raise too_many(wait, "wrong enrolment codes or capabilities from this address")
         if not self._store.challenge_valid(challenge, now):
             raise ApiError(403, "challenge unknown, used or expired: ask for a new one")
         if not proof_of_work.meets(challenge, nonce, self._e.pow_difficulty):
             raise ApiError(403, f"proof of work does not reach {self._e.pow_difficulty} leading zero bits")
-        normal = codes.normalise_code(code)
+        payment = self._payment(request, address, now)
+        key = self.reregistration_key()
+        signature = None
+        if request.blinded_capability is not None:
+            if len(request.blinded_capability) != blind_rsa.modulus_len(key.public_key()):
+                raise ApiError(400, f"body.blindedCapability: expected {blind_rsa.modulus_len(key.public_key())} bytes")
+            try:
+                signature = blind_rsa.blind_sign(key, request.blinded_capability)
+            except blind_rsa.BlindSignatureError as exc:
+                raise ApiError(400, f"body.blindedCapability: {exc}") from None
+        client_id, secret = secrets.token_urlsafe(16), codes.new_token()
+        puid = os.urandom(ebid.PUID_LEN)
+        secret_hash = codes.code_hash(secret)
+        if not self._store.register(challenge, payment, now, client_id, secret_hash, puid, request.tx_power):
+            what = "enrolment code" if payment.code_hash is not None else "capability"
+            raise ApiError(409, f"challenge or {what} was used by another request meanwhile")
+        log.info("device registered%s", "" if payment.code_hash is not None else " again with its capability")
+        return wire.ClientCredentials(
+            client_id, secret, self._config.server.country_code, self._e.period_seconds, signature
+        )
+
+    def _payment(self, request: wire.Registration, address: str, now: float) -> Payment:
+        """What the registration spends, checked (a wrong one counts against the address, as a wrong code)."""
+        if request.capability is not None:
+            token, signature = request.capability.token, request.capability.signature
+            if not blind_rsa.verify(self.reregistration_key().public_key(), token, signature):
+                self._limiter.failed(address)
+                raise ApiError(403, "capability: invalid signature")
+            capability_hash = hashlib.sha256(token).digest()
+            if self._store.capability_spent(capability_hash):
+                self._limiter.failed(address)
+                raise ApiError(403, "capability already used")
+            return Payment(capability_hash=capability_hash)
+        normal = codes.normalise_code(request.enrolment_code or "")
         why = self._store.enrolment_code(codes.code_hash(normal), now) if normal else None
         if normal is None or why is not None:
             self._limiter.failed(address)
             raise ApiError(403, f"enrolment code {why.value if why else 'unknown'}")
-        client_id, secret = secrets.token_urlsafe(16), codes.new_token()
-        puid = os.urandom(ebid.PUID_LEN)
-        secret_hash = codes.code_hash(secret)
-        if not self._store.register(
-            challenge, codes.code_hash(normal), now, client_id, secret_hash, puid, request.tx_power
-        ):
-            raise ApiError(409, "challenge or enrolment code was used by another request meanwhile")
-        log.info("device registered")
-        return wire.ClientCredentials(client_id, secret, self._config.server.country_code, self._e.period_seconds)
+        return Payment(code_hash=codes.code_hash(normal))
 
     def access_token(self, body: object) -> wire.AccessToken:
         request = wire.parse_token_request(body)
@@ -224,15 +268,29 @@ class EbidBackend:
     def submission_key(self) -> rsa.RSAPrivateKey:
         """The RSA key that blind-signs submission tokens, made on first use and kept in the store."""
         if self._submission_key is None:
+            self._submission_key = self._rsa_key(SUBMISSION_KEY_META)
+        return self._submission_key
+
+    def reregistration_key(self) -> rsa.RSAPrivateKey:
+        """The RSA key that blind-signs re-registration capabilities, made on first use and kept in the store."""
+        if self._reregistration_key is None:
+            self._reregistration_key = self._rsa_key(REREGISTRATION_KEY_META)
+        return self._reregistration_key
+
+    def reregistration_public_key(self) -> wire.SubmissionKey:
+        return wire.SubmissionKey(self.reregistration_key().public_key())
+
+    def _rsa_key(self, meta_name: str) -> rsa.RSAPrivateKey:
+        stored = self._store.meta(meta_name)
+        if stored is None:
             fresh = rsa.generate_private_key(public_exponent=65537, key_size=SUBMISSION_KEY_BITS)
             pem = fresh.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            stored = self._store.meta_setdefault(SUBMISSION_KEY_META, pem)
-            key = serialization.load_pem_private_key(stored, None)
-            assert isinstance(key, rsa.RSAPrivateKey)
-            self._submission_key = key
-        return self._submission_key
+            stored = self._store.meta_setdefault(meta_name, pem)
+        key = serialization.load_pem_private_key(stored, None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key
 
     def submission_public_key(self) -> wire.SubmissionKey:
         return wire.SubmissionKey(self.submission_key().public_key())

@@ -29,6 +29,15 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class Payment:
+    """What a registration spends: the hash of an enrolment code, or of a re-registration capability's
+    token (exactly one of them)."""
+
+    code_hash: bytes | None = None
+    capability_hash: bytes | None = None
+
+
+@dataclass(frozen=True)
 class Exposure:
     """A contact of a registered device, reported by someone diagnosed (here or via federation): one
     submission, one EBID heard in one period. Nothing says which report or reporter it came from, so the
@@ -71,14 +80,15 @@ class EbidTables(Tables):
     def register(
         self,
         challenge: bytes,
-        code_hash: bytes,
+        payment: Payment,
         now: float,
         client_id: str,
         secret_hash: bytes,
         puid: bytes,
         tx_power: int | None = None,
     ) -> bool:
-        """Spend the challenge and the enrolment code and create the registration, all or nothing. The
+        """Spend the challenge and what pays for the pseudonym (an enrolment code, or a re-registration
+        capability remembered as spent by its hash) and create the registration, all or nothing. The
         registration's id is random (a sequence would order registrations in time) and it keeps no time,
         only the UTC day it was last seen."""
         try:
@@ -86,21 +96,30 @@ class EbidTables(Tables):
                 cur = db.execute("DELETE FROM challenges WHERE challenge = ? AND expires > ?", (challenge, now))
                 if cur.rowcount != 1:
                     raise Rollback
-                cur = db.execute(
-                    "UPDATE enrolment_codes SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?",
-                    (code_hash, now),
-                )
-                if cur.rowcount != 1:
-                    raise Rollback
+                if payment.code_hash is not None:
+                    cur = db.execute(
+                        "UPDATE enrolment_codes SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ?",
+                        (payment.code_hash, now),
+                    )
+                    if cur.rowcount != 1:
+                        raise Rollback
+                else:
+                    spent = (payment.capability_hash,)
+                    if db.execute("SELECT 1 FROM spent_capabilities WHERE hash = ?", spent).fetchone():
+                        raise Rollback
+                    db.execute("INSERT INTO spent_capabilities (hash) VALUES (?)", spent)
                 db.execute(
                     "INSERT INTO registrations (id, client_id, secret_hash, puid, tx_power, seen_day)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (secrets.randbits(62), client_id, secret_hash, puid, tx_power, day_of(now)),
                 )
-                self._count(db, "ebid_registrations", now)
-        except Rollback:
+                self._count(db, "ebid_registrations" if payment.code_hash is not None else "ebid_reregistrations", now)
+        except (Rollback, sqlite3.IntegrityError):
             return False
         return True
+
+    def capability_spent(self, capability_hash: bytes) -> bool:
+        return self._one("SELECT 1 FROM spent_capabilities WHERE hash = ?", (capability_hash,)) is not None
 
     def registration_by_client(self, client_id: str) -> Registration | None:
         row = self._one("SELECT id, client_id, secret_hash, puid FROM registrations WHERE client_id = ?", (client_id,))

@@ -118,6 +118,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE tans ADD COLUMN report_type INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE upload_tokens ADD COLUMN report_type INTEGER NOT NULL DEFAULT 1",
     ),
+    # 6: re-registration without a person (issue 17). A registration's capability is blind-signed
+    # (agent.server.ebid), so nothing is stored when it is issued; a spent one is remembered by its hash
+    # alone, with no registration id and no time, so it joins the new pseudonym to nothing.
+    ("CREATE TABLE spent_capabilities (hash BLOB PRIMARY KEY)",),
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         ListRejected,
         NotConfigured,
         SyncError,
+        Unregistered,
     )
     from agent.sync.service import SyncOutcome, SyncService, reported_onset
     from agent.sync.settings import KeyServer, SyncSettings
@@ -36,6 +37,7 @@ _HOMES = {
         "ListRejected",
         "NotConfigured",
         "SyncError",
+        "Unregistered",
     ),
     "agent.sync.service": ("SyncOutcome", "SyncService", "reported_onset"),
     "agent.sync.settings": ("KeyServer", "SyncSettings"),
@@ -80,6 +82,7 @@ __all__ = [
     "SyncOutcome",
     "SyncService",
     "SyncSettings",
+    "Unregistered",
     "VerifiedList",
     "VerifiedPull",
     "open_session",

@@ -247,6 +247,9 @@ class BackendClient:
     async def challenge(self) -> wire.Challenge:
         return await self._call("POST", "/v1/ebid/challenge", wire.parse_challenge)
 
+    async def reregistration_key(self) -> wire.SubmissionKey:
+        return await self._call("GET", "/v1/ebid/reregistration-key", wire.parse_submission_key)
+
     async def register(self, registration: wire.Registration) -> wire.ClientCredentials:
         return await self._call(
             "POST", "/v1/ebid/register", wire.parse_credentials, wire.registration_body(registration)

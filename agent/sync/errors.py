@@ -42,3 +42,8 @@ class AnswerRejected(SyncError):
 
 class NotConfigured(SyncError):
     """A setting the request needs is missing (e.g. the backend's public key); ``reason`` names the key."""
+
+
+class Unregistered(SyncError):
+    """The backend does not know this device (never registered, its pseudonym erased after an at-risk
+    verdict, or purged while silent): it must register again, with its capability if it has one."""

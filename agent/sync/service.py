@@ -23,13 +23,13 @@ import random
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import urljoin
 
 import aiohttp
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
@@ -46,8 +46,8 @@ from agent.sightings import SightingWindow
 from agent.store import ExposureRecord, Store
 from agent.sync import submissions
 from agent.sync.client import BackendClient, Progress, Response, open_session
-from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
-from agent.sync.settings import SyncSettings
+from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError, Unregistered
+from agent.sync.settings import PENDING_REPORT, SyncSettings
 from agent.sync.verify import (
     Refusal,
     VerifiedList,
@@ -59,13 +59,14 @@ from agent.sync.verify import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SUBMISSION_ATTEMPTS = 5
 EBID_CREDENTIAL = "ebid"
-PENDING_REPORT = "pending_report"
-"""What a redeemed TAN bought (an upload token, or submission tokens) until the report is sent: the TAN is
-redeemed before consent (it carries the officer's onset), so a report declined, or cut off, is sent later
-with the same TAN from here instead of losing it."""
+EBID_CAPABILITY = "ebid_capability"
+"""The current registration's re-registration capability (token, blind signature, the TX power declared):
+kept apart from the credentials, which an erasure drops, because it is what registers the device again."""
+NOT_REGISTERED = "not registered with this backend: run `proxitrace register --code CODE`"
 POW_SECONDS = 600.0
 """How long registration's proof of work may take (real time): difficulty 24 is seconds on a Pi 4, the
 most a backend may ask (``proof_of_work.MAX_DIFFICULTY``) is minutes; past this the challenge has expired."""
@@ -404,13 +405,79 @@ class SyncService:
             return creds
         return None
 
+    def capability(self) -> wire.Capability | None:
+        """The stored re-registration capability for this backend, if any."""
+        stored = self._store.credential(EBID_CAPABILITY)
+        if not stored or stored.get("backend") != self.settings.base_url:
+            return None
+        return wire.Capability(unb64(stored["token"], "token"), unb64(stored["signature"], "signature"))
+
     async def register(
-        self, enrolment_code: str, progress: Progress | None = None, tx_power: int | None = None
+        self, enrolment_code: str | None, progress: Progress | None = None, tx_power: int | None = None
     ) -> dict[str, Any]:
         """Challenge → proof of work (in a worker thread, with progress) → credentials, kept in the store;
         then the first EBID batch. ``tx_power`` (this device's calibration) is declared to the backend,
-        which scores reports of this device's EBIDs with it: the adverts do not carry it."""
+        which scores reports of this device's EBIDs with it: the adverts do not carry it. The registration
+        is paid for with ``enrolment_code``, or (None) with the stored capability (``reregister``); either
+        way a blinded token goes with it and the backend's blind signature on it is the next capability."""
+        capability = None
+        if enrolment_code is None:
+            capability = self.capability()
+            if capability is None:
+                raise Unregistered(NOT_REGISTERED)
         challenge = await self._client.challenge()
+        nonce = await self._solve(challenge, progress)
+        key = (await self._client.reregistration_key()).public_key
+        [pending] = submissions.new_tokens(key, 1)
+        request = wire.Registration(
+            challenge.challenge, nonce, enrolment_code, tx_power, capability, pending.blinded.blinded_msg
+        )
+        try:
+            answer = await self._client.register(request)
+        except BackendRefused as exc:
+            if capability is not None and exc.status == 403 and "capability" in exc.reason:
+                self._store.delete_credential(EBID_CAPABILITY)  # refused for good: it can never pay again
+                why = f"the backend refused the re-registration capability ({exc.reason}); {NOT_REGISTERED}"
+                raise Unregistered(why) from None
+            raise
+        creds = {
+            "backend": self.settings.base_url,
+            "client_id": answer.client_id,
+            "client_secret": answer.client_secret,
+            "country_code": answer.country_code,
+            "period_seconds": answer.period_seconds,
+            "seen_day": day_of(self._clock.now()),
+        }
+        self._store.set_credential(EBID_CREDENTIAL, creds, self._clock.now())
+        self._keep_capability(key, pending, answer.capability_signature, tx_power)
+        self._access = _Token()
+        await self.fetch_ebids()
+        log.info("registered with the backend%s", "" if capability is None else " again, with its capability")
+        return creds
+
+    async def reregister(self) -> dict[str, Any]:
+        """Register again with the stored capability (no person, no enrolment code), declaring the TX power
+        declared before; ``Unregistered`` when there is none or the backend refused it."""
+        stored = self._store.credential(EBID_CAPABILITY) or {}
+        tx_power = stored.get("tx_power")
+        return await self.register(None, tx_power=tx_power if isinstance(tx_power, int) else None)
+
+    def _keep_capability(
+        self, key: rsa.RSAPublicKey, pending: submissions.PendingToken, signature: bytes | None, tx_power: int | None
+    ) -> None:
+        """The new capability replaces the spent one; a backend that signed none (or wrongly) leaves none."""
+        self._store.delete_credential(EBID_CAPABILITY)
+        if signature is None:
+            return
+        try:
+            final = blind_rsa.finalize(key, pending.prepared, signature, pending.blinded.inv)
+        except blind_rsa.BlindSignatureError as exc:
+            log.warning("registered, but the backend's capability signature is wrong (%s): no re-registration", exc)
+            return
+        body = {"backend": self.settings.base_url, "token": b64(pending.prepared), "signature": b64(final)}
+        self._store.set_credential(EBID_CAPABILITY, {**body, "tx_power": tx_power}, self._clock.now())
+
+    async def _solve(self, challenge: wire.Challenge, progress: Progress | None) -> int:
         expected = 2**challenge.difficulty
 
         def report_tries(tries: int) -> None:
@@ -419,44 +486,54 @@ class SyncService:
 
         deadline = time.monotonic() + POW_SECONDS
         try:
-            nonce = await asyncio.get_running_loop().run_in_executor(
+            return await asyncio.get_running_loop().run_in_executor(
                 None, proof_of_work.solve, challenge.challenge, challenge.difficulty, report_tries, 0, deadline
             )
         except proof_of_work.ProofOfWorkTimeout:
             raise SyncError(
                 f"registration: proof of work (difficulty {challenge.difficulty}) not done in {POW_SECONDS:.0f} s"
             ) from None
-        answer = await self._client.register(wire.Registration(challenge.challenge, nonce, enrolment_code, tx_power))
-        creds = {
-            "backend": self.settings.base_url,
-            "client_id": answer.client_id,
-            "client_secret": answer.client_secret,
-            "country_code": answer.country_code,
-            "period_seconds": answer.period_seconds,
-        }
-        self._store.set_credential(EBID_CREDENTIAL, creds, self._clock.now())
-        self._access = _Token()
-        await self.fetch_ebids()
-        log.info("registered with the backend")
-        return creds
 
     async def _access_token(self) -> str:
         if self._access.value and self._access.expires - 30 > self._clock.now():
             return self._access.value
         creds = self.credentials()
         if creds is None:
-            raise SyncError("not registered with this backend: run `proxitrace register --code CODE`")
+            raise Unregistered(NOT_REGISTERED)
         try:
             answer = await self._client.access_token(creds["client_id"], creds["client_secret"])
         except BackendRefused as exc:
             if exc.status == 401:
-                raise SyncError("the backend no longer knows this device: run `proxitrace register` again") from None
+                raise Unregistered("the backend no longer knows this device: run `proxitrace register` again") from None
             raise
         self._access = _Token(answer.token, answer.expires_at)
+        today = day_of(self._clock.now())
+        if creds.get("seen_day") != today:
+            self._store.set_credential(EBID_CREDENTIAL, {**creds, "seen_day": today}, self._clock.now())
         return self._access.value
 
+    def _silent_past_retention(self) -> bool:
+        """Whether this device has not reached the backend for longer than retention: the backend then
+        purges its registration (``Backend.maintain``), so "unknown client" is the expected answer. A 401 is
+        not signed (only successful answers are), so without that silence it may be forged or a backend
+        fault, and the credentials are kept rather than replaced (a capability spent on a forgery would
+        leave the old pseudonym live beside the new one)."""
+        seen = (self.credentials() or {}).get("seen_day")
+        return isinstance(seen, int) and day_of(self._clock.now()) - seen > self.settings.retention_days
+
+    async def _authorised(self, call: Callable[[str], Awaitable[_T]]) -> _T:
+        """``call(access token)``; a token the backend refuses (it went with a purged or erased pseudonym)
+        is dropped and a fresh one asked for once, which then says whether the pseudonym is still known."""
+        try:
+            return await call(await self._access_token())
+        except BackendRefused as exc:
+            if exc.status != 401 or not self._access.value:
+                raise
+        self._access = _Token()
+        return await call(await self._access_token())
+
     async def fetch_ebids(self, periods: int | None = None) -> ebid.EbidBatch:
-        batch = await self._client.ebids(await self._access_token(), periods)
+        batch = await self._authorised(lambda token: self._client.ebids(token, periods))
         KeyRing(self._store, SchemeName.EBID, self.settings.retention_days).store_ebid_batch(batch)
         return batch
 
@@ -581,30 +658,59 @@ class SyncService:
     async def ask_risk_verdict(self) -> wire.RiskVerdict:
         """Ask the backend; an at-risk verdict is stored as an exposure with its explanation, and the
         credentials and EBIDs are dropped (the backend erased the pseudonym)."""
-        verdict = await self._client.risk_verdict(await self._access_token())
+        verdict = await self._authorised(self._client.risk_verdict)
         if verdict.at_risk:
             self._store.record_exposures(_exposure_records(verdict, self._clock.now()))
         if verdict.must_register_again:
-            self._store.delete_credential(EBID_CREDENTIAL)
-            self._store.delete_own_keys(SchemeName.EBID)
-            self._access = _Token()
+            self._forget_registration()
         return verdict
 
-    async def run_ebid(self, on_result: Callable[[wire.RiskVerdict | SyncError, float], None] | None = None) -> None:
-        """Keep at least a day of EBIDs ahead and ask for the risk verdict every ``status_interval_seconds``
-        (plus jitter); back off after failures. ``on_result(result, seconds to the next attempt)`` after
-        each attempt. Runs until cancelled."""
-        retry = _Retry()
+    def _forget_registration(self) -> None:
+        """The backend erased (or forgot) the pseudonym: its credentials and EBIDs are worthless now; the
+        capability stays, it is what registers the device again."""
+        self._store.delete_credential(EBID_CREDENTIAL)
+        self._store.delete_own_keys(SchemeName.EBID)
+        self._access = _Token()
+
+    async def ebid_round(self) -> wire.RiskVerdict:
+        """One round of the EBID loop: register again (with the capability, no person) if the pseudonym is
+        gone, keep a day of EBIDs ahead, ask for the verdict. A pseudonym the backend forgot (purged while
+        this device was silent past retention: the database holds no trace of when) is replaced in the same
+        round; one it erased in this
+        round's verdict is replaced by the next round, which ``run_ebid`` starts within
+        ``reregister_spread_seconds``."""
+        if self.credentials() is None:
+            await self.reregister()
+        purged = self._silent_past_retention()
+        try:
+            await self._top_up_ebids()
+            return await self.ask_risk_verdict()
+        except Unregistered:
+            if not purged:
+                raise
+            self._forget_registration()
+            await self.reregister()
+            return await self.ask_risk_verdict()
+
+    async def _top_up_ebids(self) -> None:
+        creds = self.credentials()
+        period = int((creds or {}).get("period_seconds", ebid.DEFAULT_PERIOD_SECONDS))
         ring = KeyRing(self._store, SchemeName.EBID, self.settings.retention_days)
+        if creds and ring.ebid_periods_left(self._clock.now()) * period < DAY:
+            await self.fetch_ebids()
+
+    async def run_ebid(self, on_result: Callable[[wire.RiskVerdict | SyncError, float], None] | None = None) -> None:
+        """``ebid_round`` every ``status_interval_seconds`` (plus jitter), or within
+        ``reregister_spread_seconds`` after an erasure; back off after failures.
+        ``on_result(result, seconds to the next attempt)`` after each attempt. Runs until cancelled."""
+        retry = _Retry()
         while True:
             result: wire.RiskVerdict | SyncError
             try:
-                creds = self.credentials()
-                period = int((creds or {}).get("period_seconds", ebid.DEFAULT_PERIOD_SECONDS))
-                if creds and ring.ebid_periods_left(self._clock.now()) * period < DAY:
-                    await self.fetch_ebids()
-                result = await self.ask_risk_verdict()
+                result = await self.ebid_round()
                 delay = self.settings.status_interval_seconds + self._rng.uniform(0, self.settings.jitter_seconds)
+                if result.must_register_again and self.capability() is not None:
+                    delay = self._rng.uniform(0, self.settings.reregister_spread_seconds)
                 retry.failures = 0
             except SyncError as exc:
                 log.warning("EBID sync failed: %s", exc.reason)

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+PENDING_REPORT = "pending_report"
+"""The store credential holding what a redeemed TAN bought (an upload token, or submission tokens) until
+the report is sent: the TAN is redeemed before consent (it carries the officer's onset), so a report
+declined, or cut off, is sent later with the same TAN from here instead of losing it. Here, not in the
+service, because the daemon's status reads it and must not import the list pipeline to do so."""
+
 
 @dataclass(frozen=True)
 class KeyServer:
@@ -39,6 +45,12 @@ class SyncSettings:
     ca_file: str = ""
     """PEM CA bundle trusted for the backend's TLS certificate instead of the system store ("" = system)."""
     submission_spread_seconds: float = 600.0
+    reregister_spread_seconds: float = 1800.0
+    """After an erasure the device registers again at a uniformly random time within this long, not at
+    once: the backend sees a pseudonym erased and a capability spent, and the delay mixes the two with
+    other devices' erasures and registrations, and lets the pooled connection that carried the old
+    pseudonym's token close (aiohttp keeps an idle one 15 s). Shorter than one status interval, so
+    advertising resumes within it; the device advertises nothing meanwhile."""
     dummy_traffic: bool = True
     dummy_mean_interval_seconds: float = 86_400.0
     match_workers: int = 0

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent import signing_keys
-from agent.config import ConfigError, config_from_dict, sync_settings
+from agent.config import ConfigError, config_from_dict, sync_settings, wearable_settings
 from agent.server.config import backend_config_from_dict
 from agent.testbed.pki import make_ca
 
@@ -51,6 +51,7 @@ def blocks(lang: str) -> list[Block]:
 # (guide, the block's first line) -> the loader its reader uses.
 TOML_BLOCKS = {
     ("hw/README.md", "[agent]"): "agent",
+    ("hw/README.md", "[wearable]"): "wearable",
     ("systemd/README.md", "[server]"): "backend",
     ("systemd/README.md", "[portal]"): "backend",
 }
@@ -118,6 +119,7 @@ COMMANDS = {
         "tests/testbed/test_fit_calibration.py",
         '"fit-calibration", str(trace), "--reference", "usb:0a12:0001", "--write"',
     ),
+    "proxitrace status --brief": ("tests/test_status.py", '"status", "--brief"'),
     "sudo proxitrace provision device-0001.proxitrace.toml": (
         "tests/provision/test_provision_round_trip.py",
         '"provision", str(bundles[0])',
@@ -161,6 +163,9 @@ def test_toml_block_loads(block: Block, key_file: Path) -> None:
         assert settings.public_key is not None and settings.public_key.public_numbers() == (
             signing_keys.load_public_key(key_file).public_numbers()
         )
+    elif loader == "wearable":
+        settings = wearable_settings(config_from_dict(tomllib.loads(block.text)))
+        assert settings is not None and settings.chip is not None and settings.tan_dir is not None
     else:
         backend_config_from_dict(tomllib.loads(block.text))
 

@@ -49,11 +49,12 @@ def test_schema_3_store_migrates_keeping_its_data(tmp_path: Path) -> None:
     assert len(store.exposures_of(5)) == 1  # two rows that differed only in report id and time are one
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 5
+    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 6
     columns = {
         t: {c[1] for c in db.execute(f"PRAGMA table_info({t})")}
-        for t in ("exposures", "registrations", "tans", "upload_tokens", "enrolment_codes")
+        for t in ("exposures", "registrations", "tans", "upload_tokens", "enrolment_codes", "spent_capabilities")
     }
+    assert columns["spent_capabilities"] == {"hash"}  # step 6: a spent capability's hash and nothing else
     assert columns["exposures"] == {"registration_id", "period", "time", "scans"}
     assert "created" not in columns["registrations"] and {"tx_power", "seen_day"} <= columns["registrations"]
     assert all("used" not in columns[t] and "spent" in columns[t] for t in ("tans", "upload_tokens", "enrolment_codes"))

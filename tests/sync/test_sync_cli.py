@@ -151,6 +151,8 @@ def test_ebid_register_and_status(scene: Scene) -> None:
     assert again.returncode == 1 and "enrolment code already used" in again.stderr
     status = proxitrace("--config", str(conf), "--state-dir", str(state), "status-check")
     assert status.returncode == 0 and status.stdout.startswith("not at risk"), status.stderr
+    checked = proxitrace("--config", str(conf), "--state-dir", str(state), "status-check", "--json")
+    assert json.loads(checked.stdout)["has_capability"] is True  # registering kept a re-registration capability
     sync = proxitrace("--config", str(conf), "--state-dir", str(state), "sync")
     assert sync.returncode == 1 and "use `proxitrace status-check`" in sync.stderr
     assert scene.stop()[0] == 0

@@ -52,6 +52,7 @@ COLUMNS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "enrolment_codes": (SECRETS, {"hash": "SHA-256", "expires": "end of a UTC day", "spent": "flag"}),
     "spent_submission_tokens": (SECRETS, {"hash": "SHA-256 of a spent blind-signed token"}),
+    "spent_capabilities": (SECRETS, {"hash": "SHA-256 of a spent blind-signed re-registration capability"}),
     "challenges": (PUBLIC, {"challenge": "random", "expires": "issue + TTL"}),
     "published_keys": (
         PUBLIC,
