@@ -23,12 +23,13 @@ from agent.configfile import ConfigError, build, read_toml
 from agent.feedback import CONSENT_WINDOW_SECONDS
 from agent.protocol import transport
 from agent.risk import RiskSettings
-from agent.sync.client import tls_context
 from agent.sync.errors import NotConfigured
 from agent.sync.settings import KeyServer, SyncSettings
 from agent.wearable.settings import WearableSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/proxitrace/config.toml")
+MAX_MATCH_WORKERS = 64
+"""More matching processes than this is a typo, not a machine: each costs an interpreter (~20 MB)."""
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,15 @@ class AgentSection:
     at most that much; longer means fewer writes to a Pi's SD card. ``accept_unsynchronised_clock_testbed``:
     advertise and record although no NTP client has synchronised the clock (a desk rig, a container); never
     in the field, where a Pi without network believes it is days in the past (the build-time floor holds
-    even then)."""
+    even then). ``match_workers``: processes a large list is matched in (0: one per core the agent may run
+    on); a list too small to repay starting them is matched in the agent's own process whatever this says."""
 
     scheme: Literal["dp3t", "gaen", "ebid"] = "dp3t"
     retention_days: int = 14
     clock: str = "system"
     flush_seconds: float = 10.0
     accept_unsynchronised_clock_testbed: bool = False
+    match_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -261,9 +264,12 @@ def sync_settings(config: AgentConfig) -> SyncSettings:
         reregister_spread_seconds=float(b.reregister_spread_seconds),
         dummy_traffic=b.dummy_traffic,
         dummy_mean_interval_seconds=float(b.dummy_mean_interval_seconds),
+        match_workers=config.agent.match_workers,
     )
     if settings.ca_file:
         try:
+            from agent.sync.client import tls_context  # aiohttp: loaded only for a configured CA file
+
             tls_context(settings)  # a missing or garbled CA file stops the agent here, named
         except NotConfigured as exc:
             raise ConfigError(str(exc)) from None
@@ -345,6 +351,8 @@ def _check(config: AgentConfig) -> None:
         raise ConfigError("agent.flush_seconds: must be between 0.1 and 300")
     if not 1 <= config.agent.retention_days <= 60:
         raise ConfigError("agent.retention_days: must be between 1 and 60")
+    if not 0 <= config.agent.match_workers <= MAX_MATCH_WORKERS:
+        raise ConfigError(f"agent.match_workers: must be between 0 (one per core) and {MAX_MATCH_WORKERS}")
     if not 0 <= config.backend.submission_spread_seconds <= 86_400:
         raise ConfigError("backend.submission_spread_seconds: must be between 0 and 86400")
     if not 0 <= config.backend.reregister_spread_seconds <= config.backend.status_interval_seconds:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.ble.edge import BleEdge, BleHealth
 from agent.calibration import Calibration
@@ -39,18 +40,21 @@ from agent.config import (
 from agent.feedback import DeviceFacts
 from agent.keys import KeyRing
 from agent.notify import run_hook
+from agent.protocol.wire import RiskVerdict
 from agent.schemes.base import Scheme, SchemeName
 from agent.sdnotify import Notifier
 from agent.sightings import RawSighting
 from agent.status import AdapterStatus, AgentStatus, Brief, TaskStatus, brief_status, write_status
 from agent.store import SightingAggregator, Store
 from agent.supervisor import Supervisor
-from agent.sync import RiskVerdict, SyncError, SyncOutcome, SyncService, SyncSettings, Unregistered, open_session
-from agent.sync.service import PENDING_REPORT
+from agent.sync.errors import SyncError, Unregistered
+from agent.sync.settings import PENDING_REPORT, SyncSettings
 from agent.timesource import TimeSource, time_source_for
 from agent.timetrust import Jump, TimeWatch
 from agent.wearable import GpioPanel, Panel, TanInbox, WearableError, WearableService, WearableSettings
-from agent.wearable.report import send_report
+
+if TYPE_CHECKING:
+    from agent.sync.service import SyncOutcome, SyncService
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +245,9 @@ class Daemon:
     async def _sync(self, settings: SyncSettings) -> None:
         """Pull and match lists (DP-3T, GAEN) or keep EBIDs and ask for the risk verdict (EBID), with backoff."""
         correction = self.calibration.rssi_correction
+        from agent.sync.client import open_session  # aiohttp and the list pipeline: only with a backend
+        from agent.sync.service import SyncService
+
         async with open_session(settings) as session:
             service = SyncService(session, settings, self.clock, self.store)
             dummies = asyncio.create_task(service.run_dummy_traffic(self.scheme)) if settings.dummy_traffic else None
@@ -259,7 +266,7 @@ class Daemon:
     def _on_sync(self, result: SyncOutcome | SyncError, next_in: float) -> None:
         self.state.last_sync_at = self.clock.now()
         self.state.last_sync_ok = not isinstance(result, SyncError)
-        if isinstance(result, SyncOutcome) and result.notify:
+        if not isinstance(result, SyncError) and result.notify:
             self._exposed(len([r for r in self.store.exposures() if r.notify]))
 
     def _on_risk_verdict(self, service: SyncService, result: RiskVerdict | SyncError, next_in: float) -> None:
@@ -312,6 +319,10 @@ class Daemon:
         if self.sync_settings is None:
             raise WearableError("backend.url: not set, so a report has nowhere to go")
         self.store.flush(self.aggregator)  # what was heard up to the press belongs to an EBID report
+        from agent.sync.client import open_session  # aiohttp and the sync: only when a report is sent
+        from agent.sync.service import SyncService
+        from agent.wearable.report import send_report
+
         async with open_session(self.sync_settings) as session:
             service = SyncService(session, self.sync_settings, self.clock, self.store)
             await send_report(service, self.scheme, tan, self.clock.now(), self.calibration.rssi_correction)

@@ -7,14 +7,17 @@ explanation (buckets, minutes, why) and never with an ID.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from agent.clock import DAY, day_of
-from agent.match_workers import ChunkMatcher, StartMethod, match_chunks, worker_count
+from agent.match_workers import ChunkHits, ChunkMatcher, StartMethod, cores, match_chunks, worker_count
 from agent.matching import KeyMatch, SightingIndex, match_dp3t, match_gaen, resolve
-from agent.protocol.export import StreamedExport
+from agent.protocol.export import ExportError, StreamedExport, export_identity
 from agent.risk import (
     Assessment,
     CalibrationConfidence,
@@ -36,14 +39,37 @@ class ListOutcome:
     matched_keys: int
     already_processed: bool
     assessment: Assessment | None
+    processes: int = 1
+    """How many processes the keys were matched over (0: not matched, already processed)."""
 
     @property
     def notify(self) -> bool:
         return bool(self.assessment and self.assessment.notify)
 
 
+IDENTITY_PREFIX = "export.sig "
+"""How a file's ``export_identity`` is kept among the processed lists' export.bin digests (hex both):
+a prefix no digest has, so the two kinds of row never meet."""
+
+
 def list_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def processed_before(store: Store, source: BinaryIO) -> bool:
+    """Whether the export file in ``source`` was matched before, known from its export.sig alone
+    (``export_identity`` says why that is sound), so a national file seen again costs a look at the end
+    of its zip instead of inflating and hashing tens of megabytes. False for a file not recognised, or
+    unreadable: verifying it then gives the reason."""
+    try:
+        identity = export_identity(source)
+    except ExportError:
+        return False
+    return store.is_list_processed(_identity_row(identity))
+
+
+def _identity_row(identity: bytes) -> str:
+    return IDENTITY_PREFIX + identity.hex()
 
 
 def match_keys(
@@ -81,6 +107,24 @@ def assess_matches(matches: Sequence[KeyMatch], settings: RiskSettings, receiver
     return assess(windows, settings.model)
 
 
+class HeardIds:
+    """The IDs of one scheme heard within retention and their index, read from the store at most once
+    for all the lists of one pass: a cold start pulls 14 daily files, and reading two weeks of sightings
+    and indexing them (a fifth of a second for 50 peers) for each one was a fifth of the pass's CPU
+    (``tests/bench/bench_national.py``). Lives for one pass, so what is heard meanwhile is in the next."""
+
+    def __init__(self, store: Store, scheme: SchemeName, now: float, retention_days: int) -> None:
+        self.scheme = scheme
+        self._read = lambda: store.heard_ids(scheme, since=now - retention_days * DAY)
+        self._found: tuple[list[bytes], SightingIndex] | None = None
+
+    def get(self) -> tuple[list[bytes], SightingIndex]:
+        if self._found is None:
+            ids = self._read()
+            self._found = (ids, SightingIndex((), ids))
+        return self._found
+
+
 def process_list(
     store: Store,
     scheme: SchemeName,
@@ -96,7 +140,7 @@ def process_list(
     """Match one verified list against everything heard within retention and store the per-day results
     together with the list's digest (so it is never matched twice)."""
     if store.is_list_processed(digest):
-        return ListOutcome(digest, len(keys), 0, True, None)
+        return ListOutcome(digest, len(keys), 0, True, None, processes=0)
     index = SightingIndex(store.windows(scheme=scheme, since=now - retention_days * DAY))
     matches = match_keys(scheme, keys, index, now, progress)
     return _record(store, scheme, matches, digest, source, len(keys), now, settings, receiver_correction)
@@ -114,30 +158,111 @@ def process_export(
     workers: int = 1,
     start_method: StartMethod = "fork",
     progress: Callable[[int], None] | None = None,
+    heard: HeardIds | None = None,
 ) -> ListOutcome:
     """``process_list`` for a streamed export of any size: the keys are read chunk by chunk and matched
-        over ``workers`` processes, and nothing is stored unless every key of the file passed its checks
-        (``ExportError`` otherwise). Only the heard IDs are loaded up front; the windows are read for the
-    few IDs that were hit. The digest is export.bin's SHA-256, known before any key is read, so a
-        file processed before costs one verifying pass and no matching."""
-    if scheme is SchemeName.EBID:
-        raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
-    digest = export.summary.export_sha256.hex()
-    count = export.summary.key_count
-    if store.is_list_processed(digest):
-        return ListOutcome(digest, count, 0, True, None)
-    ids = store.heard_ids(scheme, since=now - retention_days * DAY)
-    index = SightingIndex((), ids)
-    matcher = ChunkMatcher(scheme, export.summary, day_of(now))
-    hits = match_chunks(matcher, export.chunks(), index, ids, workers, start_method, progress)
-    matches = resolve(hits, lambda wanted: store.windows_by_id(wanted, scheme))
-    return _record(store, scheme, matches, digest, source, count, now, settings, receiver_correction)
+    over ``workers`` processes, and nothing is stored unless every key of the file passed its checks
+    (``ExportError`` otherwise). Only the heard IDs are loaded up front; the windows are read for the
+    few IDs that were hit. The list is remembered by export.bin's SHA-256 (known before any key is read)
+    and by its ``export_identity``, so ``processed_before`` knows the file again without reading it.
+    ``heard``: the IDs, shared by all the lists of one pass (read here when not given)."""
+    job = _ExportJob.begin(store, scheme, export, now, heard or HeardIds(store, scheme, now, retention_days))
+    if job.done is not None:
+        return job.remember(store, job.done, source, now)
+    found = job.match(workers, start_method, progress)
+    return job.finish(store, found, source, now, settings, receiver_correction)
 
 
-def workers_for(export: StreamedExport, available: int) -> int:
-    """How many of ``available`` processes ``process_export`` should match ``export`` over: one (this
-    process) for a list too small to repay starting workers (``match_workers.worker_count``)."""
-    return worker_count(export.summary.key_count, available)
+async def process_export_off_loop(
+    store: Store,
+    scheme: SchemeName,
+    export: StreamedExport,
+    source: str,
+    now: float,
+    settings: RiskSettings,
+    receiver_correction: float,
+    retention_days: int = 14,
+    workers: int = 1,
+    start_method: StartMethod = "fork",
+    heard: HeardIds | None = None,
+) -> ListOutcome:
+    """``process_export`` for the daemon: reading, checking and matching the keys (seconds for a national
+    list) run in a thread (which feeds the worker processes), so the event loop keeps advertising,
+    recording and answering meanwhile; the store is only touched from the loop's own thread, where every
+    other writer of it runs (one SQLite connection: two threads' transactions would interleave)."""
+    job = _ExportJob.begin(store, scheme, export, now, heard or HeardIds(store, scheme, now, retention_days))
+    if job.done is not None:
+        return job.remember(store, job.done, source, now)
+    found = await asyncio.to_thread(job.match, workers, start_method, None)
+    return job.finish(store, found, source, now, settings, receiver_correction)
+
+
+@dataclass(frozen=True)
+class _ExportJob:
+    """One streamed list between what is read from the store (``begin``), the matching that needs no
+    store (``match``, safe in any thread) and what is written to it (``finish``)."""
+
+    scheme: SchemeName
+    export: StreamedExport
+    today: int
+    ids: list[bytes]
+    index: SightingIndex | None
+    done: ListOutcome | None
+
+    @classmethod
+    def begin(cls, store: Store, scheme: SchemeName, export: StreamedExport, now: float, heard: HeardIds) -> _ExportJob:
+        if scheme is SchemeName.EBID:
+            raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
+        if heard.scheme is not scheme:
+            raise ValueError(f"a {scheme} list matched against the IDs of {heard.scheme}")
+        digest, count = export.summary.export_sha256.hex(), export.summary.key_count
+        if store.is_list_processed(digest):
+            return cls(scheme, export, day_of(now), [], None, ListOutcome(digest, count, 0, True, None, processes=0))
+        ids, index = heard.get()
+        return cls(scheme, export, day_of(now), ids, index, None)
+
+    def match(self, workers: int, start_method: StartMethod, progress: Callable[[int], None] | None) -> ChunkHits:
+        assert self.index is not None, "a list processed before is not matched"
+        matcher = ChunkMatcher(self.scheme, self.export.summary, self.today)
+        return match_chunks(matcher, self.export.chunks(), self.index, self.ids, workers, start_method, progress)
+
+    def finish(
+        self,
+        store: Store,
+        found: ChunkHits,
+        source: str,
+        now: float,
+        settings: RiskSettings,
+        receiver_correction: float,
+    ) -> ListOutcome:
+        summary = self.export.summary
+        matches = resolve(found.hits, lambda wanted: store.windows_by_id(wanted, self.scheme))
+        outcome = _record(
+            store,
+            self.scheme,
+            matches,
+            summary.export_sha256.hex(),
+            source,
+            summary.key_count,
+            now,
+            settings,
+            receiver_correction,
+        )
+        return self.remember(store, dataclasses.replace(outcome, processes=found.processes), source, now)
+
+    def remember(self, store: Store, outcome: ListOutcome, source: str, now: float) -> ListOutcome:
+        """Also remember the file by its export.sig; after its results, so a file is never recognised
+        as processed before they are stored."""
+        row = (_identity_row(self.export.summary.signature_sha256), source, outcome.keys, now)
+        store.record_exposures((), processed=row)
+        return outcome
+
+
+def workers_for(export: StreamedExport, configured: int) -> int:
+    """How many processes ``process_export`` should match ``export`` over, ``configured`` at most (the
+    ``match_workers`` setting; 0: one per core): one (this process) for a list too small to repay
+    starting workers (``match_workers.worker_count``)."""
+    return worker_count(export.summary.key_count, configured or cores())
 
 
 def _record(

@@ -16,6 +16,7 @@ measures both).
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -36,6 +37,21 @@ this process costs; smaller lists (every test's, a pilot's) are matched without 
 def worker_count(keys: int, workers: int) -> int:
     """How many of ``workers`` processes a list of ``keys`` keys is matched over (1: in this one)."""
     return max(1, min(workers, keys // MIN_KEYS_PER_WORKER))
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a systemd unit or a container may
+    narrow): what a ``match_workers`` setting of 0 means."""
+    return len(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class ChunkHits:
+    """What matching a list's chunks found, and over how many processes it really ran (the workers that
+    matched at least one chunk; 1 when matched in the calling process)."""
+
+    hits: list[Hit]
+    processes: int
 
 
 @dataclass(frozen=True)
@@ -65,7 +81,7 @@ def match_chunks(
     workers: int = 1,
     start_method: StartMethod = "fork",
     progress: Callable[[int], None] | None = None,
-) -> list[Hit]:
+) -> ChunkHits:
     """All hits of all chunks (``matching.resolve`` turns them into matches), over ``workers``
     processes (in this one when ``workers`` is 1).
 
@@ -80,7 +96,7 @@ def match_chunks(
                 found.extend(matcher(chunk, index, expander))
                 if progress is not None:
                     progress(_keys_in(chunk))
-        return found
+        return ChunkHits(found, 1)
     with _Pool(matcher, index, tuple(ids) if start_method != "fork" else (), workers, start_method) as pool:
         return pool.run(chunks, progress)
 
@@ -100,9 +116,9 @@ class _Worker:
         with Expander() as expander:
             while (chunk := conn.recv()) is not None:
                 try:
-                    conn.send(("ok", self.matcher(chunk, index, expander), _keys_in(chunk)))
+                    conn.send(("ok", self.matcher(chunk, index, expander), _keys_in(chunk), os.getpid()))
                 except ExportError as exc:
-                    conn.send(("refused", exc.reason, 0))
+                    conn.send(("refused", exc.reason, 0, os.getpid()))
         conn.close()
 
 
@@ -130,8 +146,9 @@ class _Pool:
             self._conns.append(parent)
             self._procs.append(proc)
         self._in_flight = dict.fromkeys(range(workers), 0)
+        self._matched_in: set[int] = set()
 
-    def run(self, chunks: Iterable[KeyChunk], progress: Callable[[int], None] | None) -> list[Hit]:
+    def run(self, chunks: Iterable[KeyChunk], progress: Callable[[int], None] | None) -> ChunkHits:
         found: list[Hit] = []
         refusal: str | None = None
         for chunk in chunks:
@@ -146,7 +163,7 @@ class _Pool:
             refusal = self._collect(found, progress)
         if refusal is not None:
             raise ExportError(refusal)
-        return found
+        return ChunkHits(found, len(self._matched_in))
 
     def _collect(self, found: list[Hit], progress: Callable[[int], None] | None) -> str | None:
         busy = [self._conns[w] for w, n in self._in_flight.items() if n]
@@ -154,10 +171,11 @@ class _Pool:
             assert isinstance(conn, Connection)
             w = self._conns.index(conn)
             try:
-                status, value, keys = conn.recv()
+                status, value, keys, pid = conn.recv()
             except EOFError:
                 raise RuntimeError("a matching worker died (its error is on stderr)") from None
             self._in_flight[w] -= 1
+            self._matched_in.add(pid)
             if status == "refused":
                 return str(value)
             found.extend(value)

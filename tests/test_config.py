@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, ConfigError, config_from_dict, config_to_toml, load_config
+from agent.config import AgentConfig, ConfigError, config_from_dict, config_to_toml, load_config, sync_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +37,9 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
         ({"ble": {"passive": 1}}, "ble.passive: expected true or false"),
         ({"ble": {"scan_seconds": 10, "scan_period_seconds": 5}}, "ble.scan_seconds: must be between"),
         ({"agent": {"retention_days": 0}}, "agent.retention_days: must be between"),
+        ({"agent": {"match_workers": -1}}, r"agent.match_workers: must be between 0 \(one per core\) and 64"),
+        ({"agent": {"match_workers": 65}}, r"agent.match_workers: must be between 0 \(one per core\) and 64"),
+        ({"agent": {"match_workers": "all"}}, "agent.match_workers: expected an integer"),
         ({"risk": {"model": "magic"}}, "risk.model: 'magic' is not a risk model"),
         ({"risk": 3}, "risk: expected a table"),
         (
@@ -48,6 +51,13 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
 def test_bad_values_name_the_key(raw: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         config_from_dict(raw)
+
+
+def test_match_workers_reaches_the_sync_settings() -> None:
+    backend = {"url": "https://backend.example"}
+    assert sync_settings(config_from_dict({"backend": backend})).match_workers == 0  # 0: one per core
+    configured = config_from_dict({"agent": {"match_workers": 3}, "backend": backend})
+    assert sync_settings(configured).match_workers == 3
 
 
 def test_unreadable_files_give_one_clear_error(tmp_path: Path) -> None:

@@ -2,30 +2,55 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import click
 
 from agent import __version__
-from agent.cli.backend import backend
-from agent.cli.bench import bench
-from agent.cli.config import config_group
 from agent.cli.context import CliContext
-from agent.cli.doctor import doctor
-from agent.cli.exposures import exposures
-from agent.cli.ids import advert, ids
-from agent.cli.maintenance import calibrate, wipe
-from agent.cli.match import match
-from agent.cli.provision import provision_command
-from agent.cli.run import run, status
-from agent.cli.start import start
-from agent.cli.sync import register, report, status_check, sync
-from agent.cli.testbed import testbed
 from agent.paths import STATE_DIR_ENV, default_state_dir
 
+_COMMANDS = {
+    "advert": ("agent.cli.ids", "advert"),
+    "backend": ("agent.cli.backend", "backend"),
+    "bench": ("agent.cli.bench", "bench"),
+    "calibrate": ("agent.cli.maintenance", "calibrate"),
+    "config": ("agent.cli.config", "config_group"),
+    "doctor": ("agent.cli.doctor", "doctor"),
+    "exposures": ("agent.cli.exposures", "exposures"),
+    "ids": ("agent.cli.ids", "ids"),
+    "match": ("agent.cli.match", "match"),
+    "provision": ("agent.cli.provision", "provision_command"),
+    "register": ("agent.cli.sync", "register"),
+    "report": ("agent.cli.sync", "report"),
+    "run": ("agent.cli.run", "run"),
+    "start": ("agent.cli.start", "start"),
+    "status": ("agent.cli.run", "status"),
+    "status-check": ("agent.cli.sync", "status_check"),
+    "sync": ("agent.cli.sync", "sync"),
+    "testbed": ("agent.cli.testbed", "testbed"),
+    "wipe": ("agent.cli.maintenance", "wipe"),
+}
+"""Each command's module, imported only when that command runs: ``proxitrace run`` (a daemon living for
+months) then never holds the backend, the test-bed or the benchmarks in memory (issue 17's RSS)."""
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        home = _COMMANDS.get(cmd_name)
+        if home is None:
+            return None
+        command = getattr(importlib.import_module(home[0]), home[1])
+        assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="proxitrace")
 @click.option(
     "--config",
@@ -60,24 +85,3 @@ def main() -> None:
         click.echo(f"{where}{exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-cli.add_command(start)
-cli.add_command(run)
-cli.add_command(status)
-cli.add_command(exposures)
-cli.add_command(match)
-cli.add_command(wipe)
-cli.add_command(config_group)
-cli.add_command(testbed)
-cli.add_command(calibrate)
-cli.add_command(doctor)
-cli.add_command(ids)
-cli.add_command(advert)
-cli.add_command(bench)
-cli.add_command(backend)
-cli.add_command(sync)
-cli.add_command(register)
-cli.add_command(provision_command)
-cli.add_command(report)
-cli.add_command(status_check)

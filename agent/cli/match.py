@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from agent.calibration import CalibrationError
 from agent.cli.context import CliContext
 from agent.clock import SystemClock
 from agent.config import ConfigError, device_calibration, load_config, risk_settings
-from agent.exposure import process_export
+from agent.exposure import process_export, workers_for
 from agent.protocol.export import ExportError, verify_export_stream
 from agent.schemes.base import SchemeName
 from agent.schemes.published import DP3T_KEY_LEN, GAEN_KEY_LEN
@@ -60,7 +59,7 @@ class TrustedForAnyKeyId(Mapping[object, ec.EllipticCurvePublicKey]):
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Processes to match in (0: one per core).",
+    help="Processes to match in (0: the config's agent.match_workers, whose 0 is one per core).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @click.pass_obj
@@ -97,7 +96,7 @@ def match(obj: CliContext, list_path: Path, public_key: Path, scheme: str, worke
                     risk_settings(config),
                     correction,
                     config.agent.retention_days,
-                    workers=workers or len(os.sched_getaffinity(0)),
+                    workers=workers_for(verified, workers or config.agent.match_workers),
                     progress=bar.update,
                 )
         except (ExportError, SigningKeyError, ConfigError, CalibrationError, StoreError, OSError) as exc:

@@ -84,6 +84,8 @@ class ExportSummary:
     revised_key_count: int
     key_length: int
     latest_start: int | None
+    signature_sha256: bytes
+    """The file's ``export_identity``: how it is recognised later without reading export.bin again."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,21 @@ class StreamedExport:
                 yield keys
 
 
+def export_identity(source: BinaryIO, limits: ExportLimits = DEFAULT_LIMITS) -> bytes:
+    """SHA-256 of the file's export.sig, read alone (a few hundred bytes at the end of the zip): what
+    recognises a file matched before without inflating and hashing its export.bin again.
+
+    Sound because export.sig holds ECDSA signatures over export.bin's SHA-256: a file with the same
+    export.sig as a verified one either has the same export.bin, or its signatures do not verify and it
+    would be refused; skipping it loses nothing either way. (A re-encoded signature is a new identity, so
+    that file is verified and then recognised by its export.bin digest.) ``ExportError`` for a file whose
+    zip or export.sig is unreadable."""
+    source.seek(0)
+    with _open_zip(source) as zf:
+        export_sig = _read_entry(zf, _find_entries(zf, limits)[EXPORT_SIG], limits.max_export_sig_bytes, limits)
+    return hashlib.sha256(export_sig).digest()
+
+
 def verify_export_stream(
     source: BinaryIO,
     public_keys: PublicKeys,
@@ -217,6 +234,7 @@ def verify_export_stream(
         revised_key_count=scanner.revised_keys,
         key_length=key_length,
         latest_start=latest_start,
+        signature_sha256=hashlib.sha256(export_sig).digest(),
     )
     return StreamedExport(source, summary, limits)
 

@@ -28,8 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlite_utils
-
 from agent.clock import DAY
 from agent.paths import ensure_private_dir
 from agent.schemes.base import SchemeName
@@ -71,8 +69,17 @@ class ExposureRecord:
     computed_at: float
 
 
+@dataclass(frozen=True)
+class Connection:
+    """The store's one SQLite connection (``Store.db.conn``). Plain ``sqlite3``: the sqlite-utils wrapper
+    it replaced was only ever used for ``.conn``, and importing it imports numpy, 15 MiB of a daemon's
+    RSS that a device with no list to match never needs (issue 17)."""
+
+    conn: sqlite3.Connection
+
+
 class Store:
-    def __init__(self, db: sqlite_utils.Database, path: Path) -> None:
+    def __init__(self, db: Connection, path: Path) -> None:
         self.db = db
         self.path = path
         self.moved_aside: Path | None = None  # where a corrupt database found at open went
@@ -137,7 +144,7 @@ class Store:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
-                store = cls(sqlite_utils.Database(conn), path)
+                store = cls(Connection(conn), path)
                 problem = integrity_problem(conn) if check_integrity and not create else None
                 if problem is not None:  # before anything writes to it: the file is kept as it was found
                     conn.close()

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
-from agent.exposure import ListOutcome, StartMethod, process_export, workers_for
+from agent.exposure import HeardIds, ListOutcome, StartMethod, process_export_off_loop, processed_before, workers_for
 from agent.keys import KeyRing
 from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.protocol.export import DEFAULT_LIMITS, ExportError
@@ -47,7 +47,7 @@ from agent.store import ExposureRecord, Store
 from agent.sync import submissions
 from agent.sync.client import BackendClient, Progress, Response, open_session
 from agent.sync.errors import BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError, Unregistered
-from agent.sync.settings import SyncSettings
+from agent.sync.settings import PENDING_REPORT, SyncSettings
 from agent.sync.verify import (
     Refusal,
     VerifiedList,
@@ -67,10 +67,6 @@ EBID_CAPABILITY = "ebid_capability"
 """The current registration's re-registration capability (token, blind signature, the TX power declared):
 kept apart from the credentials, which an erasure drops, because it is what registers the device again."""
 NOT_REGISTERED = "not registered with this backend: run `proxitrace register --code CODE`"
-PENDING_REPORT = "pending_report"
-"""What a redeemed TAN bought (an upload token, or submission tokens) until the report is sent: a report cut
-off after the TAN was spent is sent later with the same TAN from here instead of losing it. (Consent comes
-before the TAN is spent: ``check_tan`` reads what it carries without spending it.)"""
 POW_SECONDS = 600.0
 """How long registration's proof of work may take (real time): difficulty 24 is seconds on a Pi 4, the
 most a backend may ask (``proof_of_work.MAX_DIFFICULTY``) is minutes; past this the challenge has expired."""
@@ -88,6 +84,8 @@ class SyncOutcome:
     notify: bool = False
     summaries: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    match_processes: int = 0
+    """The most processes any new list was matched over (1: in the daemon's own; 0: nothing matched)."""
 
 
 @dataclass
@@ -149,8 +147,19 @@ class SyncService:
         last = self.last_tag(scheme)
         answer = await self._client.exposed(scheme, last, body, DEFAULT_LIMITS.max_archive_bytes, progress)
         s = self.settings
-        verdict = verify_pull(
-            scheme, answer.status, answer.headers, body, public, s.key_id, s.base_url, last, self._clock.now()
+        known = answer.status == 200 and processed_before(self._store, body)  # export.sig only: cheap
+        verdict = await asyncio.to_thread(  # hashing and verifying tens of megabytes: off the event loop
+            verify_pull,
+            scheme,
+            answer.status,
+            answer.headers,
+            body,
+            public,
+            s.key_id,
+            s.base_url,
+            last,
+            self._clock.now(),
+            lambda _: known,
         )
         if isinstance(verdict, Refusal):
             raise ListRejected(verdict.reason)
@@ -170,7 +179,11 @@ class SyncService:
     # ---- a plain GAEN key server ---------------------------------------------------------------------
 
     async def sync_key_server(
-        self, risk: RiskSettings, receiver_correction: float, progress: Progress | None = None
+        self,
+        risk: RiskSettings,
+        receiver_correction: float,
+        progress: Progress | None = None,
+        heard: HeardIds | None = None,
     ) -> tuple[list[ListOutcome], list[str]]:
         """Match the new export files listed in the key server's ``index.txt``, each verified with its key
         and matched as it arrives; the problems (a file that fails is skipped now and tried again next
@@ -187,6 +200,7 @@ class SyncService:
         names = index_entries(index.body)
         if isinstance(names, Refusal):
             raise ListRejected(names.reason)
+        heard = heard or self._heard(SchemeName.GAEN)
         root = urljoin(ks.index_url, "..")
         outcomes, problems, good = [], [], [n for n in names if n in seen]
         for name in names:
@@ -200,12 +214,15 @@ class SyncService:
                 except SyncError as exc:
                     problems.append(f"key server file {name}: {exc.reason}")
                     continue
-                verified = verify_key_server_file(name, body, ks, self._clock.now())
+                if processed_before(self._store, body):  # the same file under another name
+                    good.append(name)
+                    continue
+                verified = await asyncio.to_thread(verify_key_server_file, name, body, ks, self._clock.now())
                 if isinstance(verified, Refusal):
                     problems.append(verified.reason)
                     continue
                 try:
-                    outcomes.append(self._process(SchemeName.GAEN, verified, risk, receiver_correction))
+                    outcomes.append(await self._process(SchemeName.GAEN, verified, risk, receiver_correction, heard))
                 except ExportError as exc:
                     problems.append(f"key server file {name}: {exc.reason}")
                     continue
@@ -227,17 +244,18 @@ class SyncService:
         moves. Key-server trouble is reported in ``problems`` and does not stop our backend's list."""
         if scheme is SchemeName.EBID:
             raise ValueError("EBID devices do not match lists: use ask_risk_verdict")
+        heard = self._heard(scheme)  # read once, when the first list needs it, for every list of this sync
         with self.spool() as body:
             pulled = await self.pull(scheme, body, progress)
             try:
-                outcomes = [self._process(scheme, v, risk, receiver_correction) for v in pulled.lists]
+                outcomes = [await self._process(scheme, v, risk, receiver_correction, heard) for v in pulled.lists]
             except ExportError as exc:
                 raise ListRejected(f"{scheme} list: export refused: {exc.reason}") from None
         self._commit_tag(scheme, pulled.tag)
         problems: list[str] = []
         if scheme is SchemeName.GAEN and self.settings.key_server is not None:
             try:
-                from_key_server, trouble = await self.sync_key_server(risk, receiver_correction, progress)
+                from_key_server, trouble = await self.sync_key_server(risk, receiver_correction, progress, heard)
                 outcomes += from_key_server
                 problems += trouble
             except SyncError as exc:
@@ -251,11 +269,18 @@ class SyncService:
             notify=any(o.notify for o in fresh),
             summaries=tuple(o.assessment.explain().summary for o in fresh if o.assessment is not None),
             problems=tuple(problems),
+            match_processes=max((o.processes for o in fresh), default=0),
         )
 
-    def _process(self, scheme: SchemeName, v: VerifiedList, risk: RiskSettings, correction: float) -> ListOutcome:
-        """Match one verified list from its file; ``ExportError`` if a key in it is refused (nothing stored)."""
-        return process_export(
+    def _heard(self, scheme: SchemeName) -> HeardIds:
+        return HeardIds(self._store, scheme, self._clock.now(), self.settings.retention_days)
+
+    async def _process(
+        self, scheme: SchemeName, v: VerifiedList, risk: RiskSettings, correction: float, heard: HeardIds
+    ) -> ListOutcome:
+        """Match one verified list from its file, off the event loop (``process_export_off_loop``);
+        ``ExportError`` if a key in it is refused (nothing stored)."""
+        return await process_export_off_loop(
             self._store,
             scheme,
             v.export,
@@ -264,8 +289,9 @@ class SyncService:
             risk,
             correction,
             self.settings.retention_days,
-            workers=workers_for(v.export, self.settings.match_workers or len(os.sched_getaffinity(0))),
+            workers=workers_for(v.export, self.settings.match_workers),
             start_method=MATCH_START_METHOD,
+            heard=heard,
         )
 
     def _next_delay(self, retry: _Retry, error: SyncError | None) -> float:

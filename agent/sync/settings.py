@@ -7,6 +7,13 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+PENDING_REPORT = "pending_report"
+"""The store credential holding what a redeemed TAN bought (an upload token, or submission tokens) until
+the report is sent: a report cut off after the TAN was spent is sent later with the same TAN from here
+instead of losing it (consent comes before the TAN is spent: ``check_tan`` reads what it carries without
+spending it). Here, not in the service, because the daemon's status reads it and must not import the list
+pipeline to do so."""
+
 
 @dataclass(frozen=True)
 class KeyServer:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -73,9 +73,12 @@ def verify_pull(
     source: str,
     last_tag: int | None,
     now: float,
+    processed_before: Callable[[BinaryIO], bool] | None = None,
 ) -> VerifiedPull | Refusal:
     """Check one ``/v2/<scheme>/exposed`` answer whose body is in the seekable file ``body``; ``source``
-    names the backend in the stored results."""
+    names the backend in the stored results. A signed answer whose export file ``processed_before``
+    recognises (``agent.exposure.processed_before``: by its export.sig) gives its tag and no list, without
+    its export.bin being read: the answer's own signature is still checked, since it vouches for the tag."""
     tag_text = headers.get(BUNDLE_TAG_HEADER, "")
     if not (tag_text.isascii() and tag_text.isdigit() and len(tag_text) <= 16):
         return Refusal(f"{scheme} list: no valid {BUNDLE_TAG_HEADER} header")
@@ -93,7 +96,7 @@ def verify_pull(
         return Refusal(f"{scheme} list: signed for another scheme")
     if last_tag is not None and (tag < last_tag or (tag == last_tag and status == 200)):
         return Refusal(f"{scheme} list: replayed (bundle tag {tag} is not after the last processed {last_tag})")
-    if status != 200:
+    if status != 200 or (processed_before is not None and processed_before(body)):
         return VerifiedPull((), tag)
     try:
         content = export.verify_export_stream(body, {key_id: public_key}, now=now, key_length=wire.KEY_LEN[scheme])

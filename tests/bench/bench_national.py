@@ -37,7 +37,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.bench.match import synthesize
-from agent.exposure import process_export
+from agent.exposure import HeardIds, process_export, processed_before
 from agent.matching import SightingIndex, match_dp3t, match_gaen
 from agent.protocol.export import EXPORT_HEADER, SignatureInfo, sign_export_bin, verify_export_stream, zip_export
 from agent.protocol.proto import gaen_export as pb
@@ -225,9 +225,13 @@ def run_pass(state: Path, files: list[Path], public_key: Path, workers: int, sta
     store = Store.open(state)
     matched = keys = skipped = 0
     verify_s = 0.0
+    heard = HeardIds(store, SchemeName.GAEN, NOW, 14)  # as one sync does: read once for all its files
     try:
         for path in files:
             with path.open("rb") as source:
+                if processed_before(store, source):  # as the sync does: known by export.sig, not read
+                    skipped += 1
+                    continue
                 v0 = time.perf_counter()
                 export = verify_export_stream(source, {INFO.verification_key_id: key}, now=NOW)
                 verify_s += time.perf_counter() - v0
@@ -241,6 +245,7 @@ def run_pass(state: Path, files: list[Path], public_key: Path, workers: int, sta
                     0.0,
                     workers=workers,
                     start_method=start_method,  # type: ignore[arg-type]
+                    heard=heard,
                 )
             matched += outcome.matched_keys
             keys += outcome.keys

@@ -110,16 +110,16 @@ def test_two_worker_processes_hit_what_one_process_hits(scheme: SchemeName, sign
     index = SightingIndex(windows)
     ids = list(index.by_id)
     matcher = ChunkMatcher(scheme, streamed.summary, TODAY)
-    one = match_chunks(matcher, streamed.chunks(700), index)
+    one = match_chunks(matcher, streamed.chunks(700), index).hits
     assert len({h.position for h in one}) == (9 if scheme is SchemeName.GAEN else 7)
     sorted_keys = sorted(keys, key=lambda k: k.key_data)  # the order build_export writes
     assert all(sorted_keys[h.position] == h.key for h in one)
     forked = match_chunks(matcher, streamed.chunks(700), index, workers=2, start_method="fork")
-    assert hit_set(forked) == hit_set(one)
+    assert hit_set(forked.hits) == hit_set(one) and forked.processes == 2
     if scheme is SchemeName.GAEN:  # a clean interpreter per worker, the index rebuilt from the IDs
         spawned = match_chunks(
             matcher, streamed.chunks(700), SightingIndex((), ids), ids, workers=2, start_method="spawn"
-        )
+        ).hits
         assert hit_set(spawned) == hit_set(one)
 
 
@@ -177,7 +177,7 @@ def test_no_worker_is_left_behind(signer: ec.EllipticCurvePrivateKey) -> None:
     keys, windows = gaen_case(1500, planted=1, seed=4)
     streamed = verify_export_stream(io.BytesIO(signed(keys, signer)), {"228": signer.public_key()})
     matcher = ChunkMatcher(SchemeName.GAEN, streamed.summary, TODAY)
-    hits = match_chunks(matcher, streamed.chunks(300), SightingIndex(windows), workers=2)
+    hits = match_chunks(matcher, streamed.chunks(300), SightingIndex(windows), workers=2).hits
     assert len({h.position for h in hits}) == 1
     assert multiprocessing.active_children() == []
 

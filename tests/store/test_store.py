@@ -4,6 +4,7 @@ import stat
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from agent.clock import ManualClock
 from agent.schemes.base import SchemeName
@@ -154,7 +155,7 @@ def test_migration_from_version_1_keeps_the_data(tmp_path: Path) -> None:
     )
     assert (w.first_seen, w.last_seen) == (1780000021.0, 1780000050.0)
     assert len(store.own_keys(SchemeName.GAEN)) == 1
-    assert "credentials" in store.db.table_names()
+    assert "credentials" in sqlite_utils.Database(store.db.conn).table_names()
 
 
 def test_newer_or_corrupt_databases_are_refused_untouched(tmp_path: Path) -> None:
@@ -176,7 +177,7 @@ def test_newer_or_corrupt_databases_are_refused_untouched(tmp_path: Path) -> Non
 
 def test_no_address_location_or_person_can_be_stored(tmp_path: Path) -> None:
     store = Store.open(tmp_path)
-    columns = {c.name for t in store.db.tables for c in t.columns}
+    columns = {c.name for t in sqlite_utils.Database(store.db.conn).tables for c in t.columns}
     assert not {c for c in columns if any(w in c for w in ("addr", "mac", "lat", "lon", "name", "location"))} - {
         "name"
     }  # credentials.name is a key name such as "ebid"

@@ -4,11 +4,13 @@ file as the daemon spools it (here ``io.BytesIO``)."""
 
 import io
 import os
+import zipfile
+from typing import BinaryIO
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.protocol.export import SignatureInfo, build_export
+from agent.protocol.export import SignatureInfo, build_export, zip_export
 from agent.protocol.jws import sign_response
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -89,3 +91,25 @@ def test_each_refusal_names_its_reason(case: str, reason: str) -> None:
 def test_nothing_new_is_an_empty_pull_that_keeps_the_tag() -> None:
     headers, _, _ = response(body=b"")
     assert verify(headers, b"", last=TAG, status=204) == VerifiedPull((), TAG)
+
+
+def test_a_signed_answer_whose_file_was_processed_gives_its_tag_without_its_export_being_read() -> None:
+    _, good, _ = response()
+    with zipfile.ZipFile(io.BytesIO(good)) as zf:
+        export_sig = zf.read("export.sig")
+    body = zip_export(b"\x00" * 64, export_sig)  # an export.bin that would be refused, were it read
+    headers, _, _ = response(body=body)
+    asked: list[bytes] = []
+
+    def known(source: BinaryIO) -> bool:
+        asked.append(source.read())
+        return True
+
+    source = io.BytesIO(body)
+    args = (SchemeName.GAEN, 200, headers, source, KEY.public_key(), "proxitrace", "b", TAG - 1, NOW)
+    assert verify_pull(*args, processed_before=known) == VerifiedPull((), TAG)
+    assert asked and isinstance(verify_pull(*args), Refusal)  # not recognised: verified, and refused
+    headers["Signature"] = response()[0]["Signature"]  # signed for another body: its tag is not taken
+    asked.clear()
+    refused = verify_pull(*args, processed_before=known)
+    assert isinstance(refused, Refusal) and "Signature header refused" in refused.reason and not asked
