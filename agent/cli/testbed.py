@@ -21,9 +21,9 @@ from agent.risk import RiskSettings
 from agent.schemes.base import SchemeName
 from agent.testbed.datasets import measurements_to_trace, read_measurements
 from agent.testbed.replay import ReplayError, ReplayResult, ReplaySettings, replay, summary
-from agent.testbed.report import write_report
+from agent.testbed.report import FittedFigures, fitted_figures, write_report
 from agent.testbed.runner import SchemeResult, run_scheme
-from agent.testbed.scenario import ScenarioError, load_scenario
+from agent.testbed.scenario import Scenario, ScenarioError, load_scenario
 from agent.testbed.sweep import SweepPoint, evaluate, fit, pr_front, risk_table, split, sweep
 from agent.testbed.trace import ScanBehaviour, Trace, TraceError, format_trace, parse_trace
 
@@ -94,6 +94,12 @@ def testbed() -> None:
     default=None,
     help="Radio channel (default: the scenario's, fitted to field measurements; ideal = distance only).",
 )
+@click.option(
+    "--fitted-risk",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A [risk] table from `testbed replay --fit` (fitted-risk.toml): the summary adds its efficacy on this run.",
+)
 def testbed_sim(
     scenario: str,
     schemes: tuple[str, ...],
@@ -105,6 +111,7 @@ def testbed_sim(
     keep: bool,
     trace_file: Path | None,
     channel: str | None,
+    fitted_risk: Path | None,
 ) -> None:
     """Play a workplace scenario with real agents on the simulated BlueZ and a real backend.
 
@@ -114,6 +121,7 @@ def testbed_sim(
         plan = load_scenario(_scenario_path(scenario))
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
+    fitted = _fitted_settings(fitted_risk) if fitted_risk is not None else None
     # Ctrl-C and SIGTERM must run the clean-up below (agents, backend, bus, simulator), even when the shell
     # that started us ignores SIGINT for background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -149,16 +157,17 @@ def testbed_sim(
     try:
         results = _run_side_by_side(f"{plan.name} / {', '.join(chosen)}", chosen, one, done, stop)
         folder = report_dir or Path("testbed-report")
-        written = write_report(results, folder)
+        traces = {r.scheme: parse_trace(trace_of(r.scheme).read_text()) for r in results}
+        with_fitted = {r.scheme: _fitted_figures(traces[r.scheme], r, fitted, plan) for r in results} if fitted else {}
+        written = write_report(results, folder, with_fitted)
         for r in results:
-            if r.scheme != "ebid":  # EBID contacts are scored by the backend: no list to replay
-                written += _timeline(trace_of(r.scheme), r, plan.contact_distance_m, plan.contact_minutes, folder)
+            written += _timeline(traces[r.scheme], r, plan.contact_distance_m, plan.contact_minutes, folder)
     finally:
         if keep:
             click.echo(f"work folder kept: {work}", err=True)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    click.echo(_table(results))
+    click.echo(_table(results, with_fitted, fitted_risk))
     click.echo(f"report: {', '.join(str(p) for p in written)}")
     if json_file is not None:
         rows = [{k: v for k, v in asdict(r).items() if k != "people"} for r in results]
@@ -194,12 +203,31 @@ def _run_side_by_side(
         return [f.result() for f in futures]
 
 
-def _timeline(trace_path: Path, run: SchemeResult, distance: float, minutes: float, folder: Path) -> list[Path]:
+def _fitted_settings(path: Path) -> RiskSettings:
+    """The risk settings of a ``[risk]`` table file, read by the agent's own config loader."""
+    try:
+        return risk_settings(load_config(path))
+    except ConfigError as exc:
+        raise click.ClickException(f"--fitted-risk: {exc}") from None
+
+
+def _fitted_figures(trace: Trace, run: SchemeResult, fitted: RiskSettings, plan: Scenario) -> FittedFigures:
+    """Who the fitted settings would have notified in this run: its trace replayed through the agent's
+    path with them (replay gives the run's own decisions under the configured ones), against the run's
+    ground truth."""
+    positives = frozenset(p.name for p in run.people if p.positive)
+    settings = ReplaySettings(
+        SchemeName(run.scheme), fitted, plan.contact_distance_m, plan.contact_minutes, 0.0, positives
+    )
+    replayed = replay(trace, settings)
+    return fitted_figures(run, {p.receiver for p in replayed.pairs if p.notified})
+
+
+def _timeline(trace: Trace, run: SchemeResult, distance: float, minutes: float, folder: Path) -> list[Path]:
     """The run's per-person picture: its trace replayed (the same decisions, tests/testbed show it) and
     drawn: distance to the positive person, attenuation measured, weighted minutes, notification."""
     from agent.testbed.plot import pair_timeline
 
-    trace = parse_trace(trace_path.read_text())
     positives = frozenset(p.name for p in run.people if p.positive)
     replayed = replay(trace, ReplaySettings(SchemeName(run.scheme), RiskSettings(), distance, minutes, 0.0, positives))
     path = folder / f"timeline-{run.scheme}.png"
@@ -207,7 +235,9 @@ def _timeline(trace_path: Path, run: SchemeResult, distance: float, minutes: flo
     return [path] if pair_timeline(trace, replayed, 0.0, distance, path, title) else []
 
 
-def _table(results: list[SchemeResult]) -> str:
+def _table(
+    results: list[SchemeResult], fitted: dict[str, FittedFigures] | None = None, fitted_from: Path | None = None
+) -> str:
     names = [p.name for p in results[0].people]
     lines = [f"{'person':10}" + "".join(f"{r.scheme:>18}" for r in results)]
     for i, name in enumerate(names):
@@ -223,6 +253,12 @@ def _table(results: list[SchemeResult]) -> str:
             f" {r.notified} notified); {r.address_id_violations} address/ID violations in "
             f"{r.adverts_on_air} adverts on air; {r.wall_seconds:.0f} s"
         )
+        f = (fitted or {}).get(r.scheme)
+        if f is not None:
+            lines.append(
+                f"{r.scheme} with the fitted settings ({fitted_from}): recall {f.recall:.2f}, precision "
+                f"{f.precision:.2f} ({f.notified} notified: {', '.join(f.people_notified) or 'nobody'})"
+            )
     return "\n".join(lines)
 
 
@@ -237,7 +273,7 @@ def _read_trace(path: Path) -> Trace:
 
 @testbed.command("replay")
 @click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--scheme", type=click.Choice(["gaen", "dp3t"]), default="gaen", show_default=True)
+@click.option("--scheme", type=click.Choice(["gaen", "dp3t", "ebid"]), default="gaen", show_default=True)
 @click.option("--contact-distance", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True)
 @click.option("--contact-minutes", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True)
 @click.option("--positive", "positives", multiple=True, help="Only these transmitters test positive (repeatable).")
@@ -332,14 +368,14 @@ def _sweep_and_fit(
     from agent.testbed.plot import pr_curve
 
     if other is not None:
-        fit_half, held, held_matches = list(result.pairs), list(other.pairs), other.matches
+        fit_half, held, held_evidence = list(result.pairs), list(other.pairs), other.evidence
         how = "all pairs of the trace"
     elif do_fit:
-        (fit_half, held), held_matches = split(result.pairs), result.matches
+        (fit_half, held), held_evidence = split(result.pairs), result.evidence
         how = "those whose SHA-256(receiver|transmitter) starts with an even byte"
     else:
-        fit_half, held, held_matches, how = list(result.pairs), [], result.matches, ""
-    points = sweep(fit_half, result.matches, result.risk, correction)
+        fit_half, held, held_evidence, how = list(result.pairs), [], result.evidence, ""
+    points = sweep(fit_half, result.evidence, result.risk, correction)
     front = pr_front(points)
     chosen: SweepPoint | None = fit(points, target_recall) if do_fit else None
     with (folder / "sweep.csv").open("w", newline="") as f:
@@ -358,7 +394,7 @@ def _sweep_and_fit(
         return
     if chosen is None:
         raise click.ClickException(f"no swept setting reaches recall {target_recall:g} on the fitting half")
-    on_held = evaluate(chosen.candidate, held, held_matches, result.risk, correction)
+    on_held = evaluate(chosen.candidate, held, held_evidence, result.risk, correction)
     table = risk_table(chosen.candidate, scan.period_seconds if scan.duty_cycled else None)
     (folder / "fitted-risk.toml").write_text(table)
     click.echo(

@@ -4,23 +4,55 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent.testbed.runner import SchemeResult
+from agent.testbed.truth import efficacy
 
 
-def write_report(results: list[SchemeResult], folder: Path) -> list[Path]:
-    """summary.json, summary.csv and, with matplotlib installed, summary.png."""
+@dataclass(frozen=True)
+class FittedFigures:
+    """A run's efficacy had the agents used other (fitted) risk settings: its trace replayed with them."""
+
+    recall: float
+    precision: float
+    notified: int
+    people_notified: tuple[str, ...]
+
+
+def fitted_figures(run: SchemeResult, notified: Iterable[str]) -> FittedFigures:
+    """``notified`` (by the fitted settings) against the run's own ground truth."""
+    told = frozenset(notified)
+    eff = efficacy({p.name for p in run.people if p.true_contact}, set(told))
+    return FittedFigures(round(eff.recall, 3), round(eff.precision, 3), eff.notified, tuple(sorted(told)))
+
+
+def write_report(
+    results: list[SchemeResult], folder: Path, fitted: dict[str, FittedFigures] | None = None
+) -> list[Path]:
+    """summary.json, summary.csv and, with matplotlib installed, summary.png. With ``fitted`` (per scheme),
+    each scheme's figures under the fitted settings sit next to the configured ones: a ``fitted`` object
+    in the JSON, a ``notified_fitted`` column in the CSV."""
+    fitted = fitted or {}
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "summary.json", folder / "summary.csv"]
-    written[0].write_text(json.dumps([asdict(r) for r in results], indent=1))
+    rows = []
+    for r in results:
+        row = asdict(r)
+        if r.scheme in fitted:
+            row["fitted"] = asdict(fitted[r.scheme])
+        rows.append(row)
+    written[0].write_text(json.dumps(rows, indent=1))
     with written[1].open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["scheme", "person", "positive", "true_contact", "notified"])
+        w.writerow(["scheme", "person", "positive", "true_contact", "notified", "notified_fitted"])
         for r in results:
+            told = fitted.get(r.scheme)
             for p in r.people:
-                w.writerow([r.scheme, p.name, p.positive, p.true_contact, p.notified])
+                by_fitted = "" if told is None else p.name in told.people_notified
+                w.writerow([r.scheme, p.name, p.positive, p.true_contact, p.notified, by_fitted])
     try:
         import matplotlib
 
@@ -30,11 +62,11 @@ def write_report(results: list[SchemeResult], folder: Path) -> list[Path]:
         return written
     fig, ax = plt.subplots(figsize=(7, 3))
     names = [p.name for p in results[0].people]
-    for row, r in enumerate(results):
+    for row_no, r in enumerate(results):
         for col, p in enumerate(r.people):
             mark = "o" if p.true_contact else "x"
             color = "tab:red" if p.notified else "tab:grey"
-            ax.scatter(col, row, marker=mark, color=color, s=80)
+            ax.scatter(col, row_no, marker=mark, color=color, s=80)
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(results)), [r.scheme for r in results])
     ax.set_title("o = true close contact, x = not; red = notified")
