@@ -23,7 +23,7 @@ from agent.testbed.datasets import measurements_to_trace, read_measurements
 from agent.testbed.replay import ReplayError, ReplayResult, ReplaySettings, replay, summary
 from agent.testbed.report import FittedFigures, fitted_figures, write_report
 from agent.testbed.runner import SchemeResult, run_scheme
-from agent.testbed.scenario import Scenario, ScenarioError, load_scenario
+from agent.testbed.scenario import ScenarioError, load_scenario
 from agent.testbed.sweep import SweepPoint, evaluate, fit, pr_front, risk_table, split, sweep
 from agent.testbed.trace import ScanBehaviour, Trace, TraceError, format_trace, parse_trace
 
@@ -96,7 +96,7 @@ def testbed() -> None:
 )
 @click.option(
     "--fitted-risk",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
     help="A [risk] table from `testbed replay --fit` (fitted-risk.toml): the summary adds its efficacy on this run.",
 )
@@ -158,10 +158,15 @@ def testbed_sim(
         results = _run_side_by_side(f"{plan.name} / {', '.join(chosen)}", chosen, one, done, stop)
         folder = report_dir or Path("testbed-report")
         traces = {r.scheme: parse_trace(trace_of(r.scheme).read_text()) for r in results}
-        with_fitted = {r.scheme: _fitted_figures(traces[r.scheme], r, fitted, plan) for r in results} if fitted else {}
+        distance, minutes = plan.contact_distance_m, plan.contact_minutes
+        with_fitted = (
+            {r.scheme: fitted_figures(r, traces[r.scheme], fitted, distance, minutes) for r in results}
+            if fitted is not None
+            else {}
+        )
         written = write_report(results, folder, with_fitted)
         for r in results:
-            written += _timeline(traces[r.scheme], r, plan.contact_distance_m, plan.contact_minutes, folder)
+            written += _timeline(traces[r.scheme], r, distance, minutes, folder)
     finally:
         if keep:
             click.echo(f"work folder kept: {work}", err=True)
@@ -209,18 +214,6 @@ def _fitted_settings(path: Path) -> RiskSettings:
         return risk_settings(load_config(path))
     except ConfigError as exc:
         raise click.ClickException(f"--fitted-risk: {exc}") from None
-
-
-def _fitted_figures(trace: Trace, run: SchemeResult, fitted: RiskSettings, plan: Scenario) -> FittedFigures:
-    """Who the fitted settings would have notified in this run: its trace replayed through the agent's
-    path with them (replay gives the run's own decisions under the configured ones), against the run's
-    ground truth."""
-    positives = frozenset(p.name for p in run.people if p.positive)
-    settings = ReplaySettings(
-        SchemeName(run.scheme), fitted, plan.contact_distance_m, plan.contact_minutes, 0.0, positives
-    )
-    replayed = replay(trace, settings)
-    return fitted_figures(run, {p.receiver for p in replayed.pairs if p.notified})
 
 
 def _timeline(trace: Trace, run: SchemeResult, distance: float, minutes: float, folder: Path) -> list[Path]:

@@ -8,7 +8,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from agent.risk import RiskSettings
+from agent.schemes.base import SchemeName
+from agent.testbed.replay import ReplaySettings, replay
 from agent.testbed.runner import SchemeResult
+from agent.testbed.trace import Trace
 from agent.testbed.truth import efficacy
 
 
@@ -22,8 +26,18 @@ class FittedFigures:
     people_notified: tuple[str, ...]
 
 
-def fitted_figures(run: SchemeResult, notified: Iterable[str]) -> FittedFigures:
-    """``notified`` (by the fitted settings) against the run's own ground truth."""
+def fitted_figures(
+    run: SchemeResult, trace: Trace, fitted: RiskSettings, contact_distance_m: float, contact_minutes: float
+) -> FittedFigures:
+    """Who ``fitted`` would have notified in this run: its trace replayed through the agent's path with
+    them (replay with the configured settings gives the run's own decisions, tests/testbed show it),
+    against the run's own ground truth."""
+    positives = frozenset(p.name for p in run.people if p.positive)
+    settings = ReplaySettings(SchemeName(run.scheme), fitted, contact_distance_m, contact_minutes, 0.0, positives)
+    return _figures(run, (p.receiver for p in replay(trace, settings).pairs if p.notified))
+
+
+def _figures(run: SchemeResult, notified: Iterable[str]) -> FittedFigures:
     told = frozenset(notified)
     eff = efficacy({p.name for p in run.people if p.true_contact}, set(told))
     return FittedFigures(round(eff.recall, 3), round(eff.precision, 3), eff.notified, tuple(sorted(told)))
