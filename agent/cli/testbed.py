@@ -503,6 +503,12 @@ def testbed_trace_from_capture(captures: tuple[str, ...], positions: Path, outpu
 @click.option("--reference", default=None, help="Receiver model whose correction is pinned (default: the most rows).")
 @click.option("--reference-correction", type=float, default=0.0, show_default=True, help="Its correction, dB.")
 @click.option(
+    "--fixed-tx-power",
+    type=click.IntRange(-127, 20),
+    default=None,
+    help="dBm every model radiates; fit only the corrections (two devices that only hear each other).",
+)
+@click.option(
     "--write",
     "table",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -510,24 +516,31 @@ def testbed_trace_from_capture(captures: tuple[str, ...], positions: Path, outpu
     help="Set the fitted values in this calibration table (e.g. hw/calibration.toml).",
 )
 def testbed_fit_calibration(
-    trace_file: Path, reference: str | None, reference_correction: float, table: Path | None
+    trace_file: Path, reference: str | None, reference_correction: float, fixed_tx_power: int | None, table: Path | None
 ) -> None:
     """Fit per-model TX levels and RSSI corrections from a trace whose rows name the models and distances."""
     from agent.testbed.fit_calibration import CalibrationFitError, fit_calibration, update_table
 
+    if reference is not None and fixed_tx_power is not None:
+        raise click.ClickException("--reference and --fixed-tx-power exclude each other: a fixed TX needs no reference")
     trace = _read_trace(trace_file)
     try:
-        fitted = fit_calibration(trace.rows, reference, reference_correction)
+        fitted = fit_calibration(trace.rows, reference, reference_correction, fixed_tx_power)
     except CalibrationFitError as exc:
         raise click.ClickException(str(exc)) from None
+    anchor = (
+        f"TX fixed at {fitted.fixed_tx_power:g} dBm for every model"
+        if fitted.fixed_tx_power is not None
+        else f"reference receiver {fitted.reference} ({fitted.reference_correction:+.1f} dB)"
+    )
     click.echo(
         f"{fitted.rows} rows; path-loss exponent {fitted.path_loss_exponent:.2f}; residual {fitted.residual_db:.1f} dB "
-        f"RMS; reference receiver {fitted.reference} ({fitted.reference_correction:+.1f} dB)"
+        f"RMS; {anchor}"
     )
     for m in fitted.models:
         tx = "-" if m.tx_power is None else f"{m.tx_power:6.1f} dBm"
         correction = "-" if m.rssi_correction is None else f"{m.rssi_correction:+5.1f} dB"
         click.echo(f"  {m.model:30s} tx_power {tx:>10s}  rssi_correction {correction:>8s}  ({m.rows} rows)")
     if table is not None:
-        table.write_text(update_table(table.read_text(), fitted))
+        table.write_text(update_table(table.read_text(), fitted, trace_file.name))
         click.echo(f"{table}: updated")
