@@ -21,7 +21,7 @@ from agent.risk import RiskSettings
 from agent.schemes.base import SchemeName
 from agent.testbed.datasets import measurements_to_trace, read_measurements
 from agent.testbed.replay import ReplayError, ReplayResult, ReplaySettings, replay, summary
-from agent.testbed.report import FittedFigures, fitted_figures, write_report
+from agent.testbed.report import FittedFigures, SchemeReport, scheme_report, write_report
 from agent.testbed.runner import SchemeResult, run_scheme
 from agent.testbed.scenario import ScenarioError, load_scenario
 from agent.testbed.sweep import SweepPoint, evaluate, fit, pr_front, risk_table, split, sweep
@@ -139,8 +139,12 @@ def testbed_sim(
             return trace_file.with_name(f"{trace_file.stem}-{scheme}{trace_file.suffix or '.csv'}")
         return trace_file
 
-    def one(scheme: str) -> SchemeResult:
-        return run_scheme(
+    folder = report_dir or Path("testbed-report")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def one(scheme: str) -> SchemeReport:
+        """A scheme's run, then its picture and fitted figures at once, while the other runs go on."""
+        result = run_scheme(
             plan,
             scheme,
             work / scheme,
@@ -153,20 +157,14 @@ def testbed_sim(
             side_by_side=len(chosen),
             stop=stop,
         )
+        trace = parse_trace(trace_of(scheme).read_text())
+        return scheme_report(result, trace, fitted, plan.contact_distance_m, plan.contact_minutes, folder)
 
     try:
-        results = _run_side_by_side(f"{plan.name} / {', '.join(chosen)}", chosen, one, done, stop)
-        folder = report_dir or Path("testbed-report")
-        traces = {r.scheme: parse_trace(trace_of(r.scheme).read_text()) for r in results}
-        distance, minutes = plan.contact_distance_m, plan.contact_minutes
-        with_fitted = (
-            {r.scheme: fitted_figures(r, traces[r.scheme], fitted, distance, minutes) for r in results}
-            if fitted is not None
-            else {}
-        )
-        written = write_report(results, folder, with_fitted)
-        for r in results:
-            written += _timeline(traces[r.scheme], r, distance, minutes, folder)
+        reports = _run_side_by_side(f"{plan.name} / {', '.join(chosen)}", chosen, one, done, stop)
+        results = [r.result for r in reports]
+        with_fitted = {r.result.scheme: r.fitted for r in reports if r.fitted is not None}
+        written = write_report(results, folder, with_fitted) + [p for r in reports for p in r.pictures]
     finally:
         if keep:
             click.echo(f"work folder kept: {work}", err=True)
@@ -182,10 +180,10 @@ def testbed_sim(
 def _run_side_by_side(
     label: str,
     chosen: tuple[str, ...],
-    one: Callable[[str], SchemeResult],
+    one: Callable[[str], SchemeReport],
     done: dict[str, float],
     stop: threading.Event,
-) -> list[SchemeResult]:
+) -> list[SchemeReport]:
     """The schemes run side by side, each on its own bus, simulator and backend: a run mostly waits for
     its accelerated clock, so three at once take little longer than one. One progress bar over all of
     them; Ctrl-C tells every run to stop and waits for their clean-up."""
@@ -214,18 +212,6 @@ def _fitted_settings(path: Path) -> RiskSettings:
         return risk_settings(load_config(path))
     except ConfigError as exc:
         raise click.ClickException(f"--fitted-risk: {exc}") from None
-
-
-def _timeline(trace: Trace, run: SchemeResult, distance: float, minutes: float, folder: Path) -> list[Path]:
-    """The run's per-person picture: its trace replayed (the same decisions, tests/testbed show it) and
-    drawn: distance to the positive person, attenuation measured, weighted minutes, notification."""
-    from agent.testbed.plot import pair_timeline
-
-    positives = frozenset(p.name for p in run.people if p.positive)
-    replayed = replay(trace, ReplaySettings(SchemeName(run.scheme), RiskSettings(), distance, minutes, 0.0, positives))
-    path = folder / f"timeline-{run.scheme}.png"
-    title = f"{run.scenario} / {run.scheme} ({run.channel} channel)"
-    return [path] if pair_timeline(trace, replayed, 0.0, distance, path, title) else []
 
 
 def _table(

@@ -26,6 +26,45 @@ class FittedFigures:
     people_notified: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SchemeReport:
+    """One scheme's run with what its report adds: the fitted settings' figures, the pictures drawn."""
+
+    result: SchemeResult
+    fitted: FittedFigures | None
+    pictures: tuple[Path, ...]
+
+
+def scheme_report(
+    run: SchemeResult,
+    trace: Trace,
+    fitted: RiskSettings | None,
+    contact_distance_m: float,
+    contact_minutes: float,
+    folder: Path,
+) -> SchemeReport:
+    """The run's timeline (with matplotlib) and, given fitted settings, their figures on its trace."""
+    figures = None if fitted is None else fitted_figures(run, trace, fitted, contact_distance_m, contact_minutes)
+    return SchemeReport(run, figures, timeline(run, trace, contact_distance_m, contact_minutes, folder))
+
+
+def timeline(
+    run: SchemeResult, trace: Trace, contact_distance_m: float, contact_minutes: float, folder: Path
+) -> tuple[Path, ...]:
+    """The run's per-person picture: its trace replayed with the agents' settings (the same decisions,
+    tests/testbed show it) and drawn: distance to the positive person, attenuation measured, weighted
+    minutes, notification. Nothing without matplotlib."""
+    from agent.testbed.plot import pair_timeline
+
+    positives = frozenset(p.name for p in run.people if p.positive)
+    settings = ReplaySettings(
+        SchemeName(run.scheme), RiskSettings(), contact_distance_m, contact_minutes, 0.0, positives
+    )
+    path = folder / f"timeline-{run.scheme}.png"
+    title = f"{run.scenario} / {run.scheme} ({run.channel} channel)"
+    return (path,) if pair_timeline(trace, replay(trace, settings), 0.0, contact_distance_m, path, title) else ()
+
+
 def fitted_figures(
     run: SchemeResult, trace: Trace, fitted: RiskSettings, contact_distance_m: float, contact_minutes: float
 ) -> FittedFigures:
