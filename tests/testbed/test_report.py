@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from agent.cli import cli
 from agent.risk import RiskSettings, SwissCovidModel
 from agent.schemes.base import SchemeName
 from agent.testbed.datasets import measurements_to_trace, read_measurements
@@ -91,3 +93,18 @@ def test_the_summary_shows_the_fitted_settings_next_to_the_configured(scheme: st
     assert summary["fitted"] == {"recall": 1.0, "precision": 1.0, "notified": 1, "people_notified": [other]}
     write_report([run], tmp_path / "plain")
     assert "fitted" not in json.loads((tmp_path / "plain" / "summary.json").read_text())[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[risk]\nmodel = 'swisscovid'\n[risk.swisscovid]\nweights = [1, 2]\n", "--fitted-risk: risk.swisscovid"),
+        ("[risk\n", "--fitted-risk: "),
+    ],
+)
+def test_sim_refuses_a_bad_fitted_risk_table_before_starting(text: str, message: str, tmp_path: Path) -> None:
+    table = tmp_path / "fitted-risk.toml"
+    table.write_text(text)
+    out = CliRunner().invoke(cli, ["testbed", "sim", "--fitted-risk", str(table), "--report", str(tmp_path / "r")])
+    assert out.exit_code == 1 and message in out.output and out.output.strip().count("\n") == 0, out.output
+    assert not (tmp_path / "r").exists()  # refused before anything ran
