@@ -6,6 +6,8 @@ simulated BlueZ with one adapter per person whose position follows the scenario,
 serve``. All of them share one accelerated clock. When the scenario's time is up the agents are stopped,
 the positive people get a TAN from the health authority and report, the backend releases the keys, and
 everyone else syncs (or, with EBIDs, polls their status). The result is compared with the ground truth.
+The hours between the report and the lists' release, when nothing runs but the backend's clock, are
+skipped by restarting the backend on a clock that starts at the release (``_at_release``).
 """
 
 from __future__ import annotations
