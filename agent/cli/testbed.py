@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,12 +21,18 @@ from agent.config import ConfigError, load_config, risk_settings
 from agent.risk import RiskSettings
 from agent.schemes.base import SchemeName
 from agent.testbed.datasets import measurements_to_trace, read_measurements
-from agent.testbed.replay import ReplayError, ReplayResult, ReplaySettings, replay, summary
-from agent.testbed.report import FittedFigures, SchemeReport, scheme_report, write_report
-from agent.testbed.runner import SchemeResult, run_scheme
 from agent.testbed.scenario import ScenarioError, load_scenario
-from agent.testbed.sweep import SweepPoint, evaluate, fit, pr_front, risk_table, split, sweep
 from agent.testbed.trace import ScanBehaviour, Trace, TraceError, format_trace, parse_trace
+
+if TYPE_CHECKING:
+    from agent.testbed.replay import ReplayResult
+    from agent.testbed.report import FittedFigures, SchemeReport
+    from agent.testbed.runner import SchemeResult
+    from agent.testbed.sweep import SweepPoint
+
+# The test-bed's runner, replay, report and sweep (the backend's scoring, the store, the simulator's harness)
+# are imported by the commands that use them: every `python -m agent` process, each test-bed agent among
+# them, loads this module, and they would add a tenth to its start-up.
 
 SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"  # agent/data/scenarios
 DEFAULT_SCENARIO = "office-floor"
@@ -117,6 +124,9 @@ def testbed_sim(
 
     SCENARIO is a scenario file or the name of a shipped one (default office-floor; also desk-testbed).
     """
+    from agent.testbed.report import scheme_report, write_report
+    from agent.testbed.runner import run_scheme
+
     try:
         plan = load_scenario(_scenario_path(scenario))
     except ScenarioError as exc:
@@ -289,6 +299,8 @@ def testbed_replay(
     TRACE is a trace file (see hw/README.md): from `testbed sim --trace`, `testbed trace-from-data`, or a
     bench capture. Risk settings come from the agent's config file.
     """
+    from agent.testbed.replay import ReplayError, ReplaySettings, replay, summary
+
     trace = _read_trace(trace_path)
     try:
         config = load_config(obj.config_path)
@@ -345,6 +357,7 @@ def _sweep_and_fit(
     target_recall: float,
 ) -> None:
     from agent.testbed.plot import pr_curve
+    from agent.testbed.sweep import evaluate, fit, pr_front, risk_table, split, sweep
 
     if other is not None:
         fit_half, held, held_evidence = list(result.pairs), list(other.pairs), other.evidence
