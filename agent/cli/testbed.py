@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,12 +21,18 @@ from agent.config import ConfigError, load_config, risk_settings
 from agent.risk import RiskSettings
 from agent.schemes.base import SchemeName
 from agent.testbed.datasets import measurements_to_trace, read_measurements
-from agent.testbed.replay import ReplayError, ReplayResult, ReplaySettings, replay, summary
-from agent.testbed.report import write_report
-from agent.testbed.runner import SchemeResult, run_scheme
 from agent.testbed.scenario import ScenarioError, load_scenario
-from agent.testbed.sweep import SweepPoint, evaluate, fit, pr_front, risk_table, split, sweep
 from agent.testbed.trace import ScanBehaviour, Trace, TraceError, format_trace, parse_trace
+
+if TYPE_CHECKING:
+    from agent.testbed.replay import ReplayResult
+    from agent.testbed.report import FittedFigures, SchemeReport
+    from agent.testbed.runner import SchemeResult
+    from agent.testbed.sweep import SweepPoint
+
+# The test-bed's runner, replay, report and sweep (the backend's scoring, the store, the simulator's harness)
+# are imported by the commands that use them: every `python -m agent` process, each test-bed agent among
+# them, loads this module, and they would add a tenth to its start-up.
 
 SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"  # agent/data/scenarios
 DEFAULT_SCENARIO = "office-floor"
@@ -94,6 +101,12 @@ def testbed() -> None:
     default=None,
     help="Radio channel (default: the scenario's, fitted to field measurements; ideal = distance only).",
 )
+@click.option(
+    "--fitted-risk",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A [risk] table from `testbed replay --fit` (fitted-risk.toml): the summary adds its efficacy on this run.",
+)
 def testbed_sim(
     scenario: str,
     schemes: tuple[str, ...],
@@ -105,15 +118,20 @@ def testbed_sim(
     keep: bool,
     trace_file: Path | None,
     channel: str | None,
+    fitted_risk: Path | None,
 ) -> None:
     """Play a workplace scenario with real agents on the simulated BlueZ and a real backend.
 
     SCENARIO is a scenario file or the name of a shipped one (default office-floor; also desk-testbed).
     """
+    from agent.testbed.report import scheme_report, write_report
+    from agent.testbed.runner import run_scheme
+
     try:
         plan = load_scenario(_scenario_path(scenario))
     except ScenarioError as exc:
         raise click.ClickException(str(exc)) from None
+    fitted = _fitted_settings(fitted_risk) if fitted_risk is not None else None
     # Ctrl-C and SIGTERM must run the clean-up below (agents, backend, bus, simulator), even when the shell
     # that started us ignores SIGINT for background jobs.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -131,8 +149,12 @@ def testbed_sim(
             return trace_file.with_name(f"{trace_file.stem}-{scheme}{trace_file.suffix or '.csv'}")
         return trace_file
 
-    def one(scheme: str) -> SchemeResult:
-        return run_scheme(
+    folder = report_dir or Path("testbed-report")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def one(scheme: str) -> SchemeReport:
+        """A scheme's run, then its picture and fitted figures at once, while the other runs go on."""
+        result = run_scheme(
             plan,
             scheme,
             work / scheme,
@@ -145,20 +167,20 @@ def testbed_sim(
             side_by_side=len(chosen),
             stop=stop,
         )
+        trace = parse_trace(trace_of(scheme).read_text())
+        return scheme_report(result, trace, fitted, plan.contact_distance_m, plan.contact_minutes, folder)
 
     try:
-        results = _run_side_by_side(f"{plan.name} / {', '.join(chosen)}", chosen, one, done, stop)
-        folder = report_dir or Path("testbed-report")
-        written = write_report(results, folder)
-        for r in results:
-            if r.scheme != "ebid":  # EBID contacts are scored by the backend: no list to replay
-                written += _timeline(trace_of(r.scheme), r, plan.contact_distance_m, plan.contact_minutes, folder)
+        reports = _run_side_by_side(f"{plan.name} / {', '.join(chosen)}", chosen, one, done, stop)
+        results = [r.result for r in reports]
+        with_fitted = {r.result.scheme: r.fitted for r in reports if r.fitted is not None}
+        written = write_report(results, folder, with_fitted) + [p for r in reports for p in r.pictures]
     finally:
         if keep:
             click.echo(f"work folder kept: {work}", err=True)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    click.echo(_table(results))
+    click.echo(_table(results, with_fitted, fitted_risk))
     click.echo(f"report: {', '.join(str(p) for p in written)}")
     if json_file is not None:
         rows = [{k: v for k, v in asdict(r).items() if k != "people"} for r in results]
@@ -168,10 +190,10 @@ def testbed_sim(
 def _run_side_by_side(
     label: str,
     chosen: tuple[str, ...],
-    one: Callable[[str], SchemeResult],
+    one: Callable[[str], SchemeReport],
     done: dict[str, float],
     stop: threading.Event,
-) -> list[SchemeResult]:
+) -> list[SchemeReport]:
     """The schemes run side by side, each on its own bus, simulator and backend: a run mostly waits for
     its accelerated clock, so three at once take little longer than one. One progress bar over all of
     them; Ctrl-C tells every run to stop and waits for their clean-up."""
@@ -194,20 +216,17 @@ def _run_side_by_side(
         return [f.result() for f in futures]
 
 
-def _timeline(trace_path: Path, run: SchemeResult, distance: float, minutes: float, folder: Path) -> list[Path]:
-    """The run's per-person picture: its trace replayed (the same decisions, tests/testbed show it) and
-    drawn: distance to the positive person, attenuation measured, weighted minutes, notification."""
-    from agent.testbed.plot import pair_timeline
-
-    trace = parse_trace(trace_path.read_text())
-    positives = frozenset(p.name for p in run.people if p.positive)
-    replayed = replay(trace, ReplaySettings(SchemeName(run.scheme), RiskSettings(), distance, minutes, 0.0, positives))
-    path = folder / f"timeline-{run.scheme}.png"
-    title = f"{run.scenario} / {run.scheme} ({run.channel} channel)"
-    return [path] if pair_timeline(trace, replayed, 0.0, distance, path, title) else []
+def _fitted_settings(path: Path) -> RiskSettings:
+    """The risk settings of a ``[risk]`` table file, read by the agent's own config loader."""
+    try:
+        return risk_settings(load_config(path))
+    except ConfigError as exc:
+        raise click.ClickException(f"--fitted-risk: {exc}") from None
 
 
-def _table(results: list[SchemeResult]) -> str:
+def _table(
+    results: list[SchemeResult], fitted: dict[str, FittedFigures] | None = None, fitted_from: Path | None = None
+) -> str:
     names = [p.name for p in results[0].people]
     lines = [f"{'person':10}" + "".join(f"{r.scheme:>18}" for r in results)]
     for i, name in enumerate(names):
@@ -223,6 +242,12 @@ def _table(results: list[SchemeResult]) -> str:
             f" {r.notified} notified); {r.address_id_violations} address/ID violations in "
             f"{r.adverts_on_air} adverts on air; {r.wall_seconds:.0f} s"
         )
+        f = (fitted or {}).get(r.scheme)
+        if f is not None:
+            lines.append(
+                f"{r.scheme} with the fitted settings ({fitted_from}): recall {f.recall:.2f}, precision "
+                f"{f.precision:.2f} ({f.notified} notified: {', '.join(f.people_notified) or 'nobody'})"
+            )
     return "\n".join(lines)
 
 
@@ -237,7 +262,7 @@ def _read_trace(path: Path) -> Trace:
 
 @testbed.command("replay")
 @click.argument("trace_path", metavar="TRACE", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--scheme", type=click.Choice(["gaen", "dp3t"]), default="gaen", show_default=True)
+@click.option("--scheme", type=click.Choice(["gaen", "dp3t", "ebid"]), default="gaen", show_default=True)
 @click.option("--contact-distance", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True)
 @click.option("--contact-minutes", type=click.FloatRange(min=0, min_open=True), default=15.0, show_default=True)
 @click.option("--positive", "positives", multiple=True, help="Only these transmitters test positive (repeatable).")
@@ -274,6 +299,8 @@ def testbed_replay(
     TRACE is a trace file (see hw/README.md): from `testbed sim --trace`, `testbed trace-from-data`, or a
     bench capture. Risk settings come from the agent's config file.
     """
+    from agent.testbed.replay import ReplayError, ReplaySettings, replay, summary
+
     trace = _read_trace(trace_path)
     try:
         config = load_config(obj.config_path)
@@ -330,16 +357,17 @@ def _sweep_and_fit(
     target_recall: float,
 ) -> None:
     from agent.testbed.plot import pr_curve
+    from agent.testbed.sweep import evaluate, fit, pr_front, risk_table, split, sweep
 
     if other is not None:
-        fit_half, held, held_matches = list(result.pairs), list(other.pairs), other.matches
+        fit_half, held, held_evidence = list(result.pairs), list(other.pairs), other.evidence
         how = "all pairs of the trace"
     elif do_fit:
-        (fit_half, held), held_matches = split(result.pairs), result.matches
+        (fit_half, held), held_evidence = split(result.pairs), result.evidence
         how = "those whose SHA-256(receiver|transmitter) starts with an even byte"
     else:
-        fit_half, held, held_matches, how = list(result.pairs), [], result.matches, ""
-    points = sweep(fit_half, result.matches, result.risk, correction)
+        fit_half, held, held_evidence, how = list(result.pairs), [], result.evidence, ""
+    points = sweep(fit_half, result.evidence, result.risk, correction)
     front = pr_front(points)
     chosen: SweepPoint | None = fit(points, target_recall) if do_fit else None
     with (folder / "sweep.csv").open("w", newline="") as f:
@@ -358,7 +386,7 @@ def _sweep_and_fit(
         return
     if chosen is None:
         raise click.ClickException(f"no swept setting reaches recall {target_recall:g} on the fitting half")
-    on_held = evaluate(chosen.candidate, held, held_matches, result.risk, correction)
+    on_held = evaluate(chosen.candidate, held, held_evidence, result.risk, correction)
     table = risk_table(chosen.candidate, scan.period_seconds if scan.duty_cycled else None)
     (folder / "fitted-risk.toml").write_text(table)
     click.echo(
@@ -474,6 +502,12 @@ def testbed_trace_from_capture(captures: tuple[str, ...], positions: Path, outpu
 @click.option("--reference", default=None, help="Receiver model whose correction is pinned (default: the most rows).")
 @click.option("--reference-correction", type=float, default=0.0, show_default=True, help="Its correction, dB.")
 @click.option(
+    "--fixed-tx-power",
+    type=click.IntRange(-127, 20),
+    default=None,
+    help="dBm every model radiates; fit only the corrections (two devices that only hear each other).",
+)
+@click.option(
     "--write",
     "table",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -481,24 +515,31 @@ def testbed_trace_from_capture(captures: tuple[str, ...], positions: Path, outpu
     help="Set the fitted values in this calibration table (e.g. hw/calibration.toml).",
 )
 def testbed_fit_calibration(
-    trace_file: Path, reference: str | None, reference_correction: float, table: Path | None
+    trace_file: Path, reference: str | None, reference_correction: float, fixed_tx_power: int | None, table: Path | None
 ) -> None:
     """Fit per-model TX levels and RSSI corrections from a trace whose rows name the models and distances."""
     from agent.testbed.fit_calibration import CalibrationFitError, fit_calibration, update_table
 
+    if reference is not None and fixed_tx_power is not None:
+        raise click.ClickException("--reference and --fixed-tx-power exclude each other: a fixed TX needs no reference")
     trace = _read_trace(trace_file)
     try:
-        fitted = fit_calibration(trace.rows, reference, reference_correction)
+        fitted = fit_calibration(trace.rows, reference, reference_correction, fixed_tx_power)
     except CalibrationFitError as exc:
         raise click.ClickException(str(exc)) from None
+    anchor = (
+        f"TX fixed at {fitted.fixed_tx_power:g} dBm for every model"
+        if fitted.fixed_tx_power is not None
+        else f"reference receiver {fitted.reference} ({fitted.reference_correction:+.1f} dB)"
+    )
     click.echo(
         f"{fitted.rows} rows; path-loss exponent {fitted.path_loss_exponent:.2f}; residual {fitted.residual_db:.1f} dB "
-        f"RMS; reference receiver {fitted.reference} ({fitted.reference_correction:+.1f} dB)"
+        f"RMS; {anchor}"
     )
     for m in fitted.models:
         tx = "-" if m.tx_power is None else f"{m.tx_power:6.1f} dBm"
         correction = "-" if m.rssi_correction is None else f"{m.rssi_correction:+5.1f} dB"
         click.echo(f"  {m.model:30s} tx_power {tx:>10s}  rssi_correction {correction:>8s}  ({m.rows} rows)")
     if table is not None:
-        table.write_text(update_table(table.read_text(), fitted))
+        table.write_text(update_table(table.read_text(), fitted, trace_file.name))
         click.echo(f"{table}: updated")

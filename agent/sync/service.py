@@ -567,7 +567,7 @@ class SyncService:
         for eid, windows in by_id.items():
             windows.sort(key=lambda w: w.first_seen)
             first = windows[0]
-            scans = _scans(windows, wire.EBID_REFERENCE_TX_POWER, receiver_correction)
+            scans = scan_records(windows, wire.EBID_REFERENCE_TX_POWER, receiver_correction)
             ecc = first.metadata[0] if len(first.metadata) == 1 else None
             period = ebid.period_of(first.first_seen, period_seconds)
             contacts.append(wire.ReportedContact(ecc, eid, period, first.first_seen, scans))
@@ -756,7 +756,9 @@ def reported_onset(grant: wire.TanGrant, onset_day: int | None) -> int | None:
     return grant.onset_day if grant.onset_day is not None else onset_day
 
 
-def _scans(windows: list[SightingWindow], default_tx_power: int, correction: float) -> tuple[wire.ScanRecord, ...]:
+def scan_records(
+    windows: list[SightingWindow], default_tx_power: int, correction: float
+) -> tuple[wire.ScanRecord, ...]:
     """Per-scan attenuations by the device's own risk rule (``agent.risk.samples_from_sightings``: which TX
     power, the correction, whether the power was assumed; ``attenuation_to_db``: whole dB, half up), so a
     contact reported to the backend is weighed as the device itself would weigh it."""

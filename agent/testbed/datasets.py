@@ -9,6 +9,8 @@ Two public formats (see hw/README.md for their sources and licences):
   ``time,rssi,distance``: A's view of B and B's of A, local time to the second, distance in cm.
 
 Device names carry the carriage (``HP/gryphonelab``) so every file's pair is its own pair in the trace.
+The two-people files name each phone, so its rows carry it as a model (``phone:HTC One M9``) that
+``testbed fit-calibration`` fits; the Herald files name none.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Measurement:
     t: float
     distance_m: float
     rssi: int
+    receiver_model: str = ""  # "phone:<name>", where the data set names the phone
+    transmitter_model: str = ""
 
 
 def _open_rows(path: Path) -> Iterable[dict[str, str]]:
@@ -71,6 +75,8 @@ def read_two_people(path: Path) -> list[Measurement]:
                     TWO_PEOPLE_EPOCH + float(r["elapsed"]),
                     float(r["dist"]) / 100,
                     round(float(r["rss"])),
+                    f"phone:{rx}",
+                    f"phone:{tx}",
                 )
             )
         except (KeyError, ValueError):
@@ -114,7 +120,10 @@ def read_measurements(path: Path) -> list[Measurement]:
 def measurements_to_trace(measurements: Iterable[Measurement]) -> Trace:
     """Continuous scanning (both data sets logged every advert they got), distances on every row."""
     rows = sorted(
-        (TraceRow(m.t, m.receiver, m.transmitter, m.rssi, distance_m=m.distance_m) for m in measurements),
+        (
+            TraceRow(m.t, m.receiver, m.transmitter, m.rssi, None, m.receiver_model, m.transmitter_model, m.distance_m)
+            for m in measurements
+        ),
         key=lambda r: r.time,
     )
     return Trace(ScanBehaviour(), tuple(rows))

@@ -11,6 +11,11 @@ attenuation = L(1 m) + 10·n·log10(d), L(1 m) the free-space 41 dB of agent/cal
 and TX per model, correction per model and n are fitted by least squares. A trace only tells models apart
 from each other (a louder sender and a deafer receiver cancel), so one receiver model is the reference
 (its correction is pinned, 0 dB unless told), as one reference beacon anchors ``calibrate``.
+
+Two devices that only hear each other (the public two-phone data set) give one number per direction,
+TX(sender) - correction(receiver): no reference can split that. There the TX level is fixed for every
+model (``fixed_tx_power``, e.g. the table's default) and only the corrections and n are fitted, each
+correction then absolute: what the receiver needs for the agent's rule to hold against that sender.
 """
 
 from __future__ import annotations
@@ -48,12 +53,17 @@ class CalibrationFit:
     models: tuple[ModelCalibration, ...]
     rows: int
     residual_db: float  # RMS of RSSI - model
+    fixed_tx_power: float | None = None  # every model's TX, when it was fixed rather than fitted
 
 
 def fit_calibration(
-    rows: Iterable[TraceRow], reference: str | None = None, reference_correction: float = 0.0
+    rows: Iterable[TraceRow],
+    reference: str | None = None,
+    reference_correction: float = 0.0,
+    fixed_tx_power: float | None = None,
 ) -> CalibrationFit:
-    """Least squares over the rows with an RSSI, a distance and both models."""
+    """Least squares over the rows with an RSSI, a distance and both models. With ``fixed_tx_power``
+    every model radiates that, no reference is pinned, and only corrections and n are fitted."""
     usable = [
         r
         for r in rows
@@ -65,6 +75,8 @@ def fit_calibration(
     ]
     if not usable:
         raise CalibrationFitError("no row has an RSSI, a distance and both models: nothing to fit")
+    if fixed_tx_power is not None:
+        return _fit_corrections(usable, fixed_tx_power)
     tx_models = sorted({r.transmitter_model for r in usable})
     rx_models = sorted({r.receiver_model for r in usable})
     reference = (
@@ -87,7 +99,8 @@ def fit_calibration(
     solution, *_ = np.linalg.lstsq(a, b, rcond=None)
     if np.linalg.matrix_rank(a) < columns:
         raise CalibrationFitError(
-            "the rows cannot tell the models or the distances apart (too few distances or model pairs)"
+            "the rows cannot tell the models or the distances apart (too few distances or model pairs; "
+            "two devices that only hear each other need a fixed TX power)"
         )
     residual = float(np.sqrt(np.mean((a @ solution - b) ** 2)))
     models = []
@@ -102,13 +115,41 @@ def fit_calibration(
     return CalibrationFit(float(solution[-1]), reference, reference_correction, tuple(models), len(usable), residual)
 
 
+def _fit_corrections(usable: list[TraceRow], tx_power: float) -> CalibrationFit:
+    """RSSI = tx_power - correction(receiver model) - L(1 m) - 10·n·log10(d): corrections and n only."""
+    rx_models = sorted({r.receiver_model for r in usable})
+    rx_at = {m: i for i, m in enumerate(rx_models)}
+    a = np.zeros((len(usable), len(rx_models) + 1))
+    b = np.zeros(len(usable))
+    for k, r in enumerate(usable):
+        a[k, rx_at[r.receiver_model]] = -1.0
+        a[k, -1] = -10 * math.log10(r.distance_m or MIN_DISTANCE_M)
+        b[k] = (r.rssi or 0) + FREE_SPACE_LOSS_1M_DB - tx_power
+    if np.linalg.matrix_rank(a) < a.shape[1]:
+        raise CalibrationFitError("the rows cannot tell the distances apart (every receiver heard at one distance)")
+    solution, *_ = np.linalg.lstsq(a, b, rcond=None)
+    residual = float(np.sqrt(np.mean((a @ solution - b) ** 2)))
+    tx_models = {r.transmitter_model for r in usable}
+    models = tuple(
+        ModelCalibration(
+            m,
+            tx_power if m in tx_models else None,
+            float(solution[rx_at[m]]) if m in rx_at else None,
+            sum(r.transmitter_model == m or r.receiver_model == m for r in usable),
+        )
+        for m in sorted(tx_models | set(rx_models))
+    )
+    return CalibrationFit(float(solution[-1]), "", 0.0, models, len(usable), residual, tx_power)
+
+
 def _section(model: str) -> str:
     return f'[models."{model}"]'
 
 
-def update_table(text: str, fit: CalibrationFit) -> str:
+def update_table(text: str, fit: CalibrationFit, source: str = "a trace") -> str:
     """The calibration table's text with each fitted model's tx_power and rssi_correction set (in its
-    ``[models."KEY"]`` section, added at the end when missing); comments and other entries stay as they are."""
+    ``[models."KEY"]`` section, added at the end when missing), each with a comment saying where it came
+    from (``source``); comments and other entries stay as they are."""
     for m in fit.models:
         values = {}
         if m.tx_power is not None:
@@ -123,7 +164,10 @@ def update_table(text: str, fit: CalibrationFit) -> str:
         end = start + nxt.start() if nxt else len(text)
         body = text[start:end]
         for key, value in values.items():
-            line = f"{key} = {value}  # fitted from a trace ({fit.rows} rows)"
+            how = f"fitted from {source} ({fit.rows} rows)"
+            if key == "tx_power" and fit.fixed_tx_power is not None:
+                how = f"fixed for the fit of {source}: two phones cannot tell a quiet sender from a deaf receiver"
+            line = f"{key} = {value}  # {how}"
             pattern = re.compile(rf"^{key}\s*=.*$", flags=re.M)
             body = pattern.sub(line, body) if pattern.search(body) else body.rstrip("\n") + f"\n{line}\n"
         if nxt and not body.endswith("\n\n"):

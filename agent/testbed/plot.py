@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from agent.clock import DAY
-from agent.exposure import assess_matches
-from agent.matching import KeyMatch
 from agent.risk import RiskSettings
-from agent.testbed.replay import ReplayResult
+from agent.testbed.replay import PairEvidence, ReplayResult, assess_pair, attenuations
 from agent.testbed.sweep import SweepPoint
 from agent.testbed.trace import Trace
 
@@ -53,19 +50,18 @@ def pr_curve(points: Sequence[SweepPoint], front: Sequence[SweepPoint], chosen: 
 
 
 def _crossing_series(
-    matches: Sequence[KeyMatch], settings: RiskSettings, receiver_correction: float, step: int = 300
+    evidence: PairEvidence, settings: RiskSettings, receiver_correction: float, step: int = 300
 ) -> tuple[list[float], list[float]]:
-    """The pair's weighted minutes of the day so far, every ``step`` seconds, scored by the agent's own
-    scoring on the windows heard up to then (a prefix at a time: slow, but exact)."""
-    starts = sorted({w.window_start for m in matches for w in m.windows})
+    """The pair's weighted minutes of the day so far, every ``step`` seconds, scored by the scoring that
+    decides the pair (the device's, or the backend's for EBID) on what was heard up to then (a prefix at
+    a time: slow, but exact)."""
+    starts = sorted({t for t, _ in attenuations(evidence, receiver_correction)})
     if not starts:
         return [], []
     times, scores = [], []
     t = starts[0]
     while t <= starts[-1] + step:
-        cut = [replace(m, windows=tuple(w for w in m.windows if w.window_start <= t)) for m in matches]
-        cut = [m for m in cut if m.windows]
-        a = assess_matches(cut, settings, receiver_correction) if cut else None
+        a = assess_pair(evidence, settings, receiver_correction, until=t)
         day = int(t // DAY)
         scores.append(next((float(d.score) for d in a.days if d.day == day), 0.0) if a else 0.0)
         times.append(t)
@@ -82,9 +78,9 @@ def pair_timeline(
     title: str,
 ) -> bool:
     """Per pair (receiver, positive transmitter), over the trace's time: the distance with the close-contact
-    time shaded, the attenuation the receiver measured (per sighting window), and the weighted minutes of
-    the day accumulating against the notify threshold, with the moment it is crossed. False without
-    matplotlib."""
+    time shaded, the attenuation measured (per sighting window; for EBID what the positive heard and
+    reported), and the weighted minutes of the day accumulating against the notify threshold, with the
+    moment it is crossed. False without matplotlib."""
     plt = _pyplot()
     if plt is None:
         return False
@@ -113,15 +109,12 @@ def pair_timeline(
         ax.set_ylabel("m")
         ax.set_ylim(0, min(15.0, max((d for _, d in series), default=1.0) * 1.05))  # away = off the top
         att = ax.twinx()
-        windows = [
-            (w.window_start, m.tx_power, w.rssi_mean)
-            for m in result.matches.get((p.receiver, p.transmitter), ())
-            for w in m.windows
-        ]
-        if windows:
+        evidence = result.evidence.get((p.receiver, p.transmitter), PairEvidence())
+        measured = attenuations(evidence, receiver_correction)
+        if measured:
             att.scatter(
-                hours([w[0] for w in windows]),
-                [(w[1] if w[1] is not None else -8) - (w[2] + receiver_correction) for w in windows],
+                hours([t for t, _ in measured]),
+                [a for _, a in measured],
                 s=4,
                 color="tab:blue",
                 label="attenuation (dB)",
@@ -129,9 +122,7 @@ def pair_timeline(
         att.set_ylabel("dB", color="tab:blue")
         score = ax.twinx()
         score.spines["right"].set_position(("axes", 1.08))
-        times, scores = _crossing_series(
-            result.matches.get((p.receiver, p.transmitter), ()), result.risk, receiver_correction
-        )
+        times, scores = _crossing_series(evidence, result.risk, receiver_correction)
         score.plot(hours(times), scores, color="tab:red", lw=1.5, label="weighted minutes today")
         if threshold is not None:
             score.axhline(threshold, color="tab:red", ls=":", lw=1)

@@ -12,14 +12,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from agent.clock import DAY
 from agent.status import read_status
 from agent.testbed.pki import CaFiles
 from agent.testbed.scenario import Scenario
+
+T = TypeVar("T")
 
 
 class TestbedCancelled(Exception):
@@ -40,9 +44,15 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], log_path: Path, env: dict[str, str], append: bool = False
+    ) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            argv, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True
+            argv,
+            stdout=log_path.open("ab" if append else "wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         self.procs.append(proc)
         return proc
@@ -159,16 +169,26 @@ def report_positives(
             raise RuntimeError(f"report by {p.person} failed: {sent.stderr.strip()}")
 
 
+def in_parallel(
+    states: dict[str, tuple[Path, Path]], command: Callable[[str, tuple[Path, Path]], T], workers: int = 4
+) -> dict[str, T]:
+    """``command`` for every person at once (a few at a time): each is a separate ``python -m agent``
+    process that mostly starts up and waits on the backend, so running them side by side costs little more
+    than one."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(states, pool.map(command, states, states.values()), strict=True))
+
+
 def register_all(states: dict[str, tuple[Path, Path]], codes: list[str], env: dict[str, str]) -> None:
     """Every person's device registers (proof of work and enrolment code), all at once."""
 
-    def register(item: tuple[tuple[Path, Path], str]) -> subprocess.CompletedProcess[str]:
-        (conf, state), code = item
-        return cli("--config", str(conf), "--state-dir", str(state), "register", "--code", code, env=env)
+    code_of = dict(zip(states, codes, strict=True))
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(register, zip(states.values(), codes, strict=True)))
-    for name, reg in zip(states, results, strict=True):
+    def register(name: str, paths: tuple[Path, Path]) -> subprocess.CompletedProcess[str]:
+        conf, state = paths
+        return cli("--config", str(conf), "--state-dir", str(state), "register", "--code", code_of[name], env=env)
+
+    for name, reg in in_parallel(states, register).items():
         if reg.returncode != 0:
             raise RuntimeError(f"register {name}: {reg.stderr.strip()}")
 
@@ -194,10 +214,13 @@ def wait_until_up(
     return time.time()
 
 
-def wait_for_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
+def wait_for_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30, after: int = 0) -> str:
+    """The URL the backend says it listens on, from its log past character ``after`` (a restarted
+    backend appends to the log of the one before it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = re.search(r"listening on (https://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
+        text = log_path.read_text(errors="replace")[after:]
+        found = re.search(r"listening on (https://127\.0\.0\.1:\d+)", text)
         if found:
             return found[1]
         if proc.poll() is not None:

@@ -14,8 +14,10 @@ own decision; that is what a trace with ground truth can score.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,15 +26,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.ble.scanner import RSSI_RANGE, TX_RANGE
 from agent.clock import DAY, day_of
-from agent.exposure import match_keys, process_list
+from agent.exposure import assess_matches, match_keys, process_list
 from agent.matching import KeyMatch, SightingIndex
+from agent.protocol import wire
 from agent.protocol.export import SignatureInfo, VerifiedExport, build_export, verify_export
-from agent.risk import RiskSettings
-from agent.schemes import dp3t, gaen
+from agent.risk import Assessment, RiskSettings
+from agent.schemes import dp3t, ebid, gaen
 from agent.schemes.base import Broadcast, DecodedAdvert, Scheme, SchemeName
 from agent.schemes.decoder import decode_service_data
 from agent.schemes.published import DP3T_KEY_LEN, GAEN_KEY_LEN, PublishedKey
+from agent.server.ebid import with_declared_tx_power
+from agent.server.ebid_store import Exposure
+from agent.server.scoring import ServerRiskScorer
+from agent.sightings import SightingWindow
 from agent.store import SightingAggregator, Store
+from agent.sync.service import scan_records
 from agent.testbed.trace import PairTruth, Trace, ground_truth
 
 DEFAULT_TX_POWER = -8  # dBm advertised when a row names none: the agent's calibration default
@@ -98,12 +106,61 @@ def confusion(pairs: Sequence[PairResult]) -> Confusion:
 
 
 @dataclass(frozen=True)
+class PairEvidence:
+    """What decided one pair, kept so other risk settings can re-score it (sweep, fit, the timeline).
+    List schemes: the positive's published keys as matched in the receiver's store. EBID: the exposures
+    the backend holds for the receiver from the positive's report, its declared TX power applied."""
+
+    matches: tuple[KeyMatch, ...] = ()
+    exposures: tuple[Exposure, ...] = ()
+
+
+def assess_pair(
+    evidence: PairEvidence, settings: RiskSettings, receiver_correction: float, until: float | None = None
+) -> Assessment | None:
+    """The pair's assessment under ``settings`` by the scoring that decides it on the real path (the
+    device's for lists, the backend's for EBID), on what was heard up to ``until`` (all of it: None);
+    None when nothing was. The receiver correction applies to lists only: an EBID report carries
+    attenuations the reporting device already corrected."""
+    if evidence.exposures:
+        exposures = evidence.exposures
+        if until is not None:
+            cut = (replace(e, scans=tuple(s for s in e.scans if s.time <= until)) for e in exposures)
+            exposures = tuple(e for e in cut if e.scans)
+        return settings.model.assess(ServerRiskScorer(settings).windows(exposures)) if exposures else None
+    matches = evidence.matches
+    if until is not None:
+        cut_matches = (replace(m, windows=tuple(w for w in m.windows if w.window_start <= until)) for m in matches)
+        matches = tuple(m for m in cut_matches if m.windows)
+    return assess_matches(matches, settings, receiver_correction) if matches else None
+
+
+def best_score(assessment: Assessment | None) -> float:
+    """The highest daily score (weighted minutes for SwissCovid); 0 without an assessment."""
+    return max((float(d.score) for d in assessment.days), default=0.0) if assessment else 0.0
+
+
+def attenuations(evidence: PairEvidence, receiver_correction: float) -> list[tuple[float, float]]:
+    """(time, typical attenuation in dB) per sighting window (lists) or scan record (EBID), as scored."""
+    if evidence.exposures:
+        return [(s.time, float(s.typical_attenuation)) for e in evidence.exposures for s in e.scans]
+    return [
+        (
+            w.window_start,
+            (m.tx_power if m.tx_power is not None else DEFAULT_TX_POWER) - (w.rssi_mean + receiver_correction),
+        )
+        for m in evidence.matches
+        for w in m.windows
+    ]
+
+
+@dataclass(frozen=True)
 class ReplayResult:
     scheme: str
     rows: int
     seconds: float
     pairs: tuple[PairResult, ...]
-    matches: dict[tuple[str, str], tuple[KeyMatch, ...]]  # what the sweep re-scores
+    evidence: dict[tuple[str, str], PairEvidence]  # (receiver, transmitter): what the sweep re-scores
     risk: RiskSettings  # as scored: the configured settings with the trace's scan interval
 
     @property
@@ -127,7 +184,8 @@ class _Transmitter:
             self.state = dp3t.new_key_state(first)
             self.scheme = dp3t.Dp3tScheme(self.state)
         else:
-            raise ReplayError(f"replay scores {scheme} lists on the device only for dp3t and gaen")
+            self.batch = _ebid_batch(first, last)
+            self.scheme = ebid.EbidScheme(self.batch)
 
     def advert(self, t: float, tx_power: int) -> DecodedAdvert:
         """What the scanner decodes from this device's advert at ``t``: the same decoder as on air."""
@@ -148,6 +206,17 @@ class _Transmitter:
         if self.scheme_name is SchemeName.GAEN:
             return [PublishedKey(k.key, k.rolling_start_interval_number, k.rolling_period) for k in self.teks]
         return [PublishedKey(self.state.start_sk, self.state.start_day * gaen.ROLLING_PERIOD)]
+
+
+def _ebid_batch(first: float, last: float) -> ebid.EbidBatch:
+    """The EBIDs a backend would issue one device for the trace's periods: AES(BK_t, PUID) under a fresh
+    BK_t per period, with an ECC (country 0) under a fresh federation key."""
+    puid, federation = os.urandom(ebid.PUID_LEN), os.urandom(ebid.KEY_LEN)
+    entries = []
+    for period in range(ebid.period_of(first), ebid.period_of(last) + 1):
+        eid = ebid.make_ebid(os.urandom(ebid.KEY_LEN), puid)
+        entries.append(ebid.EbidEntry(period, eid, ebid.make_ecc(federation, eid, 0)))
+    return ebid.EbidBatch(ebid.DEFAULT_PERIOD_SECONDS, tuple(entries))
 
 
 def _signed_list(
@@ -192,20 +261,15 @@ def replay(
         stores = {name: Store.open(Path(tmp) / f"rx{i}") for i, name in enumerate(receivers)}
         try:
             heard = _receive(trace, transmitters, stores, progress)
-            signer = ec.generate_private_key(ec.SECP256R1())
             truth = ground_truth(trace.rows, settings.contact_distance_m)
-            pairs = []
-            matches: dict[tuple[str, str], tuple[KeyMatch, ...]] = {}
-            for tx_name in sorted(positives):
-                verified = _signed_list(transmitters[tx_name].published(), settings.scheme, now, signer)
-                for rx_name in receivers:
-                    if rx_name == tx_name:
-                        continue
-                    pair, matched = _decide(
-                        stores[rx_name], rx_name, tx_name, verified, settings, risk, now, retention, truth, heard
-                    )
-                    matches[(rx_name, tx_name)] = matched
-                    pairs.append(pair)
+            if settings.scheme is SchemeName.EBID:
+                pairs, evidence = _decide_ebid(
+                    trace, transmitters, stores, positives, settings, risk, now, truth, heard
+                )
+            else:
+                pairs, evidence = _decide_lists(
+                    transmitters, stores, positives, settings, risk, now, retention, truth, heard
+                )
         finally:
             for store in stores.values():
                 store.close()
@@ -216,9 +280,110 @@ def replay(
         rows=len(trace.rows),
         seconds=round(time.perf_counter() - began, 3),
         pairs=tuple(pairs),
-        matches=matches,
+        evidence=evidence,
         risk=risk,
     )
+
+
+_Decided = tuple[list[PairResult], dict[tuple[str, str], PairEvidence]]
+
+
+def _decide_lists(
+    transmitters: dict[str, _Transmitter],
+    stores: dict[str, Store],
+    positives: frozenset[str],
+    settings: ReplaySettings,
+    risk: RiskSettings,
+    now: float,
+    retention: int,
+    truth: dict[tuple[str, str], PairTruth],
+    heard: dict[tuple[str, str], int],
+) -> _Decided:
+    """Each positive's keys as a signed list, processed by every other receiver's store."""
+    signer = ec.generate_private_key(ec.SECP256R1())
+    pairs = []
+    evidence: dict[tuple[str, str], PairEvidence] = {}
+    for tx_name in sorted(positives):
+        verified = _signed_list(transmitters[tx_name].published(), settings.scheme, now, signer)
+        for rx_name in stores:
+            if rx_name == tx_name:
+                continue
+            pair, matched = _decide(
+                stores[rx_name], rx_name, tx_name, verified, settings, risk, now, retention, truth, heard
+            )
+            evidence[(rx_name, tx_name)] = PairEvidence(matches=matched)
+            pairs.append(pair)
+    return pairs, evidence
+
+
+def _decide_ebid(
+    trace: Trace,
+    transmitters: dict[str, _Transmitter],
+    stores: dict[str, Store],
+    positives: frozenset[str],
+    settings: ReplaySettings,
+    risk: RiskSettings,
+    now: float,
+    truth: dict[tuple[str, str], PairTruth],
+    heard: dict[tuple[str, str], int],
+) -> _Decided:
+    """Each positive's report of the EBIDs it heard, as the device builds it, scored by the backend for
+    each device those EBIDs belong to (the backend's PUID lookup: here, whose batch issued the EBID)."""
+    owner = {e.ebid: name for name, t in transmitters.items() for e in t.batch.entries}
+    declared = _declared_tx_power(trace)
+    scorer = ServerRiskScorer(risk)
+    pairs = []
+    evidence: dict[tuple[str, str], PairEvidence] = {}
+    for positive in sorted(positives):
+        reported: dict[str, list[Exposure]] = defaultdict(list)
+        for contact in _ebid_report(stores[positive], settings.receiver_correction):
+            if contact.ebid in owner:
+                reported[owner[contact.ebid]].append(Exposure(contact.period, contact.time, contact.scans))
+        for rx_name in stores:
+            if rx_name == positive:
+                continue
+            held = with_declared_tx_power(reported.get(rx_name, []), declared.get(rx_name, DEFAULT_TX_POWER))
+            verdict = scorer(held, now) if held else None
+            pair_truth = truth.get((rx_name, positive))
+            days = pair_truth.close_minutes if pair_truth else {}
+            pairs.append(
+                PairResult(
+                    receiver=rx_name,
+                    transmitter=positive,
+                    true_contact=bool(pair_truth and pair_truth.contact(settings.contact_minutes)),
+                    close_minutes=round(max(days.values(), default=0.0), 2),
+                    notified=bool(verdict and verdict.at_risk),
+                    score=best_score(assess_pair(PairEvidence(exposures=tuple(held)), risk, 0.0)),
+                    heard=heard.get((positive, rx_name), 0),
+                )
+            )
+            evidence[(rx_name, positive)] = PairEvidence(exposures=tuple(held))
+    return pairs, evidence
+
+
+def _ebid_report(store: Store, receiver_correction: float) -> list[wire.ReportedContact]:
+    """The contacts a report sends (``SyncService.ebid_contacts``): one per EBID heard, its scans by the
+    device's rule (``scan_records``) against the reference TX power; the whole trace is contagious."""
+    by_id: dict[bytes, list[SightingWindow]] = defaultdict(list)
+    for w in store.windows(scheme=SchemeName.EBID):
+        by_id[w.ephemeral_id].append(w)
+    contacts = []
+    for eid, windows in by_id.items():
+        windows.sort(key=lambda w: w.first_seen)
+        first = windows[0]
+        scans = scan_records(windows, wire.EBID_REFERENCE_TX_POWER, receiver_correction)
+        ecc = first.metadata[0] if len(first.metadata) == 1 else None
+        contacts.append(wire.ReportedContact(ecc, eid, ebid.period_of(first.first_seen), first.first_seen, scans))
+    return contacts
+
+
+def _declared_tx_power(trace: Trace) -> dict[str, int]:
+    """The TX power each device would declare at registration: the first its rows carry."""
+    declared: dict[str, int] = {}
+    for r in trace.rows:
+        if r.tx_power is not None and r.tx_power in TX_RANGE:
+            declared.setdefault(r.transmitter, r.tx_power)
+    return declared
 
 
 def _positives(trace: Trace, settings: ReplaySettings) -> frozenset[str]:
@@ -251,7 +416,9 @@ def _receive(
         tx = row.tx_power if row.tx_power is not None and row.tx_power in TX_RANGE else DEFAULT_TX_POWER
         advert = transmitters[row.transmitter].advert(row.time, tx)
         agg = aggregators[row.receiver]
-        agg.add(advert.scheme, advert.ephemeral_id, row.time, row.rssi, row.tx_power, advert.metadata)
+        # an EBID advert carries no TX power (agent.schemes.ebid): the backend adds the declared one
+        heard_tx = None if advert.scheme is SchemeName.EBID else row.tx_power
+        agg.add(advert.scheme, advert.ephemeral_id, row.time, row.rssi, heard_tx, advert.metadata)
         key = (row.receiver, row.transmitter)
         heard[key] = heard.get(key, 0) + 1
         if len(agg) >= FLUSH_EVERY:
@@ -297,7 +464,7 @@ def _decide(
         true_contact=bool(pair_truth and pair_truth.contact(settings.contact_minutes)),
         close_minutes=round(max(days.values(), default=0.0), 2),
         notified=outcome.notify,
-        score=max((float(d.score) for d in outcome.assessment.days), default=0.0) if outcome.assessment else 0.0,
+        score=best_score(outcome.assessment),
         heard=heard.get((rx_name, tx_name), 0),
     )
     return pair, matched

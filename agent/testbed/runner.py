@@ -6,6 +6,8 @@ simulated BlueZ with one adapter per person whose position follows the scenario,
 serve``. All of them share one accelerated clock. When the scenario's time is up the agents are stopped,
 the positive people get a TAN from the health authority and report, the backend releases the keys, and
 everyone else syncs (or, with EBIDs, polls their status). The result is compared with the ground truth.
+The hours between the report and the lists' release, when nothing runs but the backend's clock, are
+skipped by restarting the backend on a clock that starts at the release (``_at_release``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from agent.testbed.processes import (
     Processes,
     cli,
     enrolment_codes,
+    in_parallel,
     keygen,
     pause,
     register_all,
@@ -272,8 +275,12 @@ def _play_agents(
             log.warning("agent %s exited %s; see its log", name, code)
     report_positives(scenario, states, backend.toml, env, agent_env)
     positives = {p.person for p in scenario.positives}
-    window = (clock.t0, clock.t1)
-    notified = _collect(scheme, states, positives, window, clock.speed, clock.origin, agent_env, stop)
+    if scheme != "ebid":
+        states, server = _at_release(scenario, scheme, workdir, clock, backend, scan_interval, procs, env)
+        notified = _collect(scheme, states, positives, agent_env)
+        procs.stop(server)
+    else:
+        notified = _collect(scheme, states, positives, agent_env)
     summary = summarize(bed.air_records())
     air = instances(bed.air_records())
     return _Played(notified, late, summary, len(air), bed.receive_log_path)
@@ -369,32 +376,50 @@ def _play(
         progress(1.0)
 
 
-def _collect(
+def _at_release(
+    scenario: Scenario,
     scheme: str,
-    states: dict[str, tuple[Path, Path]],
-    positives: set[str],
-    window: tuple[float, float],
-    speed: float,
-    origin: float,
+    workdir: Path,
+    clock: _Clock,
+    backend: _Backend,
+    scan_interval: int,
+    procs: Processes,
     env: dict[str, str],
-    stop: threading.Event | None,
-) -> set[str]:
-    """Who got notified: after the keys are released (lists), or from the status (EBID)."""
-    notified = set()
-    if scheme != "ebid":
-        t0, t1 = window
-        release = (math.floor(t1 / DAY) + 1) * DAY + 2 * 3600 + 600  # the day is over and its bucket closed
-        while _sim_now(t0, speed, origin) < release:
-            pause(0.2, stop)
-    for name, (conf, state) in states.items():
-        if name in positives:
-            continue
-        command = "status-check" if scheme == "ebid" else "sync"
+) -> tuple[dict[str, tuple[Path, Path]], subprocess.Popen[bytes]]:
+    """A list's keys go out once their day is over and its release bucket closed: hours of simulated
+    time (49 real seconds at speed 600) in which nothing runs but the backend's clock, the agents being
+    stopped. So the backend is restarted (same store, keys and certificate) on a clock that starts at the
+    release, and the agents' configs point the syncs at it and its clock: the syncs see what they would
+    have seen after the wait. Returns the rewritten configs and the new backend."""
+    release = (math.floor(clock.t1 / DAY) + 1) * DAY + 2 * 3600 + 600  # the day is over and its bucket closed
+    later = _Clock(release, release, clock.speed, time.time())
+    procs.stop(backend.server)
+    toml = write_backend_config(workdir, later.spec, backend.pki)
+    log_path = workdir / "backend.log"
+    before = len(log_path.read_text(errors="replace"))
+    server = procs.start(
+        [sys.executable, "-m", "agent", "backend", "serve", "--config", str(toml), "--port", "0"], log_path, env, True
+    )
+    url = wait_for_url(log_path, server, after=before)
+    configs = write_agent_configs(
+        scenario, scheme, workdir, later.spec, url, backend.public, scan_interval, backend.pki
+    )
+    return configs, server
+
+
+def _collect(scheme: str, states: dict[str, tuple[Path, Path]], positives: set[str], env: dict[str, str]) -> set[str]:
+    """Who got notified: from a sync once the keys are released (lists), or from the status (EBID);
+    every person's at once."""
+    command = "status-check" if scheme == "ebid" else "sync"
+
+    def ask(name: str, paths: tuple[Path, Path]) -> bool:
+        conf, state = paths
         out = cli("--config", str(conf), "--state-dir", str(state), command, "--json", env=env)
         if out.returncode != 0:
             log.warning("%s for %s failed: %s", command, name, out.stderr.strip()[-300:])
-            continue
+            return False
         result = json.loads(out.stdout)
-        if result.get("notify") or result.get("at_risk"):
-            notified.add(name)
-    return notified
+        return bool(result.get("notify") or result.get("at_risk"))
+
+    others = {name: paths for name, paths in states.items() if name not in positives}
+    return {name for name, told in in_parallel(others, ask).items() if told}

@@ -1,8 +1,9 @@
 """Threshold sweep and fit: which SwissCovid settings would have notified whom, over a replayed trace.
 
-Pure: it takes what replay matched per pair (the sighting windows of the transmitter's published keys in
-the receiver's store) and re-scores them with :func:`agent.exposure.assess_matches` — the scoring every
-device runs — under each candidate setting. Exposure windows do not depend on the model, but the model
+Pure: it takes what replay kept per pair (the sighting windows of the transmitter's published keys in
+the receiver's store; for EBID the exposures the backend holds) and re-scores them with
+:func:`agent.testbed.replay.assess_pair` — the scoring that decides on the real path, the device's or the
+backend's — under each candidate setting. Exposure windows do not depend on the model, but the model
 does the bucketing, so each (thresholds, weights) candidate is one assessment per pair; the notify
 threshold is then only a comparison with each pair's best daily score.
 
@@ -18,10 +19,8 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agent.exposure import assess_matches
-from agent.matching import KeyMatch
 from agent.risk import RiskSettings, SwissCovidModel
-from agent.testbed.replay import Confusion, PairResult
+from agent.testbed.replay import Confusion, PairEvidence, PairResult, assess_pair, best_score
 
 LOWER_THRESHOLDS_DB = tuple(range(36, 70, 3))
 UPPER_GAPS_DB = (3, 6, 9, 12)
@@ -68,33 +67,32 @@ def _confusion(truth: Sequence[bool], notified: Iterable[bool]) -> Confusion:
 
 def _scores(
     pairs: Sequence[PairResult],
-    matches: dict[tuple[str, str], tuple[KeyMatch, ...]],
+    evidence: dict[tuple[str, str], PairEvidence],
     settings: RiskSettings,
     receiver_correction: float,
 ) -> list[float]:
     """Each pair's best daily score under ``settings`` (0 for a pair nothing of whose was heard)."""
-    scores = []
-    for p in pairs:
-        found = matches.get((p.receiver, p.transmitter), ())
-        a = assess_matches(found, settings, receiver_correction) if found else None
-        scores.append(max((float(d.score) for d in a.days), default=0.0) if a else 0.0)
-    return scores
+    none = PairEvidence()
+    return [
+        best_score(assess_pair(evidence.get((p.receiver, p.transmitter), none), settings, receiver_correction))
+        for p in pairs
+    ]
 
 
 def evaluate(
     candidate: Candidate,
     pairs: Sequence[PairResult],
-    matches: dict[tuple[str, str], tuple[KeyMatch, ...]],
+    evidence: dict[tuple[str, str], PairEvidence],
     base: RiskSettings,
     receiver_correction: float,
 ) -> Confusion:
-    scores = _scores(pairs, matches, RiskSettings(candidate.model(), base.windows), receiver_correction)
+    scores = _scores(pairs, evidence, RiskSettings(candidate.model(), base.windows), receiver_correction)
     return _confusion([p.true_contact for p in pairs], (s >= candidate.notify_at for s in scores))
 
 
 def sweep(
     pairs: Sequence[PairResult],
-    matches: dict[tuple[str, str], tuple[KeyMatch, ...]],
+    evidence: dict[tuple[str, str], PairEvidence],
     base: RiskSettings,
     receiver_correction: float,
 ) -> list[SweepPoint]:
@@ -103,7 +101,7 @@ def sweep(
     points = []
     for thresholds, weights in candidates_grid():
         settings = RiskSettings(SwissCovidModel(thresholds, weights), base.windows)
-        scores = _scores(pairs, matches, settings, receiver_correction)
+        scores = _scores(pairs, evidence, settings, receiver_correction)
         for notify_at in NOTIFY_MINUTES:
             points.append(
                 SweepPoint(

@@ -1,6 +1,7 @@
 """The documentation is tested: every TOML block in the guides loads with the loader its reader would use,
 and every command a user is told to type is run by a test or CI script, or is marked as needing what this
 machine does not have (``# needs hardware``: a radio, a Pi; ``# needs systemd``: a booted system).
+Blocks indented inside list items count as well; a fence the scanner could only misread is refused.
 
 COMMANDS maps each documented command to the file that runs it and a fragment of that file that shows
 it does; a new command in a guide fails here until it is mapped or marked, and so does a mapping whose
@@ -28,6 +29,11 @@ from agent.testbed.pki import make_ca
 ROOT = Path(__file__).resolve().parents[2]
 GUIDES = ("README.md", "hw/README.md", "systemd/README.md")
 MARKER = re.compile(r"#\s*needs (hardware|systemd)\b")
+# A fenced block, at the left margin or indented (inside a list item): it closes at its own indentation.
+FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
+FENCE_LINE = re.compile(r"^[ \t]*```", re.M)
+# Shell spellings this test would not read as commands: a guide says ```sh, or its commands go unchecked.
+OTHER_SHELLS = frozenset({"bash", "shell", "console", "zsh", "shell-session"})
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,35 @@ class Block:
     text: str
 
 
-def blocks(lang: str) -> list[Block]:
+class GuideError(ValueError):
+    """A guide's fenced block this test cannot check as written (one line: guide, line, what to change)."""
+
+
+def fenced_blocks(guide: str, text: str) -> list[Block]:
+    """Every fenced block of ``text``, indented ones dedented by their fence's indentation. Refused: a
+    fence that closes nothing (open and close at different indentations), a body line indented less than
+    its fence, a shell block not spelled ``sh``."""
     found = []
-    for guide in GUIDES:
-        text = (ROOT / guide).read_text()
-        for m in re.finditer(r"^```(\w*)\n(.*?)^```$", text, flags=re.M | re.S):
-            if m[1] == lang:
-                found.append(Block(guide, lang, text[: m.start()].count("\n") + 1, m[2]))
+    for m in FENCE.finditer(text):
+        line = text[: m.start()].count("\n") + 1
+        indent, body = m["indent"], m["body"]
+        short = [i for i, b in enumerate(body.splitlines()) if b.strip() and not b.startswith(indent)]
+        if short:
+            raise GuideError(f"{guide}:{line + 1 + short[0]}: indented less than its block's fence at line {line}")
+        if m["lang"] in OTHER_SHELLS:
+            raise GuideError(f"{guide}:{line}: a ```{m['lang']} block: write ```sh so its commands are checked")
+        dedented = "".join(b[len(indent) :] for b in body.splitlines(keepends=True))
+        found.append(Block(guide, m["lang"], line, dedented))
+    paired = {text[: m.start()].count("\n") for m in FENCE.finditer(text)}
+    paired |= {text[: m.end()].count("\n") for m in FENCE.finditer(text)}
+    stray = [n for f in FENCE_LINE.finditer(text) if (n := text[: f.start()].count("\n")) not in paired]
+    if stray:
+        raise GuideError(f"{guide}:{stray[0] + 1}: a fence that opens or closes no block (mismatched indentation?)")
     return found
+
+
+def blocks(lang: str) -> list[Block]:
+    return [b for guide in GUIDES for b in fenced_blocks(guide, (ROOT / guide).read_text()) if b.lang == lang]
 
 
 # (guide, the block's first line) -> the loader its reader uses.
@@ -60,7 +87,7 @@ TOML_BLOCKS = {
 COMMANDS = {
     "sudo apt-get update && sudo apt-get install -y python3-venv dbus bluez && python3 -m venv .venv && "
     ".venv/bin/pip install -e '.[plot]' && .venv/bin/proxitrace start": (
-        # `start` with no radio runs `testbed sim --quick` for DP-3T and GAEN; the test runs that per scheme.
+        # `start` with no radio runs `testbed sim --quick` for all three schemes; the test runs that per scheme.
         "tests/testbed/test_testbed_sim.py",
         "quick=True",
     ),
@@ -214,3 +241,20 @@ def test_bench_schemes_runs_as_documented() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0 and "dp3t" in out.stdout.lower(), out.stderr
+
+
+def test_indented_blocks_are_found_and_bad_fences_refused() -> None:
+    """Blocks inside list items are checked like the others (dedented by their fence); what the scanner
+    could only misread is refused in one line naming the guide's line."""
+    text = "1. Install:\n\n   ```sh\n   proxitrace start\n   ```\n\n```toml\n[agent]\n```\n"
+    found = fenced_blocks("g.md", text)
+    assert [(b.lang, b.line, b.text) for b in found] == [("sh", 3, "proxitrace start\n"), ("toml", 7, "[agent]\n")]
+    refused = {
+        "   ```sh\n   proxitrace start\n```\n": "g.md:1: a fence that opens or closes no block",
+        "   ```sh\n   ok\n  short\n   ```\n": "g.md:3: indented less than its block's fence at line 1",
+        "```bash\nproxitrace start\n```\n": "g.md:1: a ```bash block: write ```sh",
+    }
+    for bad, message in refused.items():
+        with pytest.raises(GuideError) as err:
+            fenced_blocks("g.md", bad)
+        assert str(err.value).startswith(message) and "\n" not in str(err.value)

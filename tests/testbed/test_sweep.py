@@ -25,7 +25,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_sweep_scores_as_the_real_path_does(tmp_path: Path) -> None:
     trace = measurements_to_trace(m for f in sorted(DATA.glob("RSS_human*.csv")) for m in read_measurements(f))
     base = replay(trace, ReplaySettings(SchemeName.GAEN, receiver_correction=20.0), tmp_path)
-    points = sweep(base.pairs, base.matches, base.risk, 20.0)
+    points = sweep(base.pairs, base.evidence, base.risk, 20.0)
     front = pr_front(points)
     assert len(points) > 500 and front
     assert all(a.confusion.recall < b.confusion.recall for a, b in itertools.pairwise(front))
@@ -35,7 +35,7 @@ def test_sweep_scores_as_the_real_path_does(tmp_path: Path) -> None:
             ReplaySettings(SchemeName.GAEN, base.risk.__class__(candidate.model(), base.risk.windows), 2.0, 15.0, 20.0),
             tmp_path,
         )
-        assert evaluate(candidate, base.pairs, base.matches, base.risk, 20.0) == again.confusion
+        assert evaluate(candidate, base.pairs, base.evidence, base.risk, 20.0) == again.confusion
     fit_half, held = split(base.pairs)
     assert (
         fit_half
