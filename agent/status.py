@@ -30,6 +30,7 @@ class AdapterStatus:
     advertising: bool
     scanning: bool
     last_heard_at: float | None = None
+    devices_removed: int = 0  # BlueZ devices the scanner had forgotten: more fresh addresses than a crowd has
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
             f"adapter    {a.name}: {'present' if a.present else 'MISSING'}"
             + (f", {flags}" if flags else "")
             + f"; last heard {ago(a.last_heard_at)}"
+            + (f"; {a.devices_removed} devices dropped from BlueZ (flood of addresses)" if a.devices_removed else "")
         )
     for t in s.tasks:
         if t.restarts or not t.running:
