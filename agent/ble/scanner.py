@@ -64,6 +64,10 @@ TX_RANGE = range(-127, 128)
 # A packed station hall is a few hundred phones plus their watches and earbuds, well below it.
 MAX_DEVICES = 2_000
 DEVICE_MEMORY_S = 60.0  # past BlueZ's default TemporaryTimeout (30 s): by then it dropped the device itself
+# RemoveDevice requests not yet written to the bus: a bus too busy to take them must not queue them in our
+# memory for ever. One queued costs ~0.5 KB against ~5.6 KB for the device it frees, so the bound is
+# generous (~2 MB); past it a device is left to BlueZ's own timeout (counted in ``devices_left``).
+MAX_REMOVALS_IN_FLIGHT = 4096
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,7 @@ class ScannerHealth:
     ignored: int
     sink_errors: int
     devices_removed: int  # Device1 objects we asked BlueZ to forget past MAX_DEVICES (a flood of addresses)
+    devices_left: int  # ...and those left to BlueZ's timeout because the bus was not taking our requests
     starts: int
     restarts: int
     watchdog_restarts: int
@@ -154,6 +159,8 @@ class _AdapterScan:
         self.ignored = 0
         self.sink_errors = 0
         self.devices_removed = 0
+        self.devices_left = 0
+        self._removals_in_flight = 0
         self.starts = 0
         self.restarts = 0
         self.watchdog_restarts = 0
@@ -212,6 +219,10 @@ class _AdapterScan:
         bus = self._bus
         if bus is None or not bus.connected:
             return
+        if self._removals_in_flight >= MAX_REMOVALS_IN_FLIGHT:
+            self.devices_left += 1
+            return
+        self._removals_in_flight += 1
         sent = bus.send(
             Message(
                 destination=BLUEZ,
@@ -223,8 +234,14 @@ class _AdapterScan:
                 flags=MessageFlag.NO_REPLY_EXPECTED,
             )
         )
-        sent.add_done_callback(_ignore_send_error)
+        sent.add_done_callback(self._removal_sent)
         self.devices_removed += 1
+
+    def _removal_sent(self, sent: asyncio.Future[None]) -> None:
+        """Written (or lost with a dying connection, which frees nothing, harmlessly: BlueZ's timeout does)."""
+        self._removals_in_flight -= 1
+        if not sent.cancelled():
+            sent.exception()
 
     def _take(self, uuid16: int, data: bytes, adv: AdvertisementData, now: float) -> None:
         decoded = decode_service_data(uuid16, data)
@@ -275,6 +292,7 @@ class _AdapterScan:
             ignored=self.ignored,
             sink_errors=self.sink_errors,
             devices_removed=self.devices_removed,
+            devices_left=self.devices_left,
             starts=self.starts,
             restarts=self.restarts,
             watchdog_restarts=self.watchdog_restarts,
@@ -408,12 +426,6 @@ class _AdapterScan:
         if change != math.inf:
             waits["duty"] = self._clock.sleep(max(0.0, change - now))
         await first(**waits)
-
-
-def _ignore_send_error(sent: asyncio.Future[None]) -> None:
-    """A RemoveDevice lost with a dying connection frees nothing, harmlessly: BlueZ's timeout still does."""
-    if not sent.cancelled():
-        sent.exception()
 
 
 class Scanner:

@@ -8,8 +8,11 @@ every fake a new Device1 under a fresh address, which BlueZ keeps for its 30 s t
 for ``--seconds`` of real time, against the same daemon without the flood. Prints the rate the bus actually
 carried (a 2-core host does not carry 10,000 InterfacesAdded a second; the simulator counts what it could
 not send), BlueZ's live devices (max), the daemon's RSS growth from its start (peak) and per extra live
-device, rows per minute and the time to match ``--keys`` keys over each store. Targets: BlueZ's devices <=
-MAX_DEVICES plus a second of fakes in flight, RSS growth under the flood <= 20 MB over the baseline's.
+device, rows per minute and the time to match ``--keys`` keys over each store. Targets: the daemon's RSS
+flat once the flood has run a few seconds (it is bounded by MAX_DEVICES of bleak's copies plus the fakes in
+flight on the bus, not by the rate x BlueZ's 30 s timeout), rows per minute <= the flood cap + peers, and
+matching no slower than over the store-level bench's capped hour. On a saturated bus BlueZ's count
+overshoots MAX_DEVICES by the fakes and removals still queued between the processes.
 
 Store level (default):
 Simulated time through the daemon's own path: every callback goes through SightingAggregator.add, a flush
