@@ -443,5 +443,6 @@ def _adapter_statuses(health: BleHealth | None) -> tuple[AdapterStatus, ...]:
     if health is None:
         return ()
     return tuple(
-        AdapterStatus(a.name, a.present, a.advertising, a.scanning, a.last_heard_at) for a in health.adapter_statuses()
+        AdapterStatus(a.name, a.present, a.advertising, a.scanning, a.last_heard_at, a.devices_removed, a.devices_left)
+        for a in health.adapter_statuses()
     )

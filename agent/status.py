@@ -31,6 +31,8 @@ class AdapterStatus:
     advertising: bool
     scanning: bool
     last_heard_at: float | None = None
+    devices_removed: int = 0  # BlueZ devices the scanner had forgotten: more fresh addresses than a crowd has
+    devices_left: int = 0  # ...and those it left to BlueZ's timeout because the bus was saturated
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
             f"adapter    {a.name}: {'present' if a.present else 'MISSING'}"
             + (f", {flags}" if flags else "")
             + f"; last heard {ago(a.last_heard_at)}"
+            + (f"; {a.devices_removed} devices dropped from BlueZ (flood of addresses)" if a.devices_removed else "")
+            + (f", {a.devices_left} left to its timeout (bus saturated)" if a.devices_left else "")
         )
     for t in s.tasks:
         if t.restarts or not t.running:

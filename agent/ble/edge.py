@@ -38,6 +38,8 @@ class AdapterHealth:
     advertising: bool
     scanning: bool
     last_heard_at: float | None = None
+    devices_removed: int = 0  # BlueZ devices forgotten on our request past the scanner's MAX_DEVICES
+    devices_left: int = 0  # ...and those left to BlueZ's timeout, the bus not taking our requests
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class BleHealth:
                     advertising=advertising,
                     scanning=bool(scan and scan.scanning),
                     last_heard_at=scan.last_heard_at if scan else None,
+                    devices_removed=scan.devices_removed if scan else 0,
+                    devices_left=scan.devices_left if scan else 0,
                 )
             )
         return tuple(out)

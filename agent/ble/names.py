@@ -42,6 +42,7 @@ GET_NAME_OWNER = "GetNameOwner"
 # Methods of the BlueZ interfaces.
 SET_DISCOVERY_FILTER = "SetDiscoveryFilter"
 START_DISCOVERY = "StartDiscovery"
+REMOVE_DEVICE = "RemoveDevice"
 STOP_DISCOVERY = "StopDiscovery"
 REGISTER_ADVERTISEMENT = "RegisterAdvertisement"
 UNREGISTER_ADVERTISEMENT = "UnregisterAdvertisement"

@@ -9,6 +9,14 @@ retried with backoff, a scanner that has heard nothing for ``watchdog_s`` is res
 failures power-cycle the adapter, a vanished adapter is waited for, and a new ``org.bluez`` owner (bleak
 does not notice one) restarts every scan. An optional duty cycle scans S seconds every P seconds for
 battery-powered wearables, and the advertiser can pause an adapter's scan around a rotation.
+
+BlueZ keeps a ``Device1`` for every address it hears until ``TemporaryTimeout`` (30 s) after the last
+advert, and bleak mirrors each one in memory (about 4.5 KB, measured by ``bench_flood.py --dbus``). A
+neighbour spraying fresh addresses would grow both with its rate (10,000 a second: 300,000 objects, over a
+gigabyte). So each scan remembers the devices heard lately, least recent first, and past ``MAX_DEVICES``
+asks BlueZ to forget the least recently heard (``RemoveDevice``, no reply awaited), which frees bleak's copy
+too. A real peer repeats its address every advert, so it sits at the recent end; if a flood pushes it out
+anyway its next advert simply makes a new object, heard as before.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -26,12 +35,15 @@ from bleak.args.bluez import OrPattern
 from bleak.assigned_numbers import AdvertisementDataType
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
+from dbus_fast import Message, MessageFlag
+from dbus_fast.aio import MessageBus
 
 from agent.aio import first, within
 from agent.backoff import backoff_delay
 from agent.ble.adapters import set_powered
 from agent.ble.bluez_watch import BluezState, BluezWatch, BusLost
 from agent.ble.errors import ErrorKind, classify, describe
+from agent.ble.names import ADAPTER1, ADAPTER_PREFIX, BLUEZ, REMOVE_DEVICE
 from agent.clock import Clock, SystemClock
 from agent.schemes.base import SERVICE_UUID16, DecodedAdvert, uuid128
 from agent.schemes.decoder import decode_service_data
@@ -48,6 +60,14 @@ RSSI_RANGE = range(-127, 21)  # HCI's valid RSSI
 RSSI_NOT_AVAILABLE = 127  # HCI's "no measurement" (some controllers, btvirt): presence without a distance
 RSSI_UNKNOWN = -127  # what we store for it: the weakest value, so it proves presence but adds no risk
 TX_RANGE = range(-127, 128)
+# Devices heard within DEVICE_MEMORY_S that a scan lets BlueZ (and bleak) keep: ~9 MB of bleak's copies.
+# A packed station hall is a few hundred phones plus their watches and earbuds, well below it.
+MAX_DEVICES = 2_000
+DEVICE_MEMORY_S = 60.0  # past BlueZ's default TemporaryTimeout (30 s): by then it dropped the device itself
+# RemoveDevice requests not yet written to the bus: a bus too busy to take them must not queue them in our
+# memory for ever. One queued costs ~0.5 KB against ~5.6 KB for the device it frees, so the bound is
+# generous (~2 MB); past it a device is left to BlueZ's own timeout (counted in ``devices_left``).
+MAX_REMOVALS_IN_FLIGHT = 4096
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,8 @@ class ScannerHealth:
     rejected: int
     ignored: int
     sink_errors: int
+    devices_removed: int  # Device1 objects we asked BlueZ to forget past MAX_DEVICES (a flood of addresses)
+    devices_left: int  # ...and those left to BlueZ's timeout because the bus was not taking our requests
     starts: int
     restarts: int
     watchdog_restarts: int
@@ -118,6 +140,8 @@ class _AdapterScan:
         self._escalate_after = escalate_after
         self._timeout = call_timeout_s
         self._scanner: BleakScanner | None = None
+        self._bus: MessageBus | None = None
+        self._devices: OrderedDict[str, float] = OrderedDict()  # Device1 path -> io time last heard
         self._started_generation = -1
         self._started_io = 0.0
         self._heard_io = 0.0
@@ -134,6 +158,9 @@ class _AdapterScan:
         self.rejected = 0
         self.ignored = 0
         self.sink_errors = 0
+        self.devices_removed = 0
+        self.devices_left = 0
+        self._removals_in_flight = 0
         self.starts = 0
         self.restarts = 0
         self.watchdog_restarts = 0
@@ -148,8 +175,13 @@ class _AdapterScan:
     def on_advert(self, device: BLEDevice, adv: AdvertisementData) -> None:
         try:
             now = self._clock.now()
-            self._heard_io = self._io.now()
+            self._heard_io = io_now = self._io.now()
             self.heard_at = now
+            details = device.details
+            if type(details) is dict:
+                path = details.get("path")
+                if type(path) is str:
+                    self._track(path, io_now)
             sd = adv.service_data
             if not sd:
                 self.ignored += 1
@@ -165,6 +197,51 @@ class _AdapterScan:
         except Exception:  # hostile or broken input must never reach bleak's signal handler
             self.rejected += 1
             log.debug("advert callback failed", exc_info=True)
+
+    def _track(self, path: str, io_now: float) -> None:
+        """Remember ``path`` as heard now; past MAX_DEVICES recent ones, have BlueZ forget the oldest."""
+        devices = self._devices
+        if path in devices:
+            devices.move_to_end(path)
+            devices[path] = io_now
+            return
+        devices[path] = io_now
+        forget_before = io_now - DEVICE_MEMORY_S
+        while devices:
+            oldest, heard = next(iter(devices.items()))
+            if heard >= forget_before and len(devices) <= MAX_DEVICES:
+                break
+            devices.popitem(last=False)
+            if heard >= forget_before:
+                self._remove_device(oldest)
+
+    def _remove_device(self, path: str) -> None:
+        bus = self._bus
+        if bus is None or not bus.connected:
+            return
+        if self._removals_in_flight >= MAX_REMOVALS_IN_FLIGHT:
+            self.devices_left += 1
+            return
+        self._removals_in_flight += 1
+        sent = bus.send(
+            Message(
+                destination=BLUEZ,
+                path=f"{ADAPTER_PREFIX}{self.adapter}",
+                interface=ADAPTER1,
+                member=REMOVE_DEVICE,
+                signature="o",
+                body=[path],
+                flags=MessageFlag.NO_REPLY_EXPECTED,
+            )
+        )
+        sent.add_done_callback(self._removal_sent)
+        self.devices_removed += 1
+
+    def _removal_sent(self, sent: asyncio.Future[None]) -> None:
+        """Written (or lost with a dying connection, which frees nothing, harmlessly: BlueZ's timeout does)."""
+        self._removals_in_flight -= 1
+        if not sent.cancelled():
+            sent.exception()
 
     def _take(self, uuid16: int, data: bytes, adv: AdvertisementData, now: float) -> None:
         decoded = decode_service_data(uuid16, data)
@@ -214,6 +291,8 @@ class _AdapterScan:
             rejected=self.rejected,
             ignored=self.ignored,
             sink_errors=self.sink_errors,
+            devices_removed=self.devices_removed,
+            devices_left=self.devices_left,
             starts=self.starts,
             restarts=self.restarts,
             watchdog_restarts=self.watchdog_restarts,
@@ -224,6 +303,8 @@ class _AdapterScan:
         )
 
     async def run(self, watch: BluezWatch) -> None:
+        self._bus = watch.bus
+        self._devices.clear()  # a new connection: BlueZ's objects are bleak's to list afresh
         try:
             while True:
                 self._wake.clear()

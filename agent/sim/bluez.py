@@ -16,7 +16,10 @@ It behaves like BlueZ plus the kernel where the agent's correctness depends on i
   nothing, as bluetoothd stuck in a blocking call. The calls it receives meanwhile are queued, in order, and
   handled when it resumes (``Resume``), so their late replies reach callers that long gave up, as they would;
 - the next calls of one method can be swallowed for good (``DropNext``): never answered, not even late, as a
-  request bluetoothd lost — only a caller's own timeout ends the wait.
+  request bluetoothd lost — only a caller's own timeout ends the wait;
+- a neighbour can spray fresh IDs (``AddFlood``): every one a new random address, so every one a new
+  ``Device1`` (InterfacesAdded) on each scanning adapter in range, kept until the device timeout as
+  bluetoothd keeps a temporary device — the load a real flood puts on the agent's D-Bus caches.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from agent.ble.names import (
     REGISTER_ADVERTISEMENT,
     REGISTER_MONITOR,
     RELEASE,
+    REMOVE_DEVICE,
     REMOVE_MATCH,
     SET_DISCOVERY_FILTER,
     START_DISCOVERY,
@@ -120,6 +124,23 @@ class Transmitter:
     @property
     def label(self) -> str:
         return self.adapter if self.adapter is not None else f"beacon:{self.path}"
+
+
+@dataclass
+class Flood:
+    """A neighbour advertising ``rate`` fresh IDs a simulated second, each under its own fresh address."""
+
+    ident: str
+    advert: ParsedAdvert  # the shape every fake shares (UUIDs), for the receivers' filters
+    uuid: str
+    data_len: int
+    rate: float
+    x: float
+    y: float
+    tx_power: int
+    carry: float = 0.0
+    sent: int = 0
+    lost: int = 0  # fakes generated while the bus was saturated: never reached D-Bus
 
 
 @dataclass
@@ -234,6 +255,7 @@ class SimBluez:
         self.run_token = secrets.token_hex(3)
         self.instance_counter = 0
         self.beacon_counter = 0
+        self.floods: dict[str, Flood] = {}
         self.ticks = 0
         self.congested_ticks = 0
         self.tasks: set[asyncio.Task[None]] = set()
@@ -487,21 +509,19 @@ class SimBluez:
             a.sessions.discard(sender)
             self._set_discovering(a, was)
             return self._reply(msg)
-        if member == "RemoveDevice" and sig == "o":
-            dev = next((d for d in a.devices.values() if d.path == msg.body[0]), None)
-            if dev is None:
+        if member == REMOVE_DEVICE and sig == "o":
+            # the path names the address (dev_XX_XX_...): one lookup, as a flood removes thousands a second
+            address = msg.body[0].rpartition("/dev_")[2].replace("_", ":")
+            dev = a.devices.get(address)
+            if dev is None or dev.path != msg.body[0]:
                 raise CallError(E_DOES_NOT_EXIST, "Does Not Exist")
-            self._forget_device(a, dev)
+            self.table.remove(a.devices.pop(address).path)
             return self._reply(msg)
         if member == "GetDiscoveryFilters" and sig == "":
             return self._reply(
                 msg, "as", [["UUIDs", "RSSI", "Pathloss", "Transport", "DuplicateData", "Discoverable", "Pattern"]]
             )
         return False
-
-    def _forget_device(self, a: SimAdapter, dev: SeenDevice) -> None:
-        self.table.remove(dev.path)
-        a.devices = {k: v for k, v in a.devices.items() if v is not dev}
 
     # ---- advertising -----------------------------------------------------------------------------------
 
@@ -771,6 +791,55 @@ class SimBluez:
                     self.received.write(t1, rx.name, tx.adapter, rssi, tx.tx_power, d)
                 tx.reports += 1
                 rx.reports_received += 1
+        for flood in self.floods.values():
+            self._spray(flood, t1 - t0, receivers, positions)
+
+    def _spray(
+        self, flood: Flood, dt: float, receivers: list[SimAdapter], positions: dict[str, tuple[float, float]]
+    ) -> None:
+        """This tick's fresh fakes: each a new Device1 on every receiver in range, never heard again."""
+        due = flood.rate * dt + flood.carry
+        n = int(due)
+        flood.carry = due - n
+        if not receivers:
+            flood.lost += n
+            return
+        params = self.config.radio
+        now = self.real.now()
+        for rx in receivers:
+            d = distance((flood.x, flood.y), positions[rx.name])
+            for _ in range(n):
+                rssi = sample_rssi(flood.tx_power, d, params, self.rng)
+                if rssi is None or not rx.accepts(flood.advert, rssi):
+                    continue
+                raw = (self.rng.getrandbits(46) | 1).to_bytes(6, "big")  # a fresh NRPA: top bits 00, never 0
+                address = ":".join(f"{b:02X}" for b in raw)
+                path = f"{rx.path}/dev_{address.replace(':', '_')}"
+                data = self.rng.randbytes(flood.data_len)
+                self.table.add(
+                    path,
+                    {
+                        DEVICE1: {
+                            "Address": Variant("s", address),
+                            "AddressType": Variant("s", "random"),
+                            "Alias": Variant("s", address.replace(":", "-")),
+                            "Paired": Variant("b", False),
+                            "Bonded": Variant("b", False),
+                            "Trusted": Variant("b", False),
+                            "Blocked": Variant("b", False),
+                            "LegacyPairing": Variant("b", False),
+                            "Connected": Variant("b", False),
+                            "ServicesResolved": Variant("b", False),
+                            "Adapter": Variant("o", rx.path),
+                            "RSSI": Variant("n", rssi),
+                            "UUIDs": Variant("as", [u.full for u in flood.advert.service_uuids]),
+                            "ServiceData": Variant("a{sv}", {flood.uuid: Variant("ay", data)}),
+                        }
+                    },
+                )
+                rx.devices[address] = SeenDevice(path, None, now)
+                rx.reports_received += 1
+                flood.sent += 1
 
     def _device_props(self, rx: SimAdapter, tx: Transmitter, rssi: int) -> dict[str, Variant]:
         assert tx.address is not None
@@ -886,6 +955,12 @@ class SimBluez:
             return self._reply(msg)
         if member == "AddBeacon" and sig == "s":
             return self._reply(msg, "s", [self._add_beacon(body[0])])
+        if member == "AddFlood" and sig == "s":
+            return self._reply(msg, "s", [self._add_flood(body[0])])
+        if member == "RemoveFlood" and sig == "s":
+            if self.floods.pop(body[0], None) is None:
+                raise CallError(E_CONTROL, f"no flood {body[0]}")
+            return self._reply(msg)
         if member == "RemoveBeacon" and sig == "s":
             beacon = self.beacons.pop(body[0], None)
             if beacon is None:
@@ -947,6 +1022,37 @@ class SimBluez:
         self._start_instance(beacon, random_nrpa())
         return ident
 
+    def _add_flood(self, options: str) -> str:
+        try:
+            raw = json.loads(options)
+            uuid = parse_uuid(raw.get("uuid", "fd6f"))
+            data_len = int(raw.get("data_len", 20))
+            rate = float(raw["rate"])
+            if not 0 < rate <= 1_000_000 or not 0 < data_len <= 27:
+                raise ValueError("rate must be in (0, 1e6] and data_len in 1..27")
+            props: dict[str, Variant] = {
+                "Type": Variant("s", "broadcast"),
+                "ServiceUUIDs": Variant("as", [uuid.full]),
+                "ServiceData": Variant("a{sv}", {uuid.full: Variant("ay", bytes(data_len))}),
+            }
+            parsed = parse_advertisement(props)
+            flood = Flood(
+                ident=f"f{len(self.floods) + 1}",
+                advert=parsed,
+                uuid=uuid.full,
+                data_len=data_len,
+                rate=rate,
+                x=float(raw.get("x", 0.0)),
+                y=float(raw.get("y", 0.0)),
+                tx_power=int(raw.get("tx_power", 0)),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError, AdvertError) as exc:
+            raise CallError(E_CONTROL, f"bad flood: {exc}") from None
+        while flood.ident in self.floods:
+            flood.ident += "+"
+        self.floods[flood.ident] = flood
+        return flood.ident
+
     def stats(self) -> dict[str, Any]:
         return {
             "t": self.clock.now(),
@@ -954,6 +1060,7 @@ class SimBluez:
             "ticks": self.ticks,
             "congested_ticks": self.congested_ticks,
             "beacons": len(self.beacons),
+            "floods": {f.ident: {"sent": f.sent, "lost": f.lost} for f in self.floods.values()},
             "hung": self.hung,
             "dropped_calls": self.dropped_calls,
             "held_calls": len(self.held),

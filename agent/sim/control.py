@@ -160,5 +160,17 @@ class SimControl:
         (ident,) = await self._call("AddBeacon", "s", [json.dumps(options)])
         return str(ident)
 
+    async def add_flood(
+        self, rate: float, x: float = 0.0, y: float = 0.0, tx_power: int = 0, uuid: str = "fd6f"
+    ) -> str:
+        """A neighbour spraying ``rate`` fresh IDs a simulated second (GAEN-shaped by default), each under a
+        fresh address: a new Device1 per ID on every scanning adapter in range."""
+        options = {"rate": rate, "x": x, "y": y, "tx_power": tx_power, "uuid": uuid}
+        (ident,) = await self._call("AddFlood", "s", [json.dumps(options)])
+        return str(ident)
+
+    async def remove_flood(self, ident: str) -> None:
+        await self._call("RemoveFlood", "s", [ident])
+
     async def remove_beacon(self, ident: str) -> None:
         await self._call("RemoveBeacon", "s", [ident])

@@ -1,7 +1,20 @@
 """A neighbour spraying fresh fake GAEN IDs for an hour, against the same hour without it, both in this run.
 
 Run: python tests/bench/bench_flood.py [--minutes 60] [--rate 10000] [--peers 50] [--keys 5000]
+     python tests/bench/bench_flood.py --dbus [--seconds 60] [--rate 10000]
 
+``--dbus``: the same flood at the D-Bus level — a real daemon (``proxitrace run``) on the simulated BlueZ,
+every fake a new Device1 under a fresh address, which BlueZ keeps for its 30 s timeout and bleak mirrors —
+for ``--seconds`` of real time, against the same daemon without the flood. Prints the rate the bus actually
+carried (a 2-core host does not carry 10,000 InterfacesAdded a second; the simulator counts what it could
+not send), BlueZ's live devices (max), the daemon's RSS growth from its start (peak) and per extra live
+device, rows per minute and the time to match ``--keys`` keys over each store. Targets: the daemon's RSS
+flat once the flood has run a few seconds (it is bounded by MAX_DEVICES of bleak's copies plus the fakes in
+flight on the bus, not by the rate x BlueZ's 30 s timeout), rows per minute <= the flood cap + peers, and
+matching no slower than over the store-level bench's capped hour. On a saturated bus BlueZ's count
+overshoots MAX_DEVICES by the fakes and removals still queued between the processes.
+
+Store level (default):
 Simulated time through the daemon's own path: every callback goes through SightingAggregator.add, a flush
 into a real Store every 10 s. Prints rows per minute (max), callbacks dropped, DB size, the process's RSS
 growth, and the time to match a list of ``--keys`` GAEN keys over each store, as a ratio to the baseline.
@@ -14,15 +27,22 @@ measured here it is noisy (a shared host).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from agent.bench.match import synthesize
+from agent.ble.scanner import MAX_DEVICES
 from agent.matching import SightingIndex, match_gaen
 from agent.schemes.base import SchemeName
+from agent.sim.control import SimControl
+from agent.sim.harness import SimBed
 from agent.store import FloodCap, SightingAggregator, Store
 
 T0 = 20_400 * 86_400  # the matching bench's day, so its keys apply
@@ -90,13 +110,111 @@ def hour(state: Path, minutes: int, rate: int, peers: int, n_keys: int) -> dict[
     return out
 
 
+def pid_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def match_seconds(state: Path, n_keys: int) -> tuple[int, float, int]:
+    """(rows, seconds to match n_keys GAEN keys over the store, max rows in a minute)."""
+    store = Store.open(state)
+    try:
+        windows = list(store.windows(scheme=SchemeName.GAEN))
+        per_minute: dict[int, int] = {}
+        for w in windows:
+            per_minute[w.window_start] = per_minute.get(w.window_start, 0) + 1
+        keys, _ = synthesize(SchemeName.GAEN, n_keys, 0, 0, seed=3)
+        began = time.perf_counter()
+        match_gaen(keys, SightingIndex(windows))
+        return len(windows), time.perf_counter() - began, max(per_minute.values(), default=0)
+    finally:
+        store.close()
+
+
+def dbus_run(work: Path, rate: int, seconds: float, n_keys: int) -> dict[str, float]:
+    """One daemon on the simulated BlueZ with a real peer, flooded at ``rate`` (0: the baseline)."""
+    config = {"adapters": [{"name": "hci0"}, {"name": "hci1", "x": 2.0}], "device_timeout_seconds": 30.0}
+    work.mkdir(parents=True)
+    (work / "a.toml").write_text(
+        '[agent]\nscheme = "gaen"\naccept_unsynchronised_clock_testbed = true\n'
+        '[ble]\nadvertise_adapter = "hci1"\nscan_adapters = ["hci0"]\n'
+    )
+    out: dict[str, float] = {}
+    with SimBed(config, work / "bed") as bed:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(work / "a.toml"), "--state-dir", str(work / "a"), "run"],
+            stdout=(work / "a.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **bed.env},
+        )
+
+        async def drive() -> None:
+            async with await SimControl.connect(bed.bus_address) as ctl:
+                await ctl.add_beacon({"fd6f": bytes(range(20))}, x=1.0, interval_ms=200)
+                await asyncio.sleep(10)  # the daemon up, scanning, its imports and first flush done
+                rss0 = pid_rss_bytes(daemon.pid)
+                ident = await ctl.add_flood(rate, x=3.0) if rate else None
+                peak_rss, peak_devices, began = rss0, 0, time.monotonic()
+                while time.monotonic() - began < seconds:
+                    await asyncio.sleep(1.0)
+                    peak_rss = max(peak_rss, pid_rss_bytes(daemon.pid))
+                    try:
+                        peak_devices = max(peak_devices, (await ctl.adapter_stats("hci0"))["devices"])
+                    except TimeoutError:  # a saturated simulator answers late; the next second's sample counts
+                        continue
+                took = time.monotonic() - began
+                counts = (await ctl.stats())["floods"].get(ident, {"sent": 0, "lost": 0}) if ident else {}
+                out.update(
+                    rss_start_bytes=rss0,
+                    rss_growth_bytes=peak_rss - rss0,
+                    bluez_devices_max=peak_devices,
+                    carried_per_s=round(counts.get("sent", 0) / took),
+                    lost_to_congestion=counts.get("lost", 0),
+                )
+
+        try:
+            asyncio.run(drive())
+            time.sleep(11)  # one flush
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(60)
+    snapshot = json.loads((work / "a" / "status.json").read_text())
+    out["flood_dropped"] = snapshot["flood_dropped"]
+    out["devices_removed"] = sum(a.get("devices_removed", 0) for a in snapshot["adapters"])
+    rows, match_s, per_minute = match_seconds(work / "a", n_keys)
+    out.update(rows=rows, max_rows_per_minute=per_minute, match_s=round(match_s, 3), db_bytes=snapshot["db_size_bytes"])
+    return out
+
+
+def dbus_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = dbus_run(Path(tmp) / "baseline", 0, args.seconds, args.keys)
+        flood = dbus_run(Path(tmp) / "flood", args.rate, args.seconds, args.keys)
+    print(json.dumps({"max_devices": MAX_DEVICES, "baseline": base, "flood": flood}, indent=1))
+    extra = flood["rss_growth_bytes"] - base["rss_growth_bytes"]
+    print(
+        f"D-Bus flood asked {args.rate}/s for {args.seconds:.0f} s, the bus carried {flood['carried_per_s']:.0f}/s "
+        f"({flood['lost_to_congestion']} fakes lost to a saturated bus): BlueZ held at most "
+        f"{flood['bluez_devices_max']} devices (bound {MAX_DEVICES}), {flood['devices_removed']} removed; daemon RSS "
+        f"growth {flood['rss_growth_bytes'] / 1e6:.1f} MB vs {base['rss_growth_bytes'] / 1e6:.1f} MB baseline "
+        f"({extra / 1e6:+.1f} MB, {extra / max(flood['bluez_devices_max'], 1):.0f} B per live device); rows/min "
+        f"max {flood['max_rows_per_minute']} vs {base['max_rows_per_minute']}; matching {args.keys} keys "
+        f"{flood['match_s']:.3f} s vs {base['match_s']:.3f} s = {flood['match_s'] / max(base['match_s'], 1e-9):.1f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--rate", type=int, default=10_000, help="fake IDs per second")
     parser.add_argument("--peers", type=int, default=50)
     parser.add_argument("--keys", type=int, default=5000)
+    parser.add_argument("--dbus", action="store_true", help="flood a real daemon through the simulated BlueZ")
+    parser.add_argument("--seconds", type=float, default=60.0, help="--dbus: real seconds of flood")
     args = parser.parse_args()
+    if args.dbus:
+        dbus_main(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         base = hour(Path(tmp) / "baseline", args.minutes, 0, args.peers, args.keys)
         flood = hour(Path(tmp) / "flood", args.minutes, args.rate, args.peers, args.keys)

@@ -67,7 +67,9 @@ def test_agent_advertises_and_scans_again_after_bluetoothd_restart(vm_adapters: 
     try:
         assert wait_for(lambda: (agent.status() or {}).get("advertising") is True, 120), agent.log_path
         subprocess.run(["pkill", "-x", "bluetoothd"], check=True)
-        time.sleep(1)
+        # a fixed pause was not enough under TCG on a loaded host: the new daemon found org.bluez still owned
+        # ("Name already in use") and exited, so wait for the old one to be gone
+        assert wait_for(lambda: subprocess.run(["pgrep", "-x", "bluetoothd"], capture_output=True).returncode, 30)
         restarted_at = time.time()
         log = (out / "bluetoothd-restarted.log").open("ab")
         subprocess.Popen(["/usr/libexec/bluetooth/bluetoothd", "-n"], stdout=log, stderr=log)
