@@ -17,7 +17,8 @@ from agent import provision
 from agent.clock import Clock, clock_from_spec, date_to_day
 from agent.config import ConfigError
 from agent.server.config import BackendConfig, load_backend_config
-from agent.server.db import DB_FILE, ServerStore
+from agent.server.database import DatabaseError
+from agent.server.db import ServerStore
 
 if TYPE_CHECKING:  # the portal's libraries load only for the commands that use them
     from agent.server.portal.accounts import Accounts, Credentials
@@ -145,9 +146,11 @@ def keygen(config_path: Path | None) -> None:
 
 def _open(config: BackendConfig) -> ServerStore:
     try:
-        return ServerStore(config.data_dir / DB_FILE)
+        return ServerStore(config.database)
     except OSError as exc:
         raise click.ClickException(f"server.data_dir: {config.data_dir}: {exc.strerror or exc}") from None
+    except DatabaseError as exc:
+        raise click.ClickException(f"server.database: {exc}") from None
 
 
 def _clock(config: BackendConfig) -> Clock:
@@ -290,9 +293,11 @@ def _accounts(config: BackendConfig) -> tuple[PortalStore, Accounts, Audit]:
     from agent.server.portal.service import portal_store_of
 
     try:
-        store = portal_store_of(config.data_dir)
+        store = portal_store_of(config.database)
     except OSError as exc:
         raise click.ClickException(f"server.data_dir: {config.data_dir}: {exc.strerror or exc}") from None
+    except DatabaseError as exc:
+        raise click.ClickException(f"server.database: {exc}") from None
     policy = LoginPolicy(config.portal.max_failed_logins, config.portal.lockout_seconds)
     return store, Accounts(store, policy), Audit(store)
 

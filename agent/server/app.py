@@ -26,7 +26,7 @@ from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.server import buckets
 from agent.server.config import BackendConfig
-from agent.server.db import DB_FILE, ServerStore
+from agent.server.db import ServerStore
 from agent.server.ebid import EbidBackend, RiskScorer
 from agent.server.errors import ApiError
 from agent.server.federation import FORWARD_PATH, Federation
@@ -84,7 +84,7 @@ BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
 def open_backend(
     config: BackendConfig, clock: Clock, signer: ListSigner, scorer: RiskScorer, store: ServerStore | None = None
 ) -> Backend:
-    store = store or ServerStore(config.data_dir / DB_FILE)
+    store = store or ServerStore(config.database)
     limiter = FailureLimiter(clock, config.tan.max_failures_per_hour, 3600.0)
     federation = Federation(config, clock, store)
     kg = config.federation_key or store.meta_setdefault(FEDERATION_KEY_META, os.urandom(16))
