@@ -160,7 +160,9 @@ class EbidTables(Tables):
     def broadcast_keys(self, periods: Sequence[int], new_key: Callable[[], bytes]) -> dict[int, bytes]:
         """BK_t for each period, creating missing ones with ``new_key()``."""
         with self._tx() as db:
-            db.executemany("INSERT INTO broadcast_keys VALUES (?, ?) ON CONFLICT DO NOTHING", [(p, new_key()) for p in periods])
+            db.executemany(
+                "INSERT INTO broadcast_keys VALUES (?, ?) ON CONFLICT DO NOTHING", [(p, new_key()) for p in periods]
+            )
             return self._bks(db, periods)
 
     def existing_broadcast_keys(self, periods: Iterable[int]) -> dict[int, bytes]:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from agent.server.config import DB_FILE
+from agent.server.config import DB_FILE as DB_FILE  # re-exported: the store's file name
 from agent.server.database import Database, Engine, EngineSql, Statement
 
 SCHEMA = """

@@ -82,7 +82,8 @@ class PortalStore:
 
     def add_officer(self, name: str, password_hash: str, totp_secret: str | None, now: float) -> bool:
         cur = self._db.execute(
-            "INSERT INTO officers (name, password_hash, totp_secret, created) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO officers (name, password_hash, totp_secret, created) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             (name, password_hash, totp_secret, now),
         )
         return cur.rowcount == 1
