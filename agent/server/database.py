@@ -28,7 +28,9 @@ connection may be used by two threads at once. A transaction is the calling thre
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
 import re
 import sqlite3
 import threading
@@ -140,7 +142,6 @@ class Database:
         self._lock = threading.Lock()
         self._open: list[Any] = []
         self._closed = False
-        self._advisory: dict[int, threading.Lock] = {}
 
     # ---- connections -----------------------------------------------------------------------------------
 
@@ -240,28 +241,25 @@ class Database:
             self._local.depth = 0
 
     @contextmanager
-    def advisory_lock(self, key: int) -> Iterator[bool]:
-        """Try to take the lock ``key`` for the block without waiting; yields whether it was taken. On
-        PostgreSQL a session advisory lock, held across workers and released when the block ends (or the
-        process dies); SQLite has one process writing exports, so the lock is this object's own."""
-        if self.engine is Engine.SQLITE:
-            held = self._lock_for(key).acquire(blocking=False)
+    def advisory_lock(self, key: int) -> Iterator[None]:
+        """Hold the lock ``key`` for the block, waiting for it if another holder has it: any thread or
+        process with the same database. On PostgreSQL a session advisory lock (released if the holder
+        dies); on SQLite an ``flock`` on a lock file beside the store (one per open, so two connections
+        in one process exclude each other too)."""
+        if self.engine is Engine.POSTGRESQL:
+            self.execute("SELECT pg_advisory_lock(?)", (key,))
             try:
-                yield held
+                yield
             finally:
-                if held:
-                    self._lock_for(key).release()
-            return
-        got = bool(self.one("SELECT pg_try_advisory_lock(?)", (key,))[0])
-        try:
-            yield got
-        finally:
-            if got:
                 self.execute("SELECT pg_advisory_unlock(?)", (key,))
-
-    def _lock_for(self, key: int) -> threading.Lock:
-        with self._lock:
-            return self._advisory.setdefault(key, threading.Lock())
+            return
+        assert self.path is not None
+        fd = os.open(self.path.with_name(f"{self.path.name}.lock-{key:x}"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
 
 def _postgresql_error(db: Database, exc: Exception) -> Exception:
