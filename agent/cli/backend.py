@@ -87,12 +87,23 @@ def backend() -> None:
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="0 picks a free port (default: [server] port, 8080)."
 )
-def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    help='Worker processes sharing the port; more than 1 needs [server] database = "postgresql://...".',
+)
+def serve(config_path: Path | None, host: str | None, port: int | None, workers: int) -> None:
     """Serve the backend until SIGTERM or Ctrl-C."""
-    from agent.server.serve import configured_backend, tls_context
+    from agent.server.database import is_postgresql
+    from agent.server.serve import configured_backend, serve_workers, tls_context
     from agent.server.serve import serve as run
 
     config = _load(config_path)
+    if workers > 1 and not is_postgresql(config.database):
+        raise click.ClickException(
+            '--workers: several workers need a shared PostgreSQL store ([server] database = "postgresql://...")'
+        )
     host = config.server.host if host is None else host
     port = config.server.port if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -114,6 +125,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
         click.echo(f"proxitrace portal listening on http://{portal_host}:{bound}/portal/", err=True)
 
     try:
+        if workers > 1:
+            backend_.store.close()  # migrated; each worker opens its own connections after the fork
+            raise SystemExit(serve_workers(config, host, port, workers, ready, tls))
         asyncio.run(run(backend_, host, port, ready, portal_ready, tls))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

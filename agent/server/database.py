@@ -145,16 +145,18 @@ class Database:
 
     # ---- connections -----------------------------------------------------------------------------------
 
-    def _connection(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+    def _connection(self) -> tuple[Any, threading.RLock]:
+        """This thread's connection and the lock it is used under (``close`` from another thread waits
+        for a statement or transaction in progress rather than pull the connection from under it)."""
+        pair = getattr(self._local, "conn", None)
+        if pair is None:
             if self._closed:
                 raise DatabaseError(f"{self.describe()}: the database is closed")
-            conn = self._connect()
-            self._local.conn = conn
+            pair = (self._connect(), threading.RLock())
+            self._local.conn = pair
             with self._lock:
-                self._open.append(conn)
-        return conn
+                self._open.append(pair)
+        return pair
 
     def _connect(self) -> Any:
         if self.engine is Engine.POSTGRESQL:
@@ -182,8 +184,9 @@ class Database:
         with self._lock:
             conns, self._open = self._open, []
             self._closed = True
-        for conn in conns:
-            conn.close()
+        for conn, in_use in conns:
+            with in_use:
+                conn.close()
         self._local = threading.local()
 
     # ---- statements ------------------------------------------------------------------------------------
@@ -193,24 +196,26 @@ class Database:
         return to_postgresql(text, with_args) if self.engine is Engine.POSTGRESQL else text
 
     def execute(self, statement: Statement, args: Sequence[Any] = ()) -> Rows:
-        conn = self._connection()
+        conn, in_use = self._connection()
         try:
-            if self.engine is Engine.POSTGRESQL:
-                return conn.execute(self.sql(statement, bool(args)), tuple(args) if args else None)
-            return conn.execute(self.sql(statement), args)
+            with in_use:
+                if self.engine is Engine.POSTGRESQL:
+                    return conn.execute(self.sql(statement, bool(args)), tuple(args) if args else None)
+                return conn.execute(self.sql(statement), args)
         except sqlite3.Error as exc:
             raise DatabaseError(f"{self.describe()}: {exc}") from exc
         except Exception as exc:
             raise _postgresql_error(self, exc) from exc
 
     def executemany(self, statement: Statement, rows: Iterable[Sequence[Any]]) -> None:
-        conn = self._connection()
+        conn, in_use = self._connection()
         try:
-            if self.engine is Engine.POSTGRESQL:
-                with conn.cursor() as cur:
-                    cur.executemany(self.sql(statement), [tuple(r) for r in rows])
-            else:
-                conn.executemany(self.sql(statement), rows)
+            with in_use:
+                if self.engine is Engine.POSTGRESQL:
+                    with conn.cursor() as cur:
+                        cur.executemany(self.sql(statement), [tuple(r) for r in rows])
+                else:
+                    conn.executemany(self.sql(statement), rows)
         except sqlite3.Error as exc:
             raise DatabaseError(f"{self.describe()}: {exc}") from exc
         except Exception as exc:
@@ -225,18 +230,19 @@ class Database:
         not at all. SQLite takes the write lock at the start (``BEGIN IMMEDIATE``), so a read-then-write
         cannot be overtaken by another writer; on PostgreSQL the spending statements are single
         conditional ``UPDATE``s, which row locks make race-free under READ COMMITTED."""
-        conn = self._connection()
+        conn, in_use = self._connection()
         if getattr(self._local, "depth", 0):
             raise DatabaseError("transactions do not nest")
         self._local.depth = 1
         try:
-            self.execute("BEGIN IMMEDIATE" if self.engine is Engine.SQLITE else "BEGIN")
-            try:
-                yield self
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self.execute("COMMIT")
+            with in_use:
+                self.execute("BEGIN IMMEDIATE" if self.engine is Engine.SQLITE else "BEGIN")
+                try:
+                    yield self
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                self.execute("COMMIT")
         finally:
             self._local.depth = 0
 
