@@ -63,7 +63,8 @@ COMMANDS = {
         "tests/testbed/test_testbed_sim.py",
         "quick=True",
     ),
-    "sudo apt-get update && sudo apt-get install -y python3-venv dbus chromium chromium-driver nginx-light && "
+    "sudo apt-get update && sudo apt-get install -y python3-venv dbus chromium chromium-driver nginx-light "
+    "postgresql && "
     "python3 -m venv .venv && "
     ".venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest": (".ci/run", "'^sudo .*# tests$'"),
     "sudo apt-get update && sudo apt-get install -y dpkg-dev debhelper dh-virtualenv python3-venv && hw/build-deb": (
@@ -117,6 +118,10 @@ COMMANDS = {
     "proxitrace testbed fit-calibration bench.csv --reference usb:0a12:0001 --write hw/calibration.toml": (
         "tests/testbed/test_fit_calibration.py",
         '"fit-calibration", str(trace), "--reference", "usb:0a12:0001", "--write"',
+    ),
+    "proxitrace backend serve --workers 4 --config /etc/proxitrace/backend.toml": (
+        "tests/server/test_server_workers.py",
+        '"--workers", "2"',
     ),
     "sudo proxitrace provision device-0001.proxitrace.toml": (
         "tests/provision/test_provision_round_trip.py",
