@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,13 +72,9 @@ def _run(args: list[str], user: str | None) -> None:
         raise RuntimeError(f"{' '.join(args)} failed: {out.stderr.strip() or out.stdout.strip()}")
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[Cluster]:
-    missing = _missing()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
+@contextmanager
+def throwaway_cluster() -> Iterator[Cluster]:
+    """Start a cluster in a temporary directory (its ``TEMPLATE`` database migrated), stop and delete it."""
     root = Path(tempfile.mkdtemp(prefix="pg"))  # short: a unix socket path has at most 107 bytes
     root.chmod(0o755)
     data, sockets = root / "data", root / "s"
@@ -90,22 +87,33 @@ def postgres_cluster() -> Iterator[Cluster]:
             os.chown(d, owner.pw_uid, owner.pw_gid)
     else:
         sockets.mkdir()
-    _run([str(BIN_DIR / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync"], user)
-    options = " ".join([*_FAST, "-c", "listen_addresses=", "-c", f"unix_socket_directories={sockets}"])
-    options += " -c max_connections=300"
-    _run(
-        [str(BIN_DIR / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-o", options, "-w", "start"],
-        user,
-    )
     try:
-        cluster = Cluster(sockets)
-        admin = Database(cluster.url("postgres"))
-        admin.execute(f"CREATE DATABASE {TEMPLATE}")
-        admin.close()
-        template = Database(cluster.url(TEMPLATE))
-        migrate(template)
-        template.close()
-        yield cluster
+        initdb = [str(BIN_DIR / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync"]
+        _run(initdb, user)
+        options = " ".join([*_FAST, "-c", "listen_addresses=", "-c", f"unix_socket_directories={sockets}"])
+        options += " -c max_connections=300"
+        _run([str(BIN_DIR / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-o", options, "-w", "start"], user)
+        try:
+            cluster = Cluster(sockets)
+            admin = Database(cluster.url("postgres"))
+            admin.execute(f"CREATE DATABASE {TEMPLATE}")
+            admin.close()
+            template = Database(cluster.url(TEMPLATE))
+            migrate(template)
+            template.close()
+            yield cluster
+        finally:
+            _run([str(BIN_DIR / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], user)
     finally:
-        _run([str(BIN_DIR / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], user)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    missing = _missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with throwaway_cluster() as cluster:
+        yield cluster
