@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ def two_workers(tmp_path: Path, postgres_cluster: Cluster) -> Iterator[Served]:
         assert server.stderr is not None
         for line in server.stderr:
             if m := re.search(r"listening on (http://\S+)", line):
+                # keep reading its log (one line per request), or the pipe fills and the server stops
+                threading.Thread(target=server.stderr.read, daemon=True).start()
                 yield Served(m[1], server.pid)
                 break
         else:
