@@ -42,6 +42,7 @@ def _config(tmp_path: Path, database: str) -> Path:
         f'[server]\ndata_dir = "{tmp_path / "data"}"\ndatabase = "{database}"\nadmin_token = "{ADMIN_TOKEN}"\n'
         f"[upload]\nkeys_per_upload = {KEYS_PER_UPLOAD}\nmin_response_seconds = 0\n"
         "[ebid]\npow_difficulty = 8\n"
+        "[tan]\nmax_failures_per_hour = 100\n"  # the refused re-spends below are not what is limited here
     )
     subprocess.run([sys.executable, "-m", "agent", "backend", "keygen", "--config", str(path)], check=True)
     return path
