@@ -18,7 +18,8 @@ from agent.clock import Clock, clock_from_spec, date_to_day
 from agent.config import ConfigError
 from agent.protocol import wire
 from agent.server.config import BackendConfig, load_backend_config
-from agent.server.db import DB_FILE, ServerStore
+from agent.server.database import DatabaseError
+from agent.server.db import ServerStore
 
 if TYPE_CHECKING:  # the portal's libraries load only for the commands that use them
     from agent.server.portal.accounts import Accounts, Credentials
@@ -87,12 +88,23 @@ def backend() -> None:
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="0 picks a free port (default: [server] port, 8080)."
 )
-def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    help='Worker processes sharing the port; more than 1 needs [server] database = "postgresql://...".',
+)
+def serve(config_path: Path | None, host: str | None, port: int | None, workers: int) -> None:
     """Serve the backend until SIGTERM or Ctrl-C."""
-    from agent.server.serve import configured_backend, tls_context
+    from agent.server.database import is_postgresql
+    from agent.server.serve import configured_backend, serve_workers, tls_context
     from agent.server.serve import serve as run
 
     config = _load(config_path)
+    if workers > 1 and not is_postgresql(config.database):
+        raise click.ClickException(
+            '--workers: several workers need a shared PostgreSQL store ([server] database = "postgresql://...")'
+        )
     host = config.server.host if host is None else host
     port = config.server.port if port is None else port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -114,6 +126,9 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
         click.echo(f"proxitrace portal listening on http://{portal_host}:{bound}/portal/", err=True)
 
     try:
+        if workers > 1:
+            backend_.store.close()  # migrated; each worker opens its own connections after the fork
+            raise SystemExit(serve_workers(config, host, port, workers, ready, tls))
         asyncio.run(run(backend_, host, port, ready, portal_ready, tls))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -146,9 +161,11 @@ def keygen(config_path: Path | None) -> None:
 
 def _open(config: BackendConfig) -> ServerStore:
     try:
-        return ServerStore(config.data_dir / DB_FILE)
+        return ServerStore(config.database)
     except OSError as exc:
         raise click.ClickException(f"server.data_dir: {config.data_dir}: {exc.strerror or exc}") from None
+    except DatabaseError as exc:
+        raise click.ClickException(f"server.database: {exc}") from None
 
 
 def _clock(config: BackendConfig) -> Clock:
@@ -305,9 +322,11 @@ def _accounts(config: BackendConfig) -> tuple[PortalStore, Accounts, Audit]:
     from agent.server.portal.service import portal_store_of
 
     try:
-        store = portal_store_of(config.data_dir)
+        store = portal_store_of(config.database)
     except OSError as exc:
         raise click.ClickException(f"server.data_dir: {config.data_dir}: {exc.strerror or exc}") from None
+    except DatabaseError as exc:
+        raise click.ClickException(f"server.database: {exc}") from None
     policy = LoginPolicy(config.portal.max_failed_logins, config.portal.lockout_seconds)
     return store, Accounts(store, policy), Audit(store)
 

@@ -1,5 +1,10 @@
 """The aiohttp application: routes, error bodies, response-time padding and the background tasks.
 
+Every call that reaches the store runs in a worker thread (``asyncio.to_thread``): a query blocks, and on
+the event loop's thread one slow query (a large list, a busy PostgreSQL) would stall every other request,
+a health check included. What the services keep in memory is guarded for threads (the failure
+limiter's lock, list publishing's advisory lock).
+
 Handlers stay thin: parse the request, call a service, shape the answer. Every refusal is a JSON
 ``{"error": "..."}`` with a fitting status, whether it comes from a service (``ApiError``), a body that
 does not parse (``WireError`` → 400) or aiohttp itself (404, 405, 413 for an oversized body).
@@ -26,7 +31,7 @@ from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.server import buckets
 from agent.server.config import BackendConfig
-from agent.server.db import DB_FILE, ServerStore
+from agent.server.db import ServerStore
 from agent.server.ebid import EbidBackend, RiskScorer
 from agent.server.errors import ApiError
 from agent.server.federation import FORWARD_PATH, Federation
@@ -91,7 +96,7 @@ BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
 def open_backend(
     config: BackendConfig, clock: Clock, signer: ListSigner, scorer: RiskScorer, store: ServerStore | None = None
 ) -> Backend:
-    store = store or ServerStore(config.data_dir / DB_FILE)
+    store = store or ServerStore(config.database)
     limiter = FailureLimiter(clock, config.tan.max_failures_per_hour, 3600.0)
     federation = Federation(config, clock, store)
     kg = config.federation_key or store.meta_setdefault(FEDERATION_KEY_META, os.urandom(16))
@@ -286,7 +291,7 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _onset(request: web.Request) -> web.Response:
     b = _backend(request)
-    issued = b.uploads.exchange(await _body(request), _client_address(request, b))
+    issued = await asyncio.to_thread(b.uploads.exchange, await _body(request), _client_address(request, b))
     return _json_bytes(wire.upload_token_bytes(issued))
 
 
@@ -302,8 +307,8 @@ def _json_bytes(body: bytes) -> web.Response:
 
 async def _upload(request: web.Request) -> web.Response:
     b = _backend(request)
-    bearer = b.uploads.bearer(request.headers.get("Authorization"))
-    b.uploads.upload_keys(_scheme(request), bearer, await _body(request))
+    bearer = await asyncio.to_thread(b.uploads.bearer, request.headers.get("Authorization"))
+    await asyncio.to_thread(b.uploads.upload_keys, _scheme(request), bearer, await _body(request))
     return web.json_response({"status": "accepted"})
 
 
@@ -312,7 +317,7 @@ async def _exposed(request: web.Request) -> web.Response:
     last = _query_int(
         request, "lastKeyBundleTag", 16, "expected a non-negative integer (ms), as sent in x-key-bundle-tag"
     )
-    res = b.lists.exposed(_scheme(request), last)
+    res = await asyncio.to_thread(b.lists.exposed, _scheme(request), last)
     headers = {
         BUNDLE_TAG_HEADER: str(res.tag),
         SIGNATURE_HEADER: res.signature,
@@ -339,23 +344,26 @@ async def _export_file(request: web.Request) -> web.StreamResponse:
 
 async def _challenge(request: web.Request) -> web.Response:
     b = _backend(request)
-    return web.json_response(wire.challenge_body(b.ebid.challenge(_client_address(request, b))))
+    challenge = await asyncio.to_thread(b.ebid.challenge, _client_address(request, b))
+    return web.json_response(wire.challenge_body(challenge))
 
 
 async def _register(request: web.Request) -> web.Response:
     b = _backend(request)
-    credentials = b.ebid.register(await _body(request), _client_address(request, b))
+    credentials = await asyncio.to_thread(b.ebid.register, await _body(request), _client_address(request, b))
     return web.json_response(wire.credentials_body(credentials), status=201)
 
 
 async def _token(request: web.Request) -> web.Response:
-    return web.json_response(wire.access_token_body(_backend(request).ebid.access_token(await _body(request))))
+    token = await asyncio.to_thread(_backend(request).ebid.access_token, await _body(request))
+    return web.json_response(wire.access_token_body(token))
 
 
 async def _ebids(request: web.Request) -> web.Response:
     b = _backend(request)
-    rid = b.ebid.registration_of(request.headers.get("Authorization"))
-    batch = b.ebid.ebids(rid, _query_int(request, "periods", 6, "expected a positive integer"))
+    periods = _query_int(request, "periods", 6, "expected a positive integer")
+    rid = await asyncio.to_thread(b.ebid.registration_of, request.headers.get("Authorization"))
+    batch = await asyncio.to_thread(b.ebid.ebids, rid, periods)
     return web.json_response(wire.ebid_batch_body(batch), headers={"Cache-Control": "no-store"})
 
 
@@ -371,20 +379,22 @@ async def _reregistration_key(request: web.Request) -> web.Response:
 
 async def _submission_tokens(request: web.Request) -> web.Response:
     b = _backend(request)
-    redeemed, grant = b.ebid.redeem_for_tokens(await _body(request), _client_address(request, b))
+    redeemed, grant = await asyncio.to_thread(
+        b.ebid.redeem_for_tokens, await _body(request), _client_address(request, b)
+    )
     signed = await asyncio.to_thread(b.ebid.sign_tokens, redeemed)
     return _json_bytes(wire.blind_signatures_bytes(signed, grant))
 
 
 async def _submission(request: web.Request) -> web.Response:
-    _backend(request).ebid.submit(await _body(request))
+    await asyncio.to_thread(_backend(request).ebid.submit, await _body(request))
     return web.json_response(wire.submission_receipt_body(), headers={"Cache-Control": "no-store"})
 
 
 async def _status(request: web.Request) -> web.Response:
     b = _backend(request)
-    rid = b.ebid.registration_of(request.headers.get("Authorization"))
-    verdict = b.ebid.risk_verdict(rid)
+    rid = await asyncio.to_thread(b.ebid.registration_of, request.headers.get("Authorization"))
+    verdict = await asyncio.to_thread(b.ebid.risk_verdict, rid)
     return web.json_response(wire.risk_verdict_body(verdict), headers={"Cache-Control": "no-store"})
 
 
@@ -393,14 +403,18 @@ async def _forwarded(request: web.Request) -> web.Response:
     raw = await request.read()
     origin = b.federation.authenticate(request.headers, "POST", FORWARD_PATH, raw)
     body = parse_json(raw)
-    fresh = b.ebid.accept_forward(origin, body)
+    fresh = await asyncio.to_thread(b.ebid.accept_forward, origin, body)
     return web.json_response({"status": "stored" if fresh else "duplicate"})
 
 
 SHARED_ADMIN_ACTOR = "(shared admin token)"
 
 
-def _admin_actor(request: web.Request) -> str:
+async def _admin_actor(request: web.Request) -> str:
+    return await asyncio.to_thread(_admin_actor_of, request)
+
+
+def _admin_actor_of(request: web.Request) -> str:
     """Who is calling the admin API, for the audit log: an officer by their API token
     (``proxitrace backend officer token NAME``), or the shared ``server.admin_token``. Wrong guesses are
     counted per client address like wrong TANs: a token issues TANs, so guessing one must cost as much."""
@@ -423,7 +437,7 @@ def _admin_actor(request: web.Request) -> str:
 
 
 async def _admin_tans(request: web.Request) -> web.Response:
-    actor = _admin_actor(request)
+    actor = await _admin_actor(request)
     b = _backend(request)
     body = await _body(request) if request.can_read_body else {}
     valid = wire.optional_int(body, "validSeconds", 60, 30 * 86_400, b.config.tan.valid_seconds)
@@ -433,20 +447,22 @@ async def _admin_tans(request: web.Request) -> web.Response:
     if kind not in {t.value for t in ReportType}:
         raise ApiError(400, f"body.reportType: one of {', '.join(t.value for t in ReportType)}")
     try:
-        issued = b.portal.issue_tan(actor, onset, ReportType(kind), valid, "")
+        issued = await asyncio.to_thread(b.portal.issue_tan, actor, onset, ReportType(kind), valid, "")
     except PortalError as exc:
         raise ApiError(400, str(exc)) from None
     return web.json_response({"tan": issued.code, "expiresAt": issued.expires}, status=201)
 
 
 async def _admin_enrolment(request: web.Request) -> web.Response:
-    actor = _admin_actor(request)
+    actor = await _admin_actor(request)
     b = _backend(request)
     body = await _body(request) if request.can_read_body else {}
     count = wire.optional_int(body, "count", 1, 10_000, 1)
     valid = wire.optional_int(body, "validSeconds", 60, 366 * 86_400, b.config.ebid.enrolment_valid_seconds)
-    codes, expires = b.ebid.issue_enrolment_codes(count, valid)
-    b.portal.audit.record(b.clock.now(), actor, Action.ENROLMENT_ISSUED, f"{count} code(s) via the API")
+    codes, expires = await asyncio.to_thread(b.ebid.issue_enrolment_codes, count, valid)
+    await asyncio.to_thread(
+        b.portal.audit.record, b.clock.now(), actor, Action.ENROLMENT_ISSUED, f"{count} code(s) via the API"
+    )
     return web.json_response({"codes": codes, "expiresAt": expires}, status=201)
 
 
@@ -458,7 +474,7 @@ async def _maintenance(backend: Backend) -> None:
     bucket = backend.config.lists.bucket_seconds
     while True:
         try:
-            backend.maintain()
+            await asyncio.to_thread(backend.maintain)
         except Exception:  # a full disk must not stop the API; the next bucket retries
             log.exception("maintenance failed")
         now = backend.clock.now()

@@ -21,6 +21,9 @@ from agent import risk
 from agent.configfile import ConfigError, build, read_toml
 from agent.protocol import transport
 from agent.protocol.proof_of_work import MAX_DIFFICULTY
+from agent.server.database import POSTGRESQL_PREFIXES, is_postgresql
+
+DB_FILE = "backend.db"  # the SQLite store's name in data_dir (kept from before PostgreSQL support)
 
 DEFAULT_BACKEND_CONFIG_PATH = Path("/etc/proxitrace/backend.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/proxitrace-backend")
@@ -34,6 +37,9 @@ class ServerSection:
     (``systemd/nginx-proxitrace.conf``); ``"0.0.0.0"`` or ``"::"`` makes it reachable on the network directly.
 
     ``data_dir`` holds the SQLite store, the signing key and the export folder (unless moved).
+    ``database``: where the store is. Empty (the default) is the SQLite file ``<data_dir>/backend.db``, the
+    embedded store for a pilot; a path is another SQLite file; a ``postgresql://user:password@host/db``
+    URL is a PostgreSQL database several workers (``backend serve --workers N``) can share.
 
     ``admin_token`` empty disables the admin HTTP endpoints (the CLI still works on the same host).
     ``trust_forwarded_for``: take the client address for rate limiting from ``X-Forwarded-For`` (only
@@ -46,6 +52,7 @@ class ServerSection:
     country_code: int = 1
     region: str = "XX"
     data_dir: str = str(DEFAULT_DATA_DIR)
+    database: str = ""
     admin_token: str = ""
     clock: str = "system"
     max_body_bytes: int = 1_048_576
@@ -191,6 +198,14 @@ class BackendConfig:
         return Path(self.server.data_dir)
 
     @property
+    def database(self) -> str | Path:
+        """The store: a ``postgresql://`` URL, or the SQLite file's path."""
+        target = self.server.database
+        if is_postgresql(target):
+            return target
+        return Path(target) if target else self.data_dir / DB_FILE
+
+    @property
     def signing_key_path(self) -> Path:
         return Path(self.signing.private_key) if self.signing.private_key else self.data_dir / "signing-key.pem"
 
@@ -232,6 +247,8 @@ def _check(c: BackendConfig) -> None:
         raise ConfigError(f"server.region: 1-16 of A-Z, 0-9 or '-', got {c.server.region!r}")
     if not c.server.data_dir:
         raise ConfigError("server.data_dir: must not be empty")
+    if c.server.database.startswith(("postgres:", "postgresql:")) and not is_postgresql(c.server.database):
+        raise ConfigError(f"server.database: a PostgreSQL URL starts with {' or '.join(POSTGRESQL_PREFIXES)}")
     if bool(c.server.tls_cert_file) != bool(c.server.tls_key_file):
         raise ConfigError("server.tls_cert_file: set both tls_cert_file and tls_key_file, or neither")
     _between("server.max_body_bytes", c.server.max_body_bytes, 1024, 64 * 1024 * 1024)

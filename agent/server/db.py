@@ -1,4 +1,4 @@
-"""The backend's own SQLite store: the one place (with the modules it is built from) that writes SQL.
+"""The backend's own store (SQLite or PostgreSQL): the one place (with the modules it is built from) that writes SQL.
 
 The server's promises rest on this file, so each is a single statement or transaction: a TAN, upload
 token, enrolment code or challenge is spent with ``UPDATE … WHERE spent = 0`` (two racing requests
@@ -50,8 +50,8 @@ class OutboxItem:
 
 
 class ServerStore(EbidTables):
-    """One connection, used from the event loop's thread (and by the CLI from its own process: WAL and a
-    busy timeout let both write)."""
+    """The backend's store on SQLite or PostgreSQL (``agent.server.database``). Its methods block: the
+    server calls them from worker threads, never on the event loop's thread."""
 
     # ---- meta ----------------------------------------------------------------------------------------
 
@@ -61,7 +61,7 @@ class ServerStore(EbidTables):
 
     def meta_setdefault(self, name: str, value: bytes) -> bytes:
         """Store ``value`` unless a value is there; return what is stored."""
-        self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)", (name, value))
+        self._db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (name, value))
         return bytes(self._one("SELECT value FROM meta WHERE name = ?", (name,))[0])
 
     # ---- daily counts (the dashboard's and /metrics' aggregates) ------------------------------------
@@ -75,7 +75,7 @@ class ServerStore(EbidTables):
         return {(day, name): count for day, name, count in rows}
 
     def count_totals(self) -> dict[str, int]:
-        rows = self._db.execute("SELECT name, SUM(count) FROM daily_counts GROUP BY name")
+        rows = self._db.execute("SELECT name, CAST(SUM(count) AS BIGINT) FROM daily_counts GROUP BY name")
         return {name: total for name, total in rows}
 
     # ---- TANs and upload tokens ----------------------------------------------------------------------
@@ -128,14 +128,17 @@ class ServerStore(EbidTables):
         """TANs that expired unused and are still stored, by the UTC day they expired (retention counts
         the older ones into ``daily_counts`` as it deletes them)."""
         rows = self._db.execute(
-            "SELECT CAST(expires / 86400 AS INTEGER), COUNT(*) FROM tans WHERE spent = 0 AND expires <= ? GROUP BY 1",
+            "SELECT CAST(FLOOR(expires / 86400) AS INTEGER), COUNT(*) FROM tans WHERE spent = 0 AND expires <= ? "
+            "GROUP BY 1",
             (now,),
         )
         return dict(rows.fetchall())
 
     def outbox_state(self) -> tuple[int, int]:
         """Forwards waiting in the federation outbox, and how many of them have failed at least once."""
-        row = self._one("SELECT COUNT(*), COALESCE(SUM(attempts > 0), 0) FROM outbox")
+        row = self._one(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN attempts > 0 THEN 1 ELSE 0 END), 0) AS BIGINT) FROM outbox"
+        )
         return row[0], row[1]
 
     def keys_by_day(self, scheme: SchemeName) -> dict[int, int]:
@@ -171,7 +174,7 @@ class ServerStore(EbidTables):
             if not self._spend_upload_token(db, token_hash, now):
                 return False
             db.executemany(
-                "INSERT OR IGNORE INTO published_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO published_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [
                     (
                         scheme.value,
@@ -238,15 +241,16 @@ class ServerStore(EbidTables):
             db.execute("DELETE FROM outbox WHERE created < ?", (oldest_exposure,))
             day_ago = now - 86_400
             db.execute(
-                "UPDATE issued_tans SET state = (SELECT CASE WHEN spent THEN 'used' ELSE 'expired' END "
+                "UPDATE issued_tans SET state = (SELECT CASE WHEN spent <> 0 THEN 'used' ELSE 'expired' END "
                 "FROM tans WHERE tans.hash = issued_tans.tan_hash) WHERE state IS NULL AND tan_hash IN "
                 "(SELECT hash FROM tans WHERE expires < ?)",
                 (day_ago,),
             )
             db.execute(
-                "INSERT INTO daily_counts SELECT CAST(expires / 86400 AS INTEGER), 'tans_expired', COUNT(*) FROM tans "
+                "INSERT INTO daily_counts SELECT CAST(FLOOR(expires / 86400) AS INTEGER), 'tans_expired', COUNT(*) "
+                "FROM tans "
                 "WHERE expires < ? AND spent = 0 GROUP BY 1 ON CONFLICT (day, name) DO UPDATE "
-                "SET count = count + excluded.count",
+                "SET count = daily_counts.count + excluded.count",
                 (day_ago,),
             )
             db.execute("DELETE FROM issued_tans WHERE expires < ?", (oldest_exposure,))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.clock import day_of
 from agent.protocol import wire
+from agent.server.database import Database
 from agent.server.tables import RedeemedTan, Rollback, Spent, Tables
 
 
@@ -165,30 +165,30 @@ class EbidTables(Tables):
 
     def count_status_poll(self, registration_id: int, day: int, limit: int) -> int | None:
         """Count one status poll on UTC ``day``; the number of polls left today, or None when the limit
-        was already reached (nothing is counted then)."""
-        with self._tx() as db:
-            row = db.execute("SELECT poll_day, polls FROM registrations WHERE id = ?", (registration_id,)).fetchone()
-            polls = row[1] if row[0] == day else 0
-            if polls >= limit:
-                return None
-            db.execute(
-                "UPDATE registrations SET poll_day = ?, polls = ? WHERE id = ?", (day, polls + 1, registration_id)
-            )
-            return limit - polls - 1
+        was already reached (nothing is counted then). One conditional ``UPDATE``, so polls racing in
+        several workers cannot count past the limit."""
+        row = self._db.execute(
+            "UPDATE registrations SET polls = CASE WHEN poll_day = ? THEN polls + 1 ELSE 1 END, poll_day = ? "
+            "WHERE id = ? AND (poll_day <> ? OR polls < ?) RETURNING polls",
+            (day, day, registration_id, day, limit),
+        ).fetchone()
+        return None if row is None else limit - row[0]
 
     # ---- EBID: broadcast keys and exposures ----------------------------------------------------------
 
     def broadcast_keys(self, periods: Sequence[int], new_key: Callable[[], bytes]) -> dict[int, bytes]:
         """BK_t for each period, creating missing ones with ``new_key()``."""
         with self._tx() as db:
-            db.executemany("INSERT OR IGNORE INTO broadcast_keys VALUES (?, ?)", [(p, new_key()) for p in periods])
+            db.executemany(
+                "INSERT INTO broadcast_keys VALUES (?, ?) ON CONFLICT DO NOTHING", [(p, new_key()) for p in periods]
+            )
             return self._bks(db, periods)
 
     def existing_broadcast_keys(self, periods: Iterable[int]) -> dict[int, bytes]:
         return self._bks(self._db, list(set(periods)))
 
     @staticmethod
-    def _bks(db: sqlite3.Connection, periods: Sequence[int]) -> dict[int, bytes]:
+    def _bks(db: Database, periods: Sequence[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
         for i in range(0, len(periods), 500):
             chunk = list(periods[i : i + 500])
@@ -222,7 +222,7 @@ class EbidTables(Tables):
         """Remember the submission token's hash as spent, store the (registration id, exposure) rows and
         queue the forwards, all or nothing; False (and nothing stored) if the token was spent before."""
         with self._tx() as db:
-            cur = db.execute("INSERT OR IGNORE INTO spent_submission_tokens VALUES (?)", (token_hash,))
+            cur = db.execute("INSERT INTO spent_submission_tokens VALUES (?) ON CONFLICT DO NOTHING", (token_hash,))
             if cur.rowcount != 1:
                 return False
             self._insert_exposures(db, rows)
@@ -236,16 +236,16 @@ class EbidTables(Tables):
         """Store a peer's forwarded exposures once per message id; False for a message seen before (a
         retry after a lost answer), which then changes nothing."""
         with self._tx() as db:
-            cur = db.execute("INSERT OR IGNORE INTO federation_seen VALUES (?, ?)", (message_id, now))
+            cur = db.execute("INSERT INTO federation_seen VALUES (?, ?) ON CONFLICT DO NOTHING", (message_id, now))
             if cur.rowcount != 1:
                 return False
             self._insert_exposures(db, rows)
             return True
 
     @staticmethod
-    def _insert_exposures(db: sqlite3.Connection, rows: Sequence[tuple[int, Exposure]]) -> None:
+    def _insert_exposures(db: Database, rows: Sequence[tuple[int, Exposure]]) -> None:
         db.executemany(
-            "INSERT OR IGNORE INTO exposures VALUES (?, ?, ?, ?)",
+            "INSERT INTO exposures VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(rid, e.period, e.time, json.dumps(wire.scans_body(e.scans))) for rid, e in rows],
         )
 

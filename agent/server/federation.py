@@ -98,29 +98,29 @@ class Federation:
                 await self.deliver_due(session)
             except Exception:  # a store hiccup must not end delivery for good; the outbox keeps the work
                 log.exception("federation delivery failed")
-            next_at = self._store.next_forward_time()
+            next_at = await asyncio.to_thread(self._store.next_forward_time)
             delay = 3600.0 if next_at is None else max(0.0, next_at - self._clock.now())
             await first(wake=self._wake.wait(), due=self._clock.sleep(delay))
 
     async def deliver_due(self, session: aiohttp.ClientSession) -> int:
         """One pass over the due forwards; the number delivered."""
         delivered = 0
-        for item in self._store.due_forwards(self._clock.now()):
+        for item in await asyncio.to_thread(self._store.due_forwards, self._clock.now()):
             peer = self._peers.get(item.country_code)
             if peer is None:  # the peer left the config: nobody can take these contacts
                 log.warning("dropping a forward for country %d: no such peer configured", item.country_code)
-                self._store.forward_done(item.id)
+                await asyncio.to_thread(self._store.forward_done, item.id)
                 continue
             status = await self._send(session, peer, item.body)
             if status is not None and 200 <= status < 300:
-                self._store.forward_done(item.id)
+                await asyncio.to_thread(self._store.forward_done, item.id)
                 delivered += 1
             elif status in _REFUSED_FOR_GOOD:
                 log.warning("peer %d refused a forward for good (HTTP %d); dropped", peer.country_code, status)
-                self._store.forward_done(item.id)
+                await asyncio.to_thread(self._store.forward_done, item.id)
             else:
                 delay = backoff_delay(item.attempts + 1, self._config.federation.retry_seconds, MAX_RETRY_SECONDS)
-                self._store.forward_retry(item.id, self._clock.now() + delay)
+                await asyncio.to_thread(self._store.forward_retry, item.id, self._clock.now() + delay)
                 log.info("forward to country %d failed (%s); retry in %.0f s", peer.country_code, status, delay)
         return delivered
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from agent.server.db import ServerStore
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.txt"
 DAY_MS = 86_400_000
+PUBLISH_LOCK = 0x70726F78_7075626C  # the advisory lock one list publisher holds at a time
 
 
 class ListSigner(Protocol):
@@ -106,7 +108,13 @@ class Lists:
 
     def publish(self) -> int:
         """Write the export file of every closed bucket not on disk yet, drop files past retention and
-        rewrite each index; the number of files written. Idempotent: a closed bucket never changes."""
+        rewrite each index; the number of files written. Idempotent: a closed bucket never changes.
+        One publisher at a time across threads and workers (an advisory lock on the database); the one
+        that waited then finds the files written."""
+        with self._store.database.advisory_lock(PUBLISH_LOCK):
+            return self._publish()
+
+    def _publish(self) -> int:
         now = self._clock.now()
         current = buckets.current_tag_ms(now, self._bucket)
         oldest = self._oldest_tag(current)
@@ -139,7 +147,7 @@ class Lists:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Readers (a web server, a CDN sync) see the old file or the new one, never half of one. Exports are
     public: world-readable so a separate web server user can serve them."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 
@@ -34,6 +35,7 @@ class FailureLimiter:
         self._salt = b""
         self._failures: dict[bytes, deque[float]] = {}
         self._prune_at = _PRUNE_MIN
+        self._lock = threading.Lock()  # requests are served from worker threads (agent.server.app)
 
     def _key(self, address: str) -> bytes:
         day = day_of(self._clock.now())
@@ -55,12 +57,20 @@ class FailureLimiter:
 
     def retry_after(self, address: str) -> float | None:
         """Seconds until ``address`` may try again, or None when it may try now."""
+        with self._lock:
+            return self._retry_after(address)
+
+    def _retry_after(self, address: str) -> float | None:
         times = self._recent(self._key(address))
         if len(times) < self._limit:
             return None
         return max(1.0, times[0] + self._window - self._clock.now())
 
     def failed(self, address: str) -> None:
+        with self._lock:
+            self._failed(address)
+
+    def _failed(self, address: str) -> None:
         key = self._key(address)
         self._recent(key)
         self._failures.setdefault(key, deque()).append(self._clock.now())

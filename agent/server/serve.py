@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 
@@ -60,14 +63,18 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
     on_portal_ready: Callable[[str, int], None] | None = None,
     tls: ssl.SSLContext | None = None,
+    sock: socket.socket | None = None,
+    with_portal: bool = True,
 ) -> None:
     """Serve until SIGTERM or SIGINT (HTTPS with ``tls``); ``on_ready(port)`` once listening (port 0 picks a
-    free one). With ``[portal] host`` set, the portal gets a listener of its own and ``on_portal_ready(host, port)``."""
+    free one). With ``[portal] host`` set, the portal gets a listener of its own and ``on_portal_ready(host, port)``.
+    A worker of several (``serve_workers``) accepts on the shared ``sock``; only one of them has the portal's
+    listener (``with_portal``)."""
     runner = web.AppRunner(create_app(backend), access_log_format=ACCESS_LOG_FORMAT, handle_signals=False)
     await runner.setup()
     portal = backend.config.portal
     portal_runner: web.AppRunner | None = None
-    if portal.enabled and portal.host:
+    if portal.enabled and portal.host and with_portal:
         portal_runner = web.AppRunner(
             create_portal_app(backend), access_log_format=ACCESS_LOG_FORMAT, handle_signals=False
         )
@@ -77,7 +84,10 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0, ssl_context=tls)
+        if sock is None:
+            site: web.BaseSite = web.TCPSite(runner, host, port, shutdown_timeout=5.0, ssl_context=tls)
+        else:
+            site = web.SockSite(runner, sock, shutdown_timeout=5.0, ssl_context=tls)
         await site.start()
         bound = runner.addresses[0][1] if runner.addresses else port
         log.info("backend listening on %s:%d", host, bound)
@@ -97,3 +107,69 @@ async def serve(
         if portal_runner is not None:
             await portal_runner.cleanup()
         await runner.cleanup()
+
+
+def serve_workers(
+    config: BackendConfig,
+    host: str,
+    port: int,
+    workers: int,
+    on_ready: Callable[[int], None],
+    tls: ssl.SSLContext | None = None,
+) -> int:
+    """Serve with ``workers`` processes sharing one PostgreSQL database until SIGTERM or SIGINT; the exit
+    status. The parent binds the listening socket once and forks the workers, which all accept on it (the
+    kernel hands each connection to one of them), so no worker can fail to bind and a restart keeps the
+    port. What must hold across workers is in the database: single-use codes are spent by conditional
+    ``UPDATE``s, status polls counted the same way, lists published under an advisory lock."""
+    sock = socket.create_server((host, port), backlog=1024)
+    children: list[int] = []
+    for number in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own backend, connections and event loop
+            status = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers with SIGTERM
+                asyncio.run(serve(configured_backend(config), host, port, tls=tls, sock=sock, with_portal=number == 0))
+            except BaseException:
+                log.exception("worker %d failed", number)
+                status = 1
+            finally:
+                os._exit(status)
+        children.append(pid)
+    bound = sock.getsockname()[1]
+    sock.close()
+    log.info("backend listening on %s:%d with %d workers", host, bound, workers)
+    on_ready(bound)
+    return _supervise(children)
+
+
+def _supervise(children: list[int]) -> int:
+    """Wait for the workers; SIGTERM or SIGINT stops them all, and so does one worker ending (systemd then
+    restarts the whole service rather than leave it short of workers). The exit status: 0 for a requested
+    stop, else that of the worker that ended."""
+    stopping = False
+
+    def stop(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    status = 0
+    alive = set(children)
+    while alive:
+        try:
+            pid, wait_status = os.wait()
+        except ChildProcessError:
+            break
+        alive.discard(pid)
+        code = os.waitstatus_to_exitcode(wait_status)
+        if not stopping:
+            log.error("a worker ended (status %d); stopping the others", code)
+            status = code or 1
+            stop(signal.SIGTERM, None)
+    return status

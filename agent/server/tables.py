@@ -8,7 +8,6 @@ by the GAEN/DP-3T side (``agent.server.db``) and the EBID side (``agent.server.e
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,9 +15,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from agent.paths import ensure_private_dir
+from agent.server.config import DB_FILE as DB_FILE  # re-exported: the store's file name
+from agent.server.database import Database, Engine, EngineSql, Statement
 
-DB_FILE = "backend.db"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tans (
@@ -53,7 +52,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 # Each step brings the store from its position's version to the next (step 0: version 1 -> 2). A step is
 # appended, never edited; it keeps the data a store holds (step 4 turns use times into spent flags and
 # drops what could link, which is its purpose). ``SCHEMA`` is version 1, laid down only in a new store.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+# A statement with no mechanical PostgreSQL translation carries both forms (``EngineSql``); the SQLite text
+# is what existing stores ran.
+MIGRATIONS: tuple[tuple[Statement, ...], ...] = (
     # 2: the health authority's portal (agent/server/portal). Issued TANs point at the TAN's hash only;
     # nothing links an issued TAN, an officer or an audit entry to an upload token or an upload.
     (
@@ -71,10 +72,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE audit_log (
             id INTEGER PRIMARY KEY, time REAL NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
             detail TEXT NOT NULL)""",
-        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        EngineSql(
+            """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-        """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$",
+        ),
+        EngineSql(
+            """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+            "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+        ),
         """CREATE TABLE issued_tans (
             id INTEGER PRIMARY KEY, tan_hash BLOB UNIQUE NOT NULL, officer TEXT NOT NULL, issued_hour REAL NOT NULL,
             expires REAL NOT NULL, report_type TEXT NOT NULL, note TEXT NOT NULL, state TEXT)""",
@@ -94,13 +103,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # blind-signed submission tokens as bare hashes.
     (
         "ALTER TABLE tans ADD COLUMN spent INTEGER NOT NULL DEFAULT 0",
-        "UPDATE tans SET spent = used IS NOT NULL",
+        EngineSql(
+            "UPDATE tans SET spent = used IS NOT NULL",
+            "UPDATE tans SET spent = CASE WHEN used IS NULL THEN 0 ELSE 1 END",
+        ),
         "ALTER TABLE tans DROP COLUMN used",
         "ALTER TABLE upload_tokens ADD COLUMN spent INTEGER NOT NULL DEFAULT 0",
-        "UPDATE upload_tokens SET spent = used IS NOT NULL",
+        EngineSql(
+            "UPDATE upload_tokens SET spent = used IS NOT NULL",
+            "UPDATE upload_tokens SET spent = CASE WHEN used IS NULL THEN 0 ELSE 1 END",
+        ),
         "ALTER TABLE upload_tokens DROP COLUMN used",
         "ALTER TABLE enrolment_codes ADD COLUMN spent INTEGER NOT NULL DEFAULT 0",
-        "UPDATE enrolment_codes SET spent = used IS NOT NULL",
+        EngineSql(
+            "UPDATE enrolment_codes SET spent = used IS NOT NULL",
+            "UPDATE enrolment_codes SET spent = CASE WHEN used IS NULL THEN 0 ELSE 1 END",
+        ),
         "ALTER TABLE enrolment_codes DROP COLUMN used",
         "ALTER TABLE registrations DROP COLUMN created",
         """CREATE TABLE exposures_by_pseudonym (
@@ -168,58 +186,83 @@ class RedeemedTan:
     report_type: int
 
 
-class Tables:
-    """The backend database's connection, opened and migrated; ``ServerStore`` is built on it."""
+MIGRATION_LOCK = 0x70726F78_6D696772  # PostgreSQL advisory lock: workers starting together migrate one at a time
 
-    def __init__(self, path: Path) -> None:
-        ensure_private_dir(path.parent)
-        fresh = not path.exists()
-        if fresh:
-            path.touch(mode=0o600)
-        self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA secure_delete=ON")  # spent and purged rows leave no readable trace in free pages
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: store schema {version} is newer than this backend ({SCHEMA_VERSION})")
-        self._db.execute("PRAGMA foreign_keys=OFF")  # a migration rebuilds tables others refer to
-        with self._tx() as db:
+
+def schema_version(db: Database) -> int:
+    """The schema version the database is at (0: empty). SQLite keeps it in ``PRAGMA user_version``, as
+    stores made before PostgreSQL support do; PostgreSQL in a one-row table."""
+    if db.engine is Engine.SQLITE:
+        return int(db.one("PRAGMA user_version")[0])
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.one("SELECT MAX(version) FROM schema_version")
+    return 0 if row is None or row[0] is None else int(row[0])
+
+
+def migrate(db: Database) -> None:
+    """Bring the database to ``SCHEMA_VERSION`` in one transaction (all steps or none)."""
+    if db.engine is Engine.SQLITE:
+        db.execute("PRAGMA foreign_keys=OFF")  # a migration rebuilds tables others refer to
+    try:
+        with db.transaction():
+            if db.engine is Engine.POSTGRESQL:
+                db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            version = schema_version(db)
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{db.describe()}: store schema {version} is newer than this backend ({SCHEMA_VERSION})"
+                )
+            if version == SCHEMA_VERSION:
+                return
             if version < 1:
                 for statement in filter(str.strip, SCHEMA.split(";")):
                     db.execute(statement)
             for step in MIGRATIONS[max(version, 1) - 1 :]:
                 for statement in step:
                     db.execute(statement)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._db.execute("PRAGMA foreign_keys=ON")
+            if db.engine is Engine.SQLITE:
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            else:
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+    finally:
+        if db.engine is Engine.SQLITE:
+            db.execute("PRAGMA foreign_keys=ON")
+
+
+class Tables:
+    """The backend database, opened and migrated; ``ServerStore`` is built on it. ``target`` is a SQLite
+    path, a ``postgresql://`` URL or an open ``Database`` (shared with the portal's tables)."""
+
+    def __init__(self, target: str | Path | Database) -> None:
+        self._db = target if isinstance(target, Database) else Database(target)
+        self.path = self._db.path
+        migrate(self._db)
+
+    @property
+    def database(self) -> Database:
+        return self._db
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[Database]:
+        with self._db.transaction() as db:
+            yield db
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        row = self._db.execute(sql, args).fetchone()
-        return row
+        return self._db.one(sql, args)
 
     @staticmethod
-    def _count(db: sqlite3.Connection, name: str, now: float, n: int = 1) -> None:
+    def _count(db: Database, name: str, now: float, n: int = 1) -> None:
         db.execute(
-            "INSERT INTO daily_counts VALUES (?, ?, ?) ON CONFLICT (day, name) DO UPDATE SET count = count + ?",
+            "INSERT INTO daily_counts VALUES (?, ?, ?) ON CONFLICT (day, name) DO UPDATE "
+            "SET count = daily_counts.count + ?",
             (int(now // 86_400), name, n, n),
         )
 
-    def _spend_upload_token(self, db: sqlite3.Connection, token_hash: bytes, now: float) -> bool:
+    def _spend_upload_token(self, db: Database, token_hash: bytes, now: float) -> bool:
         """Spend the token; a real one (not dummy traffic) counts as one upload today."""
         cur = db.execute(
             "UPDATE upload_tokens SET spent = 1 WHERE hash = ? AND spent = 0 AND expires > ? RETURNING fake",

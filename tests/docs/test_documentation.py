@@ -91,7 +91,8 @@ COMMANDS = {
         "tests/testbed/test_testbed_sim.py",
         "quick=True",
     ),
-    "sudo apt-get update && sudo apt-get install -y python3-venv dbus chromium chromium-driver nginx-light && "
+    "sudo apt-get update && sudo apt-get install -y python3-venv dbus chromium chromium-driver nginx-light "
+    "postgresql && "
     "python3 -m venv .venv && "
     ".venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest": (".ci/run", "'^sudo .*# tests$'"),
     "sudo apt-get update && sudo apt-get install -y dpkg-dev debhelper dh-virtualenv python3-venv && hw/build-deb": (
@@ -154,6 +155,10 @@ COMMANDS = {
     "proxitrace report --tan XXXX-XXXX-XXXX --onset 2025-11-20": (
         "tests/sync/test_sync_cli.py",
         '"report", "--tan", tan, "--onset", mine',
+    ),
+    "proxitrace backend serve --workers 4 --config /etc/proxitrace/backend.toml": (
+        "tests/server/test_server_workers.py",
+        '"--workers", "2"',
     ),
     "sudo proxitrace provision device-0001.proxitrace.toml": (
         "tests/provision/test_provision_round_trip.py",

@@ -7,7 +7,6 @@ import csv
 import datetime as dt
 import io
 import re
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -135,7 +134,7 @@ async def test_revoked_tan_is_refused_at_the_exchange_and_a_used_one_cannot_be_r
     with pytest.raises(PortalError, match="not open"):
         portal.revoke_tan("ann", revoked.id)
     assert {t.id: t.state for t in portal.tans()} == {used.id: "used", revoked.id: "revoked"}
-    issued_rows = sqlite3.connect(rb.backend.store.path).execute("SELECT * FROM issued_tans").fetchall()
+    issued_rows = rb.backend.store.database.execute("SELECT * FROM issued_tans").fetchall()
     assert all(used.code.replace("-", "") not in repr(row) for row in issued_rows)  # only a hash, coarse hour
     assert {row[3] for row in issued_rows} == {T0 - T0 % 3600}
 

@@ -1,3 +1,19 @@
-from support.backend_fixtures import clock, http, running, signing_key
+from support.backend_fixtures import (
+    backend_engine,
+    clock,
+    http,
+    postgres_cluster,
+    pytest_generate_tests,
+    running,
+    signing_key,
+)
 
-__all__ = ["clock", "http", "running", "signing_key"]
+__all__ = [
+    "backend_engine",
+    "clock",
+    "http",
+    "postgres_cluster",
+    "pytest_generate_tests",
+    "running",
+    "signing_key",
+]

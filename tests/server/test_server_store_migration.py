@@ -11,6 +11,7 @@ import pytest
 
 from agent.protocol import wire
 from agent.server import tables
+from agent.server.database import Engine, EngineSql
 from agent.server.db import RedeemedTan, ServerStore, Spent
 
 _SCANS = json.dumps(wire.scans_body((wire.ScanRecord(1.7e9, 50, 45),)))
@@ -22,7 +23,7 @@ def _schema_3_store(path: Path) -> None:
     old.executescript(tables.SCHEMA)
     for step in tables.MIGRATIONS[:2]:
         for statement in step:
-            old.execute(statement)
+            old.execute(statement.text(Engine.SQLITE) if isinstance(statement, EngineSql) else statement)
     old.executescript(
         "INSERT INTO tans VALUES (x'01', 2e9, NULL, 1.7e9);"
         "INSERT INTO tans VALUES (x'02', 2e9, NULL, NULL);"

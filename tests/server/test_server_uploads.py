@@ -5,7 +5,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey, ReportType
 from agent.server import codes
+from agent.server.database import Engine
 from agent.server.db import ServerStore
 
 TODAY = gaen.day_start_enin(gaen.enin(T0))
@@ -239,9 +239,12 @@ async def test_forwarded_addresses_when_behind_a_proxy(
 
 
 def test_a_store_from_a_newer_backend_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "backend.db"
-    ServerStore(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA user_version=99")
+    target = backend_config(tmp_path).database
+    store = ServerStore(target)
+    if store.database.engine is Engine.SQLITE:
+        store.database.execute("PRAGMA user_version=99")
+    else:
+        store.database.execute("UPDATE schema_version SET version = 99")
+    store.close()
     with pytest.raises(RuntimeError, match="store schema 99 is newer than this backend"):
-        ServerStore(path)
+        ServerStore(target)

@@ -1,5 +1,10 @@
 """The fixtures the server and the sync tests share: a simulated clock, a signing key, a real backend on
-127.0.0.1 and an HTTP session. Each suite's conftest imports them, so pytest registers them there."""
+127.0.0.1 and an HTTP session, and the engine under the backend's store. Each suite's conftest imports
+them (and ``pytest_generate_tests``), so pytest registers them there.
+
+Every test that starts a backend runs twice, on SQLite and on PostgreSQL (``backend_engine``): a test
+module using the backend harness (``backend_config``/``running_backend``) or the ``running`` fixture
+gets both; ``@pytest.mark.sqlite_only`` keeps a test about the SQLite file itself to one run."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,6 +15,35 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.clock import ManualClock
 from support.backend_harness import T0, RunningBackend, backend_config, running_backend
+from support.postgres import TEST_CLUSTER_ENV, postgres_cluster
+
+__all__ = ["backend_engine", "clock", "http", "postgres_cluster", "pytest_generate_tests", "running", "signing_key"]
+ENGINES = ("sqlite", "postgresql")
+
+
+def _uses_backend(metafunc: pytest.Metafunc) -> bool:
+    module = metafunc.module
+    harness = any(hasattr(module, name) for name in ("backend_config", "running_backend", "open_backend"))
+    return (harness or "running" in metafunc.fixturenames) and metafunc.definition.get_closest_marker(
+        "sqlite_only"
+    ) is None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if _uses_backend(metafunc):
+        metafunc.parametrize("backend_engine", ENGINES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def backend_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The store's engine for this test; on PostgreSQL ``backend_config`` gives each backend a fresh database.
+    Autouse, so it runs before any fixture that builds a backend config."""
+    engine: str = getattr(request, "param", "sqlite")
+    if engine == "postgresql":
+        monkeypatch.setenv(TEST_CLUSTER_ENV, str(request.getfixturevalue("postgres_cluster").socket_dir))
+    else:
+        monkeypatch.delenv(TEST_CLUSTER_ENV, raising=False)
+    return engine
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ clock, a fresh signing key, and devices' sightings built the way the scanner rec
 from __future__ import annotations
 
 import copy
+import os
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from agent.server.config import BackendConfig, backend_config_from_dict
 from agent.server.scoring import ServerRiskScorer
 from agent.server.signing import KeySigner
 from agent.sightings import SCAN_WINDOW_SECONDS, SightingWindow
+from support.postgres import TEST_CLUSTER_ENV, database_for
 
 T0 = 1_763_978_400.0  # 2025-11-24 10:00 UTC
 DAY = 86_400
@@ -37,12 +39,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def backend_config(data_dir: Path, **sections: dict[str, Any]) -> BackendConfig:
+    """Fast test settings; the store is, when the ``backend_engine`` fixture chose PostgreSQL, the
+    cluster's database for ``data_dir`` (``support.postgres.database_for``), else SQLite in ``data_dir``."""
     raw = {
         "server": {"data_dir": str(data_dir), "admin_token": ADMIN_TOKEN, "country_code": 1, "max_body_bytes": 65_536},
         "upload": {"keys_per_upload": KEYS_PER_UPLOAD, "min_response_seconds": 0},
         "ebid": {"pow_difficulty": 8},
         "tan": {"max_failures_per_hour": 3},
     }
+    sockets = os.environ.get(TEST_CLUSTER_ENV)
+    if sockets:
+        raw["server"]["database"] = database_for(sockets, data_dir)
     return backend_config_from_dict(_merge(raw, sections))
 
 

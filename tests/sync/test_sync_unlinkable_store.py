@@ -20,6 +20,7 @@ import sqlite3
 from pathlib import Path
 
 import aiohttp
+import pytest
 from support.backend_harness import DAY, T0, RunningBackend, heard
 from support.sync_devices import Device, issue, make_device
 
@@ -185,6 +186,7 @@ def _times(values: list[object]) -> list[float]:
     return [float(v) for v in values if isinstance(v, int | float) and v >= TIME_FLOOR and not _day_boundary(v)]
 
 
+@pytest.mark.sqlite_only  # reads the schema from sqlite_master; PostgreSQL gets the same tables and columns
 async def test_the_store_joins_no_secret_to_a_pseudonym_or_a_submission(
     tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:

@@ -13,7 +13,7 @@ from agent.clock import Clock, date_to_day, day_of, day_to_date
 from agent.schemes import published
 from agent.server import codes
 from agent.server.config import BackendConfig
-from agent.server.db import DB_FILE, ServerStore
+from agent.server.db import ServerStore
 from agent.server.ebid import issue_enrolment_codes
 from agent.server.portal.accounts import Accounts, LoginPolicy
 from agent.server.portal.audit import Action, Audit
@@ -139,9 +139,9 @@ class Portal:
 
 
 def open_portal(config: BackendConfig, clock: Clock, store: ServerStore) -> Portal:
-    return Portal(config, clock, store, PortalStore(store.path))
+    return Portal(config, clock, store, PortalStore(store.database))
 
 
-def portal_store_of(data_dir: Path) -> PortalStore:
-    """The portal's tables in the backend's store under ``data_dir`` (for the CLI)."""
-    return PortalStore(data_dir / DB_FILE)
+def portal_store_of(database: str | Path) -> PortalStore:
+    """The portal's tables in the backend's store at ``database`` (a path or URL, for the CLI)."""
+    return PortalStore(database)

@@ -1,15 +1,15 @@
 """The portal's tables (created by the backend store's schema step 2, see ``agent.server.tables``).
 
-A connection of its own on the backend's database file (WAL and a busy timeout let it, the device API and
-the CLI share the file), so the portal's SQL stays in the portal while the schema stays in one place.
+It shares the backend store's ``Database`` (either engine), so the portal's SQL stays in the portal while
+the schema stays in one place.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.server.database import Database
 from agent.server.db import ServerStore
 
 
@@ -71,19 +71,22 @@ def _officer(row: tuple[object, ...] | None) -> Officer | None:
 
 
 class PortalStore:
-    def __init__(self, path: Path) -> None:
-        ServerStore(path).close()  # creates or migrates the schema
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA foreign_keys=ON")
+    def __init__(self, target: str | Path | Database) -> None:
+        """``target``: the backend store's open ``Database``, or a path or URL to open (and migrate)."""
+        self._owned = not isinstance(target, Database)
+        self._db = target if isinstance(target, Database) else ServerStore(target).database
 
     def close(self) -> None:
-        self._db.close()
+        """Close the database if this store opened it (a shared one is the backend store's to close)."""
+        if self._owned:
+            self._db.close()
 
     # ---- officers ------------------------------------------------------------------------------------
 
     def add_officer(self, name: str, password_hash: str, totp_secret: str | None, now: float) -> bool:
         cur = self._db.execute(
-            "INSERT OR IGNORE INTO officers (name, password_hash, totp_secret, created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO officers (name, password_hash, totp_secret, created) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
             (name, password_hash, totp_secret, now),
         )
         return cur.rowcount == 1
@@ -104,22 +107,20 @@ class PortalStore:
 
     def set_disabled(self, officer_id: int) -> None:
         """Disable the account and end its sessions and API tokens."""
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.execute("UPDATE officers SET disabled = 1 WHERE id = ?", (officer_id,))
-        self._db.execute("DELETE FROM officer_sessions WHERE officer_id = ?", (officer_id,))
-        self._db.execute("DELETE FROM api_tokens WHERE officer_id = ?", (officer_id,))
-        self._db.execute("COMMIT")
+        with self._db.transaction() as db:
+            db.execute("UPDATE officers SET disabled = 1 WHERE id = ?", (officer_id,))
+            db.execute("DELETE FROM officer_sessions WHERE officer_id = ?", (officer_id,))
+            db.execute("DELETE FROM api_tokens WHERE officer_id = ?", (officer_id,))
 
     def reset_officer(self, officer_id: int, password_hash: str, totp_secret: str | None) -> None:
         """New credentials, enabled, unlocked; its sessions end."""
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.execute(
-            "UPDATE officers SET password_hash = ?, totp_secret = ?, disabled = 0, failures = 0, locked_until = 0, "
-            "totp_last_step = -1 WHERE id = ?",
-            (password_hash, totp_secret, officer_id),
-        )
-        self._db.execute("DELETE FROM officer_sessions WHERE officer_id = ?", (officer_id,))
-        self._db.execute("COMMIT")
+        with self._db.transaction() as db:
+            db.execute(
+                "UPDATE officers SET password_hash = ?, totp_secret = ?, disabled = 0, failures = 0, "
+                "locked_until = 0, totp_last_step = -1 WHERE id = ?",
+                (password_hash, totp_secret, officer_id),
+            )
+            db.execute("DELETE FROM officer_sessions WHERE officer_id = ?", (officer_id,))
 
     def record_login(self, officer_id: int, failures: int, locked_until: float, totp_step: int | None) -> None:
         if totp_step is None:
@@ -176,12 +177,12 @@ class PortalStore:
     def add_issued_tan(
         self, tan_hash: bytes, officer: str, issued_hour: float, expires: float, report_type: str, note: str
     ) -> int:
-        cur = self._db.execute(
+        row = self._db.execute(
             "INSERT INTO issued_tans (tan_hash, officer, issued_hour, expires, report_type, note) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (tan_hash, officer, issued_hour, expires, report_type, note),
-        )
-        return int(cur.lastrowid or 0)
+        ).fetchone()
+        return int(row[0])
 
     def issued_tans(self, limit: int = 200) -> list[IssuedTan]:
         rows = self._db.execute(
