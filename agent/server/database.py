@@ -56,6 +56,11 @@ class DatabaseError(Exception):
     """The database refused a statement (either engine); the message is the engine's."""
 
 
+class IntegrityError(DatabaseError):
+    """A constraint refused the write (a unique key taken by a concurrent writer, say): on either engine,
+    so a caller that races another worker for a single-use row can tell "lost the race" from a failure."""
+
+
 @dataclass(frozen=True)
 class EngineSql:
     """A statement with no mechanical translation: one text per engine."""
@@ -202,6 +207,8 @@ class Database:
                 if self.engine is Engine.POSTGRESQL:
                     return conn.execute(self.sql(statement, bool(args)), tuple(args) if args else None)
                 return conn.execute(self.sql(statement), args)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(f"{self.describe()}: {exc}") from exc
         except sqlite3.Error as exc:
             raise DatabaseError(f"{self.describe()}: {exc}") from exc
         except Exception as exc:
@@ -216,6 +223,8 @@ class Database:
                         cur.executemany(self.sql(statement), [tuple(r) for r in rows])
                 else:
                     conn.executemany(self.sql(statement), rows)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(f"{self.describe()}: {exc}") from exc
         except sqlite3.Error as exc:
             raise DatabaseError(f"{self.describe()}: {exc}") from exc
         except Exception as exc:
@@ -272,5 +281,6 @@ def _postgresql_error(db: Database, exc: Exception) -> Exception:
     import psycopg
 
     if isinstance(exc, psycopg.Error):
-        return DatabaseError(f"{db.describe()}: {str(exc).strip().splitlines()[0]}")
+        kind = IntegrityError if isinstance(exc, psycopg.IntegrityError) else DatabaseError
+        return kind(f"{db.describe()}: {str(exc).strip().splitlines()[0]}")
     return exc

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from agent.clock import day_of
 from agent.protocol import wire
-from agent.server.database import Database
+from agent.server.database import Database, IntegrityError
 from agent.server.tables import RedeemedTan, Rollback, Spent, Tables
 
 
@@ -114,7 +114,7 @@ class EbidTables(Tables):
                     (secrets.randbits(62), client_id, secret_hash, puid, tx_power, day_of(now)),
                 )
                 self._count(db, "ebid_registrations" if payment.code_hash is not None else "ebid_reregistrations", now)
-        except (Rollback, sqlite3.IntegrityError):
+        except (Rollback, IntegrityError):
             return False
         return True
 

@@ -153,10 +153,17 @@ MIGRATIONS: tuple[tuple[Statement, ...], ...] = (
         "SELECT id, CAST(FLOOR(time / 86400) AS INTEGER), actor, action, detail FROM audit_log",
         "DROP TABLE audit_log",
         "ALTER TABLE audit_days RENAME TO audit_log",
-        """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        EngineSql(
+            """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
-        """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()",
+        ),
+        EngineSql(
+            """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+            "SELECT 1",  # PostgreSQL's one trigger above refuses both
+        ),
         "UPDATE tans SET expires = CEIL(expires / 3600) * 3600",
         "UPDATE issued_tans SET expires = CEIL(expires / 3600) * 3600",
         "UPDATE upload_tokens SET expires = CEIL(expires / 86400) * 86400",

@@ -67,7 +67,7 @@ def test_the_audit_log_is_append_only(tmp_path: Path) -> None:
     store = ServerStore(backend_config(tmp_path).database)
     db = store.database
     try:
-        db.execute("INSERT INTO audit_log (time, actor, action, detail) VALUES (?, ?, ?, ?)", (1.0, "a", "b", "c"))
+        db.execute("INSERT INTO audit_log (day, actor, action, detail) VALUES (?, ?, ?, ?)", (1, "a", "b", "c"))
         with pytest.raises(DatabaseError, match="append-only"):
             db.execute("UPDATE audit_log SET actor = 'x'")
         with pytest.raises(DatabaseError, match="append-only"):
