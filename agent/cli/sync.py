@@ -220,7 +220,7 @@ def report(obj: CliContext, tan: str, onset: dt.datetime | None, yes: bool) -> N
             if not yes and not click.confirm("Send this report?", default=False, err=True):
                 raise click.Abort
             if scheme is SchemeName.EBID:
-                await client.submit(contacts, await client.buy_submission_tokens(tan, len(contacts)))
+                await client.submit(contacts, await client.buy_submission_tokens(tan, len(contacts), grant.report_type))
             else:
                 await client.upload(scheme, await client.exchange_tan(tan), own_onset, keys)
             return "report sent; thank you"

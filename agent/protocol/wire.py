@@ -597,16 +597,62 @@ def parse_submission_key(body: object) -> SubmissionKey:
 
 
 @dataclass(frozen=True)
+class SubmissionKeys:
+    """The backend's submission-token keys, one per report type a TAN can carry (``REPORT_TYPES``): the key
+    that signed a token is the report type of every contact filed under it, and since every report of that
+    type shares it, it names nobody. All have the same modulus length, so a token request, its answer and a
+    submission are as long whatever the type (and a dummy's as a real one's)."""
+
+    by_type: dict[ReportType, rsa.RSAPublicKey]
+
+    def key(self, report_type: ReportType) -> rsa.RSAPublicKey:
+        return self.by_type[report_type]
+
+
+def submission_keys_body(k: SubmissionKeys) -> dict[str, Any]:
+    keys = []
+    for report_type, pk in sorted(k.by_type.items()):
+        body = submission_key_body(SubmissionKey(pk))
+        keys.append({"reportType": int(report_type), "n": body["n"], "e": body["e"]})
+    return {"variant": blind_rsa.VARIANT, "keys": keys}
+
+
+def parse_submission_keys(body: object) -> SubmissionKeys:
+    obj = obj_of(body, "body")
+    items = listed(obj, "keys", "body")
+    by_type: dict[ReportType, rsa.RSAPublicKey] = {}
+    for i, item in enumerate(items):
+        where = f"body.keys[{i}]"
+        entry = obj_of(item, where)
+        report_type = integer(entry, "reportType", where, 0, 7)
+        if report_type not in REPORT_TYPES or ReportType(report_type) in by_type:
+            raise WireError(f"{where}.reportType: {report_type} is not a diagnosis report type or is listed twice")
+        key = parse_submission_key({"variant": obj.get("variant"), "n": entry.get("n"), "e": entry.get("e")})
+        by_type[ReportType(report_type)] = key.public_key
+    if set(by_type) != REPORT_TYPES:
+        raise WireError(f"body.keys: expected one key for each report type {sorted(int(t) for t in REPORT_TYPES)}")
+    if len({pk.key_size for pk in by_type.values()}) != 1:
+        raise WireError("body.keys: the keys' moduli differ in length (a request's size would tell its type)")
+    return SubmissionKeys(by_type)
+
+
+@dataclass(frozen=True)
 class TokenRequest:
-    """``{"tan": …, "blinded": [...]}``, or ``{"fake": true, "blinded": [...]}`` (dummy traffic)."""
+    """``{"tan": …, "reportType": …, "blinded": [...]}``, or ``{"fake": true, …}`` (dummy traffic). The
+    report type says which key the tokens were blinded under; the backend signs a TAN's with the key of the
+    TAN's own type and refuses a request that names another (absent: a confirmed test, the only key an
+    older agent knew)."""
 
     tan: str | None
     blinded: tuple[bytes, ...]
+    report_type: ReportType = ReportType.CONFIRMED_TEST
 
 
-def token_request_batch_body(tan: str | None, blinded: Sequence[bytes]) -> dict[str, Any]:
+def token_request_batch_body(
+    tan: str | None, blinded: Sequence[bytes], report_type: ReportType = ReportType.CONFIRMED_TEST
+) -> dict[str, Any]:
     head: dict[str, Any] = {"fake": True} if tan is None else {"tan": tan}
-    return {**head, "blinded": [b64(b) for b in blinded]}
+    return {**head, "reportType": int(report_type), "blinded": [b64(b) for b in blinded]}
 
 
 PADDED_REQUEST_BYTES = 1024
@@ -614,8 +660,8 @@ PADDED_REQUEST_BYTES = 1024
 and no TAN) is as long on the wire as a real one."""
 
 
-def token_request_batch_bytes(tan: str | None, blinded: Sequence[bytes]) -> bytes:
-    return padded_json(token_request_batch_body(tan, blinded), PADDED_REQUEST_BYTES)
+def token_request_batch_bytes(tan: str | None, blinded: Sequence[bytes], report_type: ReportType) -> bytes:
+    return padded_json(token_request_batch_body(tan, blinded, report_type), PADDED_REQUEST_BYTES)
 
 
 def parse_token_request_batch(body: object, modulus_len: int) -> TokenRequest:
@@ -625,7 +671,11 @@ def parse_token_request_batch(body: object, modulus_len: int) -> TokenRequest:
     items = listed(obj, "blinded", "body")
     if not items or len(items) % SUBMISSION_TOKEN_BATCH or len(items) > MAX_SUBMISSION_TOKENS:
         raise WireError(f"body.blinded: a multiple of {SUBMISSION_TOKEN_BATCH}, at most {MAX_SUBMISSION_TOKENS}")
-    return TokenRequest(tan, tuple(unb64(b, f"body.blinded[{i}]", modulus_len) for i, b in enumerate(items)))
+    report_type = integer(obj, "reportType", "body", 0, 7, default=int(ReportType.CONFIRMED_TEST))
+    if report_type not in REPORT_TYPES:
+        raise WireError(f"body.reportType: {report_type} is not a diagnosis report type")
+    blinded = tuple(unb64(b, f"body.blinded[{i}]", modulus_len) for i, b in enumerate(items))
+    return TokenRequest(tan, blinded, ReportType(report_type))
 
 
 @dataclass(frozen=True)

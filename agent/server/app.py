@@ -368,8 +368,8 @@ async def _ebids(request: web.Request) -> web.Response:
 
 
 async def _submission_key(request: web.Request) -> web.Response:
-    key = _backend(request).ebid.submission_public_key()
-    return web.json_response(wire.submission_key_body(key))
+    keys = _backend(request).ebid.submission_public_keys()
+    return web.json_response(wire.submission_keys_body(keys))
 
 
 async def _reregistration_key(request: web.Request) -> web.Response:
@@ -382,7 +382,7 @@ async def _submission_tokens(request: web.Request) -> web.Response:
     redeemed, grant = await asyncio.to_thread(
         b.ebid.redeem_for_tokens, await _body(request), _client_address(request, b)
     )
-    signed = await asyncio.to_thread(b.ebid.sign_tokens, redeemed)
+    signed = await asyncio.to_thread(b.ebid.sign_tokens, redeemed, grant)
     return _json_bytes(wire.blind_signatures_bytes(signed, grant))
 
 

@@ -41,18 +41,26 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from agent.clock import Clock, day_of, start_of_day
 from agent.protocol import answers, blind_rsa, proof_of_work, wire
 from agent.schemes import ebid
+from agent.schemes.published import ReportType
 from agent.server import codes
 from agent.server.config import BackendConfig
 from agent.server.db import Exposure, Payment, ServerStore, Spent
 from agent.server.errors import ApiError, too_many
-from agent.server.federation import Federation, forward_body
+from agent.server.federation import Federation, forward_body, forwarded_report_type
 from agent.server.ratelimit import FailureLimiter
 from agent.server.uploads import bearer_token, tan_grant
 
 log = logging.getLogger(__name__)
 MAX_CONTACTS = 100_000
 SUBMISSION_KEY_BITS = 2048
-SUBMISSION_KEY_META = "submission_key"
+SUBMISSION_KEY_META = {
+    ReportType.CONFIRMED_TEST: "submission_key",
+    ReportType.CONFIRMED_CLINICAL_DIAGNOSIS: "submission_key_clinical_diagnosis",
+    ReportType.SELF_REPORT: "submission_key_self_report",
+}
+"""One blind-signing key per report type a TAN can carry (``wire.REPORT_TYPES``): a token carries its type
+in the key that signed it and nothing else, so the type reaches scoring without a link to the TAN. The
+confirmed-test key is the one a backend had before there were three, so its tokens keep their meaning."""
 REREGISTRATION_KEY_META = "reregistration_key"
 """Its own key, not the submission key: a token signed for one purpose must be worthless for the other
 (a capability spent as a submission token would file an exposure without a TAN)."""
@@ -104,7 +112,7 @@ class EbidBackend:
         self._federation = federation
         self._kg = federation_key
         self._score = scorer
-        self._submission_key: rsa.RSAPrivateKey | None = None
+        self._submission_keys: dict[ReportType, rsa.RSAPrivateKey] = {}
         self._reregistration_key: rsa.RSAPrivateKey | None = None
 
     # ---- enrolment and registration ------------------------------------------------------------------
@@ -243,13 +251,15 @@ class EbidBackend:
                 if t > latest:
                     raise ApiError(400, f"body.contacts[{i}]: received in the future")
 
-    def _own_exposures(self, contacts: Sequence[wire.ReportedContact]) -> list[tuple[int, Exposure]]:
+    def _own_exposures(
+        self, contacts: Sequence[wire.ReportedContact], report_type: ReportType
+    ) -> list[tuple[int, Exposure]]:
         bks = self._store.existing_broadcast_keys(c.period for c in contacts)
         puids = [
             (ebid.puid_of(bks[c.period], c.ebid), c) for c in contacts if c.period in bks
         ]  # an EBID of a period with no BK was never issued: it maps to nobody
         regs = self._store.registrations_by_puid(puid for puid, _ in puids)
-        return [(regs[puid], Exposure(c.period, c.time, c.scans)) for puid, c in puids if puid in regs]
+        return [(regs[puid], Exposure(c.period, c.time, c.scans, report_type)) for puid, c in puids if puid in regs]
 
     def _split(
         self, contacts: Sequence[wire.ReportedContact]
@@ -267,11 +277,12 @@ class EbidBackend:
 
     # ---- separate submissions under blind-signed tokens ----------------------------------------------
 
-    def submission_key(self) -> rsa.RSAPrivateKey:
-        """The RSA key that blind-signs submission tokens, made on first use and kept in the store."""
-        if self._submission_key is None:
-            self._submission_key = self._rsa_key(SUBMISSION_KEY_META)
-        return self._submission_key
+    def submission_key(self, report_type: ReportType = ReportType.CONFIRMED_TEST) -> rsa.RSAPrivateKey:
+        """The RSA key that blind-signs submission tokens of ``report_type``, made on first use and kept in
+        the store."""
+        if report_type not in self._submission_keys:
+            self._submission_keys[report_type] = self._rsa_key(SUBMISSION_KEY_META[report_type])
+        return self._submission_keys[report_type]
 
     def reregistration_key(self) -> rsa.RSAPrivateKey:
         """The RSA key that blind-signs re-registration capabilities, made on first use and kept in the store."""
@@ -294,30 +305,41 @@ class EbidBackend:
         assert isinstance(key, rsa.RSAPrivateKey)
         return key
 
-    def submission_public_key(self) -> wire.SubmissionKey:
-        return wire.SubmissionKey(self.submission_key().public_key())
+    def submission_public_keys(self) -> wire.SubmissionKeys:
+        return wire.SubmissionKeys({t: self.submission_key(t).public_key() for t in SUBMISSION_KEY_META})
 
     def redeem_for_tokens(self, body: object, address: str) -> tuple[wire.TokenRequest, wire.TanGrant]:
         """Check a token request and spend its TAN (a fake request, dummy traffic, spends nothing): the
         request and what the TAN carries to the device; ``sign_tokens`` then does the slow part off the
-        event loop."""
+        event loop, with the key of the grant's report type: the TAN's own, never one the client chose. A
+        request blinded for another type is refused before the TAN is spent (its tokens would not verify
+        under the key the TAN allows, and the device learns the type from the TAN check first)."""
         request = wire.parse_token_request_batch(body, blind_rsa.modulus_len(self.submission_key().public_key()))
         if request.tan is None:
-            return request, wire.TanGrant()
+            return request, wire.TanGrant(report_type=request.report_type)
         wait = self._limiter.retry_after(address)
         if wait is not None:
             raise too_many(wait, "wrong TANs from this address")
         normal = codes.normalise_code(request.tan)
-        spent = self._store.spend_tan(codes.code_hash(normal), self._clock.now()) if normal else Spent.UNKNOWN
+        tan_hash = codes.code_hash(normal) if normal else None
+        found = self._store.peek_tan(tan_hash, self._clock.now()) if tan_hash else Spent.UNKNOWN
+        if not isinstance(found, Spent) and found.report_type != request.report_type:
+            raise ApiError(
+                409,
+                f"body.reportType: the TAN is a {ReportType(found.report_type).name} report, the tokens were blinded "
+                f"for {request.report_type.name} (the TAN was not spent)",
+            )
+        spent = self._store.spend_tan(tan_hash, self._clock.now()) if tan_hash else Spent.UNKNOWN
         if isinstance(spent, Spent):
             self._limiter.failed(address)
             raise ApiError(403, f"TAN {spent.value}")
         return request, tan_grant(spent)
 
-    def sign_tokens(self, request: wire.TokenRequest) -> list[bytes]:
-        """One blind signature per blinded token. A fake request is signed too (so it takes as long) but
-        answered with random bytes of the same length: a signature must never come without a TAN."""
-        key = self.submission_key()
+    def sign_tokens(self, request: wire.TokenRequest, grant: wire.TanGrant) -> list[bytes]:
+        """One blind signature per blinded token, under the key of ``grant``'s report type (the TAN's). A
+        fake request is signed too (so it takes as long) but answered with random bytes of the same length:
+        a signature must never come without a TAN."""
+        key = self.submission_key(grant.report_type)
         try:
             signed = [blind_rsa.blind_sign(key, b) for b in request.blinded]
         except blind_rsa.BlindSignatureError as exc:
@@ -329,10 +351,14 @@ class EbidBackend:
 
     def submit(self, body: object) -> None:
         """One contact under one unspent token; a submission without a contact (padding or dummy) is
-        checked the same way when its token is genuine and stores nothing either way."""
-        pk = self.submission_key().public_key()
-        submission = wire.parse_submission(body, blind_rsa.modulus_len(pk))
-        genuine = blind_rsa.verify(pk, submission.token, submission.signature)
+        checked the same way when its token is genuine and stores nothing either way. The token is
+        checked against every report type's key (all of them, so a dummy costs what a real one does) and
+        the contact keeps the type of the key that signed it: a token bought under one type is that
+        type's only."""
+        keys = {t: self.submission_key(t).public_key() for t in SUBMISSION_KEY_META}
+        submission = wire.parse_submission(body, blind_rsa.modulus_len(keys[ReportType.CONFIRMED_TEST]))
+        verified = [t for t, pk in keys.items() if blind_rsa.verify(pk, submission.token, submission.signature)]
+        genuine = bool(verified)
         if submission.contact is None and not genuine:
             return  # dummy traffic: no token was ever bought for it
         if not genuine:
@@ -342,8 +368,8 @@ class EbidBackend:
         if submission.contact is not None:
             self._check_periods([submission.contact])
             own, foreign = self._split([submission.contact])
-            rows = self._own_exposures(own)
-            forwards = [(cc, forward_body(cs)) for cc, cs in foreign.items()]
+            rows = self._own_exposures(own, verified[0])
+            forwards = [(cc, forward_body(cs, verified[0])) for cc, cs in foreign.items()]
         token_hash = hashlib.sha256(submission.token).digest()
         if not self._store.file_submission(token_hash, self._clock.now(), rows, forwards):
             raise ApiError(401, "submission token already used")
@@ -354,10 +380,11 @@ class EbidBackend:
         """A peer's forward: only contacts that decode to this country count (no second hop)."""
         message_id = wire.required_str(body, "id", 64)
         contacts = wire.parse_contacts(body, MAX_CONTACTS)
+        report_type = forwarded_report_type(body)
         self._check_periods(contacts)
         own, _ = self._split(contacts)
         source = f"{origin}:{message_id}"
-        fresh = self._store.accept_forward(source, self._clock.now(), self._own_exposures(own))
+        fresh = self._store.accept_forward(source, self._clock.now(), self._own_exposures(own, report_type))
         log.info("forward from country %d %s", origin, "stored" if fresh else "already seen")
         return fresh
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from agent.clock import day_of
 from agent.protocol import wire
+from agent.schemes.published import ReportType
 from agent.server.database import Database, IntegrityError
 from agent.server.tables import RedeemedTan, Rollback, Spent, Tables
 
@@ -46,6 +47,9 @@ class Exposure:
     period: int
     time: float
     scans: tuple[wire.ScanRecord, ...]
+    report_type: ReportType = ReportType.CONFIRMED_TEST
+    """The report type of the key that signed the submission's token (every reporter of that type shares
+    it), weighed by a risk model that weighs report types."""
 
 
 class EbidTables(Tables):
@@ -245,13 +249,14 @@ class EbidTables(Tables):
     @staticmethod
     def _insert_exposures(db: Database, rows: Sequence[tuple[int, Exposure]]) -> None:
         db.executemany(
-            "INSERT INTO exposures VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(rid, e.period, e.time, json.dumps(wire.scans_body(e.scans))) for rid, e in rows],
+            "INSERT INTO exposures (registration_id, period, time, scans, report_type) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(rid, e.period, e.time, json.dumps(wire.scans_body(e.scans)), int(e.report_type)) for rid, e in rows],
         )
 
     def exposures_of(self, registration_id: int) -> list[Exposure]:
         rows = self._db.execute(
-            "SELECT period, time, scans FROM exposures WHERE registration_id = ? ORDER BY time",
+            "SELECT period, time, scans, report_type FROM exposures WHERE registration_id = ? ORDER BY time",
             (registration_id,),
         ).fetchall()
-        return [Exposure(r[0], r[1], wire.parse_scans(json.loads(r[2]), "scans")) for r in rows]
+        return [Exposure(r[0], r[1], wire.parse_scans(json.loads(r[2]), "scans"), ReportType(r[3])) for r in rows]

@@ -26,6 +26,8 @@ from agent.aio import first
 from agent.backoff import backoff_delay
 from agent.clock import Clock
 from agent.protocol import wire
+from agent.protocol.fields import WireError, integer, obj_of
+from agent.schemes.published import ReportType
 from agent.server.config import BackendConfig, PeerSection
 from agent.server.db import ServerStore
 from agent.server.errors import ApiError
@@ -54,8 +56,19 @@ def signed_headers(secret: str, origin: int, now: float, method: str, path: str,
     }
 
 
-def forward_body(contacts: Sequence[wire.ReportedContact]) -> bytes:
-    return json.dumps({"id": secrets.token_hex(16), **wire.contacts_body(contacts)}).encode()
+def forward_body(contacts: Sequence[wire.ReportedContact], report_type: ReportType) -> bytes:
+    """A forward carries its submission's report type (the key its token verified under), so the peer
+    scores the contacts as this backend would."""
+    body = {"id": secrets.token_hex(16), "reportType": int(report_type), **wire.contacts_body(contacts)}
+    return json.dumps(body).encode()
+
+
+def forwarded_report_type(body: object) -> ReportType:
+    """A forward's report type; a peer that sends none (older) forwards confirmed tests, as it scored them."""
+    value = integer(obj_of(body, "body"), "reportType", "body", 0, 7, default=int(ReportType.CONFIRMED_TEST))
+    if value not in wire.REPORT_TYPES:
+        raise WireError(f"body.reportType: {value} is not a diagnosis report type")
+    return ReportType(value)
 
 
 class Federation:

@@ -3,8 +3,10 @@
 In the EBID model the server, not the device, decides who is at risk, so it must score exactly as
 a device would: each exposure (one submission: one EBID heard in one period) is one source, since the
 backend keeps no report a submission belongs to, its scan records become attenuation
-samples, the samples exposure windows, and the configured model (SwissCovid by default, or CWA) scores
-the windows per day. The explanation travels back to the device with the verdict.
+samples, the samples exposure windows (with the report type of the key that signed the submission's
+token, as a GAEN key's own report type), and the configured model (SwissCovid by default, which ignores
+report types, or CWA, which weighs them) scores the windows per day. The explanation travels back to the
+device with the verdict.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ class ServerRiskScorer:
                         assumed_tx_power=s.assumed_tx_power,
                     )
                 )
-        key = risk.KeyAttributes(report_type=risk.ReportType.CONFIRMED_TEST)
         out: list[risk.ExposureWindow] = []
-        for samples in by_source.values():
+        for i, samples in by_source.items():
+            key = risk.KeyAttributes(report_type=exposures[i].report_type)
             out.extend(risk.exposure_windows_from_samples(samples, key=key, config=self._settings.windows))
         return out
 

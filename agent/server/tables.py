@@ -169,6 +169,10 @@ MIGRATIONS: tuple[tuple[Statement, ...], ...] = (
         "UPDATE upload_tokens SET expires = CEIL(expires / 86400) * 86400",
         "UPDATE access_tokens SET expires = CEIL(expires / 86400) * 86400",
     ),
+    # 8: an EBID exposure keeps the report type of the key its submission token verified under (one
+    # blind-signing key per type, agent.server.ebid), so scoring weighs it as GAEN's keys are; exposures
+    # filed before were all under the one key there was, the confirmed-test key.
+    ("ALTER TABLE exposures ADD COLUMN report_type INTEGER NOT NULL DEFAULT 1",),
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -20,6 +20,7 @@ import aiohttp
 from agent.protocol import answers, wire
 from agent.schemes import ebid
 from agent.schemes.base import SchemeName
+from agent.schemes.published import ReportType
 from agent.sync.errors import AnswerRejected, BackendRefused, BackendUnavailable, ListRejected, NotConfigured, SyncError
 from agent.sync.settings import SyncSettings
 
@@ -224,17 +225,19 @@ class BackendClient:
     async def upload_keys(self, scheme: SchemeName, body: dict[str, Any], token: str) -> None:
         await self.request("POST", f"{self.base_url}/v2/{scheme.value}/exposed", body=body, token=token)
 
-    async def submission_key(self) -> wire.SubmissionKey:
-        return await self._call("GET", "/v1/ebid/submission-key", wire.parse_submission_key)
+    async def submission_keys(self) -> wire.SubmissionKeys:
+        return await self._call("GET", "/v1/ebid/submission-key", wire.parse_submission_keys)
 
-    async def submission_tokens(self, tan: str | None, blinded: list[bytes], modulus_len: int) -> wire.TokenGrant:
-        """Blind signatures for ``blinded``, bought with ``tan`` (None: a fake request, dummy traffic), and
-        what the TAN carried."""
+    async def submission_tokens(
+        self, tan: str | None, blinded: list[bytes], modulus_len: int, report_type: ReportType
+    ) -> wire.TokenGrant:
+        """Blind signatures for ``blinded`` (blinded under ``report_type``'s key), bought with ``tan`` (None:
+        a fake request, dummy traffic), and what the TAN carried."""
         return await self._call(
             "POST",
             "/v1/ebid/submission-tokens",
             lambda b: wire.parse_blind_signatures(b, len(blinded), modulus_len),
-            raw=wire.token_request_batch_bytes(tan, blinded),
+            raw=wire.token_request_batch_bytes(tan, blinded, report_type),
         )
 
     async def submit(self, submission: bytes) -> None:

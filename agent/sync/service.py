@@ -41,7 +41,7 @@ from agent.protocol.fields import b64, unb64
 from agent.risk import RiskSettings, attenuation_to_db, first_contagious_day, samples_from_sightings
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
-from agent.schemes.published import PublishedKey
+from agent.schemes.published import PublishedKey, ReportType
 from agent.sightings import SightingWindow
 from agent.store import ExposureRecord, Store
 from agent.sync import submissions
@@ -575,22 +575,24 @@ class SyncService:
 
     async def report_ebid(self, tan: str, contacts: list[wire.ReportedContact]) -> None:
         """Check the TAN, buy blind-signed tokens for ``contacts`` with it, then ``submit`` them."""
-        await self.check_tan(tan)
-        await self.submit(contacts, await self.buy_submission_tokens(tan, len(contacts)))
+        grant = await self.check_tan(tan)
+        await self.submit(contacts, await self.buy_submission_tokens(tan, len(contacts), grant.report_type))
 
-    async def buy_submission_tokens(self, tan: str, contacts: int) -> submissions.BoughtTokens:
+    async def buy_submission_tokens(self, tan: str, contacts: int, report_type: ReportType) -> submissions.BoughtTokens:
         """Enough blind-signed tokens for ``contacts`` (rounded up to a batch) with the TAN, and what the
-        officer set on it, once the person has agreed (this spends the TAN). Tokens this TAN bought before
-        for a report not yet sent are used again when there are enough."""
+        officer set on it, once the person has agreed (this spends the TAN). ``report_type`` is the TAN's,
+        from ``check_tan``: the tokens are blinded under that type's key, the one the backend signs this
+        TAN's with, so each contact reaches scoring as that type. Tokens this TAN bought before for a
+        report not yet sent are used again when there are enough."""
         pending = self._pending(tan, "submission")
         if pending is not None:
             kept = _bought_tokens(pending)
             if len(kept.tokens) >= contacts:
                 return kept
-        key = (await self._client.submission_key()).public_key
+        key = (await self._client.submission_keys()).key(report_type)
         pending = submissions.new_tokens(key, submissions.token_count(contacts))
         answer = await self._client.submission_tokens(
-            tan, [p.blinded.blinded_msg for p in pending], blind_rsa.modulus_len(key)
+            tan, [p.blinded.blinded_msg for p in pending], blind_rsa.modulus_len(key), report_type
         )
         try:
             tokens = submissions.finalize_tokens(key, pending, answer.blind_signatures)
@@ -612,13 +614,19 @@ class SyncService:
 
     async def fake_report(self, scheme: SchemeName) -> None:
         """Dummy traffic (DP-3T's design): a report in every way a real one looks on the wire (the same
-        requests, the same padded sizes, the same spread of submissions) that the backend stores nowhere."""
+        requests, the same padded sizes, the same spread of submissions) that the backend stores nowhere.
+
+        An EBID dummy always blinds as a confirmed test: the type travels inside the TLS body, every
+        report type's key has the same modulus length and the bodies are padded, so a type shows in no
+        size, and the backend reads ``"fake"`` in the same body anyway; mimicking the mix of real types
+        would hide nothing more."""
         await self._client.check_tan(None)
         if scheme is SchemeName.EBID:
-            key = (await self._client.submission_key()).public_key
+            report_type = ReportType.CONFIRMED_TEST
+            key = (await self._client.submission_keys()).key(report_type)
             k = blind_rsa.modulus_len(key)
             pending = submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH)
-            await self._client.submission_tokens(None, [p.blinded.blinded_msg for p in pending], k)
+            await self._client.submission_tokens(None, [p.blinded.blinded_msg for p in pending], k, report_type)
             times = sorted(self._rng.uniform(0.0, self.settings.submission_spread_seconds) for _ in pending)
             await self._send_at([submissions.PlannedSubmission(t, submissions.dummy_submission(k)) for t in times])
         else:

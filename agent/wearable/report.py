@@ -26,13 +26,13 @@ async def send_report(service: SyncService, scheme: SchemeName, tan: str, now: f
     ``WearableError`` (one line, never the TAN) when the backend refuses or cannot be reached; the TAN's
     tokens are then kept by the sync service for the next try, as for the command line."""
     try:
-        await service.check_tan(tan)
+        grant = await service.check_tan(tan)
         if scheme is SchemeName.EBID:
             retained = service.ebid_contacts(None, now, correction)
             if not retained:
                 log.warning("consented report: no EBID heard in the retention period; nothing to send")
                 return 0
-            bought = await service.buy_submission_tokens(tan, len(retained))
+            bought = await service.buy_submission_tokens(tan, len(retained), grant.report_type)
             contacts = service.ebid_contacts(reported_onset(bought.grant, None), now, correction)
             if contacts:
                 await service.submit(contacts, bought)

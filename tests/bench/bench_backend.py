@@ -37,7 +37,7 @@ from agent.clock import ManualClock
 from agent.protocol import blind_rsa, wire
 from agent.schemes import ebid, gaen
 from agent.schemes.base import SchemeName
-from agent.schemes.published import PublishedKey
+from agent.schemes.published import PublishedKey, ReportType
 from agent.server.app import create_app, open_backend
 from agent.server.config import backend_config_from_dict
 from agent.server.scoring import ServerRiskScorer
@@ -199,13 +199,14 @@ async def bench(
             for e in batch.entries[: wire.SUBMISSION_TOKEN_BATCH]
         ]
         async with http.get(f"{url}/v1/ebid/submission-key") as r:
-            key = wire.parse_submission_key(await r.json()).public_key
+            key = wire.parse_submission_keys(await r.json()).key(ReportType.CONFIRMED_TEST)
         k = blind_rsa.modulus_len(key)
         pending = [submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH) for _ in range(reports)]  # client work
         bought: list[object] = [None] * reports
 
         async def buy_tokens(i: int) -> None:
-            body = wire.token_request_batch_bytes(tans[uploads + i], [p.blinded.blinded_msg for p in pending[i]])
+            blinded = [p.blinded.blinded_msg for p in pending[i]]
+            body = wire.token_request_batch_bytes(tans[uploads + i], blinded, ReportType.CONFIRMED_TEST)
             async with http.post(f"{url}/v1/ebid/submission-tokens", data=body, headers=JSON) as r:
                 assert r.status == 200, await r.text()
                 bought[i] = await r.json()

@@ -27,6 +27,7 @@ from support.backend_harness import DAY, T0, RunningBackend, backend_config, run
 from agent.clock import ManualClock
 from agent.protocol import answers, blind_rsa, proof_of_work, wire
 from agent.schemes import ebid
+from agent.schemes.published import ReportType
 from agent.server.app import FEDERATION_KEY_META
 from agent.sync import submissions
 
@@ -256,7 +257,7 @@ async def test_fake_token_requests_and_dummy_submissions_store_nothing(
     creds = await register(http, running)
     await batch_of(http, running, await access_token(http, running, creds))
     await clock.advance(1800)
-    key = running.backend.ebid.submission_public_key().public_key
+    key = running.backend.ebid.submission_public_keys().key(ReportType.CONFIRMED_TEST)
     pending = submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH)
     body = wire.token_request_batch_body(None, [p.blinded.blinded_msg for p in pending])
     status, answer = await post(http, f"{running.url}/v1/ebid/submission-tokens", body)

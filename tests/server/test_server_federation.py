@@ -12,12 +12,23 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import unused_port
 from cryptography.hazmat.primitives.asymmetric import ec
-from support.backend_calls import access_token, batch_of, contacts_heard, file_report, post, register
+from support.backend_calls import (
+    access_token,
+    admin_tan,
+    batch_of,
+    buy_tokens,
+    contacts_heard,
+    file_report,
+    post,
+    register,
+    submit,
+)
 from support.backend_harness import T0, RunningBackend, backend_config, running_backend
 
 from agent.clock import ManualClock
 from agent.protocol import wire
 from agent.schemes import ebid
+from agent.schemes.published import ReportType
 from agent.server.config import BackendConfig
 from agent.server.federation import FORWARD_PATH, forward_body, signed_headers
 
@@ -72,6 +83,27 @@ async def test_contact_registered_at_a_is_found_through_a_report_at_b(
     assert status == 200 and answer["atRisk"] is True
 
 
+async def test_a_forward_keeps_the_report_type_its_token_was_signed_for(
+    pair: tuple[RunningBackend, RunningBackend], http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """B learns a submission's type from the key its token verified under and tells A, which scores the
+    contacts as that type (not as the confirmed test every forward used to be taken for)."""
+    a, b = pair
+    creds = await register(http, a)
+    batch = await batch_of(http, a, await access_token(http, a, creds))
+    await clock.advance(1800)
+    tan = await admin_tan(http, b, reportType="clinical diagnosis")
+    tokens = await buy_tokens(http, b, tan, ReportType.CONFIRMED_CLINICAL_DIAGNOSIS)
+    contacts = contacts_heard(batch, T0, minutes=20, attenuation=50)
+    for token, contact in zip(tokens, contacts, strict=False):
+        assert (await submit(http, b, token, contact))[0] == 200
+    await outbox_drained(b)
+    rid = a.backend.store.registration_by_client(creds["clientId"]).id  # type: ignore[union-attr]
+    exposures = a.backend.store.exposures_of(rid)
+    assert len(exposures) == len(contacts)
+    assert {e.report_type for e in exposures} == {ReportType.CONFIRMED_CLINICAL_DIAGNOSIS}
+
+
 async def test_forwards_wait_for_a_peer_that_is_down(
     tmp_path: Path, clock: ManualClock, signing_key: ec.EllipticCurvePrivateKey, http: aiohttp.ClientSession
 ) -> None:
@@ -111,7 +143,7 @@ async def test_federation_endpoint_refuses_unsigned_stale_and_replayed(
     creds = await register(http, a)
     batch = await batch_of(http, a, await access_token(http, a, creds))
     await clock.advance(600)
-    body = forward_body(contacts_heard(batch, T0, minutes=5, attenuation=50))
+    body = forward_body(contacts_heard(batch, T0, minutes=5, attenuation=50), ReportType.CONFIRMED_TEST)
     url = f"{a.url}{FORWARD_PATH}"
 
     async def send(headers: dict[str, str], data: bytes = body) -> tuple[int, dict[str, str]]:

@@ -1,7 +1,8 @@
 """A schema-3 store (with use times, a registration time and report ids) opens as the current schema
 with what it held kept: spent flags for use times, exposures without report id or report time, no
 registration time (step 4), its TANs and upload tokens confirmed tests (step 5); a schema-6 store's audit
-log keeps days and its expiries are rounded (step 7)."""
+log keeps days and its expiries are rounded (step 7); a schema-7 store's exposures are confirmed tests (the
+one submission key there was) and new ones keep the report type of their token's key (step 8)."""
 
 import json
 import sqlite3
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from agent.protocol import wire
+from agent.schemes.published import ReportType
 from agent.server import tables
 from agent.server.database import Engine, EngineSql
-from agent.server.db import RedeemedTan, ServerStore, Spent
+from agent.server.db import Exposure, RedeemedTan, ServerStore, Spent
 
 _SCANS = json.dumps(wire.scans_body((wire.ScanRecord(1.7e9, 50, 45),)))
 
@@ -50,16 +52,17 @@ def test_schema_3_store_migrates_keeping_its_data(tmp_path: Path) -> None:
     assert store.upload_token(b"\x06", 1.8e9) is Spent.USED
     assert store.enrolment_code(b"\x03", 1.8e9) is Spent.USED
     assert store.registration(5) is not None and store.registration(5).tx_power == -8  # type: ignore[union-attr]
-    assert len(store.exposures_of(5)) == 1  # two rows that differed only in report id and time are one
+    [exposure] = store.exposures_of(5)  # two rows that differed only in report id and time are one
+    assert exposure.report_type is ReportType.CONFIRMED_TEST
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 7
+    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 8
     columns = {
         t: {c[1] for c in db.execute(f"PRAGMA table_info({t})")}
         for t in ("exposures", "registrations", "tans", "upload_tokens", "enrolment_codes", "spent_capabilities")
     }
     assert columns["spent_capabilities"] == {"hash"}  # step 6: a spent capability's hash and nothing else
-    assert columns["exposures"] == {"registration_id", "period", "time", "scans"}
+    assert columns["exposures"] == {"registration_id", "period", "time", "scans", "report_type"}
     assert "created" not in columns["registrations"] and {"tx_power", "seen_day"} <= columns["registrations"]
     assert all("used" not in columns[t] and "spent" in columns[t] for t in ("tans", "upload_tokens", "enrolment_codes"))
     assert db.execute("SELECT registration_id, period, time FROM exposures").fetchall() == [(5, 7, 1.7e9)]
@@ -123,3 +126,30 @@ def test_schema_6_store_keeps_audit_days_and_rounded_expiries(tmp_path: Path) ->
         db.execute("UPDATE audit_log SET actor = 'someone else'")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM audit_log")
+
+
+def test_schema_7_store_keeps_its_exposures_as_confirmed_tests_and_new_ones_keep_their_type(tmp_path: Path) -> None:
+    path = tmp_path / "backend" / tables.DB_FILE
+    path.parent.mkdir(mode=0o700)
+    old = sqlite3.connect(path)
+    old.executescript(tables.SCHEMA)
+    for step in tables.MIGRATIONS[:6]:
+        for statement in step:
+            old.execute(statement)
+    old.executescript(
+        "INSERT INTO registrations (id, client_id, secret_hash, puid) VALUES (5, 'c', x'04', x'05');"
+        f"INSERT INTO exposures VALUES (5, 7, 1.7e9, '{_SCANS}');"
+        "PRAGMA user_version=7;"
+    )
+    old.commit()
+    old.close()
+    store = ServerStore(path)
+    scans = wire.parse_scans(json.loads(_SCANS), "scans")
+    assert store.exposures_of(5) == [Exposure(7, 1.7e9, scans, ReportType.CONFIRMED_TEST)]
+    self_reported = Exposure(8, 1.8e9, scans, ReportType.SELF_REPORT)
+    assert store.accept_forward("1:m", 1.8e9, [(5, self_reported)])
+    assert store.exposures_of(5) == [Exposure(7, 1.7e9, scans, ReportType.CONFIRMED_TEST), self_reported]
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION
+    assert db.execute("SELECT period, report_type FROM exposures ORDER BY period").fetchall() == [(7, 1), (8, 3)]

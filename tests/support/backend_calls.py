@@ -8,6 +8,7 @@ import aiohttp
 
 from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.schemes import ebid
+from agent.schemes.published import ReportType
 from agent.sync import submissions
 from support.backend_harness import ADMIN_TOKEN, RunningBackend
 
@@ -92,12 +93,18 @@ def contacts_heard(batch: ebid.EbidBatch, start: float, minutes: int, attenuatio
     ]
 
 
-async def buy_tokens(http: aiohttp.ClientSession, rb: RunningBackend, tan: str | None) -> list[tuple[bytes, bytes]]:
-    """A batch of submission tokens bought with ``tan``, blinded, signed and finalized as the agent does."""
+async def buy_tokens(
+    http: aiohttp.ClientSession,
+    rb: RunningBackend,
+    tan: str | None,
+    report_type: ReportType = ReportType.CONFIRMED_TEST,
+) -> list[tuple[bytes, bytes]]:
+    """A batch of submission tokens bought with ``tan``, blinded under ``report_type``'s key (the TAN's),
+    signed and finalized as the agent does."""
     async with http.get(f"{rb.url}/v1/ebid/submission-key") as r:
-        key = wire.parse_submission_key(await r.json()).public_key
+        key = wire.parse_submission_keys(await r.json()).key(report_type)
     pending = submissions.new_tokens(key, wire.SUBMISSION_TOKEN_BATCH)
-    body = wire.token_request_batch_body(tan, [p.blinded.blinded_msg for p in pending])
+    body = wire.token_request_batch_body(tan, [p.blinded.blinded_msg for p in pending], report_type)
     status, answer = await post(http, f"{rb.url}/v1/ebid/submission-tokens", body)
     assert status == 200, answer
     signatures = wire.parse_blind_signatures(answer, len(pending), blind_rsa.modulus_len(key)).blind_signatures

@@ -144,7 +144,7 @@ async def test_an_ebid_report_submits_only_contacts_inside_the_officers_window(
     retained = reporter.client.ebid_contacts(None, clock.now(), 0.0)
     assert len(retained) == 2
     bought = await reporter.client.buy_submission_tokens(
-        _officer_tan(running, today, OfficerReportType.CONFIRMED_TEST), 2
+        _officer_tan(running, today, OfficerReportType.CONFIRMED_TEST), 2, ReportType.CONFIRMED_TEST
     )
     assert bought.grant.onset_day == today
     contacts = reporter.client.ebid_contacts(reported_onset(bought.grant, None), clock.now(), 0.0)

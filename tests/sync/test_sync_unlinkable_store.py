@@ -35,7 +35,7 @@ PUBLIC = "public"  # published or operational data that names no one
 
 # Every column of every table, what it is and which side it belongs to. A column not listed fails the test.
 COLUMNS: dict[str, tuple[str, dict[str, str]]] = {
-    "meta": (PUBLIC, {"name": "key name", "value": "server keys (signing, federation, submission tokens)"}),
+    "meta": (PUBLIC, {"name": "key name", "value": "server keys (signing, federation, submission keys by type)"}),
     "tans": (
         SECRETS,
         {"hash": "SHA-256", "expires": "set at issue", "onset_day": "officer's", "spent": "flag", "report_type": ""},
@@ -83,7 +83,16 @@ COLUMNS: dict[str, tuple[str, dict[str, str]]] = {
     ),
     "access_tokens": (PSEUDONYMS, {"hash": "SHA-256", "registration_id": "", "expires": "poll + TTL"}),
     "broadcast_keys": (PUBLIC, {"period": "", "key": "BK_t"}),
-    "exposures": (PSEUDONYMS, {"registration_id": "", "period": "", "time": "first heard", "scans": "JSON"}),
+    "exposures": (
+        PSEUDONYMS,
+        {
+            "registration_id": "",
+            "period": "",
+            "time": "first heard",
+            "scans": "JSON",
+            "report_type": "its token key's type: every reporter of that type shares it",
+        },
+    ),
     # the health authority's portal: who issued which TAN, to whom (a note), when. Counted on the secrets'
     # side: an operator who knows who got each TAN must still not reach a pseudonym through them.
     "officers": (
@@ -254,5 +263,8 @@ async def test_the_store_joins_no_secret_to_a_pseudonym_or_a_submission(
     for column in range(1, 4):  # no value repeats across rows (it would be a marker grouping a report's rows)
         values = [row[column] for row in exposures if _joinable(row[column])]
         assert len(values) == len(set(values))
+    # an exposure's report type is one of the three a TAN can carry, a category every reporter of that type
+    # shares (the key its token verified under), never a value of its own
+    assert {t for (t,) in db.execute("SELECT report_type FROM exposures")} <= {int(t) for t in wire.REPORT_TYPES}
     ids = [r[0] for r in db.execute("SELECT id FROM registrations")]
     assert min(ids) > 2**32  # random, not a counter that tells the order people registered in
