@@ -57,7 +57,8 @@ class GpioPanel:
             from gpiod.line import Bias, Direction, Edge, Value
         except ImportError:
             raise WearableError(
-                "wearable.chip is set but the gpiod package is missing: pip install 'proxitrace[wearable]'"
+                "wearable.chip is set but the gpiod package (a dependency of proxitrace) is missing: "
+                "pip install 'gpiod>=2.2,<3'"
             ) from None
         bias = Bias.PULL_UP if settings.button_active_low else Bias.PULL_DOWN
         config = {
