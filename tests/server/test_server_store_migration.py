@@ -87,7 +87,7 @@ def _schema_6_store(path: Path) -> None:
     old.executescript(tables.SCHEMA)
     for step in tables.MIGRATIONS[:5]:
         for statement in step:
-            old.execute(statement)
+            old.execute(statement.text(Engine.SQLITE) if isinstance(statement, EngineSql) else statement)
     old.executescript(
         f"INSERT INTO audit_log (time, actor, action, detail) VALUES ({_NOON}, 'ann', 'TAN issued', '#1');"
         f"INSERT INTO audit_log (time, actor, action, detail) VALUES ({_NOON + 86_400}, 'bob', 'login', '');"
@@ -135,7 +135,7 @@ def test_schema_7_store_keeps_its_exposures_as_confirmed_tests_and_new_ones_keep
     old.executescript(tables.SCHEMA)
     for step in tables.MIGRATIONS[:6]:
         for statement in step:
-            old.execute(statement)
+            old.execute(statement.text(Engine.SQLITE) if isinstance(statement, EngineSql) else statement)
     old.executescript(
         "INSERT INTO registrations (id, client_id, secret_hash, puid) VALUES (5, 'c', x'04', x'05');"
         f"INSERT INTO exposures VALUES (5, 7, 1.7e9, '{_SCANS}');"

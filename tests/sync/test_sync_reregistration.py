@@ -263,6 +263,7 @@ def identifying(values: set[object]) -> set[object]:
     }
 
 
+@pytest.mark.sqlite_only  # copies and reads the SQLite file, rows and raw bytes; the tables are the same on PostgreSQL
 async def test_the_operator_cannot_join_old_and_new_pseudonyms(
     tmp_path: Path, running: RunningBackend, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
