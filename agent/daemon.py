@@ -443,6 +443,15 @@ def _adapter_statuses(health: BleHealth | None) -> tuple[AdapterStatus, ...]:
     if health is None:
         return ()
     return tuple(
-        AdapterStatus(a.name, a.present, a.advertising, a.scanning, a.last_heard_at, a.devices_removed, a.devices_left)
+        AdapterStatus(
+            a.name,
+            a.present,
+            a.advertising,
+            a.scanning,
+            a.last_heard_at,
+            a.devices_removed,
+            a.devices_left,
+            a.devices_cached_max,
+        )
         for a in health.adapter_statuses()
     )

@@ -33,6 +33,7 @@ class AdapterStatus:
     last_heard_at: float | None = None
     devices_removed: int = 0  # BlueZ devices the scanner had forgotten: more fresh addresses than a crowd has
     devices_left: int = 0  # ...and those it left to BlueZ's timeout because the bus was saturated
+    devices_cached_max: int = 0  # the most devices the scanner's bleak held at once (bounded by MAX_DEVICES)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,12 @@ def render_status(s: AgentStatus, now: float, pid_alive: bool) -> str:
             f"adapter    {a.name}: {'present' if a.present else 'MISSING'}"
             + (f", {flags}" if flags else "")
             + f"; last heard {ago(a.last_heard_at)}"
-            + (f"; {a.devices_removed} devices dropped from BlueZ (flood of addresses)" if a.devices_removed else "")
+            + (
+                f"; {a.devices_removed} devices dropped from BlueZ (flood of addresses, at most "
+                f"{a.devices_cached_max} held at once)"
+                if a.devices_removed
+                else ""
+            )
             + (f", {a.devices_left} left to its timeout (bus saturated)" if a.devices_left else "")
         )
     for t in s.tasks:

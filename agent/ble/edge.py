@@ -40,6 +40,7 @@ class AdapterHealth:
     last_heard_at: float | None = None
     devices_removed: int = 0  # BlueZ devices forgotten on our request past the scanner's MAX_DEVICES
     devices_left: int = 0  # ...and those left to BlueZ's timeout, the bus not taking our requests
+    devices_cached_max: int = 0  # the most Device1 copies bleak held for the scan: MAX_DEVICES bounds it
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class BleHealth:
                     last_heard_at=scan.last_heard_at if scan else None,
                     devices_removed=scan.devices_removed if scan else 0,
                     devices_left=scan.devices_left if scan else 0,
+                    devices_cached_max=scan.devices_cached_max if scan else 0,
                 )
             )
         return tuple(out)

@@ -14,9 +14,13 @@ BlueZ keeps a ``Device1`` for every address it hears until ``TemporaryTimeout`` 
 advert, and bleak mirrors each one in memory (about 4.5 KB, measured by ``bench_flood.py --dbus``). A
 neighbour spraying fresh addresses would grow both with its rate (10,000 a second: 300,000 objects, over a
 gigabyte). So each scan remembers the devices heard lately, least recent first, and past ``MAX_DEVICES``
-asks BlueZ to forget the least recently heard (``RemoveDevice``, no reply awaited), which frees bleak's copy
-too. A real peer repeats its address every advert, so it sits at the recent end; if a flood pushes it out
-anyway its next advert simply makes a new object, heard as before.
+asks BlueZ to forget the least recently heard (``RemoveDevice``, no reply awaited). bleak would free its
+copies only when BlueZ's ``InterfacesRemoved`` comes back, a round trip behind the thousands of
+``InterfacesAdded`` queued ahead of it on a flooded bus, so their number followed BlueZ's lag, not the
+bound; the scan drops bleak's copies itself as it sends the request (``_BleakCopies``), which bounds what
+a flood adds to the daemon (``FLOOD_GROWTH_BOUND_BYTES``). A real peer repeats its address every advert, so
+it sits at the recent end; if a flood pushes it out anyway, its next advert after BlueZ has removed it
+makes a new object, heard as before.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from bleak import BleakScanner
 from bleak.args.bluez import OrPattern
 from bleak.assigned_numbers import AdvertisementDataType
+from bleak.backends.bluezdbus.manager import get_global_bluez_manager
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from dbus_fast import Message, MessageFlag
@@ -92,6 +97,39 @@ class DutyCycle:
         return start + self.scan_s if phase < self.scan_s else start + self.period_s
 
 
+class _BleakCopies:
+    """bleak's copies of the Device1 objects one scan hears, so a device we ask BlueZ to forget is dropped
+    from them at once rather than a bus round trip later.
+
+    bleak keeps two, neither behind a public API: its BlueZ manager's ``_properties`` (every object's
+    properties, path -> interface -> dict) and the scan backend's ``seen_devices`` (path -> BLEDevice and
+    AdvertisementData); bleak 3.x tolerates a path missing from both when the InterfacesRemoved or a late
+    PropertiesChanged arrives (it ignores the KeyError). A bleak that renames them leaves both tables
+    untouched (the flood bound is then BlueZ's to keep, as before) and reports no copies, which
+    tests/ble/test_ble_flood.py catches.
+    """
+
+    def __init__(self, seen: dict[str, object], properties: dict[str, object]) -> None:
+        self._seen = seen
+        self._properties = properties
+
+    @classmethod
+    def of(cls, scanner: BleakScanner, manager: object) -> _BleakCopies | None:
+        seen = getattr(getattr(scanner, "_backend", None), "seen_devices", None)
+        properties = getattr(manager, "_properties", None)
+        if type(seen) is not dict or type(properties) is not dict:
+            log.warning("this bleak keeps its device tables elsewhere: a flood of addresses is bounded by BlueZ")
+            return None
+        return cls(seen, properties)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def forget(self, path: str) -> None:
+        self._seen.pop(path, None)
+        self._properties.pop(path, None)
+
+
 @dataclass(frozen=True)
 class ScannerHealth:
     adapter: str
@@ -106,6 +144,7 @@ class ScannerHealth:
     sink_errors: int
     devices_removed: int  # Device1 objects we asked BlueZ to forget past MAX_DEVICES (a flood of addresses)
     devices_left: int  # ...and those left to BlueZ's timeout because the bus was not taking our requests
+    devices_cached_max: int  # the most Device1 copies bleak held for this scan (the flood bound's measure)
     starts: int
     restarts: int
     watchdog_restarts: int
@@ -142,6 +181,8 @@ class _AdapterScan:
         self._scanner: BleakScanner | None = None
         self._bus: MessageBus | None = None
         self._devices: OrderedDict[str, float] = OrderedDict()  # Device1 path -> io time last heard
+        self._copies: _BleakCopies | None = None  # while scanning (bleak's tables are the scan's)
+        self.devices_cached_max = 0
         self._started_generation = -1
         self._started_io = 0.0
         self._heard_io = 0.0
@@ -214,14 +255,21 @@ class _AdapterScan:
             devices.popitem(last=False)
             if heard >= forget_before:
                 self._remove_device(oldest)
+        cached = len(self._copies) if self._copies is not None else 0
+        if cached > self.devices_cached_max:
+            self.devices_cached_max = cached
 
     def _remove_device(self, path: str) -> None:
         bus = self._bus
         if bus is None or not bus.connected:
             return
         if self._removals_in_flight >= MAX_REMOVALS_IN_FLIGHT:
+            # bleak keeps its copy: were it dropped while BlueZ keeps the device, a real peer's next
+            # adverts (PropertiesChanged on an object bleak no longer knows) would never reach us
             self.devices_left += 1
             return
+        if self._copies is not None:
+            self._copies.forget(path)
         self._removals_in_flight += 1
         sent = bus.send(
             Message(
@@ -293,6 +341,7 @@ class _AdapterScan:
             sink_errors=self.sink_errors,
             devices_removed=self.devices_removed,
             devices_left=self.devices_left,
+            devices_cached_max=self.devices_cached_max,
             starts=self.starts,
             restarts=self.restarts,
             watchdog_restarts=self.watchdog_restarts,
@@ -361,6 +410,10 @@ class _AdapterScan:
             await self._start_failed(exc, watch, passive)
             return
         self._scanner = scanner
+        try:  # bleak's own manager, which the scan has just connected: this returns it at once
+            self._copies = _BleakCopies.of(scanner, await within(self._io, self._timeout, get_global_bluez_manager()))
+        except Exception as exc:  # the scan runs regardless; BlueZ's timeout then bounds a flood, as before
+            log.warning("bleak's device tables on %s out of reach (%s)", self.adapter, describe(exc))
         self._started_generation = state.generation
         self._started_io = self._io.now()
         self.starts += 1
@@ -407,6 +460,7 @@ class _AdapterScan:
 
     async def _stop(self) -> None:
         scanner, self._scanner = self._scanner, None
+        self._copies = None
         if scanner is not None:
             try:
                 await within(self._io, self._timeout, scanner.stop())
