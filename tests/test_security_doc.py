@@ -8,6 +8,8 @@ import ast
 import re
 from pathlib import Path
 
+from agent.ble.scanner import FLOOD_GROWTH_BOUND_BYTES, MAX_DEVICES
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "systemd" / "SECURITY.md"
 CITED = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?")
@@ -33,3 +35,13 @@ def test_the_threat_model_covers_each_party() -> None:
     text = DOC.read_text()
     for party in ("Device", "Backend operator", "Network observer", "nearby radio", "out of scope"):
         assert party.lower() in text.lower(), party
+
+
+def test_the_flood_bound_it_states_is_the_scanners() -> None:
+    """The numbers are copied into prose, so a changed constant must fail here rather than leave the doc wrong."""
+    text = " ".join(DOC.read_text().split())
+    kept = re.search(r"keeps the ([\d,]+) devices heard most recently", text)
+    bound = re.search(r"grows the daemon by at most (\d+) MB", text)
+    assert kept and bound, "systemd/SECURITY.md no longer states the flood bound"
+    assert int(kept.group(1).replace(",", "")) == MAX_DEVICES
+    assert int(bound.group(1)) == round(FLOOD_GROWTH_BOUND_BYTES / 1e6)

@@ -70,9 +70,19 @@ TX_RANGE = range(-127, 128)
 MAX_DEVICES = 2_000
 DEVICE_MEMORY_S = 60.0  # past BlueZ's default TemporaryTimeout (30 s): by then it dropped the device itself
 # RemoveDevice requests not yet written to the bus: a bus too busy to take them must not queue them in our
-# memory for ever. One queued costs ~0.5 KB against ~5.6 KB for the device it frees, so the bound is
-# generous (~2 MB); past it a device is left to BlueZ's own timeout (counted in ``devices_left``).
+# memory for ever. One queued costs ~0.5 KB (REMOVAL_BYTES) against ~5 KB for the device it frees, so the
+# bound is generous (~2 MB); past it a device is left to BlueZ's own timeout (counted in ``devices_left``).
 MAX_REMOVALS_IN_FLIGHT = 4096
+# What a flood of any rate adds to the daemon's memory while the bus takes our requests (a device left to
+# BlueZ's timeout, counted in ``devices_left``, is outside it for those 30 s): MAX_DEVICES of bleak's copies
+# (its Device1 properties, the copy it hands the callback kept with a BLEDevice and an AdvertisementData,
+# and our entry: ~4.9 KB of RSS per live device by bench_flood.py --dbus, ~3.9 KB of it traced by
+# tracemalloc), the removals queued, and slack for the messages being decoded, the store's capped minute
+# and the allocator keeping freed arenas. bench_flood.py --dbus prints the growth it measures against it.
+DEVICE_BYTES = 5_000
+REMOVAL_BYTES = 512
+FLOOD_SLACK_BYTES = 8_000_000
+FLOOD_GROWTH_BOUND_BYTES = MAX_DEVICES * DEVICE_BYTES + MAX_REMOVALS_IN_FLIGHT * REMOVAL_BYTES + FLOOD_SLACK_BYTES
 
 
 @dataclass(frozen=True)
