@@ -19,15 +19,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_harness import T0, RunningBackend
+from support.sync_devices import heard_gaen_key
 
 from agent.clock import ManualClock, day_of
 from agent.match_workers import MIN_KEYS_PER_WORKER
 from agent.protocol.export import SignatureInfo, build_export
 from agent.risk import RiskSettings
-from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.sightings import SightingWindow
 from agent.store import Store
 from agent.sync import KeyServer, SyncService, SyncSettings
 
@@ -35,28 +34,6 @@ KEYS = 2 * MIN_KEYS_PER_WORKER  # the smallest list two workers are started for
 TODAY = day_of(T0)
 INFO = SignatureInfo(verification_key_id="262", verification_key_version="v1")
 TICK_SECONDS = 0.005
-
-
-def heard_tek(tek: bytes, interval: int) -> list[SightingWindow]:
-    rpi = gaen.rpi(gaen.rpik(tek), interval)
-    aem = gaen.encrypt_metadata(gaen.aemk(tek), rpi, gaen.metadata(-8))
-    start = interval * 600
-    return [
-        SightingWindow(
-            SchemeName.GAEN,
-            rpi,
-            start + 60 * m,
-            3,
-            -62,
-            -58,
-            -180,
-            None,
-            aem,
-            start + 60 * m + 1.0,
-            start + 60 * m + 55.0,
-        )
-        for m in range(10)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +110,7 @@ async def test_a_national_list_is_matched_over_the_workers_while_the_loop_keeps_
     signer, _, planted = national
     store = Store.open(tmp_path / "device")
     for key in planted:
-        store.add_windows(heard_tek(key.key_data, key.rolling_start_interval_number + 60))
+        store.add_windows(heard_gaen_key(key.key_data, key.rolling_start_interval_number + 60))
     settings = SyncSettings(
         base_url=running.url,
         public_key=running.public_key,
