@@ -19,11 +19,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_harness import T0, RunningBackend
+from support.exportkit import standard_export
 from support.sync_devices import heard_gaen_key
 
 from agent.clock import ManualClock, day_of
 from agent.match_workers import MIN_KEYS_PER_WORKER
-from agent.protocol.export import SignatureInfo, build_export
+from agent.protocol.export import SignatureInfo
 from agent.risk import RiskSettings
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -41,16 +42,7 @@ def national() -> tuple[ec.EllipticCurvePrivateKey, bytes, list[PublishedKey]]:
     rng = random.Random(18)
     keys = [PublishedKey(rng.randbytes(16), (TODAY - rng.randrange(1, 14)) * 144, 144, 5, 1) for _ in range(KEYS)]
     signer = ec.generate_private_key(ec.SECP256R1())
-    data = build_export(
-        keys,
-        start=int(T0) - 86400,
-        end=int(T0) - 3600,
-        region="XX",
-        batch_num=1,
-        batch_size=1,
-        signature_info=INFO,
-        private_key=signer,
-    )
+    data = standard_export(signer, keys, start=int(T0) - 86400, end=int(T0) - 3600, region="XX", signature_info=INFO)
     return signer, data, rng.sample(keys, 3)
 
 
