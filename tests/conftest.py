@@ -1,6 +1,8 @@
 """Shared test fixtures. ``make_bed``: the D-Bus tier's private dbus-daemon and simulated BlueZ per test
 (about 0.3 s to start). ``small_fs``: a real, tiny tmpfs (root only) to fill up or turn read-only;
-``failing_fs``: a loop-mounted ext4 with ``errors=remount-ro`` that can be made to fail under open files."""
+``failing_fs``: a loop-mounted ext4 with ``errors=remount-ro`` that can be made to fail under open files.
+The backend's fixtures (support.backend_fixtures) are registered here once for the suites that use them:
+pytest takes ``pytest_plugins`` only from this top-level conftest."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import pytest
 from support.filesystems import FailingFs, SmallFs
 
 from agent.sim.harness import SimBed
+
+pytest_plugins = ["support.backend_fixtures"]
 
 
 @pytest.fixture

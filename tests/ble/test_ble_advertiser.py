@@ -9,7 +9,8 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from dbus_fast import Message
-from support.bletools import ebid_scheme, eventually, gaen_scheme, on_bluez
+from support.bletools import ebid_scheme, gaen_scheme, on_bluez
+from support.polling import eventually
 
 from agent.ble.advertiser import Advertiser
 from agent.ble.bluez_watch import BluezWatch

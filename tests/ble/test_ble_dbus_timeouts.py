@@ -15,7 +15,8 @@ from contextlib import contextmanager
 import pytest
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
-from support.bletools import AgentThread, eventually, gaen_scheme
+from support.bletools import AgentThread, gaen_scheme
+from support.polling import eventually
 
 from agent.ble.bluez_watch import BluezWatch, BusLost
 from agent.ble.edge import BleEdge, BleSettings

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from dbus_fast import Variant
-from support.bletools import eventually, scanning
+from support.bletools import scanning
+from support.polling import eventually
 
 from agent.ble.scanner import Scanner
 from agent.clock import SystemClock

@@ -9,7 +9,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from support.bletools import AgentThread, eventually, gaen_scheme
+from support.bletools import AgentThread, gaen_scheme
+from support.polling import eventually
 
 from agent.ble.edge import BleEdge, BleSettings
 from agent.clock import SystemClock

@@ -7,7 +7,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from support.bletools import eventually, scanning
+from support.bletools import scanning
+from support.polling import eventually
 
 from agent.ble.scanner import DutyCycle, Scanner
 from agent.clock import SystemClock

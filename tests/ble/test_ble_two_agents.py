@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from support.bletools import AgentThread, ebid_scheme, eventually, gaen_scheme
+from support.bletools import AgentThread, ebid_scheme, gaen_scheme
+from support.polling import eventually
 
 from agent.ble.edge import BleEdge, BleSettings
 from agent.clock import SystemClock

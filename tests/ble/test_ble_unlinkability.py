@@ -8,7 +8,8 @@ import statistics
 from collections.abc import Callable
 
 import pytest
-from support.bletools import AgentThread, eventually, gaen_scheme
+from support.bletools import AgentThread, gaen_scheme
+from support.polling import eventually
 
 from agent.ble.edge import BleEdge, BleSettings
 from agent.clock import DAY as DAY_SECONDS

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.cp2112_uhid import Cp2112
 from support.led_patterns import shown_by
+from support.polling import until
 
 from agent.feedback import LONG_PRESS_SECONDS, DeviceFacts, ReportPhase, Shown, Signal
 from agent.wearable import GpioPanel, TanInbox, WearableService, WearableSettings
@@ -33,15 +34,6 @@ def cp2112() -> Iterator[Cp2112]:
         yield device
     finally:
         device.unplug()
-
-
-async def until(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.1)
-    return check()
 
 
 async def led_shows(device: Cp2112, seconds: float) -> Shown | None:

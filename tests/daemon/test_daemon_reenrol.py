@@ -21,6 +21,7 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_harness import backend_config, heard, running_backend
+from support.polling import until
 from support.sync_devices import issue, make_device
 
 from agent.clock import ManualClock
@@ -43,15 +44,6 @@ def brief(state_dir: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-async def until(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.2)
-    return check()
 
 
 def on_air(bed: SimBed) -> list[bytes]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.polling import until
 from support.simtools import RawAdvertiser, advert_props
 from support.timetools import SteppedKernelTime
 
@@ -36,15 +37,6 @@ def bed_config() -> dict[str, object]:
         "radio": {"noise_sigma_db": 0.0},
         "adapters": [{"name": "hci0", "adv_interval_ms": 100}, {"name": "hci1", "x": 1.0, "adv_interval_ms": 100}],
     }
-
-
-async def until(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.2)
-    return check()
 
 
 def trust_shown(daemon: Daemon) -> TimeTrust | None:

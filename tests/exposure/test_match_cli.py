@@ -9,7 +9,9 @@ import time
 import zipfile
 from pathlib import Path
 
-from agent.protocol.export import SignatureInfo, build_export
+from support.exportkit import standard_export
+
+from agent.protocol.export import SignatureInfo
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -45,16 +47,7 @@ def test_a_signed_list_with_a_contact_notifies_once(tmp_path: Path) -> None:
     store.close()
     signer = generate_signing_key()
     keys = [key, *(PublishedKey(os.urandom(16), key.rolling_start_interval_number) for _ in range(300))]
-    zip_bytes = build_export(
-        keys,
-        start=int(now) - 7200,
-        end=int(now) - 60,
-        region="CH",
-        batch_num=1,
-        batch_size=1,
-        signature_info=INFO,
-        private_key=signer,
-    )
+    zip_bytes = standard_export(signer, keys, start=int(now) - 7200, end=int(now) - 60, signature_info=INFO)
     (tmp_path / "list.zip").write_bytes(zip_bytes)
     (tmp_path / "pub.pem").write_text(public_key_pem(signer.public_key()))
     out = run(
@@ -76,15 +69,8 @@ def test_a_signed_list_with_a_contact_notifies_once(tmp_path: Path) -> None:
 
 def test_bad_lists_are_refused_in_one_line_and_change_nothing(tmp_path: Path) -> None:
     signer, other = generate_signing_key(), generate_signing_key()
-    good = build_export(
-        [PublishedKey(os.urandom(16), 2_800_000)],
-        start=1,
-        end=2,
-        region="X",
-        batch_num=1,
-        batch_size=1,
-        signature_info=INFO,
-        private_key=signer,
+    good = standard_export(
+        signer, [PublishedKey(os.urandom(16), 2_800_000)], start=1, end=2, region="X", signature_info=INFO
     )
     (tmp_path / "other.pem").write_text(public_key_pem(other.public_key()))
     (tmp_path / "signer.pem").write_text(public_key_pem(signer.public_key()))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.exportkit import standard_export
 
 from agent.clock import day_of
 from agent.exposure import HeardIds, process_export, processed_before
@@ -21,7 +22,6 @@ from agent.protocol.export import (
     ExportError,
     SignatureInfo,
     StreamedExport,
-    build_export,
     export_identity,
     verify_export_stream,
     zip_export,
@@ -46,15 +46,8 @@ def signer() -> ec.EllipticCurvePrivateKey:
 def export_file(signer: ec.EllipticCurvePrivateKey, seed: int, extra: tuple[PublishedKey, ...] = ()) -> bytes:
     rng = random.Random(seed)
     keys = [PublishedKey(rng.randbytes(16), (TODAY - rng.randrange(1, 10)) * 144) for _ in range(200)]
-    return build_export(
-        [*keys, *extra],
-        start=int(NOW) - 86400,
-        end=int(NOW) - 3600,
-        region="XX",
-        batch_num=1,
-        batch_size=1,
-        signature_info=INFO,
-        private_key=signer,
+    return standard_export(
+        signer, [*keys, *extra], start=int(NOW) - 86400, end=int(NOW) - 3600, region="XX", signature_info=INFO
     )
 
 
@@ -97,16 +90,14 @@ def test_a_resigned_copy_is_verified_then_known_by_its_export_bin(
     match(store, data, signer)
     export_bin, _ = entries(data)
     streamed = verify_export_stream(io.BytesIO(data), {"228": signer.public_key()}, now=NOW)
-    resigned = build_export(  # the same keys signed again: ECDSA's fresh nonce makes another export.sig
+    resigned = standard_export(
+        signer,
         list(next(streamed.keys())),
         start=int(NOW) - 86400,
         end=int(NOW) - 3600,
         region="XX",
-        batch_num=1,
-        batch_size=1,
         signature_info=INFO,
-        private_key=signer,
-    )
+    )  # the same keys signed again: ECDSA's fresh nonce makes another export.sig
     assert entries(resigned)[0] == export_bin and not processed_before(store, io.BytesIO(resigned))
     again = verify_export_stream(io.BytesIO(resigned), {"228": signer.public_key()}, now=NOW)
     outcome = process_export(store, SchemeName.GAEN, again, "t", NOW, RiskSettings(), 0.0)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.exportkit import standard_export
 
 from agent.clock import day_of
 from agent.exposure import process_export, process_list
 from agent.match_workers import MIN_KEYS_PER_WORKER, ChunkMatcher, match_chunks, worker_count
 from agent.matching import SightingIndex
-from agent.protocol.export import ExportError, SignatureInfo, build_export, verify_export, verify_export_stream
+from agent.protocol.export import ExportError, SignatureInfo, verify_export, verify_export_stream
 from agent.risk import RiskSettings
 from agent.schemes import dp3t, gaen
 from agent.schemes.base import SchemeName
@@ -70,16 +71,7 @@ def gaen_case(n_keys: int, planted: int, seed: int) -> tuple[list[PublishedKey],
 
 
 def signed(keys: list[PublishedKey], signer: ec.EllipticCurvePrivateKey) -> bytes:
-    return build_export(
-        keys,
-        start=int(NOW) - 86400,
-        end=int(NOW) - 3600,
-        region="XX",
-        batch_num=1,
-        batch_size=1,
-        signature_info=INFO,
-        private_key=signer,
-    )
+    return standard_export(signer, keys, start=int(NOW) - 86400, end=int(NOW) - 3600, region="XX", signature_info=INFO)
 
 
 @pytest.fixture(scope="module")

@@ -135,8 +135,10 @@ def proxied(tmp_path: Path) -> Iterator[Proxied]:
     backend_toml.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {backend_port}\ntrust_forwarded_for = true\n'
         f'data_dir = "{tmp_path / "backend"}"\nclock = "{clock.spec()}"\n'
-        "[ebid]\npow_difficulty = 8\n[upload]\nmin_response_seconds = 0.2\ntoken_ttl_seconds = 86400\n"
-    )
+        "[ebid]\npow_difficulty = 8\nchallenge_ttl_seconds = 86400\n"
+        "[upload]\nmin_response_seconds = 0.2\ntoken_ttl_seconds = 86400\n"
+    )  # TTLs of a simulated day: at 3600x the default 600 s challenge lives 0.17 real seconds, less than a
+    # loaded machine takes from the challenge to the registration
     backend_config_from_dict({"server": {"host": "127.0.0.1", "port": backend_port}})
     keygen = proxitrace("backend", "keygen", "--config", str(backend_toml))
     assert keygen.returncode == 0, keygen.stderr

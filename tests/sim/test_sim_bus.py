@@ -18,7 +18,8 @@ from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from support.simtools import FD6F, RawAdvertiser, add_match, advert_props, bluez_call, eventually
+from support.polling import eventually
+from support.simtools import FD6F, RawAdvertiser, add_match, advert_props, bluez_call
 
 from agent.sim.air_log import END_CLIENT_GONE, END_DATA_CHANGED, instances, is_non_resolvable_private, violations
 from agent.sim.control import SimControl, SimControlError

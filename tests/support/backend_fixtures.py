@@ -1,10 +1,12 @@
-"""The fixtures the server and the sync tests share: a simulated clock, a signing key, a real backend on
-127.0.0.1 and an HTTP session, and the engine under the backend's store. Each suite's conftest imports
-them (and ``pytest_generate_tests``), so pytest registers them there.
+"""The fixtures the backend's suites (server, sync, portal) share: a simulated clock, a signing key, a real
+backend on 127.0.0.1 and an HTTP session, and the engine under the backend's store. tests/conftest.py
+registers this module once as a plugin (``pytest_plugins``), so the fixtures are there for every test.
 
-Every test that starts a backend runs twice, on SQLite and on PostgreSQL (``backend_engine``): a test
-module using the backend harness (``backend_config``/``running_backend``) or the ``running`` fixture
-gets both; ``@pytest.mark.sqlite_only`` keeps a test about the SQLite file itself to one run."""
+Every test of those suites that starts a backend runs twice, on SQLite and on PostgreSQL
+(``backend_engine``): a test module using the backend harness (``backend_config``/``running_backend``) or
+the ``running`` fixture gets both; ``@pytest.mark.sqlite_only`` keeps a test about the SQLite file itself
+to one run. Elsewhere (the daemon, wearable, docs and packaging tests) a backend is one prop of a wider
+test and runs on SQLite only, as it did when each suite's conftest imported these fixtures."""
 
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +21,17 @@ from support.postgres import TEST_CLUSTER_ENV, postgres_cluster
 
 __all__ = ["backend_engine", "clock", "http", "postgres_cluster", "pytest_generate_tests", "running", "signing_key"]
 ENGINES = ("sqlite", "postgresql")
+TESTS = Path(__file__).resolve().parents[1]
+BACKEND_SUITES = frozenset({"server", "sync", "portal"})  # the suites about the backend: both engines each
+
+
+def _in_backend_suite(path: Path) -> bool:
+    return any(TESTS / suite in path.resolve().parents for suite in BACKEND_SUITES)
 
 
 def _uses_backend(metafunc: pytest.Metafunc) -> bool:
+    if not _in_backend_suite(metafunc.definition.path):
+        return False
     module = metafunc.module
     harness = any(hasattr(module, name) for name in ("backend_config", "running_backend", "open_backend"))
     return (harness or "running" in metafunc.fixturenames) and metafunc.definition.get_closest_marker(

@@ -1,11 +1,12 @@
-"""Helpers for the BLE edge tests: schemes with fresh keys, agents on their own event loop, polling."""
+"""Helpers for the BLE edge tests: schemes with fresh keys and agents on their own event loop (polling is in
+support.polling)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -87,21 +88,6 @@ class AgentThread:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(15)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, every: float = 0.05) -> None:
-    """Poll a condition (sync or async) until it holds; fail with the timeout otherwise."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(every)
 
 
 @asynccontextmanager

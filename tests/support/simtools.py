@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dbus_fast import Message, MessageType, Variant
@@ -97,13 +96,3 @@ async def add_match(bus: MessageBus, rule: str) -> None:
         )
     )
     assert reply.message_type is MessageType.METHOD_RETURN, reply.error_name
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, every: float = 0.05) -> None:
-    """Poll an async condition until it holds; fail the test with the timeout otherwise."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(every)

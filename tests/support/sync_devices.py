@@ -10,7 +10,9 @@ import aiohttp
 
 from agent.clock import Clock
 from agent.keys import KeyRing
+from agent.schemes import gaen
 from agent.schemes.base import SchemeName
+from agent.sightings import SightingWindow
 from agent.store import Store
 from agent.sync import KeyServer, SyncService, SyncSettings
 from support.backend_harness import ADMIN_TOKEN, RunningBackend
@@ -39,6 +41,31 @@ def make_device(
     )  # a manual clock: submissions go at once (their spread is tested in tests/sync/test_sync_submissions.py)
     client = SyncService(http, settings, clock, store, rng=random.Random(7))
     return Device(store, client, KeyRing(store, scheme))
+
+
+def heard_gaen_key(tek: bytes, interval: int) -> list[SightingWindow]:
+    """What a device stores after hearing the phone behind a GAEN key ``tek`` for the ten minutes of
+    ``interval``: one window a minute of that interval's RPI (3 packets at -62..-58 dBm, a -8 dBm TX power in
+    the encrypted metadata), so the key matches with a real attenuation once it is published."""
+    rpi = gaen.rpi(gaen.rpik(tek), interval)
+    aem = gaen.encrypt_metadata(gaen.aemk(tek), rpi, gaen.metadata(-8))
+    start = interval * 600
+    return [
+        SightingWindow(
+            SchemeName.GAEN,
+            rpi,
+            start + 60 * m,
+            3,
+            -62,
+            -58,
+            -180,
+            None,
+            aem,
+            start + 60 * m + 1.0,
+            start + 60 * m + 55.0,
+        )
+        for m in range(10)
+    ]
 
 
 async def issue(http: aiohttp.ClientSession, rb: RunningBackend, what: str) -> str:

@@ -13,14 +13,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_harness import backend_config, running_backend
-from support.sync_devices import make_device
+from support.sync_devices import heard_gaen_key, make_device
 
 from agent.clock import ManualClock
 from agent.protocol.export import zip_export
 from agent.risk import RiskSettings
-from agent.schemes import gaen
 from agent.schemes.base import SchemeName
-from agent.sightings import SightingWindow
 from agent.signing_keys import parse_public_key
 from agent.sync import KeyServer
 
@@ -53,29 +51,6 @@ async def key_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path, list[tupl
         await server.close()
 
 
-def heard_real_key(key_hex: str, interval: int) -> list[SightingWindow]:
-    tek = bytes.fromhex(key_hex)
-    rpi = gaen.rpi(gaen.rpik(tek), interval)
-    aem = gaen.encrypt_metadata(gaen.aemk(tek), rpi, gaen.metadata(-8))
-    start = interval * 600
-    return [
-        SightingWindow(
-            SchemeName.GAEN,
-            rpi,
-            start + 60 * m,
-            3,
-            -62,
-            -58,
-            -180,
-            None,
-            aem,
-            start + 60 * m + 1.0,
-            start + 60 * m + 55.0,
-        )
-        for m in range(10)
-    ]
-
-
 async def test_follow_a_gaen_key_server(
     tmp_path: Path,
     key_server: tuple[str, Path, list[tuple[str, int]]],
@@ -90,7 +65,7 @@ async def test_follow_a_gaen_key_server(
     async with running_backend(backend_config(tmp_path / "backend"), clock, signing_key) as rb:
         device = make_device(tmp_path, "b", rb.url, rb, http, clock, SchemeName.GAEN, key_server=ks)
         real = decoded["keys"][0]
-        device.store.add_windows(heard_real_key(real["key_data"], real["rolling_start_interval_number"]))
+        device.store.add_windows(heard_gaen_key(bytes.fromhex(real["key_data"]), real["rolling_start_interval_number"]))
 
         outcome = await device.client.sync(SchemeName.GAEN, RiskSettings(), 0.0)
         assert (outcome.lists, outcome.keys, outcome.matched_keys, outcome.problems) == (1, 2, 1, ())

@@ -19,15 +19,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_harness import T0, RunningBackend
+from support.exportkit import standard_export
+from support.sync_devices import heard_gaen_key
 
 from agent.clock import ManualClock, day_of
 from agent.match_workers import MIN_KEYS_PER_WORKER
-from agent.protocol.export import SignatureInfo, build_export
+from agent.protocol.export import SignatureInfo
 from agent.risk import RiskSettings
-from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
-from agent.sightings import SightingWindow
 from agent.store import Store
 from agent.sync import KeyServer, SyncService, SyncSettings
 
@@ -37,43 +37,12 @@ INFO = SignatureInfo(verification_key_id="262", verification_key_version="v1")
 TICK_SECONDS = 0.005
 
 
-def heard_tek(tek: bytes, interval: int) -> list[SightingWindow]:
-    rpi = gaen.rpi(gaen.rpik(tek), interval)
-    aem = gaen.encrypt_metadata(gaen.aemk(tek), rpi, gaen.metadata(-8))
-    start = interval * 600
-    return [
-        SightingWindow(
-            SchemeName.GAEN,
-            rpi,
-            start + 60 * m,
-            3,
-            -62,
-            -58,
-            -180,
-            None,
-            aem,
-            start + 60 * m + 1.0,
-            start + 60 * m + 55.0,
-        )
-        for m in range(10)
-    ]
-
-
 @pytest.fixture(scope="module")
 def national() -> tuple[ec.EllipticCurvePrivateKey, bytes, list[PublishedKey]]:
     rng = random.Random(18)
     keys = [PublishedKey(rng.randbytes(16), (TODAY - rng.randrange(1, 14)) * 144, 144, 5, 1) for _ in range(KEYS)]
     signer = ec.generate_private_key(ec.SECP256R1())
-    data = build_export(
-        keys,
-        start=int(T0) - 86400,
-        end=int(T0) - 3600,
-        region="XX",
-        batch_num=1,
-        batch_size=1,
-        signature_info=INFO,
-        private_key=signer,
-    )
+    data = standard_export(signer, keys, start=int(T0) - 86400, end=int(T0) - 3600, region="XX", signature_info=INFO)
     return signer, data, rng.sample(keys, 3)
 
 
@@ -133,7 +102,7 @@ async def test_a_national_list_is_matched_over_the_workers_while_the_loop_keeps_
     signer, _, planted = national
     store = Store.open(tmp_path / "device")
     for key in planted:
-        store.add_windows(heard_tek(key.key_data, key.rolling_start_interval_number + 60))
+        store.add_windows(heard_gaen_key(key.key_data, key.rolling_start_interval_number + 60))
     settings = SyncSettings(
         base_url=running.url,
         public_key=running.public_key,

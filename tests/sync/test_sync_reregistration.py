@@ -14,14 +14,13 @@ import contextlib
 import hashlib
 import shutil
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from support.backend_calls import buy_tokens, post
 from support.backend_harness import T0, RunningBackend, heard
+from support.polling import until
 from support.sync_devices import Device, issue, make_device
 
 from agent.clock import ManualClock
@@ -105,13 +104,13 @@ async def test_the_loop_registers_again_within_the_spread_not_the_status_interva
     results: list[tuple[object, float]] = []
     loop = asyncio.create_task(a.client.run_ebid(lambda result, delay: results.append((result, delay))))
     try:
-        assert await until(lambda: len(results) == 1)
+        assert await until(lambda: len(results) == 1, 30)
         erased, delay = results[0]
         assert isinstance(erased, wire.RiskVerdict) and erased.must_register_again
         assert 0 <= delay <= a.client.settings.reregister_spread_seconds < a.client.settings.status_interval_seconds
         assert a.ring.ebid_periods_left(clock.now()) == 0  # nothing to advertise until then
         await clock.advance(delay)
-        assert await until(lambda: len(results) == 2)
+        assert await until(lambda: len(results) == 2, 30)
         again, next_delay = results[1]
         assert isinstance(again, wire.RiskVerdict) and not again.at_risk
         assert next_delay >= a.client.settings.status_interval_seconds  # back to the ordinary pace
@@ -120,15 +119,6 @@ async def test_the_loop_registers_again_within_the_spread_not_the_status_interva
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop
-
-
-async def until(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.05)
-    return check()
 
 
 async def test_a_device_the_backend_forgot_registers_again_with_its_capability(

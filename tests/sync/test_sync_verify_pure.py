@@ -9,8 +9,9 @@ from typing import BinaryIO
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.exportkit import standard_export
 
-from agent.protocol.export import SignatureInfo, build_export, zip_export
+from agent.protocol.export import SignatureInfo, zip_export
 from agent.protocol.jws import sign_response
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
@@ -27,16 +28,7 @@ def response(
 ) -> tuple[dict[str, str], bytes, list[PublishedKey]]:
     keys = [PublishedKey(os.urandom(16), 2_939_000)]
     if body is None:
-        body = build_export(
-            keys,
-            start=int(NOW) - 7200,
-            end=int(NOW) - 60,
-            region="XX",
-            batch_num=1,
-            batch_size=1,
-            signature_info=INFO,
-            private_key=KEY,
-        )
+        body = standard_export(KEY, keys, start=int(NOW) - 7200, end=int(NOW) - 60, region="XX", signature_info=INFO)
     claims = {"key-bundle-tag": str(tag if claims_tag is None else claims_tag), "scheme": scheme}
     headers = {
         BUNDLE_TAG_HEADER: str(tag),

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_calls import exchange
 from support.backend_harness import backend_config, running_backend
 from support.led_patterns import shown_by
+from support.polling import until
 
 from agent import signing_keys
 from agent.clock import SystemClock
@@ -48,15 +49,6 @@ class ButtonAndLedDouble:
         self.levels.put_nowait((True, time.monotonic()))
         await asyncio.sleep(seconds)
         self.levels.put_nowait((False, time.monotonic()))
-
-
-async def until(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.1)
-    return check()
 
 
 async def led_shows(panel: ButtonAndLedDouble, seconds: float) -> Shown | None:
