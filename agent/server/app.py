@@ -297,7 +297,8 @@ async def _onset(request: web.Request) -> web.Response:
 
 async def _tan_check(request: web.Request) -> web.Response:
     b = _backend(request)
-    return _json_bytes(wire.tan_grant_bytes(b.uploads.check_tan(await _body(request), _client_address(request, b))))
+    grant = await asyncio.to_thread(b.uploads.check_tan, await _body(request), _client_address(request, b))
+    return _json_bytes(wire.tan_grant_bytes(grant))
 
 
 def _json_bytes(body: bytes) -> web.Response:

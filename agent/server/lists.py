@@ -73,6 +73,9 @@ class Lists:
         self._bucket = config.lists.bucket_seconds
         self._cache_tag = -1
         self._cache: dict[tuple[SchemeName, int], tuple[bytes, str]] = {}
+        # One build at a time: when a bucket closes every pull misses the cache at once, and each building the
+        # same export (a national list: seconds of work) multiplied the work by the pulls waiting.
+        self._building = threading.Lock()
         self._published_tag = -1
 
     def _oldest_tag(self, current: int) -> int:
@@ -93,9 +96,12 @@ class Lists:
             self._cache_tag = current
         cached = self._cache.get((scheme, after))
         if cached is None:
-            keys = self._store.released_keys(scheme, after, current)
-            body = self._signer.export(keys, after // 1000, current // 1000) if keys else b""
-            cached = self._cache[(scheme, after)] = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
+            with self._building:
+                cached = self._cache.get((scheme, after))  # built by the pull this one waited for
+                if cached is None:
+                    keys = self._store.released_keys(scheme, after, current)
+                    body = self._signer.export(keys, after // 1000, current // 1000) if keys else b""
+                    cached = self._cache[(scheme, after)] = (body, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
         body, etag = cached
         claims = {"key-bundle-tag": str(current), "scheme": scheme.value}
         return ListResponse(

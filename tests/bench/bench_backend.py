@@ -22,14 +22,13 @@ import json
 import os
 import random
 import ssl
-import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from _backend_setup import timed
 from aiohttp import web
 
 from agent import risk
@@ -52,29 +51,6 @@ T0 = 1_763_978_400.0  # a 10:00 UTC
 KEYS_PER_UPLOAD = 30
 REAL_KEYS = 14
 JSON = {"Content-Type": "application/json"}
-
-
-async def timed(n: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> dict[str, float]:
-    """Run ``one(i)`` for i < n, ``concurrency`` at a time; rate and latency percentiles."""
-    sem = asyncio.Semaphore(concurrency)
-    latencies: list[float] = []
-
-    async def run(i: int) -> None:
-        async with sem:
-            t = time.perf_counter()
-            await one(i)
-            latencies.append(time.perf_counter() - t)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(run(i) for i in range(n)))
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    return {
-        "count": n,
-        "per_second": round(n / elapsed, 1),
-        "p50_ms": round(1000 * statistics.median(latencies), 2),
-        "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 2),
-    }
 
 
 async def bench(

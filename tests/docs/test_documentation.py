@@ -10,6 +10,8 @@ command left the guides or whose runner no longer runs it.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.postgres import Cluster
 
 from agent import signing_keys
 from agent.config import ConfigError, config_from_dict, sync_settings, wearable_settings
@@ -102,6 +105,10 @@ COMMANDS = {
     ".venv/bin/python -m pytest": (".ci/run", "'^sudo .*# tests$'"),
     ".venv/bin/ruff check .": (".ci/run", "ruff check ."),
     ".venv/bin/python tests/bench/bench_schemes.py": ("tests/docs/test_documentation.py", '"bench_schemes.py"'),
+    ".venv/bin/python tests/bench/bench_backend_workers.py --quick": (
+        "tests/docs/test_documentation.py",
+        '"bench_backend_workers.py", "--quick"',
+    ),
     "hw/vm/run python -m pytest -m bluez": (".ci/run", "hw/vm/run python -m pytest -m bluez"),
     "sudo apt-get install -y ./proxitrace_*.deb": (
         "hw/deb-check",
@@ -246,6 +253,31 @@ def test_bench_schemes_runs_as_documented() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0 and "dp3t" in out.stdout.lower(), out.stderr
+
+
+def test_bench_backend_workers_runs_as_documented(postgres_cluster: Cluster) -> None:
+    """``--quick`` with smaller numbers still: the bench starts its own cluster (the fixture stands for
+    PostgreSQL being installed: it fails in CI without it and skips elsewhere)."""
+    tiny = ["--devices", "2000", "--seconds", "1", "--multiples", "10", "--capacity-requests", "40"]
+    tiny += ["--publish-keys", "2000", "--no-dummy-mix"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "bench" / "bench_backend_workers.py"), "--quick", *tiny],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["sample"]["row_shapes"] == result["sample"]["bulk_row_shapes"]
+    assert result["list_publish"]["files"] == 1 and result["list_publish"]["keys"] == 2000
+    for workers in ("workers_1", "workers_2"):
+        [run] = result[workers]["agent_defaults"]["runs"]
+        assert run["errors"] == 0 and run["endpoints"]["health_get"]["requests"] > 0, run
+        capacity = result[workers]["capacity"]
+        assert capacity["status_poll"]["count"] == 40  # bulk-loaded devices' polls, each answered 200
+        assert capacity["health_get"]["ratio_to_health"] == 1.0
 
 
 def test_indented_blocks_are_found_and_bad_fences_refused() -> None:

@@ -1,0 +1,3 @@
+from support.postgres import postgres_cluster
+
+__all__ = ["postgres_cluster"]
