@@ -56,6 +56,7 @@ WAL_LIMIT_BYTES = 4 * 1024 * 1024
 # a small fraction of the 1000-page checkpoint, so no single transaction swells the WAL.
 RETENTION_SLICE_SECONDS = 3600
 VACUUM_SLICE_PAGES = 256
+INCREMENTAL_VACUUM = 2  # what PRAGMA auto_vacuum reads back for INCREMENTAL
 log = logging.getLogger("agent.store")  # the store's one logger name, whichever module of it speaks
 
 
@@ -179,9 +180,13 @@ class Store:
                 f"{self.path}: schema version {version} is newer than this agent knows "
                 f"({SCHEMA_VERSION}); upgrade proxitrace"
             )
-        if version == 0:
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL_VACUUM:
+            # A new file, or one made without it (by hand, by another tool): retention could never give
+            # pages back. The mode takes effect only through a VACUUM, which rewrites the file once.
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            conn.execute("VACUUM")  # auto_vacuum takes effect on an empty database only after a VACUUM
+            conn.execute("VACUUM")
+            if version:
+                log.info("store: %s rewritten once so that retention gives its pages back", self.path)
         for step in range(version, SCHEMA_VERSION):
             with self.transaction():
                 for statement in MIGRATIONS[step]:
@@ -431,8 +436,13 @@ class Store:
     def _give_pages_back(self) -> Iterator[int]:
         """Return the free pages to the file system, a slice per transaction (see ``retention_steps``)."""
         conn = self.db.conn
-        while conn.execute("PRAGMA freelist_count").fetchone()[0] > 0:
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        while free > 0:
             conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_SLICE_PAGES});")  # execute() frees one page
+            left = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if left >= free:  # no progress (not in incremental mode after all): never loop on it
+                return
+            free = left
             yield 0
 
     def wipe(self) -> None:
