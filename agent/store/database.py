@@ -411,12 +411,12 @@ class Store:
         """``enforce_retention`` one transaction at a time, for a caller (the daemon's loop) that lets other
         work run between them; yields the windows each step deleted, and no transaction is open at a yield.
 
-        Why in slices: a day's rows sit on nearly every leaf of the ID-ordered sightings table, so one
-        transaction deleting them all puts about the whole database in the WAL at once, and the file kept
-        that size. An hour of windows (``RETENTION_SLICE_SECONDS``) per transaction and
-        ``VACUUM_SLICE_PAGES`` pages per vacuum keep each transaction small, so the automatic checkpoint runs
-        between them and the WAL stays near ``WAL_LIMIT_BYTES``. A crash between slices leaves old rows
-        that the next run deletes."""
+        Why in slices: one transaction for a day's rows rewrites about half the file (measured: a day of four
+        wrote 1200 of 2476 pages, the vacuum after it 471 more: the ID-ordered table's leaves that held the
+        day's IDs, the siblings rebalanced with them, the index's range), and the WAL file kept that size.
+        An hour of windows (``RETENTION_SLICE_SECONDS``) and ``VACUUM_SLICE_PAGES`` pages per transaction
+        keep each small, so the automatic checkpoint runs between them and the WAL stays near
+        ``WAL_LIMIT_BYTES``. A crash between slices leaves old rows that the next run deletes."""
         cutoff = int(now) - days * DAY
         conn = self.db.conn
         with self.transaction():

@@ -4,8 +4,8 @@ The real Store is driven through simulated days at one fixed daily volume (peers
 per peer per hour, written in the batches a daemon's flusher writes) with retention run at each day's start,
 as the daemon runs it. What counts is what the disk holds: the database file plus its WAL, read after every
 write. With the window full the data are the same every day, so anything that grows is the store's own doing:
-before the fix the WAL kept the high-water mark of the biggest transaction (retention's delete touches nearly
-every leaf of the ID-ordered table), about the whole database again.
+before the fix the WAL file kept the size of the biggest transaction it ever held: retention's one delete and
+vacuum, which rewrite about half the database.
 """
 
 import random
