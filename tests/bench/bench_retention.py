@@ -6,8 +6,9 @@ two sightings a peer a minute) is folded by the real aggregator and flushed ever
 simulated time (1200: the soak's 2-s flush at 600x); retention runs daily as the daemon runs it. For each day
 it prints the largest DB + WAL seen at the hourly samples and what made it up: the DB and WAL files, the pages
 of the sightings table and of its index (SQLite's dbstat), free pages and rows; then the same growth figure
-the soak prints (first day retention bites to the largest day after it) and the largest size seen while
-retention itself ran. Issue 19's cause was found with it: the WAL kept the size of retention's one big
+the soak prints (first day retention bites to the largest day after it), the largest size seen while
+retention itself ran, and how long the daemon's loop waits for retention (its longest step) against the
+whole run. Issue 19's cause was found with it: the WAL kept the size of retention's one big
 transaction, and the figure climbed while the pages per row stayed put.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import random
 import tempfile
+import time
 from pathlib import Path
 
 from agent.clock import DAY
@@ -51,6 +53,7 @@ def run(days: int, retention_days: int, flush_s: int, state: Path) -> None:
     ids: dict[int, tuple[bytes, int]] = {}
     daily: dict[int, dict[str, int]] = {}
     retention_peak = 0
+    runs: list[tuple[float, float]] = []  # (whole retention run, its longest step) in seconds
     files = [state / DB_FILE, state / (DB_FILE + "-wal")]
 
     def watch(_statement: str) -> None:
@@ -73,7 +76,12 @@ def run(days: int, retention_days: int, flush_s: int, state: Path) -> None:
             next_flush += flush_s
         if t >= next_retention:
             store.db.conn.set_trace_callback(watch)
-            store.enforce_retention(T0 + t, retention_days)
+            steps = []
+            began = mark = time.perf_counter()
+            for _ in store.retention_steps(T0 + t, retention_days):
+                steps.append(time.perf_counter() - mark)
+                mark = time.perf_counter()
+            runs.append((time.perf_counter() - began, max(steps)))
             store.db.conn.set_trace_callback(None)
             watch("")
             next_retention += DAY
@@ -95,6 +103,11 @@ def run(days: int, retention_days: int, flush_s: int, state: Path) -> None:
         peak = max(daily[d]["total"] for d in range(bitten + 1, days))
         print(f"peak growth after retention bites (day {bitten} -> largest later day): {(peak - first) / first:+.4f}")
     print(f"largest DB + WAL while retention ran: {retention_peak / 1e6:.2f} MB")
+    whole, step = max(runs)
+    print(
+        f"longest retention run {whole * 1e3:.1f} ms; the daemon's loop waits at most its longest step,"
+        f" {step * 1e3:.1f} ms ({step / whole:.2f} of it)"
+    )
 
 
 def main() -> None:
