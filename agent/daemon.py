@@ -351,7 +351,10 @@ class Daemon:
 
     async def _retention(self) -> None:
         while True:
-            removed = self.store.enforce_retention(self.clock.now(), self.config.agent.retention_days)
+            removed = 0
+            for deleted in self.store.retention_steps(self.clock.now(), self.config.agent.retention_days):
+                removed += deleted
+                await asyncio.sleep(0)  # one transaction at a time: the scanner's callbacks run in between
             log.info("retention: %d old sighting windows deleted", removed)
             await self.clock.sleep(RETENTION_SECONDS)
 

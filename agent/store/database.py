@@ -7,7 +7,9 @@ Why it looks like this:
 - Contact data is sensitive: the directory is 0700 and every file 0600 *from creation* (umask, never a
   chmod after), nothing here can hold a BLE address, a location or a name, and retention deletes
   everything older than the epidemiological window, then gives the pages back (incremental vacuum).
-- WAL mode with synchronous=NORMAL: a kill -9 loses no committed transaction.
+- WAL mode with synchronous=NORMAL: a kill -9 loses no committed transaction. Weeks unattended, DB + WAL
+  must stay flat once retention bites (issue 19): the WAL is cut back to ``WAL_LIMIT_BYTES`` after each
+  checkpoint, and retention runs as small transactions, so the WAL never keeps the size of one big one.
 - Weeks unattended: a disk that fills or turns read-only must not lose what is being heard, so a failed
   flush keeps its windows in memory (folded, up to ``MAX_UNWRITTEN_WINDOWS``) and the next flush retries;
   a directory that cannot hold an SQLite database at all (read-only, no POSIX locks or no shared-memory
@@ -46,6 +48,15 @@ from agent.store.faults import (
 )
 from agent.store.schema import DB_FILE, MIGRATIONS, SCHEMA_VERSION, SCHEME_CODES, SCHEMES_BY_CODE, UPSERT
 
+# What the WAL file is cut back to when a checkpoint has emptied it (SQLite's journal_size_limit): the
+# 1000 pages of 4 KiB after which SQLite checkpoints by itself, so a WAL at rest holds at most one
+# checkpoint's worth and the file no longer keeps the size of the biggest transaction it ever held.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
+# Retention deletes an hour of windows per transaction and vacuums this many pages per transaction: each is
+# a small fraction of the 1000-page checkpoint, so no single transaction swells the WAL.
+RETENTION_SLICE_SECONDS = 3600
+VACUUM_SLICE_PAGES = 256
+INCREMENTAL_VACUUM = 2  # what PRAGMA auto_vacuum reads back for INCREMENTAL
 log = logging.getLogger("agent.store")  # the store's one logger name, whichever module of it speaks
 
 
@@ -143,6 +154,7 @@ class Store:
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
                 conn.execute("PRAGMA foreign_keys=ON")
                 store = cls(Connection(conn), path)
                 problem = integrity_problem(conn) if check_integrity and not create else None
@@ -168,9 +180,13 @@ class Store:
                 f"{self.path}: schema version {version} is newer than this agent knows "
                 f"({SCHEMA_VERSION}); upgrade proxitrace"
             )
-        if version == 0:
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL_VACUUM:
+            # A new file, or one made without it (by hand, by another tool): retention could never give
+            # pages back. The mode takes effect only through a VACUUM, which rewrites the file once.
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            conn.execute("VACUUM")  # auto_vacuum takes effect on an empty database only after a VACUUM
+            conn.execute("VACUUM")
+            if version:
+                log.info("store: %s rewritten once so that retention gives its pages back", self.path)
         for step in range(version, SCHEMA_VERSION):
             with self.transaction():
                 for statement in MIGRATIONS[step]:
@@ -388,22 +404,54 @@ class Store:
     # -- retention and erasure ----------------------------------------------------------------------------------
 
     def enforce_retention(self, now: float, days: int = 14) -> int:
-        """Delete everything older than ``days`` days, then return the freed pages to the file system."""
+        """Delete everything older than ``days`` days, then give the freed pages back; the windows deleted."""
+        return sum(self.retention_steps(now, days))
+
+    def retention_steps(self, now: float, days: int = 14) -> Iterator[int]:
+        """``enforce_retention`` one transaction at a time, for a caller (the daemon's loop) that lets other
+        work run between them; yields the windows each step deleted, and no transaction is open at a yield.
+
+        Why in slices: one transaction for a day's rows rewrites about half the file (measured: a day of four
+        wrote 1200 of 2476 pages, the vacuum after it 471 more: the ID-ordered table's leaves that held the
+        day's IDs, the siblings rebalanced with them, the index's range), and the WAL file kept that size.
+        An hour of windows (``RETENTION_SLICE_SECONDS``) and ``VACUUM_SLICE_PAGES`` pages per transaction
+        keep each small, so the automatic checkpoint runs between them and the WAL stays near
+        ``WAL_LIMIT_BYTES``. A crash between slices leaves old rows that the next run deletes."""
         cutoff = int(now) - days * DAY
-        with self.transaction() as conn:
-            deleted = conn.execute("DELETE FROM sightings WHERE window_start < ?", (cutoff,)).rowcount
+        conn = self.db.conn
+        with self.transaction():
             conn.execute("DELETE FROM own_keys WHERE valid_until < ?", (cutoff,))
             conn.execute("DELETE FROM exposures WHERE day < ?", (cutoff // DAY,))
             conn.execute("DELETE FROM processed_lists WHERE processed_at < ?", (cutoff,))
-        self.db.conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free a single page
-        return deleted
+        yield 0
+        while (oldest := conn.execute("SELECT min(window_start) FROM sightings").fetchone()[0]) is not None:
+            if oldest >= cutoff:
+                break
+            with self.transaction():
+                edge = min(oldest + RETENTION_SLICE_SECONDS, cutoff)
+                deleted = conn.execute("DELETE FROM sightings WHERE window_start < ?", (edge,)).rowcount
+            yield deleted
+        yield from self._give_pages_back()
+
+    def _give_pages_back(self) -> Iterator[int]:
+        """Return the free pages to the file system, a slice per transaction (see ``retention_steps``)."""
+        conn = self.db.conn
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        while free > 0:
+            conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_SLICE_PAGES});")  # execute() frees one page
+            left = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if left >= free:  # no progress (not in incremental mode after all): never loop on it
+                return
+            free = left
+            yield 0
 
     def wipe(self) -> None:
         """The user's right to erase: every row of every table, then the pages."""
         with self.transaction() as conn:
             for table in ("sightings", "own_keys", "processed_lists", "exposures", "credentials"):
                 conn.execute(f"DELETE FROM {table}")
-        self.db.conn.executescript("PRAGMA incremental_vacuum;")  # execute() would free a single page
+        for _ in self._give_pages_back():
+            pass
         self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def size_bytes(self) -> int:

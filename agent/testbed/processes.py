@@ -214,13 +214,16 @@ def wait_until_up(
     return time.time()
 
 
-def wait_for_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30, after: int = 0) -> str:
+def wait_for_url(
+    log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30, after: int = 0, scheme: str = "https"
+) -> str:
     """The URL the backend says it listens on, from its log past character ``after`` (a restarted
-    backend appends to the log of the one before it)."""
+    backend appends to the log of the one before it). ``scheme`` is the one the caller started it with
+    (the soak's backend runs without TLS): a URL of the other kind is not the backend it asked for."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log_path.read_text(errors="replace")[after:]
-        found = re.search(r"listening on (https://127\.0\.0\.1:\d+)", text)
+        found = re.search(rf"listening on ({re.escape(scheme)}://127\.0\.0\.1:\d+)", text)
         if found:
             return found[1]
         if proc.poll() is not None:

@@ -35,6 +35,7 @@ from agent.schemes.base import uuid128
 from agent.sim.control import SimControl
 from agent.sim.harness import SimBed
 from agent.store import DB_FILE
+from agent.testbed.processes import wait_for_url
 
 HOUR = 3600
 MINUTE = 60
@@ -121,6 +122,9 @@ class SoakResult:
             "db_growth_after_retention": round(self.growth_of_max("db_bytes", bitten, last), 4)
             if last > bitten
             else None,
+            "db_peak_growth_after_retention": round(self.peak_growth("db_bytes", bitten, last), 4)
+            if last > bitten
+            else None,
             "supervisor_restarts": self.restarts,
             "continuity": round(self.continuity, 5),
             "present_minutes": self.present_minutes,
@@ -137,6 +141,14 @@ class SoakResult:
 
     def growth_of_max(self, attr: str, first_day: int, last_day: int) -> float:
         a, b = self.day_max(attr, first_day), self.day_max(attr, last_day)
+        return (b - a) / a if a else 0.0
+
+    def peak_growth(self, attr: str, first_day: int, last_day: int) -> float:
+        """How far the largest daily maximum after ``first_day`` (up to ``last_day``) rose above that day's.
+        Unlike ``growth_of_max`` a last day with fewer peers (a weekend) cannot hide growth in between, nor
+        count as a store that failed to stay flat."""
+        a = self.day_max(attr, first_day)
+        b = max((self.day_max(attr, d) for d in range(first_day + 1, last_day + 1)), default=a)
         return (b - a) / a if a else 0.0
 
 
@@ -206,7 +218,7 @@ async def _soak(s: SoakSettings, workdir: Path) -> SoakResult:
         stderr=subprocess.STDOUT,
     )
     try:
-        url = _wait_for_url(backend_log, backend)
+        url = wait_for_url(backend_log, backend, scheme="http")
         sim_config = {
             "seed": s.seed,
             "tick_seconds": s.tick_seconds,
@@ -219,18 +231,6 @@ async def _soak(s: SoakSettings, workdir: Path) -> SoakResult:
         backend.send_signal(signal.SIGTERM)
         backend.wait(15)
     return result
-
-
-def _wait_for_url(log_path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log_path.read_text(errors="replace"))
-        if found:
-            return found[1]
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"the backend did not start: {log_path.read_text(errors='replace')[-500:]}")
 
 
 async def _drive(

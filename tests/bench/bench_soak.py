@@ -4,7 +4,8 @@ Run: python tests/bench/bench_soak.py [--days 14] [--speed 600] [--peers 50] [--
 (needs the ``plot`` extra for the PNG). 50 peers come and go on a daily schedule, the agent syncs daily against
 ``proxitrace backend serve`` on 127.0.0.1 and keeps 3 days (retention bites from day 4). Prints the growth
 figures and the targets:
-  RSS growth < 5 % from day 2 to the last day; DB size flat once retention bites (daily maximum within 10 %);
+  RSS growth < 5 % from day 2 to the last day; DB size flat once retention bites (no later day's maximum more
+  than 10 % above that of the first day retention bites: a weekend's smaller store is not growth);
   no fd or asyncio-task growth; 0 supervisor restarts; scan continuity >= 99.9 % of minutes with a peer in
   range. At 600x a simulated minute is 0.1 s: two air ticks, so a peer is reported about twice a minute.
 """
@@ -23,10 +24,10 @@ from agent.testbed.soak import SoakResult, SoakSettings, run_soak
 def targets(r: SoakResult) -> dict[str, bool]:
     f = r.figures()
     fds, tasks = f["fds_first_last_max"], f["tasks_first_last_max"]
-    db = f["db_growth_after_retention"]
+    db = f["db_peak_growth_after_retention"]
     return {
         "rss_growth_below_5pct": float(f["rss_growth"]) < 0.05,  # type: ignore[arg-type]
-        "db_flat_after_retention": db is None or abs(float(db)) <= 0.10,  # type: ignore[arg-type]
+        "db_flat_after_retention": db is None or float(db) <= 0.10,  # type: ignore[arg-type]
         "no_fd_growth": fds[1] <= fds[0],  # type: ignore[index]
         "no_task_growth": tasks[1] <= tasks[0],  # type: ignore[index]
         "no_supervisor_restarts": r.restarts == 0,
