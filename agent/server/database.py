@@ -255,6 +255,16 @@ class Database:
         finally:
             self._local.depth = 0
 
+    def lock_for_transaction(self, key: int) -> None:
+        """Inside ``transaction()``: wait for the lock ``key`` and hold it until the transaction ends, so
+        that transactions about one thing (a client's guesses) run one after another in every worker. On
+        PostgreSQL a transaction advisory lock; on SQLite nothing more is needed, ``BEGIN IMMEDIATE``
+        already holds the database's one write lock."""
+        if not getattr(self._local, "depth", 0):
+            raise DatabaseError("lock_for_transaction: outside a transaction")
+        if self.engine is Engine.POSTGRESQL:
+            self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
     @contextmanager
     def advisory_lock(self, key: int) -> Iterator[None]:
         """Hold the lock ``key`` for the block, waiting for it if another holder has it: any thread or
