@@ -1,6 +1,8 @@
 """`proxitrace backend serve --workers 2` against one PostgreSQL: both workers run, the TAN → token →
-upload and the EBID registration flows pass, and one TAN sent by many clients at once (spread over the
-workers) is spent exactly once. SQLite refuses several workers with one line."""
+upload and the EBID registration flows pass, one TAN sent by many clients at once (spread over the
+workers) is spent exactly once, and wrong TANs or admin tokens sent at once from one address are judged
+at most the limit's number of times, whichever worker takes them. SQLite refuses several workers with one
+line."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -36,21 +39,21 @@ class Served:
     pid: int
 
 
-def _config(tmp_path: Path, database: str) -> Path:
+def _config(tmp_path: Path, database: str, max_failures: int = 100) -> Path:
+    """By default a limit the refused re-spends of the flows test do not reach (that is not what it checks)."""
     path = tmp_path / "backend.toml"
     path.write_text(
         f'[server]\ndata_dir = "{tmp_path / "data"}"\ndatabase = "{database}"\nadmin_token = "{ADMIN_TOKEN}"\n'
         f"[upload]\nkeys_per_upload = {KEYS_PER_UPLOAD}\nmin_response_seconds = 0\n"
         "[ebid]\npow_difficulty = 8\n"
-        "[tan]\nmax_failures_per_hour = 100\n"  # the refused re-spends below are not what is limited here
+        f"[tan]\nmax_failures_per_hour = {max_failures}\n"
     )
     subprocess.run([sys.executable, "-m", "agent", "backend", "keygen", "--config", str(path)], check=True)
     return path
 
 
-@pytest.fixture
-def two_workers(tmp_path: Path, postgres_cluster: Cluster) -> Iterator[Served]:
-    config = _config(tmp_path, database_for(str(postgres_cluster.socket_dir), tmp_path / "data"))
+@contextmanager
+def serving_two_workers(config: Path) -> Iterator[Served]:
     server = subprocess.Popen(
         [sys.executable, "-m", "agent", "backend", "serve", "--config", str(config), "--port", "0", "--workers", "2"],
         stderr=subprocess.PIPE,
@@ -69,6 +72,12 @@ def two_workers(tmp_path: Path, postgres_cluster: Cluster) -> Iterator[Served]:
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path, postgres_cluster: Cluster) -> Iterator[Served]:
+    with serving_two_workers(_config(tmp_path, database_for(str(postgres_cluster.socket_dir), tmp_path / "data"))) as s:
+        yield s
 
 
 def _workers(pid: int) -> list[int]:
@@ -94,6 +103,34 @@ async def test_two_workers_pass_the_upload_and_ebid_flows_and_spend_a_tan_once(t
         batch = await batch_of(http, rb, await access_token(http, rb, creds))
         assert batch.entries
     assert len(_workers(two_workers.pid)) == 2  # neither worker fell over
+
+
+LIMIT = 4
+
+
+async def test_wrong_guesses_sent_at_once_to_two_workers_are_judged_limit_times(
+    tmp_path: Path, postgres_cluster: Cluster
+) -> None:
+    """3 x the limit at once, each on a connection of its own (so spread over both workers): exactly
+    ``LIMIT`` are judged, the rest refused with a Retry-After. Workers that drew a limiter secret each, or
+    checked before counting, would judge more."""
+    config = _config(tmp_path, database_for(str(postgres_cluster.socket_dir), tmp_path / "data"), LIMIT)
+    with serving_two_workers(config) as served:
+        assert len(_workers(served.pid)) == 2
+
+        async def ask(http: aiohttp.ClientSession, path: str, body: object, token: str | None) -> tuple[int, str]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with http.post(served.url + path, json=body, headers=headers) as r:
+                return r.status, r.headers.get("Retry-After", "")
+
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for path, body, token, judged in (
+                ("/v1/onset", {"tan": "AAAA-BBBB-CCCC"}, None, 403),
+                ("/v1/admin/tans", {}, "wrong-token", 401),
+            ):
+                answers = await asyncio.gather(*(ask(http, path, body, token) for _ in range(3 * LIMIT)))
+                assert sorted(status for status, _ in answers) == [judged] * LIMIT + [429] * (2 * LIMIT), path
+                assert all(int(retry) > 0 for status, retry in answers if status == 429)
 
 
 def test_several_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
