@@ -4,6 +4,7 @@ A backend can tell whose EBID it holds (the ECC decodes with the shared K_G) but
 EBID (it lacks that backend's BK_t), so it forwards those contacts over an authenticated backend-to-backend
 request. Forwards wait in the store's outbox and are retried with backoff, so a peer that is down loses
 nothing; each carries a random message id, and a peer stores a message once however often it arrives.
+Workers sharing one outbox deliver it one at a time (``run``), so a forward is normally sent once.
 
 Authentication: both backends of a pair configure the same secret; a request carries its origin country,
 a timestamp and HMAC-SHA256(secret, origin ‖ time ‖ method ‖ path ‖ SHA-256(body)). A request older than

@@ -125,9 +125,10 @@ def serve_workers(
     status. The parent binds the listening socket once and forks the workers, which all accept on it (the
     kernel hands each connection to one of them), so no worker can fail to bind and a restart keeps the
     port. What must hold across workers is in the database: single-use codes are spent by conditional
-    ``UPDATE``s, status polls counted the same way, lists published under an advisory lock, wrong guesses
-    counted in rows under keys made from one limiter secret, drawn here before the fork so that every
-    worker holds the same one (each drawing its own would count apart: N workers, N times the guesses)."""
+    ``UPDATE``s, status polls counted the same way, lists published and the federation outbox delivered
+    under advisory locks, wrong guesses counted in rows under keys made from one limiter secret, drawn
+    here before the fork so that every worker holds the same one (each drawing its own would count
+    apart: N workers, N times the guesses)."""
     limiter_secret = new_secret()
     sock = socket.create_server((host, port), backlog=1024)
     children: list[int] = []
