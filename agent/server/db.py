@@ -234,12 +234,14 @@ class ServerStore(EbidTables):
     def reserve_guess(self, key: bytes, now: float, since: float, limit: int) -> tuple[int | None, float]:
         """Count a guess under ``key`` unless the window (after ``since``) holds ``limit`` already: the
         new row's id, or None; and the time of the window's oldest guess. One transaction under a lock
-        for ``key`` (on every engine and worker), so two guesses cannot both see room for one; the key's
-        rows out of the window go in the same step (``forget_guesses`` drops everyone else's)."""
+        for ``key`` (on every engine and worker), so two guesses cannot both see room for one. Rows out
+        of the window are left to ``forget_guesses``: deleting them here too would lock rows in another
+        order than maintenance's delete does, and two such deletes can deadlock on PostgreSQL."""
         with self._tx() as db:
             db.lock_for_transaction(int.from_bytes(key[:8], "big", signed=True))
-            db.execute("DELETE FROM failed_guesses WHERE key = ? AND at <= ?", (key, since))
-            count, oldest = db.one("SELECT COUNT(*), MIN(at) FROM failed_guesses WHERE key = ?", (key,))
+            count, oldest = db.one(
+                "SELECT COUNT(*), MIN(at) FROM failed_guesses WHERE key = ? AND at > ?", (key, since)
+            )
             if count >= limit:
                 return None, oldest
             row = db.one("INSERT INTO failed_guesses (key, at) VALUES (?, ?) RETURNING id", (key, now))
@@ -250,7 +252,8 @@ class ServerStore(EbidTables):
         self._db.execute("DELETE FROM failed_guesses WHERE id = ?", (row,))
 
     def forget_guesses(self, since: float) -> None:
-        """Drop every guess at or before ``since``: out of the window, or under a key of a past day."""
+        """Drop every guess at or before ``since``: out of the window (maintenance calls it at each list
+        bucket, so a row outlives its window by a bucket at most)."""
         self._db.execute("DELETE FROM failed_guesses WHERE at <= ?", (since,))
 
     # ---- retention -----------------------------------------------------------------------------------

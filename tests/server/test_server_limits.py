@@ -98,6 +98,8 @@ async def test_the_window_slides(workers: Workers, http: aiohttp.ClientSession, 
     await clock.advance(601)
     assert (await onset(http, b, WRONG))[0] == 403  # one left: room for one
     assert await onset(http, a, WRONG) == (429, "999")  # the next leaves at T0 + 1000 + 3600
+    assert sorted(at for _, at in rows(a)) == [T0, T0 + 1000, T0 + 2000, T0 + 3601]
+    await asyncio.to_thread(b.backend.maintain)  # maintenance drops the one out of the window
     assert sorted(at for _, at in rows(a)) == [T0 + 1000, T0 + 2000, T0 + 3601]
 
 
