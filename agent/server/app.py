@@ -2,8 +2,8 @@
 
 Every call that reaches the store runs in a worker thread (``asyncio.to_thread``): a query blocks, and on
 the event loop's thread one slow query (a large list, a busy PostgreSQL) would stall every other request,
-a health check included. What the services keep in memory is guarded for threads (the failure
-limiter's lock, list publishing's advisory lock).
+a health check included. What must hold across threads and workers is in the database: single-use
+codes, the failure limiters' counts (``agent.server.ratelimit``), list publishing's advisory lock.
 
 Handlers stay thin: parse the request, call a service, shape the answer. Every refusal is a JSON
 ``{"error": "..."}`` with a fitting status, whether it comes from a service (``ApiError``), a body that
@@ -39,7 +39,7 @@ from agent.server.lists import INDEX_FILE, Lists, ListSigner
 from agent.server.portal import pages
 from agent.server.portal.audit import API_SUFFIX, Action
 from agent.server.portal.service import Portal, PortalError, ReportType, open_portal
-from agent.server.ratelimit import FailureLimiter
+from agent.server.ratelimit import WINDOW_SECONDS, FailureLimiter, new_secret
 from agent.server.uploads import Uploads
 
 log = logging.getLogger(__name__)
@@ -88,16 +88,28 @@ class Backend:
         oldest_period = int(now - days * 86_400) // self.config.ebid.period_seconds
         self.store.expire(now, oldest_interval, oldest_period, now - days * 86_400)
         self.store.purge_silent_registrations(day_of(now) - days)
+        self.store.forget_guesses(now - WINDOW_SECONDS)
 
 
 BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
 
 
 def open_backend(
-    config: BackendConfig, clock: Clock, signer: ListSigner, scorer: RiskScorer, store: ServerStore | None = None
+    config: BackendConfig,
+    clock: Clock,
+    signer: ListSigner,
+    scorer: RiskScorer,
+    store: ServerStore | None = None,
+    limiter_secret: bytes | None = None,
 ) -> Backend:
+    """The backend on ``config``'s store. ``limiter_secret`` keys the failure limiters' counts: the workers
+    of one service must share it (``serve_workers`` draws it before forking), or each counts apart; by
+    default a fresh one (``agent.server.ratelimit``)."""
     store = store or ServerStore(config.database)
-    limiter = FailureLimiter(clock, config.tan.max_failures_per_hour, 3600.0)
+    secret = limiter_secret or new_secret()
+    limit = config.tan.max_failures_per_hour
+    limiter = FailureLimiter(clock, store, secret, "codes", limit)
+    challenges = FailureLimiter(clock, store, secret, "challenges", config.ebid.challenges_per_client_per_hour)
     federation = Federation(config, clock, store)
     kg = config.federation_key or store.meta_setdefault(FEDERATION_KEY_META, os.urandom(16))
     uploads = Uploads(config, clock, store, limiter, store.meta_setdefault(FAKE_TOKEN_KEY_META, os.urandom(32)))
@@ -108,10 +120,10 @@ def open_backend(
         store=store,
         uploads=uploads,
         lists=Lists(config, clock, store, signer),
-        ebid=EbidBackend(config, clock, store, limiter, federation, kg, scorer),
+        ebid=EbidBackend(config, clock, store, limiter, challenges, federation, kg, scorer),
         federation=federation,
         portal=open_portal(config, clock, store),
-        admin_limiter=FailureLimiter(clock, config.tan.max_failures_per_hour, 3600.0),
+        admin_limiter=FailureLimiter(clock, store, secret, "admin", limit),
     )
 
 
@@ -420,21 +432,18 @@ def _admin_actor_of(request: web.Request) -> str:
     (``proxitrace backend officer token NAME``), or the shared ``server.admin_token``. Wrong guesses are
     counted per client address like wrong TANs: a token issues TANs, so guessing one must cost as much."""
     b = _backend(request)
-    address = _client_address(request, b)
-    wait = b.admin_limiter.retry_after(address)
-    if wait is not None:
-        raise ApiError(429, "too many wrong admin tokens; try later", {"Retry-After": str(int(wait))})
-    shared = b.config.server.admin_token
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if shared and hmac.compare_digest(given.encode(), shared.encode()):
-        return SHARED_ADMIN_ACTOR
-    officer = b.portal.accounts.by_api_token(given) if given else None
-    if officer is not None:
-        return officer.name + API_SUFFIX
-    if not shared and not b.portal.accounts.any_api_tokens():
-        raise ApiError(404, "admin API disabled (create an officer API token, or set server.admin_token)")
-    b.admin_limiter.failed(address)
-    raise ApiError(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
+    with b.admin_limiter.attempt(_client_address(request, b), "wrong admin tokens") as guess:
+        shared = b.config.server.admin_token
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if shared and hmac.compare_digest(given.encode(), shared.encode()):
+            return SHARED_ADMIN_ACTOR
+        officer = b.portal.accounts.by_api_token(given) if given else None
+        if officer is not None:
+            return officer.name + API_SUFFIX
+        if not shared and not b.portal.accounts.any_api_tokens():
+            raise ApiError(404, "admin API disabled (create an officer API token, or set server.admin_token)")
+        guess.wrong()
+        raise ApiError(401, "wrong admin token", {"WWW-Authenticate": "Bearer"})
 
 
 async def _admin_tans(request: web.Request) -> web.Response:

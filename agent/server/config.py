@@ -114,8 +114,9 @@ class EbidSection:
     """EBID mode. ``pow_difficulty`` = leading zero bits of SHA-256(challenge ‖ nonce).
     ``batch_periods``: EBIDs per batch when the device does not ask for fewer (192 periods of 15 min = 2 days).
     ``challenges_per_client_per_hour`` and ``max_open_challenges`` bound the one EBID endpoint that writes
-    without any credential: per client address (salted, in memory only) and in rows (expired challenges
-    are dropped first; when the cap is reached the backend answers 503 until some expire).
+    without any credential: per client address (counted under a daily key that names no address,
+    ``agent.server.ratelimit``) and in rows (expired challenges are dropped first; when the cap is
+    reached the backend answers 503 until some expire).
     ``status_polls_per_day``: status requests per registration per UTC day. ``tolerance_periods``: how
     many periods (0 or 1) before or after its own an EBID may be reported as received.
     ``access_token_ttl_seconds``: an access token's least life; its expiry is rounded up to the end of a

@@ -34,7 +34,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -255,6 +255,41 @@ class Database:
         finally:
             self._local.depth = 0
 
+    def lock_for_transaction(self, key: int) -> None:
+        """Inside ``transaction()``: wait for the lock ``key`` and hold it until the transaction ends, so
+        that transactions about one thing (a client's guesses) run one after another in every worker. On
+        PostgreSQL a transaction advisory lock; on SQLite nothing more is needed, ``BEGIN IMMEDIATE``
+        already holds the database's one write lock."""
+        if not getattr(self._local, "depth", 0):
+            raise DatabaseError("lock_for_transaction: outside a transaction")
+        if self.engine is Engine.POSTGRESQL:
+            self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+    def try_advisory_lock(self, key: int) -> HeldLock | None:
+        """The lock ``key`` if no other holder has it (in any thread or process), else None at once. On
+        PostgreSQL a session advisory lock on a connection opened for it (released when the holder
+        releases, or dies and its connection drops); on SQLite an ``flock`` on the lock file beside the
+        store, as ``advisory_lock`` takes."""
+        if self.engine is Engine.POSTGRESQL:
+            conn = self._connect()
+            try:
+                taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            except Exception as exc:
+                conn.close()
+                raise _postgresql_error(self, exc) from exc
+            if not taken:
+                conn.close()
+                return None
+            return HeldLock(conn.close)  # closing the session releases its advisory locks
+        assert self.path is not None
+        fd = os.open(self.path.with_name(f"{self.path.name}.lock-{key:x}"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return HeldLock(functools.partial(os.close, fd))
+
     @contextmanager
     def advisory_lock(self, key: int) -> Iterator[None]:
         """Hold the lock ``key`` for the block, waiting for it if another holder has it: any thread or
@@ -275,6 +310,18 @@ class Database:
             yield
         finally:
             os.close(fd)  # releases the lock
+
+
+class HeldLock:
+    """An advisory lock taken by ``Database.try_advisory_lock`` and held until ``release`` (from any
+    thread) or until the holder dies: it lives on a connection (or file descriptor) of its own, not on a
+    thread's, so work that hops between worker threads (an async delivery loop) can hold it throughout."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release = release
+
+    def release(self) -> None:
+        self._release()
 
 
 def _postgresql_error(db: Database, exc: Exception) -> Exception:

@@ -229,6 +229,33 @@ class ServerStore(EbidTables):
             "UPDATE outbox SET attempts = attempts + 1, next_attempt = ? WHERE id = ?", (next_attempt, item_id)
         )
 
+    # ---- guesses (agent.server.ratelimit) ------------------------------------------------------------
+
+    def reserve_guess(self, key: bytes, now: float, since: float, limit: int) -> tuple[int | None, float]:
+        """Count a guess under ``key`` unless the window (after ``since``) holds ``limit`` already: the
+        new row's id, or None; and the time of the window's oldest guess. One transaction under a lock
+        for ``key`` (on every engine and worker), so two guesses cannot both see room for one. Rows out
+        of the window are left to ``forget_guesses``: deleting them here too would lock rows in another
+        order than maintenance's delete does, and two such deletes can deadlock on PostgreSQL."""
+        with self._tx() as db:
+            db.lock_for_transaction(int.from_bytes(key[:8], "big", signed=True))
+            count, oldest = db.one(
+                "SELECT COUNT(*), MIN(at) FROM failed_guesses WHERE key = ? AND at > ?", (key, since)
+            )
+            if count >= limit:
+                return None, oldest
+            row = db.one("INSERT INTO failed_guesses (key, at) VALUES (?, ?) RETURNING id", (key, now))
+            return row[0], now if oldest is None else oldest
+
+    def release_guess(self, row: int) -> None:
+        """Drop a counted guess (it was right, or not a guess after all)."""
+        self._db.execute("DELETE FROM failed_guesses WHERE id = ?", (row,))
+
+    def forget_guesses(self, since: float) -> None:
+        """Drop every guess at or before ``since``: out of the window (maintenance calls it at each list
+        bucket, so a row outlives its window by a bucket at most)."""
+        self._db.execute("DELETE FROM failed_guesses WHERE at <= ?", (since,))
+
     # ---- retention -----------------------------------------------------------------------------------
 
     def expire(self, now: float, oldest_key_interval: int, oldest_period: int, oldest_exposure: float) -> None:

@@ -47,8 +47,8 @@ from agent.server.config import BackendConfig
 from agent.server.db import Exposure, Payment, ServerStore, Spent
 from agent.server.errors import ApiError, too_many
 from agent.server.federation import Federation, forward_body, forwarded_report_type
-from agent.server.ratelimit import FailureLimiter
-from agent.server.uploads import bearer_token, tan_grant
+from agent.server.ratelimit import FailureLimiter, Guess
+from agent.server.uploads import WRONG_TANS, bearer_token, tan_grant
 
 log = logging.getLogger(__name__)
 MAX_CONTACTS = 100_000
@@ -99,6 +99,7 @@ class EbidBackend:
         clock: Clock,
         store: ServerStore,
         limiter: FailureLimiter,
+        challenges: FailureLimiter,
         federation: Federation,
         federation_key: bytes,
         scorer: RiskScorer,
@@ -108,7 +109,7 @@ class EbidBackend:
         self._clock = clock
         self._store = store
         self._limiter = limiter
-        self._challenges = FailureLimiter(clock, self._e.challenges_per_client_per_hour, 3600.0)
+        self._challenges = challenges
         self._federation = federation
         self._kg = federation_key
         self._score = scorer
@@ -124,10 +125,7 @@ class EbidBackend:
     def challenge(self, address: str) -> wire.Challenge:
         """A challenge costs no credential, so each client address gets a few an hour (every request
         counts, not only failures) and the table holds at most ``max_open_challenges``."""
-        wait = self._challenges.retry_after(address)
-        if wait is not None:
-            raise too_many(wait, "registration challenges from this address")
-        self._challenges.failed(address)
+        self._challenges.count(address, "registration challenges from this address")
         now = self._clock.now()
         challenge = os.urandom(wire.CHALLENGE_LEN)
         expires = now + self._e.challenge_ttl_seconds
@@ -147,14 +145,12 @@ class EbidBackend:
         request = wire.parse_registration(body)
         challenge, nonce = request.challenge, request.nonce
         now = self._clock.now()
-        wait = self._limiter.retry_after(address)
-        if wait is not None:
-            raise too_many(wait, "wrong enrolment codes or capabilities from this address")
-        if not self._store.challenge_valid(challenge, now):
-            raise ApiError(403, "challenge unknown, used or expired: ask for a new one")
-        if not proof_of_work.meets(challenge, nonce, self._e.pow_difficulty):
-            raise ApiError(403, f"proof of work does not reach {self._e.pow_difficulty} leading zero bits")
-        payment = self._payment(request, address, now)
+        with self._limiter.attempt(address, "wrong enrolment codes or capabilities from this address") as guess:
+            if not self._store.challenge_valid(challenge, now):
+                raise ApiError(403, "challenge unknown, used or expired: ask for a new one")
+            if not proof_of_work.meets(challenge, nonce, self._e.pow_difficulty):
+                raise ApiError(403, f"proof of work does not reach {self._e.pow_difficulty} leading zero bits")
+            payment = self._payment(request, guess, now)
         key = self.reregistration_key()
         signature = None
         if request.blinded_capability is not None:
@@ -175,22 +171,22 @@ class EbidBackend:
             client_id, secret, self._config.server.country_code, self._e.period_seconds, signature
         )
 
-    def _payment(self, request: wire.Registration, address: str, now: float) -> Payment:
+    def _payment(self, request: wire.Registration, guess: Guess, now: float) -> Payment:
         """What the registration spends, checked (a wrong one counts against the address, as a wrong code)."""
         if request.capability is not None:
             token, signature = request.capability.token, request.capability.signature
             if not blind_rsa.verify(self.reregistration_key().public_key(), token, signature):
-                self._limiter.failed(address)
+                guess.wrong()
                 raise ApiError(403, "capability: invalid signature")
             capability_hash = hashlib.sha256(token).digest()
             if self._store.capability_spent(capability_hash):
-                self._limiter.failed(address)
+                guess.wrong()
                 raise ApiError(403, "capability already used")
             return Payment(capability_hash=capability_hash)
         normal = codes.normalise_code(request.enrolment_code or "")
         why = self._store.enrolment_code(codes.code_hash(normal), now) if normal else None
         if normal is None or why is not None:
-            self._limiter.failed(address)
+            guess.wrong()
             raise ApiError(403, f"enrolment code {why.value if why else 'unknown'}")
         return Payment(code_hash=codes.code_hash(normal))
 
@@ -317,22 +313,20 @@ class EbidBackend:
         request = wire.parse_token_request_batch(body, blind_rsa.modulus_len(self.submission_key().public_key()))
         if request.tan is None:
             return request, wire.TanGrant(report_type=request.report_type)
-        wait = self._limiter.retry_after(address)
-        if wait is not None:
-            raise too_many(wait, "wrong TANs from this address")
-        normal = codes.normalise_code(request.tan)
-        tan_hash = codes.code_hash(normal) if normal else None
-        found = self._store.peek_tan(tan_hash, self._clock.now()) if tan_hash else Spent.UNKNOWN
-        if not isinstance(found, Spent) and found.report_type != request.report_type:
-            raise ApiError(
-                409,
-                f"body.reportType: the TAN is a {ReportType(found.report_type).name} report, the tokens were blinded "
-                f"for {request.report_type.name} (the TAN was not spent)",
-            )
-        spent = self._store.spend_tan(tan_hash, self._clock.now()) if tan_hash else Spent.UNKNOWN
-        if isinstance(spent, Spent):
-            self._limiter.failed(address)
-            raise ApiError(403, f"TAN {spent.value}")
+        with self._limiter.attempt(address, WRONG_TANS) as guess:
+            normal = codes.normalise_code(request.tan)
+            tan_hash = codes.code_hash(normal) if normal else None
+            found = self._store.peek_tan(tan_hash, self._clock.now()) if tan_hash else Spent.UNKNOWN
+            if not isinstance(found, Spent) and found.report_type != request.report_type:
+                raise ApiError(
+                    409,
+                    f"body.reportType: the TAN is a {ReportType(found.report_type).name} report, the tokens were "
+                    f"blinded for {request.report_type.name} (the TAN was not spent)",
+                )
+            spent = self._store.spend_tan(tan_hash, self._clock.now()) if tan_hash else Spent.UNKNOWN
+            if isinstance(spent, Spent):
+                guess.wrong()
+                raise ApiError(403, f"TAN {spent.value}")
         return request, tan_grant(spent)
 
     def sign_tokens(self, request: wire.TokenRequest, grant: wire.TanGrant) -> list[bytes]:

@@ -4,6 +4,7 @@ A backend can tell whose EBID it holds (the ECC decodes with the shared K_G) but
 EBID (it lacks that backend's BK_t), so it forwards those contacts over an authenticated backend-to-backend
 request. Forwards wait in the store's outbox and are retried with backoff, so a peer that is down loses
 nothing; each carries a random message id, and a peer stores a message once however often it arrives.
+Workers sharing one outbox deliver it one at a time (``run``), so a forward is normally sent once.
 
 Authentication: both backends of a pair configure the same secret; a request carries its origin country,
 a timestamp and HMAC-SHA256(secret, origin ‖ time ‖ method ‖ path ‖ SHA-256(body)). A request older than
@@ -39,6 +40,8 @@ TIME_HEADER = "X-Proxitrace-Time"
 MAC_HEADER = "X-Proxitrace-Mac"
 MAX_RETRY_SECONDS = 3600.0
 _REFUSED_FOR_GOOD = {400, 413}
+DELIVERY_LOCK = 0x70726F78_66656472  # the advisory lock of the one worker delivering the outbox
+BUSY_RETRY_SECONDS = 2.0  # another worker is delivering: look again this soon, for forwards queued here meanwhile
 
 
 def mac(secret: str, origin: int, timestamp: int, method: str, path: str, body: bytes) -> str:
@@ -104,16 +107,34 @@ class Federation:
         self._wake.set()
 
     async def run(self, session: aiohttp.ClientSession) -> None:
-        """Deliver the outbox until cancelled."""
+        """Deliver the outbox until cancelled, one worker at a time: a pass runs under a try-lock on the
+        database, so workers sharing one outbox never send a forward twice (each would read the same due
+        rows). A worker that finds the lock taken looks again soon, for the forwards it queued itself;
+        one that dies mid-pass drops its PostgreSQL session, and with it the lock, and the forwards it did
+        not mark done are sent again by the next holder (the peer stores a message id once)."""
         while True:
             self._wake.clear()
+            ran = True  # a pass that failed is retried on the usual schedule, not as soon as the lock is free
             try:
-                await self.deliver_due(session)
+                ran = await self.deliver_if_free(session)
             except Exception:  # a store hiccup must not end delivery for good; the outbox keeps the work
                 log.exception("federation delivery failed")
             next_at = await asyncio.to_thread(self._store.next_forward_time)
             delay = 3600.0 if next_at is None else max(0.0, next_at - self._clock.now())
+            if not ran:
+                delay = min(delay, BUSY_RETRY_SECONDS)
             await first(wake=self._wake.wait(), due=self._clock.sleep(delay))
+
+    async def deliver_if_free(self, session: aiohttp.ClientSession) -> bool:
+        """One pass over the due forwards unless another worker holds the delivery lock; whether it ran."""
+        held = await asyncio.to_thread(self._store.database.try_advisory_lock, DELIVERY_LOCK)
+        if held is None:
+            return False
+        try:
+            await self.deliver_due(session)
+        finally:
+            await asyncio.to_thread(held.release)
+        return True
 
     async def deliver_due(self, session: aiohttp.ClientSession) -> int:
         """One pass over the due forwards; the number delivered."""

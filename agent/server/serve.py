@@ -18,14 +18,18 @@ from agent.clock import Clock, clock_from_spec
 from agent.configfile import ConfigError
 from agent.server.app import ACCESS_LOG_FORMAT, Backend, create_app, create_portal_app, open_backend
 from agent.server.config import BackendConfig
+from agent.server.ratelimit import new_secret
 from agent.server.scoring import ServerRiskScorer
 from agent.server.signing import KeySigner
 
 log = logging.getLogger(__name__)
 
 
-def configured_backend(config: BackendConfig, clock: Clock | None = None) -> Backend:
-    """The backend the config describes: its store, signing key, risk model and clock."""
+def configured_backend(
+    config: BackendConfig, clock: Clock | None = None, limiter_secret: bytes | None = None
+) -> Backend:
+    """The backend the config describes: its store, signing key, risk model and clock; ``limiter_secret``
+    as ``open_backend`` takes it (the workers of one service share one)."""
     path = config.signing_key_path
     if not path.exists():
         raise ConfigError(f"signing.private_key: no signing key at {path}; run `proxitrace backend keygen` first")
@@ -38,7 +42,7 @@ def configured_backend(config: BackendConfig, clock: Clock | None = None) -> Bac
     except ValueError as exc:
         raise ConfigError(f"server.clock: {exc}") from None
     scorer = ServerRiskScorer(risk.RiskSettings.from_dict(config.risk))
-    return open_backend(config, the_clock, KeySigner(config, private_key), scorer)
+    return open_backend(config, the_clock, KeySigner(config, private_key), scorer, limiter_secret=limiter_secret)
 
 
 def tls_context(config: BackendConfig) -> ssl.SSLContext | None:
@@ -121,7 +125,11 @@ def serve_workers(
     status. The parent binds the listening socket once and forks the workers, which all accept on it (the
     kernel hands each connection to one of them), so no worker can fail to bind and a restart keeps the
     port. What must hold across workers is in the database: single-use codes are spent by conditional
-    ``UPDATE``s, status polls counted the same way, lists published under an advisory lock."""
+    ``UPDATE``s, status polls counted the same way, lists published and the federation outbox delivered
+    under advisory locks, wrong guesses counted in rows under keys made from one limiter secret, drawn
+    here before the fork so that every worker holds the same one (each drawing its own would count
+    apart: N workers, N times the guesses)."""
+    limiter_secret = new_secret()
     sock = socket.create_server((host, port), backlog=1024)
     children: list[int] = []
     for number in range(workers):
@@ -130,7 +138,8 @@ def serve_workers(
             status = 0
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers with SIGTERM
-                asyncio.run(serve(configured_backend(config), host, port, tls=tls, sock=sock, with_portal=number == 0))
+                backend = configured_backend(config, limiter_secret=limiter_secret)
+                asyncio.run(serve(backend, host, port, tls=tls, sock=sock, with_portal=number == 0))
             except BaseException:
                 log.exception("worker %d failed", number)
                 status = 1

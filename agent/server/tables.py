@@ -173,6 +173,13 @@ MIGRATIONS: tuple[tuple[Statement, ...], ...] = (
     # blind-signing key per type, agent.server.ebid), so scoring weighs it as GAEN's keys are; exposures
     # filed before were all under the one key there was, the confirmed-test key.
     ("ALTER TABLE exposures ADD COLUMN report_type INTEGER NOT NULL DEFAULT 1",),
+    # 9: guesses counted in the database, so a limit holds across workers (issue 18,
+    # agent.server.ratelimit): a key that names no address and changes daily, and when, nothing else.
+    (
+        "CREATE TABLE failed_guesses (id INTEGER PRIMARY KEY, key BLOB NOT NULL, at REAL NOT NULL)",
+        "CREATE INDEX failed_guesses_key ON failed_guesses (key, at)",
+        "CREATE INDEX failed_guesses_at ON failed_guesses (at)",
+    ),
 )
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

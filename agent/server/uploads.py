@@ -24,11 +24,12 @@ from agent.schemes.published import PublishedKey, ReportType
 from agent.server import buckets, codes
 from agent.server.config import BackendConfig
 from agent.server.db import RedeemedTan, ServerStore, Spent, UploadToken
-from agent.server.errors import ApiError, too_many
+from agent.server.errors import ApiError
 from agent.server.ratelimit import FailureLimiter
 
 log = logging.getLogger(__name__)
 MAX_DAYS_SINCE_ONSET = 14
+WRONG_TANS = "wrong TANs from this address"
 _FAKE_RANDOM_LEN = 16
 
 
@@ -90,17 +91,15 @@ class Uploads:
             return wire.UploadToken(self._fake_token(), expires)
         token = codes.new_token()
         tan = wire.required_str(body, "tan", 64)
-        wait = self._limiter.retry_after(address)
-        if wait is not None:
-            raise too_many(wait, "wrong TANs from this address")
-        normal = codes.normalise_code(tan)
-        redeemed: RedeemedTan | Spent = Spent.UNKNOWN
-        if normal is not None:
-            redeemed = self._store.redeem_tan(codes.code_hash(normal), now, codes.code_hash(token), expires)
-        if isinstance(redeemed, Spent):
-            self._limiter.failed(address)
-            log.info("TAN refused: %s", redeemed.value)
-            raise ApiError(403, f"TAN {redeemed.value}")
+        with self._limiter.attempt(address, WRONG_TANS) as guess:
+            normal = codes.normalise_code(tan)
+            redeemed: RedeemedTan | Spent = Spent.UNKNOWN
+            if normal is not None:
+                redeemed = self._store.redeem_tan(codes.code_hash(normal), now, codes.code_hash(token), expires)
+            if isinstance(redeemed, Spent):
+                guess.wrong()
+                log.info("TAN refused: %s", redeemed.value)
+                raise ApiError(403, f"TAN {redeemed.value}")
         return wire.UploadToken(token, expires, tan_grant(redeemed))
 
     def check_tan(self, body: object, address: str) -> wire.TanGrant:
@@ -110,14 +109,13 @@ class Uploads:
         if wire.optional_bool(body, "fake"):
             return wire.TanGrant()
         tan = wire.required_str(body, "tan", 64)
-        wait = self._limiter.retry_after(address)
-        if wait is not None:
-            raise too_many(wait, "wrong TANs from this address")
-        normal = codes.normalise_code(tan)
-        found = Spent.UNKNOWN if normal is None else self._store.peek_tan(codes.code_hash(normal), self._clock.now())
-        if isinstance(found, Spent):
-            self._limiter.failed(address)
-            raise ApiError(403, f"TAN {found.value}")
+        with self._limiter.attempt(address, WRONG_TANS) as guess:
+            normal = codes.normalise_code(tan)
+            now = self._clock.now()
+            found = Spent.UNKNOWN if normal is None else self._store.peek_tan(codes.code_hash(normal), now)
+            if isinstance(found, Spent):
+                guess.wrong()
+                raise ApiError(403, f"TAN {found.value}")
         return tan_grant(found)
 
     def _fake_token(self, random_part: bytes | None = None) -> str:

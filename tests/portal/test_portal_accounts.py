@@ -191,7 +191,7 @@ def test_a_version_1_store_gains_the_later_tables_and_columns_and_keeps_its_data
     db.close()
     migrated = ServerStore(path)
     assert migrated.tan_states(T0) == {b"h" * 32: "open"}
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(registrations)")}
     assert {"tx_power", "seen_day"} <= columns
     assert "report_type" in {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(exposures)")}

@@ -1,5 +1,5 @@
-"""The pure pieces the server and the agent share: proof of work, codes, release buckets, wire parsing,
-and the in-memory failure limiter."""
+"""The pure pieces the server and the agent share: proof of work, codes, release buckets and wire parsing
+(the failure limiter counts in the store: test_server_limits)."""
 
 import hashlib
 import os
@@ -7,13 +7,12 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.clock import ManualClock, day_of
+from agent.clock import day_of
 from agent.protocol import proof_of_work, wire
 from agent.schemes import gaen
 from agent.schemes.base import SchemeName
 from agent.schemes.published import PublishedKey
 from agent.server import buckets, codes
-from agent.server.ratelimit import FailureLimiter
 
 DAY = 86_400
 T0 = 1_700_006_400.0  # a UTC midnight (day 19676)
@@ -168,29 +167,3 @@ def test_ebid_batch_round_trip() -> None:
 
     batch = EbidBatch(900, (EbidEntry(5, os.urandom(16), 3), EbidEntry(6, os.urandom(16), 250)))
     assert wire.parse_ebid_batch(wire.ebid_batch_body(batch)) == batch
-
-
-# ---- failure limiter ---------------------------------------------------------------------------------
-
-
-def test_limiter_blocks_after_the_limit_and_forgets_after_the_window() -> None:
-    clock = ManualClock(T0 + 100)
-    limiter = FailureLimiter(clock, limit=3, window=3600)
-    for _ in range(3):
-        assert limiter.retry_after("192.0.2.1") is None
-        limiter.failed("192.0.2.1")
-    assert limiter.retry_after("192.0.2.1") == pytest.approx(3600)
-    assert limiter.retry_after("192.0.2.2") is None  # other addresses are not affected
-    clock.set(T0 + 100 + 3600)
-    assert limiter.retry_after("192.0.2.1") is None
-
-
-def test_limiter_keeps_no_address_and_resets_each_day() -> None:
-    clock = ManualClock(T0 + DAY - 10)
-    limiter = FailureLimiter(clock, limit=1, window=3600)
-    limiter.failed("198.51.100.7")
-    assert limiter.retry_after("198.51.100.7") is not None
-    assert all(b"198.51.100.7" not in k for k in limiter._failures)  # keyed by a salted HMAC only
-    clock.set(T0 + DAY + 1)  # new UTC day: new salt, counters gone
-    assert limiter.retry_after("198.51.100.7") is None
-    assert len(limiter) == 0

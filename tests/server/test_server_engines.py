@@ -1,10 +1,14 @@
 """The store on both engines (``agent.server.database``): the backend harness really runs on the engine the
-test is parametrized with, the SQL translation for PostgreSQL, the append-only audit log, and spending a
-TAN from many connections at once (as several workers do) succeeding exactly once."""
+test is parametrized with, the SQL translation for PostgreSQL, the append-only audit log, spending a
+TAN from many connections at once (as several workers do) succeeding exactly once, guesses counted at
+once stopping at the limit, and a try-lock that a dead holder gives up."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +118,69 @@ def test_a_tan_spent_from_many_connections_at_once_is_spent_once(tmp_path: Path)
     finally:
         for s in stores:
             s.close()
+
+
+def test_guesses_counted_from_many_connections_at_once_stop_at_the_limit(tmp_path: Path) -> None:
+    """Eight stores (eight workers' connections) count a guess under one key at the same moment, for
+    each of 20 keys: the per-key lock lets exactly the limit's number through each time, and the rest see
+    the window full."""
+    target = backend_config(tmp_path).database
+    stores = [ServerStore(target) for _ in range(8)]
+    keys = [bytes([i]) * 16 for i in range(20)]
+    start = threading.Barrier(len(stores))
+    results: dict[bytes, list[int | None]] = {k: [] for k in keys}
+
+    def reserve(store: ServerStore) -> None:
+        for key in keys:
+            start.wait()
+            results[key].append(store.reserve_guess(key, 100.0, 0.0, 3)[0])
+
+    threads = [threading.Thread(target=reserve, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert [sum(r is not None for r in results[k]) for k in keys] == [3] * len(keys)
+        assert stores[0].reserve_guess(keys[0], 101.0, 0.0, 3) == (None, 100.0)  # full until 100 leaves
+        assert stores[0].reserve_guess(keys[0], 101.0, 100.0, 3)[0] is not None  # ... the window
+    finally:
+        for s in stores:
+            s.close()
+
+
+_HOLD_LOCK = """
+import sys, time
+from agent.server.database import Database
+held = Database(sys.argv[1]).try_advisory_lock(42)
+print("held" if held else "busy", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_try_lock_is_refused_while_held_and_free_once_its_holder_dies(tmp_path: Path) -> None:
+    """What lets another worker take over federation delivery from one that died mid-pass."""
+    target = str(backend_config(tmp_path).database)
+    ServerStore(target).close()  # the store (and on SQLite its file) exists
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, target], stdout=subprocess.PIPE, text=True)
+    db = Database(target)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert db.try_advisory_lock(42) is None
+        holder.kill()
+        holder.wait(timeout=30)
+        for _ in range(200):  # PostgreSQL ends the dead client's session as it notices the socket closed
+            held = db.try_advisory_lock(42)
+            if held is not None:
+                break
+            time.sleep(0.05)
+        assert held is not None
+        assert db.try_advisory_lock(42) is None  # and now this holder has it
+        held.release()
+        again = db.try_advisory_lock(42)
+        assert again is not None
+        again.release()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        db.close()

@@ -56,7 +56,7 @@ def test_schema_3_store_migrates_keeping_its_data(tmp_path: Path) -> None:
     assert exposure.report_type is ReportType.CONFIRMED_TEST
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 8
+    assert db.execute("PRAGMA user_version").fetchone()[0] == tables.SCHEMA_VERSION == 9
     columns = {
         t: {c[1] for c in db.execute(f"PRAGMA table_info({t})")}
         for t in ("exposures", "registrations", "tans", "upload_tokens", "enrolment_codes", "spent_capabilities")

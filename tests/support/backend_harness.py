@@ -75,10 +75,12 @@ async def running_backend(
     private_key: ec.EllipticCurvePrivateKey,
     port: int | None = None,
     tls: ssl.SSLContext | None = None,
+    limiter_secret: bytes | None = None,
 ) -> AsyncIterator[RunningBackend]:
-    """The backend on 127.0.0.1, speaking HTTPS when given ``tls`` (``agent.server.serve.tls_context``)."""
+    """The backend on 127.0.0.1, speaking HTTPS when given ``tls`` (``agent.server.serve.tls_context``);
+    two opened on one config with one ``limiter_secret`` are two workers of one service."""
     scorer = ServerRiskScorer(risk.RiskSettings.from_dict(config.risk))
-    backend = open_backend(config, clock, KeySigner(config, private_key), scorer)
+    backend = open_backend(config, clock, KeySigner(config, private_key), scorer, limiter_secret=limiter_secret)
     server = TestServer(create_app(backend), host="127.0.0.1", port=port)
     await server.start_server(ssl=tls)
     try:

@@ -55,6 +55,12 @@ COLUMNS: dict[str, tuple[str, dict[str, str]]] = {
     "spent_submission_tokens": (SECRETS, {"hash": "SHA-256 of a spent blind-signed token"}),
     "spent_capabilities": (SECRETS, {"hash": "SHA-256 of a spent blind-signed re-registration capability"}),
     "challenges": (PUBLIC, {"challenge": "random", "expires": "issue + TTL"}),
+    # a guess (a wrong TAN, code or token; a registration challenge asked for), kept for the limit's hour
+    # under a daily key of the address; counted on the secrets' side: the guesses are at secrets
+    "failed_guesses": (
+        SECRETS,
+        {"id": "row number", "key": "HMAC(HMAC(in-memory secret, day), limiter, address)", "at": "when"},
+    ),
     "published_keys": (
         PUBLIC,
         {

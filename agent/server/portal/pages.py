@@ -3,6 +3,10 @@
 Every page is plain HTML and one stylesheet: no script at all, so the Content-Security-Policy can forbid
 scripts outright. Every POST carries a CSRF token (``csrf``); every page but the login needs a session.
 The pages live under ``/portal/``, on the device API's listener or on one of their own (``[portal] host``).
+
+Every handler reaches the store (and Argon2, and the export folder) from a worker thread
+(``asyncio.to_thread``), as the device API does: on the event loop's thread one slow query, or a store
+another connection holds locked, would stall every other request the process serves, devices' included.
 """
 
 from __future__ import annotations
@@ -105,7 +109,7 @@ def mount(app: web.Application, portal: Portal) -> None:
     reg = metrics.registry(lambda: _board_and_totals(portal))
 
     async def metrics_handler(request: web.Request) -> web.Response:
-        body = metrics.exposition(reg)  # the store is this thread's: read it here
+        body = await asyncio.to_thread(metrics.exposition, reg)  # the collector reads the store
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE, **SECURITY_HEADERS})
 
     async def root(request: web.Request) -> web.Response:
@@ -143,8 +147,8 @@ def _session_officer(request: web.Request) -> Officer | None:
     return p.sessions.officer(request.cookies.get(SESSION_COOKIE), p.clock.now())
 
 
-def _require(request: web.Request) -> Officer:
-    officer = _session_officer(request)
+async def _require(request: web.Request) -> Officer:
+    officer = await asyncio.to_thread(_session_officer, request)
     if officer is None:
         raise web.HTTPSeeOther(f"{PREFIX}/login")
     return officer
@@ -178,7 +182,8 @@ def _page(request: web.Request, template: str, officer: Officer | None, status: 
 
 
 async def _home(request: web.Request) -> web.Response:
-    return _redirect(f"{PREFIX}/tans/new" if _session_officer(request) else f"{PREFIX}/login")
+    officer = await asyncio.to_thread(_session_officer, request)
+    return _redirect(f"{PREFIX}/tans/new" if officer else f"{PREFIX}/login")
 
 
 async def _login_form(request: web.Request, error: str = "", status: int = 200) -> web.Response:
@@ -199,26 +204,38 @@ async def _login(request: web.Request) -> web.Response:
     loop = asyncio.get_running_loop()
     began = loop.time()
     form = await _form(request, LOGIN_COOKIE)
-    name = form.get("name", "")[:200]
-    now = p.clock.now()
-    verdict, officer = p.accounts.login(name, form.get("password", "")[:1000], form.get("code", "")[:20], now)
-    if verdict is Verdict.OK and officer is not None:
-        p.audit.record(now, officer.name, Action.LOGIN)
+    session = await asyncio.to_thread(_log_in, p, form)
+    if session is not None:
         response = _redirect(f"{PREFIX}/tans/new")
-        response.set_cookie(SESSION_COOKIE, p.sessions.start(officer, now), **_cookies(p).attributes())  # type: ignore[arg-type]
+        response.set_cookie(SESSION_COOKIE, session, **_cookies(p).attributes())  # type: ignore[arg-type]
         response.del_cookie(LOGIN_COOKIE, path="/")
         return response
-    p.audit.record(now, officer.name if officer else "(unknown name)", Action.LOGIN_FAILED, verdict.value)
     await asyncio.sleep(max(0.0, p.config.portal.failure_delay_seconds - (loop.time() - began)))
     return await _login_form(request, "Login failed: wrong name, password or code, or the account is locked.", 403)
 
 
+def _log_in(p: Portal, form: dict[str, str]) -> str | None:
+    """Judge a login and write its audit entry: the new session's cookie, or None when refused."""
+    now = p.clock.now()
+    name = form.get("name", "")[:200]
+    verdict, officer = p.accounts.login(name, form.get("password", "")[:1000], form.get("code", "")[:20], now)
+    if verdict is Verdict.OK and officer is not None:
+        p.audit.record(now, officer.name, Action.LOGIN)
+        return p.sessions.start(officer, now)
+    p.audit.record(now, officer.name if officer else "(unknown name)", Action.LOGIN_FAILED, verdict.value)
+    return None
+
+
 async def _logout(request: web.Request) -> web.Response:
     p = _portal(request)
-    officer = _require(request)
+    officer = await _require(request)
     await _form(request, SESSION_COOKIE)
-    p.sessions.end(request.cookies.get(SESSION_COOKIE))
-    p.audit.record(p.clock.now(), officer.name, Action.LOGOUT)
+
+    def end() -> None:
+        p.sessions.end(request.cookies.get(SESSION_COOKIE))
+        p.audit.record(p.clock.now(), officer.name, Action.LOGOUT)
+
+    await asyncio.to_thread(end)
     response = _redirect(f"{PREFIX}/login")
     response.del_cookie(SESSION_COOKIE, path="/")
     return response
@@ -245,18 +262,19 @@ def _tan_form_page(request: web.Request, officer: Officer, error: str = "", stat
 
 
 async def _tan_form(request: web.Request) -> web.Response:
-    return _tan_form_page(request, _require(request))
+    return _tan_form_page(request, await _require(request))
 
 
 async def _tan_issue(request: web.Request) -> web.Response:
     p = _portal(request)
-    officer = _require(request)
+    officer = await _require(request)
     form = await _form(request, SESSION_COOKIE)
     try:
         onset = _date(form.get("onset", ""))
         report_type = ReportType(form.get("report_type", ""))
         hours = int(form.get("valid_hours", "0"))
-        new = p.issue_tan(officer.name, onset, report_type, hours * 3600, form.get("note", "").strip())
+        note = form.get("note", "").strip()
+        new = await asyncio.to_thread(p.issue_tan, officer.name, onset, report_type, hours * 3600, note)
     except (PortalError, ValueError) as exc:
         return _tan_form_page(request, officer, str(exc) if isinstance(exc, PortalError) else "invalid form", 400)
     qr = segno.make(new.code, error="m").svg_data_uri(scale=6, border=2)
@@ -273,16 +291,17 @@ def _date(text: str) -> dt.date | None:
 
 
 async def _tan_list(request: web.Request, error: str = "", status: int = 200) -> web.Response:
-    officer = _require(request)
-    return _page(request, "tans.html", officer, status, tans=_portal(request).tans(), error=error)
+    officer = await _require(request)
+    tans = await asyncio.to_thread(_portal(request).tans)
+    return _page(request, "tans.html", officer, status, tans=tans, error=error)
 
 
 async def _tan_revoke(request: web.Request) -> web.Response:
     p = _portal(request)
-    officer = _require(request)
+    officer = await _require(request)
     await _form(request, SESSION_COOKIE)
     try:
-        p.revoke_tan(officer.name, int(request.match_info["id"]))
+        await asyncio.to_thread(p.revoke_tan, officer.name, int(request.match_info["id"]))
     except PortalError as exc:
         return await _tan_list(request, str(exc), 409)
     return _redirect(f"{PREFIX}/tans")
@@ -296,7 +315,7 @@ async def _enrolment_form(request: web.Request, error: str = "", status: int = 2
     return _page(
         request,
         "enrolment.html",
-        _require(request),
+        await _require(request),
         status,
         error=error,
         batch_max=p.config.portal.enrolment_batch_max,
@@ -306,11 +325,11 @@ async def _enrolment_form(request: web.Request, error: str = "", status: int = 2
 
 async def _enrolment_issue(request: web.Request) -> web.Response:
     p = _portal(request)
-    officer = _require(request)
+    officer = await _require(request)
     form = await _form(request, SESSION_COOKIE)
     try:
         count, days = int(form.get("count", "0")), int(form.get("valid_days", "0"))
-        issued, expires = p.issue_enrolment(officer.name, count, days * 86_400)
+        issued, expires = await asyncio.to_thread(p.issue_enrolment, officer.name, count, days * 86_400)
     except (PortalError, ValueError) as exc:
         return await _enrolment_form(request, str(exc) if isinstance(exc, PortalError) else "invalid form", 400)
     sheet = [(c, segno.make(c, error="m").svg_data_uri(scale=3, border=2)) for c in issued]
@@ -321,33 +340,38 @@ async def _enrolment_issue(request: web.Request) -> web.Response:
 
 
 async def _audit(request: web.Request) -> web.Response:
-    officer = _require(request)
-    return _page(request, "audit.html", officer, entries=_portal(request).audit.entries(500))
+    officer = await _require(request)
+    entries = await asyncio.to_thread(_portal(request).audit.entries, 500)
+    return _page(request, "audit.html", officer, entries=entries)
 
 
 async def _audit_csv(request: web.Request) -> web.Response:
     p = _portal(request)
-    officer = _require(request)
-    p.audit.record(p.clock.now(), officer.name, Action.AUDIT_EXPORTED)
+    officer = await _require(request)
+
+    def export() -> str:
+        p.audit.record(p.clock.now(), officer.name, Action.AUDIT_EXPORTED)
+        return to_csv(p.audit.entries())
+
     return web.Response(
-        text=to_csv(p.audit.entries()),
+        text=await asyncio.to_thread(export),
         content_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="proxitrace-audit.csv"'},
     )
 
 
 async def _dashboard(request: web.Request) -> web.Response:
-    officer = _require(request)
-    board, _ = _board_and_totals(_portal(request))
+    officer = await _require(request)
+    board, _ = await asyncio.to_thread(_board_and_totals, _portal(request))
     return _page(request, "dashboard.html", officer, board=board, series=dashboard.SERIES)
 
 
 async def _chart(request: web.Request) -> web.Response:
-    _require(request)
+    await _require(request)
     name = request.match_info["name"]
     found = [s for s in dashboard.SERIES if s.name == name]
     if not found:
         raise web.HTTPNotFound(text="no such chart")
-    board, _ = _board_and_totals(_portal(request))
+    board, _ = await asyncio.to_thread(_board_and_totals, _portal(request))
     svg = dashboard.bar_chart(found[0].title, board.days, board.values[name])
     return web.Response(text=svg, content_type="image/svg+xml")
