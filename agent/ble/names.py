@@ -50,6 +50,16 @@ REGISTER_MONITOR = "RegisterMonitor"
 UNREGISTER_MONITOR = "UnregisterMonitor"
 RELEASE = "Release"
 
+# Properties the agent decides on (LEAdvertisingManager1's, as BlueZ's doc/org.bluez.LEAdvertisingManager.rst
+# names them): SupportedInstances counts the instances still free, SupportedFeatures lists platform features.
+SUPPORTED_INSTANCES = "SupportedInstances"
+SUPPORTED_FEATURES = "SupportedFeatures"
+# The SupportedFeatures entry for "multiple advertising offloaded to the controller": BlueZ (src/advertising.c)
+# lists it when the kernel reports MGMT_ADV_FLAG_HW_OFFLOAD, which net/bluetooth/mgmt.c sets exactly when the
+# controller is driven with extended advertising (one advertising set, with its own address, per instance).
+HARDWARE_OFFLOAD = "HardwareOffload"
+CAN_SET_TX_POWER = "CanSetTxPower"  # set together with HardwareOffload; only the simulator speaks it
+
 # Signals.
 NAME_OWNER_CHANGED = "NameOwnerChanged"
 INTERFACES_ADDED = "InterfacesAdded"
