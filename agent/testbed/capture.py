@@ -81,18 +81,22 @@ class ControllerTrace:
     set_on_air: list[tuple[float, int, str | None, bytes]] = field(default_factory=list)  # (from, handle, ...)
     enabled_sets: list[tuple[float, int]] = field(default_factory=list)  # (time, sets enabled from then on)
 
-    def gaps(self, since: float = 0.0) -> list[float]:
-        """Seconds with no set enabled, each time advertising came back, for those starting after ``since``:
-        the time off air of a rotation, however many sets the controller has."""
-        gaps, off_at = [], None
+    def off_air(self, since: float = 0.0) -> list[tuple[float, float]]:
+        """(from, seconds) of each time no set was enabled until advertising came back, for those starting
+        after ``since``: the time off air of a rotation, however many sets the controller has."""
+        periods, off_at = [], None
         for t, count in self.enabled_sets:
             if count == 0 and off_at is None:
                 off_at = t
             elif count > 0 and off_at is not None:
                 if off_at >= since:
-                    gaps.append(t - off_at)
+                    periods.append((off_at, t - off_at))
                 off_at = None
-        return gaps
+        return periods
+
+    def gaps(self, since: float = 0.0) -> list[float]:
+        """Seconds of each time off air (see ``off_air``)."""
+        return [seconds for _, seconds in self.off_air(since)]
 
     def overlaps(self, since: float = 0.0) -> list[float]:
         """Seconds with two or more sets enabled at once (make-before-break rotations), after ``since``."""
@@ -127,9 +131,10 @@ class _Controller:
     def changed(self, t: float, handle: int, address: str | None = None, payload: bytes | None = None) -> None:
         """New address or payload for a set; one that is on air starts a new (address, payload) pair now."""
         s = self.get(handle)
+        before = (s.address, s.payload)
         s.address = address if address is not None else s.address
         s.payload = payload if payload is not None else s.payload
-        if s.enabled:
+        if s.enabled and (s.address, s.payload) != before:
             self._on_air(t, handle, s)
 
     def enable(self, t: float, handles: list[int] | None, on: bool) -> None:
