@@ -14,23 +14,25 @@ A refusal (NotPermitted, InvalidArguments: BlueZ will say the same next second) 
 ``REFUSED_BACKOFF_S`` up to ``REFUSED_BACKOFF_MAX_S``, not from 1 s, so an agent refused for a week asks a
 few hundred times rather than tens of thousands.
 
-**Make-before-break on extended advertising.** A controller driven with extended advertising gives every
-advertising instance its own advertising set, and the kernel gives every set its own random address (LE Set
-Advertising Set Random Address, per handle). There a rotation registers the new ID under a second object path
-(the two paths alternate), waits for BlueZ's reply, and only then unregisters the old one: for one D-Bus round
-trip both sets are on air, each pairing its own address with its own ID, and the air is never empty. No scan
-pause is needed: the per-set address command is allowed while scanning, unlike the controller-wide LE Set
-Random Address a legacy controller refuses. The advertiser asks ``LEAdvertisingManager1`` before each
-rotation: ``SupportedFeatures`` containing ``HardwareOffload`` (BlueZ's src/advertising.c lists it when the
-kernel reports MGMT_ADV_FLAG_HW_OFFLOAD, and net/bluetooth/mgmt.c ``get_supported_adv_flags`` sets that flag
-exactly when it drives the controller with extended advertising) and ``SupportedInstances`` — the instances
-still *free* — at least 1 beside ours. Anything else, an unreadable answer included, takes the pause path: a
-legacy controller's multi-advertising is the kernel rotating instances in software under one controller
-address, so overlapping there would put the new ID under the old address. Failure path: the rotation runs at
-the old ID's ``valid_until``, so if the new registration fails the old advert is unregistered at once all the
-same (the address never outlives its ID by more than that one call) and the failure is retried with backoff,
-off air meanwhile. If unregistering the old one fails, the new one stays on air and the old one is retried
-with backoff before anything else.
+**Make-before-break on extended advertising.** A controller driven with extended advertising gives every advertising
+instance its own advertising set, and the kernel gives every set its own random address (LE Set Advertising Set
+Random Address, per handle). There a rotation registers the new ID under a second object path (the two paths
+alternate), waits for BlueZ's reply, and only then unregisters the old one: for one D-Bus round trip both sets are
+on air, each pairing its own address with its own ID, and the air is never empty. No scan pause is needed: the
+per-set address command is allowed while scanning, unlike the controller-wide LE Set Random Address a legacy
+controller refuses. The advertiser asks ``LEAdvertisingManager1`` before each rotation: ``SupportedFeatures``
+containing ``HardwareOffload`` (BlueZ's src/advertising.c lists it when the kernel reports MGMT_ADV_FLAG_HW_OFFLOAD,
+and net/bluetooth/mgmt.c ``get_supported_adv_flags`` sets that flag exactly when it drives the controller with
+extended advertising) — or, since BlueZ before 5.77 (bookworm's 5.66) exposes SupportedFeatures only with
+``--experimental``, ``SupportedSecondaryChannels`` containing ``1M``, which BlueZ exposes only for
+MGMT_ADV_FLAG_SEC_1M, set in the same extended-advertising branch of the kernel — and ``SupportedInstances``, the
+instances still *free*, at least 1 beside ours. Anything else, an unreadable answer included, takes the pause path:
+a legacy controller's multi-advertising is the kernel rotating instances in software under one controller address,
+so overlapping there would put the new ID under the old address. Failure path: the rotation runs at the old ID's
+``valid_until``, so if the new registration fails the old advert is unregistered at once all the same (the address
+never outlives its ID by more than that one call) and the failure is retried with backoff, off air meanwhile. If
+unregistering the old one fails, the new one stays on air and the old one is retried with backoff before anything
+else.
 """
 
 from __future__ import annotations
@@ -61,8 +63,10 @@ from agent.ble.names import (
     HARDWARE_OFFLOAD,
     PROPERTIES,
     REGISTER_ADVERTISEMENT,
+    SECONDARY_1M,
     SUPPORTED_FEATURES,
     SUPPORTED_INSTANCES,
+    SUPPORTED_SECONDARY_CHANNELS,
     UNREGISTER_ADVERTISEMENT,
 )
 from agent.clock import Clock, SystemClock
@@ -94,10 +98,14 @@ class AdvertisingCapability:
 
     @classmethod
     def from_properties(cls, props: dict[str, Variant]) -> AdvertisingCapability:
+        """HardwareOffload in SupportedFeatures, or (BlueZ before 5.77 hides that property unless run with
+        --experimental) the 1M secondary channel, which the kernel reports for extended advertising only."""
         features = props.get(SUPPORTED_FEATURES)
+        secondary = props.get(SUPPORTED_SECONDARY_CHANNELS)
         instances = props.get(SUPPORTED_INSTANCES)
         return cls(
-            hardware_offload=features is not None and HARDWARE_OFFLOAD in features.value,
+            hardware_offload=(features is not None and HARDWARE_OFFLOAD in features.value)
+            or (secondary is not None and SECONDARY_1M in secondary.value),
             free_instances=int(instances.value) if instances is not None else 0,
         )
 
@@ -164,6 +172,7 @@ class Advertiser:
         self._ads: dict[str, Advertisement] = {}
         self._registered = False  # the advert at self.path is registered with BlueZ
         self._stale: str | None = None  # a replaced advert whose unregistration failed: retried first
+        self._stale_attempts = 0
         self._make_before_break: bool | None = None
         self._registered_generation = -1
         self._advertising = False
@@ -228,15 +237,17 @@ class Advertiser:
             self._generation = state.generation
             if self._registered_generation != state.generation:
                 self._registered = False  # registered with a bluetoothd that has since gone
-                self._stale = None
+                self._stale, self._stale_attempts = None, 0
             self._wake.clear()
             if self._stale is not None:
                 try:
                     await self._unregister_path(self._stale)
                     self._stale = None
+                    self._stale_attempts = 0
                 except Exception as exc:  # the live advert is fine; the replaced one must still go
                     self._cleanup_failed(exc)
-                    await self._wait(self._io, self._retry_delay(exc), watch, state)
+                    delay = backoff_delay(self._stale_attempts, maximum=self._backoff_max)
+                    await self._wait(self._io, delay, watch, state)
                     continue
             now = self._clock.now()
             live = self._scheme.broadcast_at(now, self.tx_power)
@@ -269,12 +280,13 @@ class Advertiser:
                 self._next_rotation - now,
             )
             if self._stale is not None:  # the replaced advert is still registered: retry its removal soon
-                await self._wait(self._io, backoff_delay(1, maximum=self._backoff_max), watch, state)
+                await self._wait(self._io, backoff_delay(self._stale_attempts, maximum=self._backoff_max), watch, state)
                 continue
             await self._sleep_until(self._next_rotation, watch, state)
 
     async def _rotate(self, live: Broadcast, state: BluezState) -> None:
-        capability = await self._capability() if self._registered else LEGACY
+        rotation = self._registered  # else the first registration (or one after an outage): nothing to overlap
+        capability = await self._capability() if rotation else LEGACY
         if capability.overlap:
             await self._overlap(live)
         else:
@@ -286,7 +298,8 @@ class Advertiser:
                 else:
                     self._ads[self.path].set_content(live.service_uuid16, live.service_data)
                     await self._register()
-        self._make_before_break = capability.overlap
+        if rotation:
+            self._make_before_break = capability.overlap
         self._registered = True
         self._registered_generation = state.generation
         self._advertising = True
@@ -411,6 +424,7 @@ class Advertiser:
     def _cleanup_failed(self, exc: Exception) -> None:
         """Unregistering a replaced advert failed: counted and retried, while the live one stays on air."""
         self._failures += 1
+        self._stale_attempts += 1
         self._last_error = describe(exc)
         log.warning("removing the replaced advert on %s failed (%s); retrying", self.adapter, self._last_error)
 

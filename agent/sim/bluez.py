@@ -6,7 +6,8 @@ It behaves like BlueZ plus the kernel where the agent's correctness depends on i
   for a non-connectable advert with Privacy off), and a data change in place keeps the address — except that
   on a controller without extended advertising a second instance put on air while another is on takes that
   one's address (one controller-wide random address, which cannot change while advertising is enabled);
-  an ``extended`` adapter gives each instance (advertising set) its own and says ``HardwareOffload``;
+  an ``extended`` adapter gives each instance (advertising set) its own and says so as bluetoothd 5.66 does
+  (``SupportedSecondaryChannels``; ``HardwareOffload`` in SupportedFeatures only with ``experimental``);
 - ``RegisterAdvertisement`` reads the advert back from the caller with ``Properties.GetAll`` and rejects
   bad types or oversize data as bluetoothd does;
 - a ``legacy`` adapter that is scanning accepts a new registration but never puts it on air (the Pi's
@@ -71,11 +72,14 @@ from agent.ble.names import (
     RELEASE,
     REMOVE_DEVICE,
     REMOVE_MATCH,
+    SECONDARY_1M,
+    SECONDARY_2M,
     SET_DISCOVERY_FILTER,
     START_DISCOVERY,
     STOP_DISCOVERY,
     SUPPORTED_FEATURES,
     SUPPORTED_INSTANCES,
+    SUPPORTED_SECONDARY_CHANNELS,
     UNREGISTER_ADVERTISEMENT,
     UNREGISTER_MONITOR,
 )
@@ -404,15 +408,21 @@ class SimBluez:
         }
 
     def _adv_manager_props(self, a: SimAdapter) -> dict[str, Variant]:
-        return {
+        """As bluetoothd 5.66 answers: SupportedSecondaryChannels only for extended advertising, and
+        SupportedFeatures (experimental before 5.77) only when running with --experimental."""
+        props = {
             "ActiveInstances": Variant("y", len(a.adverts)),
             SUPPORTED_INSTANCES: Variant("y", max(0, a.cfg.max_advertisements - len(a.adverts))),
             "SupportedIncludes": Variant("as", ["tx-power", "appearance", "local-name"]),
-            SUPPORTED_FEATURES: Variant("as", [CAN_SET_TX_POWER, HARDWARE_OFFLOAD] if a.cfg.extended else []),
             "SupportedCapabilities": Variant(
                 "a{sv}", {"MaxAdvLen": Variant("y", 31), "MaxScnRspLen": Variant("y", 31)}
             ),
         }
+        if a.cfg.extended:
+            props[SUPPORTED_SECONDARY_CHANNELS] = Variant("as", [SECONDARY_1M, SECONDARY_2M])
+        if a.cfg.experimental:
+            props[SUPPORTED_FEATURES] = Variant("as", [CAN_SET_TX_POWER, HARDWARE_OFFLOAD] if a.cfg.extended else [])
+        return props
 
     def _add_adapter(self, cfg: AdapterConfig) -> SimAdapter:
         if cfg.name in self.adapters:
