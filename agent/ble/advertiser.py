@@ -171,7 +171,7 @@ class Advertiser:
         self._bus: MessageBus | None = None
         self._ads: dict[str, Advertisement] = {}
         self._registered = False  # the advert at self.path is registered with BlueZ
-        self._stale: str | None = None  # a replaced advert whose unregistration failed: retried first
+        self._stale: set[str] = set()  # replaced adverts whose unregistration failed (or is unknown): retried first
         self._stale_attempts = 0
         self._make_before_break: bool | None = None
         self._registered_generation = -1
@@ -215,17 +215,17 @@ class Advertiser:
             bus.export(path, ad)
         self._bus = bus
         self._registered = False
-        self._stale = None
+        self._stale = set()
         try:
             await self._loop(watch)
         finally:
             self._advertising = False
-            left = [p for p in (self.path if self._registered else None, self._stale) if p]
+            left = ([self.path] if self._registered else []) + sorted(self._stale)
             for path in left if bus.connected else []:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
                     await within(self._io, 2.0, self._call(UNREGISTER_ADVERTISEMENT, "o", [path]))
             self._registered = False
-            self._stale = None
+            self._stale = set()
             for path, ad in self._ads.items():
                 with contextlib.suppress(Exception):
                     bus.unexport(path, ad)
@@ -237,12 +237,13 @@ class Advertiser:
             self._generation = state.generation
             if self._registered_generation != state.generation:
                 self._registered = False  # registered with a bluetoothd that has since gone
-                self._stale, self._stale_attempts = None, 0
+                self._stale, self._stale_attempts = set(), 0
             self._wake.clear()
-            if self._stale is not None:
+            if self._stale:
                 try:
-                    await self._unregister_path(self._stale)
-                    self._stale = None
+                    for path in sorted(self._stale):
+                        await self._unregister_path(path)
+                        self._stale.discard(path)
                     self._stale_attempts = 0
                 except Exception as exc:  # the live advert is fine; the replaced one must still go
                     self._cleanup_failed(exc)
@@ -279,7 +280,7 @@ class Advertiser:
                 self.adapter,
                 self._next_rotation - now,
             )
-            if self._stale is not None:  # the replaced advert is still registered: retry its removal soon
+            if self._stale:  # a replaced advert is still registered: retry its removal soon
                 await self._wait(self._io, backoff_delay(self._stale_attempts, maximum=self._backoff_max), watch, state)
                 continue
             await self._sleep_until(self._next_rotation, watch, state)
@@ -334,17 +335,19 @@ class Advertiser:
             await self._register_path(new)
         except BaseException as exc:
             # the old ID expired when this rotation began: its address goes now, replaced or not
-            with contextlib.suppress(Exception):
-                await self._unregister_path(old)
             self._registered = False
-            if not isinstance(exc, DBusError):  # no answer: the new one may yet go on air, so take it back first
-                self._stale = new
+            if not isinstance(exc, DBusError):  # no answer: the new one may yet go on air, so take it back too
+                self._stale.add(new)
+            try:
+                await self._unregister_path(old)
+            except Exception:  # retried before anything else, with backoff
+                self._stale.add(old)
             raise
         self.path = new
         try:
             await self._unregister_path(old)
         except Exception as exc:
-            self._stale = old
+            self._stale.add(old)
             self._cleanup_failed(exc)
 
     async def _replace(self, ad: Advertisement, live: Broadcast) -> None:
@@ -436,8 +439,7 @@ class Advertiser:
     def _released(self, path: str) -> None:
         """BlueZ dropped one of our adverts by itself (adapter gone, bluetoothd stopping)."""
         self._releases += 1
-        if path == self._stale:
-            self._stale = None
+        self._stale.discard(path)
         if path != self.path:
             return  # the replaced one, on its way out anyway
         self._registered = False

@@ -142,6 +142,24 @@ async def test_a_failed_second_register_takes_the_old_advert_off_air_at_once(mak
     assert violations(items) == []
 
 
+async def test_when_both_halves_fail_the_old_advert_is_still_removed_before_the_retry(make_bed: Bed) -> None:
+    bed = make_bed(config(extended=True))
+    async with Rig(bed) as rig:
+        await rig.rotate()
+        await rig.ctl.fail_next("hci0", REGISTER_ADVERTISEMENT, E_FAILED)
+        await rig.ctl.fail_next("hci0", UNREGISTER_ADVERTISEMENT, E_FAILED)
+        await rig.clock.advance(INTERVAL_SECONDS)
+        await eventually(lambda: rig.adv.health().failures >= 1)
+        # the expired ID's advert is taken off before the new ID goes up (1 s backoff)
+        await eventually(lambda: rig.on_air()[1].off is not None)
+        await eventually(lambda: rig.adv.health().rotations == 3)
+        assert rig.adv.health().advertising
+    items = rig.on_air()
+    assert len(items) == 3
+    assert items[1].off is not None and items[1].off <= items[2].on
+    assert violations(items) == []
+
+
 async def test_a_failed_unregister_of_the_old_advert_is_retried_while_the_new_one_stays_on(make_bed: Bed) -> None:
     bed = make_bed(config(extended=True))
     async with Rig(bed) as rig:
