@@ -423,6 +423,7 @@ class Daemon:
             tasks=tuple(TaskStatus(t.name, t.running, t.restarts, t.last_error) for t in self.supervisor.health()),
             notes=self._notes,
             advertising_problem=adv.problem if adv else None,
+            make_before_break=adv.make_before_break if adv else None,
             store_problem=self.store.write_error,
             unwritten_windows=self.store.unwritten_windows,
             unwritten_dropped=self.store.unwritten_dropped,

@@ -63,6 +63,7 @@ class AgentStatus:
     tasks: tuple[TaskStatus, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
     advertising_problem: str | None = None  # why advertising is off: the advertiser's note and last error
+    make_before_break: bool | None = None  # the last rotation overlapped two sets (extended advertising)
     store_problem: str | None = None  # why sightings cannot be written now (disk full, read-only)
     unwritten_windows: int = 0  # sighting windows held in memory until the store takes them
     unwritten_dropped: int = 0  # ...and those lost because that memory was full

@@ -13,6 +13,26 @@ registration refused) are retried with backoff and reported in health; the loop 
 A refusal (NotPermitted, InvalidArguments: BlueZ will say the same next second) backs off from
 ``REFUSED_BACKOFF_S`` up to ``REFUSED_BACKOFF_MAX_S``, not from 1 s, so an agent refused for a week asks a
 few hundred times rather than tens of thousands.
+
+**Make-before-break on extended advertising.** A controller driven with extended advertising gives every advertising
+instance its own advertising set, and the kernel gives every set its own random address (LE Set Advertising Set
+Random Address, per handle). There a rotation registers the new ID under a second object path (the two paths
+alternate), waits for BlueZ's reply, and only then unregisters the old one: for one D-Bus round trip both sets are
+on air, each pairing its own address with its own ID, and the air is never empty. No scan pause is needed: the
+per-set address command is allowed while scanning, unlike the controller-wide LE Set Random Address a legacy
+controller refuses. The advertiser asks ``LEAdvertisingManager1`` before each rotation: ``SupportedFeatures``
+containing ``HardwareOffload`` (BlueZ's src/advertising.c lists it when the kernel reports MGMT_ADV_FLAG_HW_OFFLOAD,
+and net/bluetooth/mgmt.c ``get_supported_adv_flags`` sets that flag exactly when it drives the controller with
+extended advertising) — or, since BlueZ before 5.77 (bookworm's 5.66) exposes SupportedFeatures only with
+``--experimental``, ``SupportedSecondaryChannels`` containing ``1M``, which BlueZ exposes only for
+MGMT_ADV_FLAG_SEC_1M, set in the same extended-advertising branch of the kernel — and ``SupportedInstances``, the
+instances still *free*, at least 1 beside ours. Anything else, an unreadable answer included, takes the pause path:
+a legacy controller's multi-advertising is the kernel rotating instances in software under one controller address,
+so overlapping there would put the new ID under the old address. Failure path: the rotation runs at the old ID's
+``valid_until``, so if the new registration fails the old advert is unregistered at once all the same (the address
+never outlives its ID by more than that one call) and the failure is retried with backoff, off air meanwhile. If
+unregistering the old one fails, the new one stays on air and the old one is retried with backoff before anything
+else.
 """
 
 from __future__ import annotations
@@ -24,7 +44,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from dbus_fast import DBusError, Message, MessageType
+from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from agent.aio import first, within
@@ -39,7 +59,14 @@ from agent.ble.names import (
     E_ALREADY_EXISTS,
     E_DBUS_FAILED,
     E_DOES_NOT_EXIST,
+    GET_ALL,
+    HARDWARE_OFFLOAD,
+    PROPERTIES,
     REGISTER_ADVERTISEMENT,
+    SECONDARY_1M,
+    SUPPORTED_FEATURES,
+    SUPPORTED_INSTANCES,
+    SUPPORTED_SECONDARY_CHANNELS,
     UNREGISTER_ADVERTISEMENT,
 )
 from agent.clock import Clock, SystemClock
@@ -58,6 +85,35 @@ class ScanPauser(Protocol):
 
 
 @dataclass(frozen=True)
+class AdvertisingCapability:
+    """What LEAdvertisingManager1 says about the controller just before a rotation."""
+
+    hardware_offload: bool  # extended advertising: one set, with its own address, per instance
+    free_instances: int  # SupportedInstances: instances BlueZ can still hand out
+
+    @property
+    def overlap(self) -> bool:
+        """Register the next advert before removing the live one: only with per-set addresses and room."""
+        return self.hardware_offload and self.free_instances >= 1
+
+    @classmethod
+    def from_properties(cls, props: dict[str, Variant]) -> AdvertisingCapability:
+        """HardwareOffload in SupportedFeatures, or (BlueZ before 5.77 hides that property unless run with
+        --experimental) the 1M secondary channel, which the kernel reports for extended advertising only."""
+        features = props.get(SUPPORTED_FEATURES)
+        secondary = props.get(SUPPORTED_SECONDARY_CHANNELS)
+        instances = props.get(SUPPORTED_INSTANCES)
+        return cls(
+            hardware_offload=(features is not None and HARDWARE_OFFLOAD in features.value)
+            or (secondary is not None and SECONDARY_1M in secondary.value),
+            free_instances=int(instances.value) if instances is not None else 0,
+        )
+
+
+LEGACY = AdvertisingCapability(hardware_offload=False, free_instances=0)
+
+
+@dataclass(frozen=True)
 class AdvertiserHealth:
     adapter: str
     advertising: bool
@@ -70,6 +126,7 @@ class AdvertiserHealth:
     bluez_generation: int
     last_error: str | None
     note: str | None
+    make_before_break: bool | None = None  # how the last rotation went; None before the first one
 
     @property
     def problem(self) -> str | None:
@@ -98,7 +155,9 @@ class Advertiser:
         backoff_max_s: float = 60.0,
     ) -> None:
         self.adapter = adapter
-        self.path = f"/org/proxitrace/advertisement/{adapter}"
+        base = f"/org/proxitrace/advertisement/{adapter}"
+        self.paths = (base, f"{base}_next")  # alternate on extended controllers: the old stays until the new is up
+        self.path = self.paths[0]  # the live advert's path (the first one until a make-before-break rotation)
         self.tx_power = tx_power
         self._scheme = scheme
         self._clock = clock
@@ -110,7 +169,11 @@ class Advertiser:
         self._backoff_max = backoff_max_s
         self._wake = asyncio.Event()
         self._bus: MessageBus | None = None
-        self._registered = False
+        self._ads: dict[str, Advertisement] = {}
+        self._registered = False  # the advert at self.path is registered with BlueZ
+        self._stale: set[str] = set()  # replaced adverts whose unregistration failed (or is unknown): retried first
+        self._stale_attempts = 0
+        self._make_before_break: bool | None = None
         self._registered_generation = -1
         self._advertising = False
         self._last_rotation: float | None = None
@@ -142,33 +205,51 @@ class Advertiser:
             bluez_generation=self._generation,
             last_error=self._last_error,
             note=self._note,
+            make_before_break=self._make_before_break,
         )
 
     async def run(self, bus: MessageBus, watch: BluezWatch) -> None:
         """Advertise on ``bus`` until cancelled (or until the bus dies: BusLost)."""
-        ad = Advertisement(self._released, self._include_tx_power)
-        bus.export(self.path, ad)
+        self._ads = {p: Advertisement(lambda p=p: self._released(p), self._include_tx_power) for p in self.paths}
+        for path, ad in self._ads.items():
+            bus.export(path, ad)
         self._bus = bus
         self._registered = False
+        self._stale = set()
         try:
-            await self._loop(watch, ad)
+            await self._loop(watch)
         finally:
             self._advertising = False
-            if self._registered and bus.connected:
+            left = ([self.path] if self._registered else []) + sorted(self._stale)
+            for path in left if bus.connected else []:
                 with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await within(self._io, 2.0, self._call(UNREGISTER_ADVERTISEMENT, "o", [self.path]))
+                    await within(self._io, 2.0, self._call(UNREGISTER_ADVERTISEMENT, "o", [path]))
             self._registered = False
-            with contextlib.suppress(Exception):
-                bus.unexport(self.path, ad)
+            self._stale = set()
+            for path, ad in self._ads.items():
+                with contextlib.suppress(Exception):
+                    bus.unexport(path, ad)
             self._bus = None
 
-    async def _loop(self, watch: BluezWatch, ad: Advertisement) -> None:
+    async def _loop(self, watch: BluezWatch) -> None:
         while True:
             state = await watch.wait_until(lambda s: s.ready(self.adapter))
             self._generation = state.generation
             if self._registered_generation != state.generation:
                 self._registered = False  # registered with a bluetoothd that has since gone
+                self._stale, self._stale_attempts = set(), 0
             self._wake.clear()
+            if self._stale:
+                try:
+                    for path in sorted(self._stale):
+                        await self._unregister_path(path)
+                        self._stale.discard(path)
+                    self._stale_attempts = 0
+                except Exception as exc:  # the live advert is fine; the replaced one must still go
+                    self._cleanup_failed(exc)
+                    delay = backoff_delay(self._stale_attempts, maximum=self._backoff_max)
+                    await self._wait(self._io, delay, watch, state)
+                    continue
             now = self._clock.now()
             live = self._scheme.broadcast_at(now, self.tx_power)
             if live is None:
@@ -182,7 +263,7 @@ class Advertiser:
                 await self._sleep_until(self._next_rotation, watch, state)
                 continue
             try:
-                await self._rotate(ad, live, state)
+                await self._rotate(live, state)
             except Exception as exc:  # never crash: count it, report it, retry with backoff
                 self._failed(exc)
                 await self._wait(self._io, self._retry_delay(exc), watch, state)
@@ -199,21 +280,75 @@ class Advertiser:
                 self.adapter,
                 self._next_rotation - now,
             )
+            if self._stale:  # a replaced advert is still registered: retry its removal soon
+                await self._wait(self._io, backoff_delay(self._stale_attempts, maximum=self._backoff_max), watch, state)
+                continue
             await self._sleep_until(self._next_rotation, watch, state)
 
-    async def _rotate(self, ad: Advertisement, live: Broadcast, state: BluezState) -> None:
-        pause = self._pauser.paused(self.adapter) if self._pauser else contextlib.nullcontext()
-        async with pause:
-            if self._registered:
-                self._advertising = False
-                await self._replace(ad, live)
-            else:
-                ad.set_content(live.service_uuid16, live.service_data)
-                await self._register()
+    async def _rotate(self, live: Broadcast, state: BluezState) -> None:
+        rotation = self._registered  # else the first registration (or one after an outage): nothing to overlap
+        capability = await self._capability() if rotation else LEGACY
+        if capability.overlap:
+            await self._overlap(live)
+        else:
+            pause = self._pauser.paused(self.adapter) if self._pauser else contextlib.nullcontext()
+            async with pause:
+                if self._registered:
+                    self._advertising = False
+                    await self._replace(self._ads[self.path], live)
+                else:
+                    self._ads[self.path].set_content(live.service_uuid16, live.service_data)
+                    await self._register()
+        if rotation:
+            self._make_before_break = capability.overlap
         self._registered = True
         self._registered_generation = state.generation
         self._advertising = True
         self._on_air = live
+
+    async def _capability(self) -> AdvertisingCapability:
+        """LEAdvertisingManager1's features and free instances; an unreadable answer means the pause path."""
+        assert self._bus is not None
+        msg = Message(
+            destination=BLUEZ,
+            path=f"{ADAPTER_PREFIX}{self.adapter}",
+            interface=PROPERTIES,
+            member=GET_ALL,
+            signature="s",
+            body=[ADV_MANAGER],
+        )
+        try:
+            reply = await within(self._io, self._call_timeout, self._bus.call(msg))
+        except Exception as exc:  # the rotation itself will meet whatever is wrong and report it
+            log.debug("reading advertising features of %s: %s", self.adapter, describe(exc))
+            return LEGACY
+        if reply.message_type is MessageType.ERROR or reply.signature != "a{sv}":
+            return LEGACY
+        return AdvertisingCapability.from_properties(reply.body[0])
+
+    async def _overlap(self, live: Broadcast) -> None:
+        """Register the new advert under the other path, then unregister the old one (see the module doc)."""
+        old = self.path
+        new = self.paths[1] if old == self.paths[0] else self.paths[0]
+        self._ads[new].set_content(live.service_uuid16, live.service_data)
+        try:
+            await self._register_path(new)
+        except BaseException as exc:
+            # the old ID expired when this rotation began: its address goes now, replaced or not
+            self._registered = False
+            if not isinstance(exc, DBusError):  # no answer: the new one may yet go on air, so take it back too
+                self._stale.add(new)
+            try:
+                await self._unregister_path(old)
+            except Exception:  # retried before anything else, with backoff
+                self._stale.add(old)
+            raise
+        self.path = new
+        try:
+            await self._unregister_path(old)
+        except Exception as exc:
+            self._stale.add(old)
+            self._cleanup_failed(exc)
 
     async def _replace(self, ad: Advertisement, live: Broadcast) -> None:
         """Unregister the old advert and register the new one without waiting in between (the rotation gap).
@@ -234,19 +369,25 @@ class Advertiser:
             log.debug("unregistering the old advert on %s: %s", self.adapter, describe(dropped))
 
     async def _register(self) -> None:
+        await self._register_path(self.path)
+
+    async def _register_path(self, path: str) -> None:
         try:
-            await self._call(REGISTER_ADVERTISEMENT, "oa{sv}", [self.path, {}])
+            await self._call(REGISTER_ADVERTISEMENT, "oa{sv}", [path, {}])
         except DBusError as exc:
             if dbus_error_name(exc) != E_ALREADY_EXISTS:
                 raise
             # an earlier Register we gave up on completed after all: take it back and register afresh
-            await self._unregister()
-            await self._call(REGISTER_ADVERTISEMENT, "oa{sv}", [self.path, {}])
+            await self._unregister_path(path)
+            await self._call(REGISTER_ADVERTISEMENT, "oa{sv}", [path, {}])
 
     async def _unregister(self) -> None:
         self._registered = False
+        await self._unregister_path(self.path)
+
+    async def _unregister_path(self, path: str) -> None:
         try:
-            await self._call(UNREGISTER_ADVERTISEMENT, "o", [self.path])
+            await self._call(UNREGISTER_ADVERTISEMENT, "o", [path])
         except DBusError as exc:
             if dbus_error_name(exc) != E_DOES_NOT_EXIST:
                 raise
@@ -283,14 +424,24 @@ class Advertiser:
             "advertising on %s failed (%s, attempt %d); retrying", self.adapter, self._last_error, self._consecutive
         )
 
+    def _cleanup_failed(self, exc: Exception) -> None:
+        """Unregistering a replaced advert failed: counted and retried, while the live one stays on air."""
+        self._failures += 1
+        self._stale_attempts += 1
+        self._last_error = describe(exc)
+        log.warning("removing the replaced advert on %s failed (%s); retrying", self.adapter, self._last_error)
+
     def _retry_delay(self, exc: Exception) -> float:
         if classify(exc) is ErrorKind.REJECTED:
             return backoff_delay(self._consecutive, REFUSED_BACKOFF_S, max(REFUSED_BACKOFF_MAX_S, self._backoff_max))
         return backoff_delay(self._consecutive, maximum=self._backoff_max)
 
-    def _released(self) -> None:
-        """BlueZ dropped our advert by itself (adapter gone, bluetoothd stopping)."""
+    def _released(self, path: str) -> None:
+        """BlueZ dropped one of our adverts by itself (adapter gone, bluetoothd stopping)."""
         self._releases += 1
+        self._stale.discard(path)
+        if path != self.path:
+            return  # the replaced one, on its way out anyway
         self._registered = False
         self._advertising = False
         log.warning("BlueZ released the advertisement on %s", self.adapter)

@@ -50,6 +50,24 @@ REGISTER_MONITOR = "RegisterMonitor"
 UNREGISTER_MONITOR = "UnregisterMonitor"
 RELEASE = "Release"
 
+# Properties the agent decides on (LEAdvertisingManager1's, as BlueZ's doc/org.bluez.LEAdvertisingManager.rst
+# names them): SupportedInstances counts the instances still free, SupportedFeatures lists platform features.
+SUPPORTED_INSTANCES = "SupportedInstances"
+SUPPORTED_FEATURES = "SupportedFeatures"
+# The SupportedFeatures entry for "multiple advertising offloaded to the controller": BlueZ (src/advertising.c)
+# lists it when the kernel reports MGMT_ADV_FLAG_HW_OFFLOAD, which net/bluetooth/mgmt.c sets exactly when the
+# controller is driven with extended advertising (one advertising set, with its own address, per instance).
+# SupportedFeatures is experimental (bluetoothd --experimental only) before BlueZ 5.77 (commit 7e028287a,
+# "Promote experimental properties to stable"), so bookworm's 5.66 hides it by default.
+HARDWARE_OFFLOAD = "HardwareOffload"
+CAN_SET_TX_POWER = "CanSetTxPower"  # set together with HardwareOffload; only the simulator speaks it
+# The stable signal of the same kernel branch: BlueZ exposes SupportedSecondaryChannels only when the kernel
+# reports MGMT_ADV_FLAG_SEC_1M ("1M PHY shall always be supported if ext_adv is supported"), which
+# get_supported_adv_flags sets next to HW_OFFLOAD, for extended advertising only.
+SUPPORTED_SECONDARY_CHANNELS = "SupportedSecondaryChannels"
+SECONDARY_1M = "1M"
+SECONDARY_2M = "2M"  # only the simulator speaks it
+
 # Signals.
 NAME_OWNER_CHANGED = "NameOwnerChanged"
 INTERFACES_ADDED = "InterfacesAdded"

@@ -3,7 +3,11 @@
 It behaves like BlueZ plus the kernel where the agent's correctness depends on it:
 
 - every advertising instance put on air gets a fresh non-resolvable private address (what the kernel does
-  for a non-connectable advert with Privacy off), and a data change in place keeps the address;
+  for a non-connectable advert with Privacy off), and a data change in place keeps the address — except that
+  on a controller without extended advertising a second instance put on air while another is on takes that
+  one's address (one controller-wide random address, which cannot change while advertising is enabled);
+  an ``extended`` adapter gives each instance (advertising set) its own and says so as bluetoothd 5.66 does
+  (``SupportedSecondaryChannels``; ``HardwareOffload`` in SupportedFeatures only with ``experimental``);
 - ``RegisterAdvertisement`` reads the advert back from the caller with ``Properties.GetAll`` and rejects
   bad types or oversize data as bluetoothd does;
 - a ``legacy`` adapter that is scanning accepts a new registration but never puts it on air (the Pi's
@@ -45,6 +49,7 @@ from agent.ble.names import (
     ADVERTISEMENT1,
     BUS_DAEMON,
     BUS_DAEMON_PATH,
+    CAN_SET_TX_POWER,
     DEVICE1,
     E_ALREADY_EXISTS,
     E_DOES_NOT_EXIST,
@@ -56,6 +61,7 @@ from agent.ble.names import (
     E_UNKNOWN_METHOD,
     GET,
     GET_ALL,
+    HARDWARE_OFFLOAD,
     MONITOR1,
     MONITOR_MANAGER,
     NAME_OWNER_CHANGED,
@@ -66,9 +72,14 @@ from agent.ble.names import (
     RELEASE,
     REMOVE_DEVICE,
     REMOVE_MATCH,
+    SECONDARY_1M,
+    SECONDARY_2M,
     SET_DISCOVERY_FILTER,
     START_DISCOVERY,
     STOP_DISCOVERY,
+    SUPPORTED_FEATURES,
+    SUPPORTED_INSTANCES,
+    SUPPORTED_SECONDARY_CHANNELS,
     UNREGISTER_ADVERTISEMENT,
     UNREGISTER_MONITOR,
 )
@@ -397,15 +408,21 @@ class SimBluez:
         }
 
     def _adv_manager_props(self, a: SimAdapter) -> dict[str, Variant]:
-        return {
+        """As bluetoothd 5.66 answers: SupportedSecondaryChannels only for extended advertising, and
+        SupportedFeatures (experimental before 5.77) only when running with --experimental."""
+        props = {
             "ActiveInstances": Variant("y", len(a.adverts)),
-            "SupportedInstances": Variant("y", max(0, a.cfg.max_advertisements - len(a.adverts))),
+            SUPPORTED_INSTANCES: Variant("y", max(0, a.cfg.max_advertisements - len(a.adverts))),
             "SupportedIncludes": Variant("as", ["tx-power", "appearance", "local-name"]),
-            "SupportedFeatures": Variant("as", []),
             "SupportedCapabilities": Variant(
                 "a{sv}", {"MaxAdvLen": Variant("y", 31), "MaxScnRspLen": Variant("y", 31)}
             ),
         }
+        if a.cfg.extended:
+            props[SUPPORTED_SECONDARY_CHANNELS] = Variant("as", [SECONDARY_1M, SECONDARY_2M])
+        if a.cfg.experimental:
+            props[SUPPORTED_FEATURES] = Variant("as", [CAN_SET_TX_POWER, HARDWARE_OFFLOAD] if a.cfg.extended else [])
+        return props
 
     def _add_adapter(self, cfg: AdapterConfig) -> SimAdapter:
         if cfg.name in self.adapters:
@@ -417,7 +434,7 @@ class SimBluez:
         if cfg.experimental:
             ifaces[MONITOR_MANAGER] = {
                 "SupportedMonitorTypes": Variant("as", ["or_patterns"]),
-                "SupportedFeatures": Variant("as", []),
+                SUPPORTED_FEATURES: Variant("as", []),
             }
         self.table.add(a.path, ifaces)
         return a
@@ -436,6 +453,7 @@ class SimBluez:
             address=a.cfg.address,
             track=a.track,
             legacy=a.legacy,
+            extended=a.cfg.extended,
             tx_power=a.cfg.tx_power,
             adv_interval_ms=a.cfg.adv_interval_ms,
             max_advertisements=a.cfg.max_advertisements,
@@ -609,7 +627,7 @@ class SimBluez:
         self.table.update(
             a.path,
             ADV_MANAGER,
-            {"ActiveInstances": props["ActiveInstances"], "SupportedInstances": props["SupportedInstances"]},
+            {"ActiveInstances": props["ActiveInstances"], SUPPORTED_INSTANCES: props[SUPPORTED_INSTANCES]},
         )
 
     def _drop_advert(self, a: SimAdapter, tx: Transmitter, why: str) -> None:
@@ -628,7 +646,8 @@ class SimBluez:
             self._log({"e": "refused", "t": self.clock.now(), "a": a.name, "why": "legacy adapter is scanning"})
             log.info("%s: legacy controller is scanning, new advertisement stays off", a.name)
             return
-        self._start_instance(tx, random_nrpa())
+        shared = None if a.cfg.extended else next((t.address for t in a.adverts.values() if t.address), None)
+        self._start_instance(tx, shared or random_nrpa())
 
     def _start_instance(self, tx: Transmitter, address: str) -> None:
         self.instance_counter += 1

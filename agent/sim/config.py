@@ -29,14 +29,18 @@ class AdapterConfig:
     """One simulated controller.
 
     ``legacy`` models controllers (the Pi's CYW43455) that refuse LE Set Random Address while scanning, so a
-    new advertisement registered during discovery stays off. ``experimental`` exposes
-    AdvertisementMonitorManager1 (bluetoothd --experimental), which passive scanning needs.
+    new advertisement registered during discovery stays off. ``extended`` models a controller driven with
+    extended advertising: every instance is its own advertising set with its own random address, and
+    LEAdvertisingManager1 says so (``HardwareOffload``); without it all instances on air share the one
+    controller address. ``experimental`` exposes AdvertisementMonitorManager1 (bluetoothd --experimental),
+    which passive scanning needs.
     """
 
     name: str
     address: str
     track: Track
     legacy: bool = False
+    extended: bool = False
     tx_power: int = 0
     adv_interval_ms: int = DEFAULT_ADV_INTERVAL_MS
     max_advertisements: int = 5
@@ -118,6 +122,7 @@ def adapter_config_from_dict(raw: object, key: str) -> AdapterConfig:
             "y",
             "track",
             "legacy",
+            "extended",
             "tx_power",
             "adv_interval_ms",
             "max_advertisements",
@@ -136,11 +141,13 @@ def adapter_config_from_dict(raw: object, key: str) -> AdapterConfig:
     else:
         track = Track.fixed(_number(raw.get("x", 0.0), f"{key}.x"), _number(raw.get("y", 0.0), f"{key}.y"))
     cfg = AdapterConfig(name=name, address=address, track=track)
-    for flag in ("legacy", "experimental", "powered"):
+    for flag in ("legacy", "extended", "experimental", "powered"):
         if flag in raw:
             if type(raw[flag]) is not bool:
                 raise SimConfigError(f"{key}.{flag}: expected true or false, got {raw[flag]!r}")
             cfg = replace(cfg, **{flag: raw[flag]})
+    if cfg.legacy and cfg.extended:
+        raise SimConfigError(f"{key}: legacy and extended exclude each other (extended sets have own addresses)")
     limits = {"tx_power": (-127, 20), "adv_interval_ms": (20, 10_485_759), "max_advertisements": (1, 64)}
     for name_, (lo, hi) in limits.items():
         if name_ in raw:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from bleak.exc import BleakBluetoothNotAvailableError, BleakBluetoothNotAvailableReason, BleakDBusError, BleakError
-from dbus_fast import DBusError
+from dbus_fast import DBusError, Variant
 
 from agent.ble.adapters import NoAdapter, choose_adapters
-from agent.ble.advertiser import backoff_delay
+from agent.ble.advertiser import AdvertisingCapability, backoff_delay
 from agent.ble.bluez_watch import adapter_name
 from agent.ble.errors import ErrorKind, classify, describe
 from agent.ble.scanner import DutyCycle
@@ -53,6 +53,33 @@ def test_adapter_choice_prefers_separate_controllers() -> None:
 
 def _live(valid_from: float, valid_until: float) -> Broadcast:
     return Broadcast(SchemeName.GAEN, bytes(16), bytes(20), valid_from, valid_until)
+
+
+@pytest.mark.parametrize(
+    ("props", "overlap"),
+    [
+        (
+            {
+                "SupportedFeatures": Variant("as", ["CanSetTxPower", "HardwareOffload"]),
+                "SupportedInstances": Variant("y", 2),
+            },
+            True,
+        ),
+        ({"SupportedFeatures": Variant("as", ["HardwareOffload"]), "SupportedInstances": Variant("y", 1)}, True),
+        ({"SupportedFeatures": Variant("as", ["HardwareOffload"]), "SupportedInstances": Variant("y", 0)}, False),
+        ({"SupportedFeatures": Variant("as", []), "SupportedInstances": Variant("y", 4)}, False),  # legacy multi-adv
+        ({"SupportedInstances": Variant("y", 4)}, False),  # a BlueZ before SupportedFeatures
+        # BlueZ 5.66 without --experimental: no SupportedFeatures, but the 1M secondary channel says extended
+        ({"SupportedSecondaryChannels": Variant("as", ["1M", "2M"]), "SupportedInstances": Variant("y", 2)}, True),
+        ({"SupportedSecondaryChannels": Variant("as", ["1M"]), "SupportedInstances": Variant("y", 0)}, False),
+        ({"SupportedFeatures": Variant("as", ["HardwareOffload"])}, False),
+        ({}, False),
+    ],
+)
+def test_make_before_break_only_with_per_set_addresses_and_a_free_instance(
+    props: dict[str, Variant], overlap: bool
+) -> None:
+    assert AdvertisingCapability.from_properties(props).overlap is overlap
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:

@@ -37,6 +37,8 @@ def test_json_and_toml_configs_load(tmp_path: Path) -> None:
     [
         ({"adapters": [{"name": "wlan0"}]}, "adapters[0].name"),
         ({"adapters": [{"name": "hci0", "legacy": "yes"}]}, "adapters[0].legacy"),
+        ({"adapters": [{"name": "hci0", "extended": 1}]}, "adapters[0].extended"),
+        ({"adapters": [{"name": "hci0", "legacy": True, "extended": True}]}, "adapters[0]: legacy and extended"),
         ({"adapters": [{"name": "hci0", "tx_power": 99}]}, "adapters[0].tx_power"),
         ({"adapters": [{"name": "hci0", "colour": 1}]}, "adapters[0].colour"),
         ({"adapters": [{"name": "hci0"}, {"name": "hci0"}]}, "adapters"),

@@ -77,13 +77,13 @@ def bench(tmp: Path) -> dict[str, Path]:
             s, addr = snoops[name], address(16 * i + k)
             if name == "ben":
                 s.command(t, 0x2039, bytes([0, 1, 1, 0, 0, 0]), complete=True)
-                s.command(t, 0x2035, b"\x01" + addr)
-                s.command(t, 0x2037, bytes([1, 3, 1, len(ad)]) + ad)
+                s.command(t, 0x2035, b"\x01" + addr, complete=True)
+                s.command(t, 0x2037, bytes([1, 3, 1, len(ad)]) + ad, complete=True)
                 s.command(t, 0x2039, bytes([1, 1, 1, 0, 0, 0]), complete=True)
             else:
                 s.command(t, 0x200A, b"\x00", complete=True)
-                s.command(t, 0x2005, addr)
-                s.command(t, 0x2008, bytes([len(ad)]) + ad.ljust(31, b"\0"))
+                s.command(t, 0x2005, addr, complete=True)
+                s.command(t, 0x2008, bytes([len(ad)]) + ad.ljust(31, b"\0"), complete=True)
                 s.command(t, 0x200A, b"\x01", complete=True)
             for offset in range(5, ROTATE_EVERY, 10):  # everyone else hears this ID every 10 s
                 for other in PLACES:
