@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
-from support.bletools import eventually, gaen_scheme
+from support.bletools import gaen_scheme
+from support.polling import eventually
 
 from agent.ble.advertiser import Advertiser
 from agent.ble.bluez_watch import BluezWatch

@@ -22,6 +22,11 @@ from agent.sim.harness import SimBed
 Bed = Callable[..., SimBed]
 SPEED = 2880.0  # a day in 30 s
 MAX_LATE_REAL_S = 0.25  # how late (in real time) a rotation may come after its boundary
+# A GAEN ID lives 600 s, 0.21 s of real time at SPEED: a rotation that comes as late as MAX_LATE_REAL_S
+# allows (a loaded CI host) rightly skips the ID that expired meanwhile rather than broadcast it stale. At
+# 1x the same lateness is 0.25 s of a 10-minute life and skips nothing, so the skips here are the clock's
+# acceleration; more than two in a simulated day would be a fault of ours.
+MAX_MISSED = 2
 
 
 def expected_ids(scheme: Scheme, first: float, last: float) -> list[bytes]:
@@ -34,6 +39,12 @@ def expected_ids(scheme: Scheme, first: float, last: float) -> list[bytes]:
         out.append(live.ephemeral_id)
         t = live.valid_until
     return out
+
+
+def is_subsequence(ids: list[bytes], expected: list[bytes]) -> bool:
+    """Whether ``ids`` appear in ``expected`` in the same order (some of ``expected`` may be missing)."""
+    remaining = iter(expected)
+    return all(any(i == e for e in remaining) for i in ids)
 
 
 def window(scheme: Scheme, inst: AirInstance) -> tuple[float, float] | None:
@@ -77,7 +88,9 @@ async def test_a_simulated_day_is_unlinkable_on_air(make_bed: Bed) -> None:
     for adapter, scheme in schemes.items():
         mine = [i for i in items if i.adapter == adapter]
         ids = [ephemeral_id_of(i) for i in mine]
-        assert ids == expected_ids(scheme, mine[0].on, mine[-1].on)  # one instance per ID, in order, none missed
+        expected = expected_ids(scheme, mine[0].on, mine[-1].on)
+        assert len(set(ids)) == len(ids) and is_subsequence(ids, expected)  # one instance per ID, in order
+        assert len(expected) - len(ids) <= MAX_MISSED  # none missed, bar a loaded host's late wake-up
         assert len(ids) >= {"hci0": 144, "hci1": 96}[adapter]
         assert outside_validity(mine[:-1], lambda i, s=scheme: window(s, i), MAX_LATE_REAL_S * SPEED) == []
         lateness = [i.off - w[1] for i in mine[:-1] if i.off is not None and (w := window(scheme, i))]
