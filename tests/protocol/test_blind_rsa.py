@@ -179,13 +179,15 @@ def test_refuses_wrong_size_and_out_of_range(signer: blind_rsa.BlindSigner) -> N
 
 @needs_libcrypto
 def test_a_faulty_private_operation_is_refused(key: rsa.RSAPrivateKey) -> None:
-    """A fault cannot be provoked inside OpenSSL from here, so the signer is given the libcrypto state of
-    another key of the same size (a real EVP_PKEY whose answers fail the s^e == m check)."""
+    """A fault cannot be provoked inside OpenSSL from here, so the signer's private state is swapped for
+    another key's of the same size (a real EVP_PKEY whose answers fail the check under the public key)."""
     other = rsa.generate_private_key(public_exponent=65537, key_size=key.key_size)
     signer = blind_rsa.BlindSigner(key)
-    signer._native = _fastrsa.NativeRsaKey.load(libcrypto(), other)
+    signer._native_sk = _fastrsa.NativeRsaKey.load_private(libcrypto(), other)
+    small = (2).to_bytes(blind_rsa.modulus_len(key.public_key()), "big")  # below both moduli: OpenSSL signs it
+    assert signer._native_sk is not None and signer._native_sk.rsasp1(small) is not None
     with pytest.raises(blind_rsa.BlindSignatureError, match="signing failure"):
-        signer.sign(_h("blinded_msg"))
+        signer.sign(small)
 
 
 @needs_libcrypto
@@ -202,17 +204,23 @@ def test_eight_threads_sign_correctly_at_once(key: rsa.RSAPrivateKey) -> None:
 
 @needs_libcrypto
 def test_the_evp_pkey_is_freed_with_its_holder(key: rsa.RSAPrivateKey) -> None:
-    native = _fastrsa.NativeRsaKey.load(libcrypto(), key)
-    assert native is not None
-    freed = native.freed
-    assert freed.alive
-    del native
-    gc.collect()
-    assert not freed.alive
+    loaders = (
+        lambda: _fastrsa.NativeRsaKey.load_private(libcrypto(), key),
+        lambda: _fastrsa.NativeRsaKey.load_public(libcrypto(), key.public_key()),
+    )
+    for load in loaders:
+        native = load()
+        assert native is not None
+        freed = native.freed
+        assert freed.alive
+        del native
+        gc.collect()
+        assert not freed.alive
 
 
 def test_no_libcrypto_means_the_pure_path(key: rsa.RSAPrivateKey) -> None:
-    assert _fastrsa.NativeRsaKey.load(None, key) is None
+    assert _fastrsa.NativeRsaKey.load_private(None, key) is None
+    assert _fastrsa.NativeRsaKey.load_public(None, key.public_key()) is None
 
 
 def test_blind_sign_keeps_its_one_call_form(key: rsa.RSAPrivateKey) -> None:
