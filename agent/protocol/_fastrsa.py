@@ -1,8 +1,8 @@
 """The raw RSA operations (RSASP1 and RSAVP1, RFC 8017 §5.2) through OpenSSL's libcrypto, for blind signing.
 
 Why: the ``cryptography`` package signs only padded messages, and a blind signature is RSASP1 on the bare
-blinded message, so ``blind_rsa`` once did it with Python's ``pow`` (CRT, about ten times slower than
-OpenSSL's signature on the same key: the backend's limit on tokens bought per second). OpenSSL's
+blinded message, so ``blind_rsa`` once did it with Python's ``pow`` (CRT, ten to twenty-five times slower
+than OpenSSL's signature on the same key: the backend's limit on tokens bought per second). OpenSSL's
 ``EVP_PKEY_decrypt`` with ``RSA_NO_PADDING`` *is* RSASP1, with OpenSSL's CRT, constant-time modular
 exponentiation and base blinding; ``EVP_PKEY_encrypt`` without padding is RSAVP1, the signer's fault
 check, which in Python's ``pow`` cost half as much as the signature again. A key is parsed into an
