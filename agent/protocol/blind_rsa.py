@@ -176,7 +176,7 @@ class BlindSigner:
         lib = libcrypto() if native else None
         self._native_sk = _fastrsa.NativeRsaKey.load_private(lib, sk)
         self._native_pk = _fastrsa.NativeRsaKey.load_public(lib, sk.public_key())
-        if self._native_pk is None:
+        if self._native_pk is None or not self._native_probe_ok():
             self._native_sk = None
         self._crt: tuple[int, int, int, int, int] | None = None
         if self._native_sk is None:
@@ -187,6 +187,17 @@ class BlindSigner:
     @property
     def native(self) -> bool:
         return self._native_sk is not None
+
+    def _native_probe_ok(self) -> bool:
+        """One RSASP1 through libcrypto, checked with Python's ``pow``: a libcrypto that takes the key but
+        answers wrongly would otherwise fail every signature ("signing failure"), so it is not used."""
+        assert self._native_sk is not None
+        probe = 2  # below any modulus, and its signature is not a value anyone asked for
+        sig = self._native_sk.rsasp1(_i2osp(probe, self._k))
+        if sig is not None and pow(_os2ip(sig), self._e, self._n) == probe:
+            return True
+        log.warning("libcrypto's RSA private operation failed its probe: blind signing stays in pure Python")
+        return False
 
     def sign(self, blinded_msg: bytes) -> bytes:
         if len(blinded_msg) != self._k:

@@ -233,3 +233,16 @@ def test_the_path_taken_is_logged_at_debug_only(key: rsa.RSAPrivateKey, caplog: 
     caplog.set_level("DEBUG", logger="agent.protocol.blind_rsa")
     blind_rsa.BlindSigner(key, native=False)
     assert [(r.levelname, "pure Python" in r.getMessage()) for r in caplog.records] == [("DEBUG", True)]
+
+
+@needs_libcrypto
+def test_a_libcrypto_that_answers_wrongly_is_not_used(key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A libcrypto that takes the key but answers wrongly cannot be had here, so the loader is replaced
+    (a mock at that boundary) by one giving a real EVP_PKEY of another key: the signer's probe catches it
+    and it signs in pure Python, correctly."""
+    other = rsa.generate_private_key(public_exponent=65537, key_size=key.key_size)
+    load = _fastrsa.NativeRsaKey.load_private
+    monkeypatch.setattr(_fastrsa.NativeRsaKey, "load_private", lambda lib, sk: load(lib, other))
+    signer = blind_rsa.BlindSigner(key)
+    assert not signer.native
+    assert signer.sign(_h("blinded_msg")) == _h("blind_sig")
