@@ -10,7 +10,6 @@ cannot be loaded, ``Rekeyer`` falls back to ``cryptography`` with identical outp
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from collections.abc import Sequence
 from itertools import repeat
@@ -18,22 +17,20 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from agent.schemes._libcrypto import libcrypto
+
 Mode = Literal["aes-128-ecb", "aes-256-ctr"]
 
 
 @functools.cache
 def _libcrypto() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("crypto")
-    if name is None:
+    lib = libcrypto()
+    if lib is None:
         return None
     try:
-        lib = ctypes.CDLL(name)
-        lib.OpenSSL_version_num.restype = ctypes.c_ulong
-        if lib.OpenSSL_version_num() < 0x30000000:
-            return None
         for fn in ("EVP_CIPHER_CTX_new", "EVP_aes_128_ecb", "EVP_aes_256_ctr"):
             getattr(lib, fn).restype = ctypes.c_void_p
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     return lib
 

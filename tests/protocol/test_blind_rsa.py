@@ -1,9 +1,15 @@
 """RFC 9474 RSABSSA-SHA384-PSS-Randomized: the RFC's Appendix A vector byte for byte, and each check the
-RFC requires refusing what it must."""
+RFC requires refusing what it must. BlindSigner's two RSASP1 paths (libcrypto and the pure-Python
+fallback) give the vector byte for byte, agree on random inputs, refuse the same bad inputs, never return
+a result that fails the signer's own check, and sign correctly from several threads at once."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,7 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from agent.protocol import blind_rsa
+from agent.protocol import _fastrsa, blind_rsa
+from agent.schemes._libcrypto import libcrypto
 
 VECTOR = json.loads((Path(__file__).parent.parent / "data" / "rfc9474_rsabssa_sha384_pss_randomized.json").read_text())
 
@@ -120,3 +127,122 @@ def test_verify_refuses_tampering(key: rsa.RSAPrivateKey) -> None:
     assert not blind_rsa.verify(pk, _h("msg"), sig)  # the unprepared message is not what was signed
     assert not blind_rsa.verify(pk, _h("prepared_msg"), sig[:-1] + bytes([sig[-1] ^ 1]))
     assert not blind_rsa.verify(pk, _h("prepared_msg"), _i("n").to_bytes(len(sig), "big"))
+
+
+needs_libcrypto = pytest.mark.skipif(libcrypto() is None, reason="needs the system's OpenSSL 3 libcrypto")
+
+
+@pytest.fixture(scope="module", params=["libcrypto", "pure"])
+def signer(request: pytest.FixtureRequest, key: rsa.RSAPrivateKey) -> blind_rsa.BlindSigner:
+    native = request.param == "libcrypto"
+    if native and libcrypto() is None:
+        pytest.skip("needs the system's OpenSSL 3 libcrypto")
+    made = blind_rsa.BlindSigner(key, native=native)
+    assert made.native is native
+    return made
+
+
+def _random_representative(n: int, k: int) -> bytes:
+    return secrets.randbelow(n).to_bytes(k, "big")
+
+
+def test_signer_gives_the_rfc9474_vector_on_both_paths(signer: blind_rsa.BlindSigner) -> None:
+    pk = signer.key.public_key()
+    blind_sig = signer.sign(_h("blinded_msg"))
+    assert blind_sig == _h("blind_sig")
+    assert blind_rsa.finalize(pk, _h("prepared_msg"), blind_sig, _i("inv")) == _h("sig")
+
+
+@needs_libcrypto
+def test_fast_and_pure_paths_agree_on_random_inputs() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    fast, pure = blind_rsa.BlindSigner(key), blind_rsa.BlindSigner(key, native=False)
+    assert fast.native and not pure.native
+    n, k = key.public_key().public_numbers().n, blind_rsa.modulus_len(key.public_key())
+    edges = [bytes(k), (1).to_bytes(k, "big"), (n - 1).to_bytes(k, "big")]
+    for m in edges + [_random_representative(n, k) for _ in range(40)]:
+        assert fast.sign(m) == pure.sign(m)
+
+
+def test_refuses_wrong_size_and_out_of_range(signer: blind_rsa.BlindSigner) -> None:
+    k = blind_rsa.modulus_len(signer.key.public_key())
+    with pytest.raises(blind_rsa.BlindSignatureError, match="out of range"):
+        signer.sign(_i("n").to_bytes(k, "big"))
+    with pytest.raises(blind_rsa.BlindSignatureError, match="out of range"):
+        signer.sign(b"\xff" * k)
+    with pytest.raises(blind_rsa.BlindSignatureError, match="input size"):
+        signer.sign(b"\x01" * (k - 1))
+    with pytest.raises(blind_rsa.BlindSignatureError, match="input size"):
+        signer.sign(b"\x01" * (k + 1))
+    assert signer.sign(_h("blinded_msg")) == _h("blind_sig")  # a refusal leaves the signer working
+
+
+@needs_libcrypto
+def test_a_faulty_private_operation_is_refused(key: rsa.RSAPrivateKey) -> None:
+    """A fault cannot be provoked inside OpenSSL from here, so the signer's private state is swapped for
+    another key's of the same size (a real EVP_PKEY whose answers fail the check under the public key)."""
+    other = rsa.generate_private_key(public_exponent=65537, key_size=key.key_size)
+    signer = blind_rsa.BlindSigner(key)
+    signer._native_sk = _fastrsa.NativeRsaKey.load_private(libcrypto(), other)
+    small = (2).to_bytes(blind_rsa.modulus_len(key.public_key()), "big")  # below both moduli: OpenSSL signs it
+    assert signer._native_sk is not None and signer._native_sk.rsasp1(small) is not None
+    with pytest.raises(blind_rsa.BlindSignatureError, match="signing failure"):
+        signer.sign(small)
+
+
+@needs_libcrypto
+def test_eight_threads_sign_correctly_at_once(key: rsa.RSAPrivateKey) -> None:
+    fast = blind_rsa.BlindSigner(key)
+    n, e = _i("n"), _i("e")
+    k = blind_rsa.modulus_len(key.public_key())
+    inputs = [_random_representative(n, k) for _ in range(8 * 25)]
+    with ThreadPoolExecutor(8) as pool:
+        signed = list(pool.map(fast.sign, inputs))
+    for m, s in zip(inputs, signed, strict=True):
+        assert pow(int.from_bytes(s, "big"), e, n) == int.from_bytes(m, "big")
+
+
+@needs_libcrypto
+def test_the_evp_pkey_is_freed_with_its_holder(key: rsa.RSAPrivateKey) -> None:
+    loaders = (
+        lambda: _fastrsa.NativeRsaKey.load_private(libcrypto(), key),
+        lambda: _fastrsa.NativeRsaKey.load_public(libcrypto(), key.public_key()),
+    )
+    for load in loaders:
+        native = load()
+        assert native is not None
+        freed = native.freed
+        assert freed.alive
+        del native
+        gc.collect()
+        assert not freed.alive
+
+
+def test_no_libcrypto_means_the_pure_path(key: rsa.RSAPrivateKey) -> None:
+    assert _fastrsa.NativeRsaKey.load_private(None, key) is None
+    assert _fastrsa.NativeRsaKey.load_public(None, key.public_key()) is None
+
+
+def test_blind_sign_keeps_its_one_call_form(key: rsa.RSAPrivateKey) -> None:
+    assert blind_rsa.blind_sign(key, _h("blinded_msg")) == _h("blind_sig")
+    with pytest.raises(blind_rsa.BlindSignatureError, match="input size"):
+        blind_rsa.blind_sign(key, os.urandom(8))
+
+
+def test_the_path_taken_is_logged_at_debug_only(key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="agent.protocol.blind_rsa")
+    blind_rsa.BlindSigner(key, native=False)
+    assert [(r.levelname, "pure Python" in r.getMessage()) for r in caplog.records] == [("DEBUG", True)]
+
+
+@needs_libcrypto
+def test_a_libcrypto_that_answers_wrongly_is_not_used(key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A libcrypto that takes the key but answers wrongly cannot be had here, so the loader is replaced
+    (a mock at that boundary) by one giving a real EVP_PKEY of another key: the signer's probe catches it
+    and it signs in pure Python, correctly."""
+    other = rsa.generate_private_key(public_exponent=65537, key_size=key.key_size)
+    load = _fastrsa.NativeRsaKey.load_private
+    monkeypatch.setattr(_fastrsa.NativeRsaKey, "load_private", lambda lib, sk: load(lib, other))
+    signer = blind_rsa.BlindSigner(key)
+    assert not signer.native
+    assert signer.sign(_h("blinded_msg")) == _h("blind_sig")
