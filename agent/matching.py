@@ -82,7 +82,10 @@ class SightingIndex:
         by_id: dict[bytes, list[SightingWindow]] = defaultdict(list)
         for w in windows:
             by_id[w.ephemeral_id].append(w)
-        self.by_id: dict[bytes, list[SightingWindow]] = {i: [] for i in ids}
+        # Each heard ID maps to the empty tuple until windows are given: a dict of bytes and untracked
+        # values is one object the garbage collector skips, where a list per ID is 100 000s of objects
+        # that every full collection (in whichever thread, the event loop's too) walks while the GIL is held.
+        self.by_id: dict[bytes, Sequence[SightingWindow]] = dict.fromkeys(ids, ())
         self.by_id.update(by_id)
         bits = _MIN_BITMAP_BITS
         while bits < _MAX_BITMAP_BITS and (1 << bits) < 128 * len(self.by_id):
@@ -97,7 +100,7 @@ class SightingIndex:
         return len(self.by_id)
 
     def windows_of(self, ids: Sequence[bytes]) -> Mapping[bytes, Sequence[SightingWindow]]:
-        return {i: self.by_id.get(i, []) for i in ids}
+        return {i: self.by_id.get(i, ()) for i in ids}
 
     def candidates(self, ids: memoryview | bytes, count: int) -> list[int]:
         """Positions (in 16-byte units) among the first ``count`` IDs that pass the bitmap and whose
