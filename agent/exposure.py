@@ -146,114 +146,105 @@ def process_list(
     return _record(store, scheme, matches, digest, source, len(keys), now, settings, receiver_correction)
 
 
+@dataclass(frozen=True)
+class ExportRun:
+    """How one streamed list is matched and scored, whoever asks (the daemon's sync off the loop,
+    ``proxitrace match``, the benches): what is recorded with its results (``source``, ``now``), how
+    they are scored and how many processes match it."""
+
+    scheme: SchemeName
+    source: str
+    now: float
+    settings: RiskSettings
+    receiver_correction: float
+    retention_days: int = 14
+    workers: int = 1
+    start_method: StartMethod = "fork"
+
+
 def process_export(
     store: Store,
-    scheme: SchemeName,
     export: StreamedExport,
-    source: str,
-    now: float,
-    settings: RiskSettings,
-    receiver_correction: float,
-    retention_days: int = 14,
-    workers: int = 1,
-    start_method: StartMethod = "fork",
+    run: ExportRun,
     progress: Callable[[int], None] | None = None,
     heard: HeardIds | None = None,
 ) -> ListOutcome:
     """``process_list`` for a streamed export of any size: the keys are read chunk by chunk and matched
-    over ``workers`` processes, and nothing is stored unless every key of the file passed its checks
+    over ``run.workers`` processes, and nothing is stored unless every key of the file passed its checks
     (``ExportError`` otherwise). Only the heard IDs are loaded up front; the windows are read for the
     few IDs that were hit. The list is remembered by export.bin's SHA-256 (known before any key is read)
     and by its ``export_identity``, so ``processed_before`` knows the file again without reading it.
     ``heard``: the IDs, shared by all the lists of one pass (read here when not given)."""
-    job = _ExportJob.begin(store, scheme, export, now, heard or HeardIds(store, scheme, now, retention_days))
+    job = _ExportJob.begin(store, export, run, heard)
     if job.done is not None:
-        return job.remember(store, job.done, source, now)
-    found = job.match(workers, start_method, progress)
-    return job.finish(store, found, source, now, settings, receiver_correction)
+        return job.remember(store, job.done)
+    return job.finish(store, job.match(progress))
 
 
 async def process_export_off_loop(
-    store: Store,
-    scheme: SchemeName,
-    export: StreamedExport,
-    source: str,
-    now: float,
-    settings: RiskSettings,
-    receiver_correction: float,
-    retention_days: int = 14,
-    workers: int = 1,
-    start_method: StartMethod = "fork",
-    heard: HeardIds | None = None,
+    store: Store, export: StreamedExport, run: ExportRun, heard: HeardIds | None = None
 ) -> ListOutcome:
-    """``process_export`` for the daemon: reading, checking and matching the keys (seconds for a national
-    list) run in a thread (which feeds the worker processes), so the event loop keeps advertising,
-    recording and answering meanwhile; the store is only touched from the loop's own thread, where every
-    other writer of it runs (one SQLite connection: two threads' transactions would interleave)."""
-    job = _ExportJob.begin(store, scheme, export, now, heard or HeardIds(store, scheme, now, retention_days))
+    """``process_export`` for the daemon: reading the heard IDs (a fifth of a second for two weeks of 50
+    peers) and reading, checking and matching the keys (seconds for a national list) run in a thread
+    (which feeds the worker processes), so the event loop keeps advertising, recording and answering
+    meanwhile. What the thread reads from the store is one SELECT outside any transaction (the connection
+    is shared across threads, SQLite serialises its use); every write stays on the loop's own thread,
+    where every other writer of the store runs (two threads' transactions would interleave)."""
+    job = _ExportJob.begin(store, export, run, heard)
     if job.done is not None:
-        return job.remember(store, job.done, source, now)
-    found = await asyncio.to_thread(job.match, workers, start_method, None)
-    return job.finish(store, found, source, now, settings, receiver_correction)
+        return job.remember(store, job.done)
+    found = await asyncio.to_thread(job.match, None)
+    return job.finish(store, found)
 
 
 @dataclass(frozen=True)
 class _ExportJob:
-    """One streamed list between what is read from the store (``begin``), the matching that needs no
-    store (``match``, safe in any thread) and what is written to it (``finish``)."""
+    """One streamed list between what is checked in the store first (``begin``), the heard IDs' read and
+    the matching (``match``, safe in another thread: it only reads) and what is written (``finish``)."""
 
-    scheme: SchemeName
     export: StreamedExport
-    today: int
-    ids: list[bytes]
-    index: SightingIndex | None
+    run: ExportRun
+    heard: HeardIds
     done: ListOutcome | None
 
     @classmethod
-    def begin(cls, store: Store, scheme: SchemeName, export: StreamedExport, now: float, heard: HeardIds) -> _ExportJob:
-        if scheme is SchemeName.EBID:
-            raise ValueError(f"{scheme} lists are not matched on the device (the backend scores EBID contacts)")
-        if heard.scheme is not scheme:
-            raise ValueError(f"a {scheme} list matched against the IDs of {heard.scheme}")
+    def begin(cls, store: Store, export: StreamedExport, run: ExportRun, heard: HeardIds | None) -> _ExportJob:
+        if run.scheme is SchemeName.EBID:
+            raise ValueError(f"{run.scheme} lists are not matched on the device (the backend scores EBID contacts)")
+        heard = heard or HeardIds(store, run.scheme, run.now, run.retention_days)
+        if heard.scheme is not run.scheme:
+            raise ValueError(f"a {run.scheme} list matched against the IDs of {heard.scheme}")
         digest, count = export.summary.export_sha256.hex(), export.summary.key_count
-        if store.is_list_processed(digest):
-            return cls(scheme, export, day_of(now), [], None, ListOutcome(digest, count, 0, True, None, processes=0))
-        ids, index = heard.get()
-        return cls(scheme, export, day_of(now), ids, index, None)
+        done = ListOutcome(digest, count, 0, True, None, processes=0) if store.is_list_processed(digest) else None
+        return cls(export, run, heard, done)
 
-    def match(self, workers: int, start_method: StartMethod, progress: Callable[[int], None] | None) -> ChunkHits:
-        assert self.index is not None, "a list processed before is not matched"
-        matcher = ChunkMatcher(self.scheme, self.export.summary, self.today)
-        return match_chunks(matcher, self.export.chunks(), self.index, self.ids, workers, start_method, progress)
+    def match(self, progress: Callable[[int], None] | None) -> ChunkHits:
+        assert self.done is None, "a list processed before is not matched"
+        ids, index = self.heard.get()
+        run = self.run
+        matcher = ChunkMatcher(run.scheme, self.export.summary, day_of(run.now))
+        return match_chunks(matcher, self.export.chunks(), index, ids, run.workers, run.start_method, progress)
 
-    def finish(
-        self,
-        store: Store,
-        found: ChunkHits,
-        source: str,
-        now: float,
-        settings: RiskSettings,
-        receiver_correction: float,
-    ) -> ListOutcome:
-        summary = self.export.summary
-        matches = resolve(found.hits, lambda wanted: store.windows_by_id(wanted, self.scheme))
+    def finish(self, store: Store, found: ChunkHits) -> ListOutcome:
+        summary, run = self.export.summary, self.run
+        matches = resolve(found.hits, lambda wanted: store.windows_by_id(wanted, run.scheme))
         outcome = _record(
             store,
-            self.scheme,
+            run.scheme,
             matches,
             summary.export_sha256.hex(),
-            source,
+            run.source,
             summary.key_count,
-            now,
-            settings,
-            receiver_correction,
+            run.now,
+            run.settings,
+            run.receiver_correction,
         )
-        return self.remember(store, dataclasses.replace(outcome, processes=found.processes), source, now)
+        return self.remember(store, dataclasses.replace(outcome, processes=found.processes))
 
-    def remember(self, store: Store, outcome: ListOutcome, source: str, now: float) -> ListOutcome:
+    def remember(self, store: Store, outcome: ListOutcome) -> ListOutcome:
         """Also remember the file by its export.sig; after its results, so a file is never recognised
         as processed before they are stored."""
-        row = (_identity_row(self.export.summary.signature_sha256), source, outcome.keys, now)
+        row = (_identity_row(self.export.summary.signature_sha256), self.run.source, outcome.keys, self.run.now)
         store.record_exposures((), processed=row)
         return outcome
 

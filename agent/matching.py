@@ -26,7 +26,7 @@ from agent.sightings import SightingWindow
 
 GAEN_TOLERANCE_SECONDS = 2 * 3600  # ±12 intervals of clock drift, as GAEN allows
 DP3T_TOLERANCE_SECONDS = 2 * 3600
-BATCH_KEYS = 512  # keys per batch: its 288 KiB of GAEN IDs stay in cache (measured faster than 2048)
+BATCH_KEYS = 512  # keys per batch (1.1 MiB of GAEN IDs): measured faster than 128, 256 and 2048
 _MIN_BITMAP_BITS = 20
 _MAX_BITMAP_BITS = 28
 _DAY_BYTES = dp3t.EPHIDS_PER_DAY * dp3t.EPHID_LEN
@@ -82,7 +82,10 @@ class SightingIndex:
         by_id: dict[bytes, list[SightingWindow]] = defaultdict(list)
         for w in windows:
             by_id[w.ephemeral_id].append(w)
-        self.by_id: dict[bytes, list[SightingWindow]] = {i: [] for i in ids}
+        # Each heard ID maps to the empty tuple until windows are given: a dict of bytes and untracked
+        # values is one object the garbage collector skips, where a list per ID is 100 000s of objects
+        # that every full collection (in whichever thread, the event loop's too) walks while the GIL is held.
+        self.by_id: dict[bytes, Sequence[SightingWindow]] = dict.fromkeys(ids, ())
         self.by_id.update(by_id)
         bits = _MIN_BITMAP_BITS
         while bits < _MAX_BITMAP_BITS and (1 << bits) < 128 * len(self.by_id):
@@ -97,14 +100,14 @@ class SightingIndex:
         return len(self.by_id)
 
     def windows_of(self, ids: Sequence[bytes]) -> Mapping[bytes, Sequence[SightingWindow]]:
-        return {i: self.by_id.get(i, []) for i in ids}
+        return {i: self.by_id.get(i, ()) for i in ids}
 
     def candidates(self, ids: memoryview | bytes, count: int) -> list[int]:
         """Positions (in 16-byte units) among the first ``count`` IDs that pass the bitmap and whose
         first 64 bits are those of a heard ID: the bitmap's ~1 % false candidates are dropped here, in
         one vectorised look-up per batch, instead of one Python-level dict look-up each."""
         slots = np.frombuffer(ids, dtype="<u4", count=4 * count)[::4] >> self._shift
-        hit = _nonzero((self._bitmap[slots >> 3] >> (slots & 7).astype(np.uint8)) & 1)
+        hit = _nonzero((np.take(self._bitmap, slots >> 3) >> (slots & 7).astype(np.uint8)) & 1)
         if not len(hit):
             return []
         prefixes = np.frombuffer(ids, dtype="<u8", count=2 * count)[::2][hit]
@@ -284,43 +287,52 @@ def dp3t_hits(
         with Expander(native) as own:
             return dp3t_hits(keys, index, today, tolerance, native, progress, first_position, own)
     table = keys if isinstance(keys, KeyTable) else KeyTable.of(keys, dp3t.SK_LEN)
-    owners, days, sks = _key_days(table, today)
     hits: list[Hit] = []
     aes, out = expander.dp3t()
     view = memoryview(out).cast("B")
     zeros = [_DAY_ZEROS] * BATCH_KEYS
-    for first in range(0, len(sks), BATCH_KEYS):
-        stop = min(len(sks), first + BATCH_KEYS)
-        stream_keys = hmac_sha256_many(sks[first:stop], dp3t.BROADCAST_KEY)
-        aes.encrypt_many(stream_keys, zeros[: stop - first], out, _DAY_BYTES)
-        for pos in index.candidates(view, (stop - first) * dp3t.EPHIDS_PER_DAY):
-            ephid = view[16 * pos : 16 * pos + 16].tobytes()
-            if ephid in index.by_id:
-                m = first + pos // dp3t.EPHIDS_PER_DAY
-                lo = start_of_day(days[m]) - tolerance
-                hi = start_of_day(days[m] + 1) + tolerance
-                key = table.key(owners[m])
-                hits.append(Hit(SchemeName.DP3T, key, ephid, lo, hi, first_position + owners[m], sks[m]))
-        if progress is not None:  # a key is done once its last day (today) is expanded
-            progress(days[first:stop].count(today))
+    for group in range(0, len(table), BATCH_KEYS):  # a batch's keys hold up to 14 batches of key-days
+        owners, days, sks = _key_days(table, group, min(len(table), group + BATCH_KEYS), today)
+        for first in range(0, len(sks), BATCH_KEYS):
+            stop = min(len(sks), first + BATCH_KEYS)
+            stream_keys = hmac_sha256_many(sks[first:stop], dp3t.BROADCAST_KEY)
+            aes.encrypt_many(stream_keys, zeros[: stop - first], out, _DAY_BYTES)
+            for pos in index.candidates(view, (stop - first) * dp3t.EPHIDS_PER_DAY):
+                ephid = view[16 * pos : 16 * pos + 16].tobytes()
+                if ephid in index.by_id:
+                    m = first + pos // dp3t.EPHIDS_PER_DAY
+                    lo = start_of_day(days[m]) - tolerance
+                    hi = start_of_day(days[m] + 1) + tolerance
+                    key = table.key(owners[m])
+                    hits.append(Hit(SchemeName.DP3T, key, ephid, lo, hi, first_position + owners[m], sks[m]))
+            if progress is not None:  # a key is done once its last day (today) is expanded
+                progress(days[first:stop].count(today))
     return hits
 
 
-def _key_days(table: KeyTable, today: int) -> tuple[list[int], list[int], list[bytes]]:
-    """(key position, day, SK of that day) for every day from each key's own up to ``today``, as three
-    lists ordered by key; the SK chain is advanced for all keys of one age at once."""
-    start_days = [s // gaen.ROLLING_PERIOD for s in table.rolling_start]
-    live = [n for n, day in enumerate(start_days) if day <= today]
-    sks = dict(zip(live, table.key_bytes_at(live), strict=True))
-    rows: list[tuple[int, int, bytes]] = []
-    age = 0
-    while live:
-        rows.extend((n, start_days[n] + age, sks[n]) for n in live)
-        live = [n for n in live if start_days[n] + age < today]
-        sks = dict(zip(live, sha256_many(sks[n] for n in live), strict=True))
-        age += 1
-    rows.sort(key=lambda row: (row[0], row[1]))
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+def _key_days(table: KeyTable, first: int, stop: int, today: int) -> tuple[list[int], list[int], list[bytes]]:
+    """(key position, day, SK of that day) for every day from each of the keys ``first``..``stop``'s own
+    day up to ``today``, ordered by key then day. The work per key-day is the one SHA-256 of the chain
+    (advanced for all keys of one age at once); the bookkeeping is numpy over the batch, as it cost as
+    much as the HMAC itself when done with a Python tuple per key-day."""
+    n, length = stop - first, table.key_length
+    start_days = np.asarray(table.rolling_start[first:stop], dtype=np.int64) // gaen.ROLLING_PERIOD
+    counts = np.clip(today - start_days + 1, 0, None)
+    width = int(counts.max(initial=0))
+    if width == 0:
+        return [], [], []
+    chain = np.empty((n, width, length), dtype=np.uint8)
+    chain[:, 0] = np.frombuffer(table.key_data, np.uint8, n * length, first * length).reshape(n, length)
+    for age in range(1, width):
+        rows = np.flatnonzero(counts > age)
+        prev = chain[rows, age - 1].tobytes()
+        nxt = b"".join(sha256_many(prev[i : i + length] for i in range(0, len(prev), length)))
+        chain[rows, age] = np.frombuffer(nxt, np.uint8).reshape(len(rows), length)
+    alive = np.arange(width) < counts[:, None]
+    rows, ages = np.nonzero(alive)
+    flat = chain[alive].tobytes()
+    sks = [flat[i : i + length] for i in range(0, len(flat), length)]
+    return (rows + first).tolist(), (start_days[rows] + ages).tolist(), sks
 
 
 def _dp3t_tx(hits: Sequence[tuple[bytes, SightingWindow]]) -> int | None:

@@ -14,7 +14,7 @@ from agent.calibration import CalibrationError
 from agent.cli.context import CliContext
 from agent.clock import SystemClock
 from agent.config import ConfigError, device_calibration, load_config, risk_settings
-from agent.exposure import process_export, workers_for
+from agent.exposure import ExportRun, process_export, workers_for
 from agent.protocol.export import ExportError, verify_export_stream
 from agent.schemes.base import SchemeName
 from agent.schemes.published import DP3T_KEY_LEN, GAEN_KEY_LEN
@@ -87,18 +87,16 @@ def match(obj: CliContext, list_path: Path, public_key: Path, scheme: str, worke
             with click.progressbar(
                 length=count, label=f"matching {count} keys", file=click.get_text_stream("stderr"), show_pos=True
             ) as bar:
-                outcome = process_export(
-                    store,
+                run = ExportRun(
                     SchemeName(scheme),
-                    verified,
                     str(list_path.name),
                     now,
                     risk_settings(config),
                     correction,
                     config.agent.retention_days,
                     workers=workers_for(verified, workers or config.agent.match_workers),
-                    progress=bar.update,
                 )
+                outcome = process_export(store, verified, run, progress=bar.update)
         except (ExportError, SigningKeyError, ConfigError, CalibrationError, StoreError, OSError) as exc:
             raise click.ClickException(f"{list_path.name}: {exc}") from None
     summary = verified.summary

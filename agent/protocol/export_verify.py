@@ -232,47 +232,24 @@ def _check_key_count(export_bin: bytes, limits: ExportLimits) -> None:
     data = memoryview(export_bin)[len(EXPORT_HEADER) :]
     pos, end, count = 0, len(data), 0
     while pos < end:
-        tag, pos = _count_varint(data, pos)
-        if tag is None:
-            break
-        wire_type = tag & 7
-        if wire_type == 0:
-            _, pos = _count_varint(data, pos)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        elif wire_type == 2:
-            length, pos = _count_varint(data, pos)
-            if length is None:
-                break
-            pos += length
-            if tag >> 3 in _KEY_FIELDS:
-                count += 1
-        else:
-            break
+        parsed = _field_header(data, pos, end)
+        if not isinstance(parsed, tuple):
+            break  # cut short or not protobuf: the parser names it
+        field, wire_type, length, offset = parsed
+        pos = offset + length
+        if wire_type == _LEN and field in _KEY_FIELDS:
+            count += 1
     if count > limits.max_keys:
         raise ExportError(f"too many keys: {count}, limit {limits.max_keys}")
 
 
-def _count_varint(data: memoryview, pos: int) -> tuple[int | None, int]:
-    """A protobuf varint at ``pos`` and the position after it; None when it runs off the end or past 10 bytes."""
-    value = shift = 0
-    for i in range(pos, min(pos + 10, len(data))):
-        byte = data[i]
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i + 1
-        shift += 7
-    return None, len(data)
-
-
-# Protobuf field framing, read without parsing (the streamed reader frames export.bin with these).
+# Protobuf field framing, read without parsing (the key count above and the streamed reader use these).
 _DECODE_ERROR = "export.bin: protobuf decode error"
+Buffer = bytes | bytearray | memoryview
 _LEN = 2
 
 
-def _field_header(buf: bytearray, pos: int, end: int) -> tuple[int, int, int, int] | str | None:
+def _field_header(buf: Buffer, pos: int, end: int) -> tuple[int, int, int, int] | str | None:
     """(field number, wire type, payload length, payload offset) of the field at ``pos``; None when the
     buffer ends inside it; a reason when it cannot be a protobuf field."""
     parsed = _varint(buf, pos, end)
@@ -299,7 +276,9 @@ def _field_header(buf: bytearray, pos: int, end: int) -> tuple[int, int, int, in
     return _DECODE_ERROR  # groups (3, 4) are not part of this format; 6 and 7 are no wire type
 
 
-def _varint(buf: bytearray, pos: int, end: int) -> tuple[int, int] | str | None:
+def _varint(buf: Buffer, pos: int, end: int) -> tuple[int, int] | str | None:
+    """A varint at ``pos`` and the position after it; None when ``end`` comes first (more may follow in
+    a stream), a reason when it runs past 10 bytes."""
     value = shift = 0
     for i in range(pos, min(end, pos + 10)):
         byte = buf[i]

@@ -33,7 +33,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from agent.backoff import backoff_delay
 from agent.clock import DAY, Clock, day_of
-from agent.exposure import HeardIds, ListOutcome, StartMethod, process_export_off_loop, processed_before, workers_for
+from agent.exposure import (
+    ExportRun,
+    HeardIds,
+    ListOutcome,
+    StartMethod,
+    process_export_off_loop,
+    processed_before,
+    workers_for,
+)
 from agent.keys import KeyRing
 from agent.protocol import blind_rsa, proof_of_work, wire
 from agent.protocol.export import DEFAULT_LIMITS, ExportError
@@ -280,10 +288,8 @@ class SyncService:
     ) -> ListOutcome:
         """Match one verified list from its file, off the event loop (``process_export_off_loop``);
         ``ExportError`` if a key in it is refused (nothing stored)."""
-        return await process_export_off_loop(
-            self._store,
+        run = ExportRun(
             scheme,
-            v.export,
             v.source,
             self._clock.now(),
             risk,
@@ -291,8 +297,8 @@ class SyncService:
             self.settings.retention_days,
             workers=workers_for(v.export, self.settings.match_workers),
             start_method=MATCH_START_METHOD,
-            heard=heard,
         )
+        return await process_export_off_loop(self._store, v.export, run, heard)
 
     def _next_delay(self, retry: _Retry, error: SyncError | None) -> float:
         s = self.settings

@@ -37,7 +37,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.bench.match import synthesize
-from agent.exposure import HeardIds, process_export, processed_before
+from agent.exposure import ExportRun, HeardIds, process_export, processed_before
 from agent.matching import SightingIndex, match_dp3t, match_gaen
 from agent.protocol.export import EXPORT_HEADER, SignatureInfo, sign_export_bin, verify_export_stream, zip_export
 from agent.protocol.proto import gaen_export as pb
@@ -235,18 +235,16 @@ def run_pass(state: Path, files: list[Path], public_key: Path, workers: int, sta
                 v0 = time.perf_counter()
                 export = verify_export_stream(source, {INFO.verification_key_id: key}, now=NOW)
                 verify_s += time.perf_counter() - v0
-                outcome = process_export(
-                    store,
+                run = ExportRun(
                     SchemeName.GAEN,
-                    export,
                     path.name,
                     NOW,
                     RiskSettings(),
                     0.0,
                     workers=workers,
                     start_method=start_method,  # type: ignore[arg-type]
-                    heard=heard,
                 )
+                outcome = process_export(store, export, run, heard=heard)
             matched += outcome.matched_keys
             keys += outcome.keys
             skipped += outcome.already_processed

@@ -1,6 +1,7 @@
 """proxitrace match: a signed list from a file against the local store, as a field engineer runs it."""
 
 import base64
+import io
 import json
 import os
 import subprocess
@@ -67,6 +68,14 @@ def test_a_signed_list_with_a_contact_notifies_once(tmp_path: Path) -> None:
     assert len(Store.open(tmp_path / "state").exposures()) == 1
 
 
+def zipped(entries: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
 def test_bad_lists_are_refused_in_one_line_and_change_nothing(tmp_path: Path) -> None:
     signer, other = generate_signing_key(), generate_signing_key()
     good = standard_export(
@@ -74,10 +83,22 @@ def test_bad_lists_are_refused_in_one_line_and_change_nothing(tmp_path: Path) ->
     )
     (tmp_path / "other.pem").write_text(public_key_pem(other.public_key()))
     (tmp_path / "signer.pem").write_text(public_key_pem(signer.public_key()))
+    with zipfile.ZipFile(io.BytesIO(good)) as zf:
+        export_bin, export_sig = zf.read("export.bin"), zf.read("export.sig")
+    tampered = export_bin[:-1] + bytes([export_bin[-1] ^ 1])  # a bit of the last key's fields
     cases = {
+        "unsigned.zip": (zipped({"export.bin": export_bin}), "signer.pem"),
+        "tampered.zip": (zipped({"export.bin": tampered, "export.sig": export_sig}), "signer.pem"),
         "wrong-signer.zip": (good, "other.pem"),
         "truncated.zip": (good[: len(good) // 2], "signer.pem"),
         "not-a-zip.zip": (b"hello", "signer.pem"),
+    }
+    why = {  # the reason each is refused, named in its one line
+        "unsigned.zip": "missing export.sig",
+        "tampered.zip": "bad signature",
+        "wrong-signer.zip": "bad signature",
+        "truncated.zip": "truncated or corrupt zip",
+        "not-a-zip.zip": "not a zip archive",
     }
     state = tmp_path / "state"
     Store.open(state).close()
@@ -88,6 +109,7 @@ def test_bad_lists_are_refused_in_one_line_and_change_nothing(tmp_path: Path) ->
         assert out.returncode == 1, name
         assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(f"proxitrace: {name}:"), out.stderr
         assert "Traceback" not in out.stderr
+        assert why[name] in out.stderr, out.stderr
     assert (state / "agent.db").read_bytes() == before
 
 

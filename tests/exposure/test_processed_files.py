@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from support.exportkit import standard_export
 
 from agent.clock import day_of
-from agent.exposure import HeardIds, process_export, processed_before
+from agent.exposure import ExportRun, HeardIds, process_export, processed_before
 from agent.protocol.export import (
     EXPORT_BIN,
     EXPORT_SIG,
@@ -58,7 +58,7 @@ def entries(data: bytes) -> tuple[bytes, bytes]:
 
 def match(store: Store, data: bytes, signer: ec.EllipticCurvePrivateKey) -> None:
     streamed = verify_export_stream(io.BytesIO(data), {"228": signer.public_key()}, now=NOW)
-    process_export(store, SchemeName.GAEN, streamed, "t", NOW, RiskSettings(), 0.0)
+    process_export(store, streamed, ExportRun(SchemeName.GAEN, "t", NOW, RiskSettings(), 0.0))
 
 
 def test_a_matched_file_is_known_again_without_its_export_bin_being_read(
@@ -100,7 +100,7 @@ def test_a_resigned_copy_is_verified_then_known_by_its_export_bin(
     )  # the same keys signed again: ECDSA's fresh nonce makes another export.sig
     assert entries(resigned)[0] == export_bin and not processed_before(store, io.BytesIO(resigned))
     again = verify_export_stream(io.BytesIO(resigned), {"228": signer.public_key()}, now=NOW)
-    outcome = process_export(store, SchemeName.GAEN, again, "t", NOW, RiskSettings(), 0.0)
+    outcome = process_export(store, again, ExportRun(SchemeName.GAEN, "t", NOW, RiskSettings(), 0.0))
     assert outcome.already_processed  # by export.bin's digest, and from now on by this export.sig too
     assert processed_before(store, io.BytesIO(resigned))
     store.close()
@@ -149,9 +149,8 @@ def test_the_heard_ids_are_read_once_for_every_list_of_a_pass(
     heard = HeardIds(store, SchemeName.GAEN, NOW, 14)
 
     def run(data: bytes, ids: HeardIds) -> int:
-        return process_export(
-            store, SchemeName.GAEN, verify(data, signer), "t", NOW, RiskSettings(), 0.0, heard=ids
-        ).matched_keys
+        run = ExportRun(SchemeName.GAEN, "t", NOW, RiskSettings(), 0.0)
+        return process_export(store, verify(data, signer), run, heard=ids).matched_keys
 
     assert run(lists[0], heard) == 0
     store.add_windows(windows_of(tek, start + 30))  # heard after this pass read its IDs: for the next pass

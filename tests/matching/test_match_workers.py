@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from support.exportkit import standard_export
 
 from agent.clock import day_of
-from agent.exposure import process_export, process_list
+from agent.exposure import ExportRun, process_export, process_list
 from agent.match_workers import MIN_KEYS_PER_WORKER, ChunkMatcher, match_chunks, worker_count
 from agent.matching import SightingIndex
 from agent.protocol.export import ExportError, SignatureInfo, verify_export, verify_export_stream
@@ -132,8 +132,9 @@ def test_a_streamed_list_over_two_processes_records_what_the_in_memory_path_reco
             )
         else:
             streamed = verify_export_stream(io.BytesIO(data), trusted)
-            outcome = process_export(store, SchemeName.GAEN, streamed, "t", NOW, RiskSettings(), 0.0, workers=2)
-            again = process_export(store, SchemeName.GAEN, streamed, "t", NOW, RiskSettings(), 0.0, workers=2)
+            run = ExportRun(SchemeName.GAEN, "t", NOW, RiskSettings(), 0.0, workers=2)
+            outcome = process_export(store, streamed, run)
+            again = process_export(store, streamed, run)
             assert again.already_processed and again.matched_keys == 0
         results.append(
             (
@@ -159,7 +160,7 @@ def test_a_key_refused_in_a_worker_refuses_the_list_and_stores_nothing(
     store.add_windows(windows)
     streamed = verify_export_stream(io.BytesIO(data), {"228": signer.public_key()}, now=NOW)
     with pytest.raises(ExportError) as refused:
-        process_export(store, SchemeName.GAEN, streamed, "t", NOW, RiskSettings(), 0.0, workers=2)
+        process_export(store, streamed, ExportRun(SchemeName.GAEN, "t", NOW, RiskSettings(), 0.0, workers=2))
     assert refused.value.reason == f"key 3000: starts in the future (interval {(TODAY + 3) * 144})"
     assert store.exposures() == [] and not store.is_list_processed(streamed.summary.export_sha256.hex())
     store.close()

@@ -7,7 +7,6 @@ more than a small share of the time the list takes (matched on the loop, it woul
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.backend_harness import T0, RunningBackend
 from support.exportkit import standard_export
+from support.loop_watch import LoopWatch
 from support.sync_devices import heard_gaen_key
 
 from agent.clock import ManualClock, day_of
@@ -34,7 +34,6 @@ from agent.sync import KeyServer, SyncService, SyncSettings
 KEYS = 2 * MIN_KEYS_PER_WORKER  # the smallest list two workers are started for
 TODAY = day_of(T0)
 INFO = SignatureInfo(verification_key_id="262", verification_key_version="v1")
-TICK_SECONDS = 0.005
 
 
 @pytest.fixture(scope="module")
@@ -62,31 +61,6 @@ async def cdn(
         yield str(server.make_url("/index.txt"))
     finally:
         await server.close()
-
-
-class LoopWatch:
-    """How late a callback asked for every ``TICK_SECONDS`` runs: what anything else on the loop (the
-    radio's D-Bus signals, the flusher, the status file) would wait."""
-
-    def __init__(self) -> None:
-        self.ticks = 0
-        self.worst = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            due = time.monotonic() + TICK_SECONDS
-            await asyncio.sleep(TICK_SECONDS)
-            self.worst = max(self.worst, time.monotonic() - due)
-            self.ticks += 1
-
-    def __enter__(self) -> LoopWatch:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 @pytest.mark.parametrize("match_workers", [1, 2])
