@@ -301,12 +301,20 @@ class Store:
 
     def heard_ids(self, scheme: SchemeName, since: float) -> list[bytes]:
         """The distinct IDs of ``scheme`` heard since ``since``: what a matching index needs, without
-        the (ten times more) windows."""
-        rows = self.db.conn.execute(
-            "SELECT DISTINCT id FROM sightings WHERE window_start >= ? AND scheme = ?",
-            (int(since) - int(since) % SCAN_WINDOW_SECONDS, SCHEME_CODES[scheme]),
-        )
-        return [bytes(r[0]) for r in rows]
+        the (ten times more) windows.
+
+        Read on a read-only connection of its own, because the daemon's sync calls it from its matching
+        thread while the loop keeps flushing: on the shared connection this read would run inside the
+        loop's transactions and a rollback there would abort it. WAL lets it read beside the writer."""
+        reader = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        try:
+            rows = reader.execute(
+                "SELECT DISTINCT id FROM sightings WHERE window_start >= ? AND scheme = ?",
+                (int(since) - int(since) % SCAN_WINDOW_SECONDS, SCHEME_CODES[scheme]),
+            )
+            return [bytes(r[0]) for r in rows]
+        finally:
+            reader.close()
 
     def windows_by_id(self, ids: Iterable[bytes], scheme: SchemeName) -> dict[bytes, list[SightingWindow]]:
         """The windows of these IDs of ``scheme``, grouped by ID."""
