@@ -308,17 +308,8 @@ class Advertiser:
 
     async def _capability(self) -> AdvertisingCapability:
         """LEAdvertisingManager1's features and free instances; an unreadable answer means the pause path."""
-        assert self._bus is not None
-        msg = Message(
-            destination=BLUEZ,
-            path=f"{ADAPTER_PREFIX}{self.adapter}",
-            interface=PROPERTIES,
-            member=GET_ALL,
-            signature="s",
-            body=[ADV_MANAGER],
-        )
         try:
-            reply = await within(self._io, self._call_timeout, self._bus.call(msg))
+            reply = await self._adapter_call(PROPERTIES, GET_ALL, "s", [ADV_MANAGER])
         except Exception as exc:  # the rotation itself will meet whatever is wrong and report it
             log.debug("reading advertising features of %s: %s", self.adapter, describe(exc))
             return LEGACY
@@ -401,18 +392,22 @@ class Advertiser:
         self._advertising = False
 
     async def _call(self, member: str, signature: str, body: list[object]) -> None:
+        reply = await self._adapter_call(ADV_MANAGER, member, signature, body)
+        if reply.message_type is MessageType.ERROR:
+            raise DBusError(reply.error_name or E_DBUS_FAILED, str(reply.body[:1]), reply)
+
+    async def _adapter_call(self, interface: str, member: str, signature: str, body: list[object]) -> Message:
+        """One call to bluetoothd on this adapter's object, bounded by the call timeout."""
         assert self._bus is not None
         msg = Message(
             destination=BLUEZ,
             path=f"{ADAPTER_PREFIX}{self.adapter}",
-            interface=ADV_MANAGER,
+            interface=interface,
             member=member,
             signature=signature,
             body=body,
         )
-        reply = await within(self._io, self._call_timeout, self._bus.call(msg))
-        if reply.message_type is MessageType.ERROR:
-            raise DBusError(reply.error_name or E_DBUS_FAILED, str(reply.body[:1]), reply)
+        return await within(self._io, self._call_timeout, self._bus.call(msg))
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1

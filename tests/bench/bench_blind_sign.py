@@ -16,25 +16,14 @@ import argparse
 import json
 import resource
 import secrets
-import statistics
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from bench_schemes import best_rate
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from agent.protocol import blind_rsa
-
-
-def best_rate(fn: Callable[[], int], repeats: int = 5) -> float:
-    """Median of ``repeats`` runs of signatures/second."""
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        n = fn()
-        rates.append(n / (time.perf_counter() - t0))
-    return statistics.median(rates)
 
 
 def rss_kib() -> int:
