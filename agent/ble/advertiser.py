@@ -20,7 +20,10 @@ Random Address, per handle). There a rotation registers the new ID under a secon
 alternate), waits for BlueZ's reply, and only then unregisters the old one: for one D-Bus round trip both sets are
 on air, each pairing its own address with its own ID, and the air is never empty. No scan pause is needed: the
 per-set address command is allowed while scanning, unlike the controller-wide LE Set Random Address a legacy
-controller refuses. The advertiser asks ``LEAdvertisingManager1`` before each rotation: ``SupportedFeatures``
+controller refuses. The advertiser asks ``LEAdvertisingManager1`` right after each registration, in the background,
+and the next rotation acts on that answer: asking at the rotation itself would keep the expired ID on air for one
+more round trip (ten seconds if bluetoothd is slow to answer). The answer is kept per BlueZ generation; a new
+bluetoothd is asked afresh before its first rotation. It wants ``SupportedFeatures``
 containing ``HardwareOffload`` (BlueZ's src/advertising.c lists it when the kernel reports MGMT_ADV_FLAG_HW_OFFLOAD,
 and net/bluetooth/mgmt.c ``get_supported_adv_flags`` sets that flag exactly when it drives the controller with
 extended advertising) — or, since BlueZ before 5.77 (bookworm's 5.66) exposes SupportedFeatures only with
@@ -30,7 +33,9 @@ instances still *free*, at least 1 beside ours. Anything else, an unreadable ans
 a legacy controller's multi-advertising is the kernel rotating instances in software under one controller address,
 so overlapping there would put the new ID under the old address. Failure path: the rotation runs at the old ID's
 ``valid_until``, so if the new registration fails the old advert is unregistered at once all the same (the address
-never outlives its ID by more than that one call) and the failure is retried with backoff, off air meanwhile. If
+never outlives its ID by more than that one call) and the failure is retried with backoff, off air meanwhile —
+except when BlueZ refused it for want of an instance (another program took the free one since we asked): then the
+instance the old advert leaves is free, and the new advert is registered there at once, break-before-make. If
 unregistering the old one fails, the new one stays on air and the old one is retried with backoff before anything
 else.
 """
@@ -59,6 +64,7 @@ from agent.ble.names import (
     E_ALREADY_EXISTS,
     E_DBUS_FAILED,
     E_DOES_NOT_EXIST,
+    E_NOT_PERMITTED,
     GET_ALL,
     HARDWARE_OFFLOAD,
     PROPERTIES,
@@ -86,7 +92,7 @@ class ScanPauser(Protocol):
 
 @dataclass(frozen=True)
 class AdvertisingCapability:
-    """What LEAdvertisingManager1 says about the controller just before a rotation."""
+    """What LEAdvertisingManager1 says about the controller while our advert is registered."""
 
     hardware_offload: bool  # extended advertising: one set, with its own address, per instance
     free_instances: int  # SupportedInstances: instances BlueZ can still hand out
@@ -127,6 +133,7 @@ class AdvertiserHealth:
     last_error: str | None
     note: str | None
     make_before_break: bool | None = None  # how the last rotation went; None before the first one
+    next_make_before_break: bool | None = None  # what the next rotation will do, as BlueZ last answered; None: unknown
 
     @property
     def problem(self) -> str | None:
@@ -174,6 +181,8 @@ class Advertiser:
         self._stale: set[str] = set()  # replaced adverts whose unregistration failed (or is unknown): retried first
         self._stale_attempts = 0
         self._make_before_break: bool | None = None
+        self._capability_read: tuple[int, AdvertisingCapability] | None = None  # (BlueZ generation, its answer)
+        self._refresh: asyncio.Task[AdvertisingCapability | None] | None = None
         self._registered_generation = -1
         self._advertising = False
         self._last_rotation: float | None = None
@@ -206,6 +215,7 @@ class Advertiser:
             last_error=self._last_error,
             note=self._note,
             make_before_break=self._make_before_break,
+            next_make_before_break=known.overlap if (known := self._known_capability(self._generation)) else None,
         )
 
     async def run(self, bus: MessageBus, watch: BluezWatch) -> None:
@@ -219,6 +229,8 @@ class Advertiser:
         try:
             await self._loop(watch)
         finally:
+            if self._refresh is not None:
+                self._refresh.cancel()
             self._advertising = False
             left = ([self.path] if self._registered else []) + sorted(self._stale)
             for path in left if bus.connected else []:
@@ -268,6 +280,7 @@ class Advertiser:
                 self._failed(exc)
                 await self._wait(self._io, self._retry_delay(exc), watch, state)
                 continue
+            self._refresh = asyncio.ensure_future(self._read_capability(state.generation))
             recovered = self._consecutive > 0 or self._note is not None
             self._consecutive = 0
             self._rotations += 1
@@ -286,10 +299,17 @@ class Advertiser:
             await self._sleep_until(self._next_rotation, watch, state)
 
     async def _rotate(self, live: Broadcast, state: BluezState) -> None:
+        if self._refresh is not None:  # an answer arriving mid-rotation would count the new advert as a stranger
+            self._refresh.cancel()
+            self._refresh = None
         rotation = self._registered  # else the first registration (or one after an outage): nothing to overlap
-        capability = await self._capability() if rotation else LEGACY
+        capability = LEGACY
+        if rotation:
+            capability = self._known_capability(state.generation) or await self._read_capability(state.generation)
+            capability = capability or LEGACY
+        overlapped = False
         if capability.overlap:
-            await self._overlap(live)
+            overlapped = await self._overlap(live)
         else:
             pause = self._pauser.paused(self.adapter) if self._pauser else contextlib.nullcontext()
             async with pause:
@@ -300,25 +320,33 @@ class Advertiser:
                     self._ads[self.path].set_content(live.service_uuid16, live.service_data)
                     await self._register()
         if rotation:
-            self._make_before_break = capability.overlap
+            self._make_before_break = overlapped
         self._registered = True
         self._registered_generation = state.generation
         self._advertising = True
         self._on_air = live
 
-    async def _capability(self) -> AdvertisingCapability:
-        """LEAdvertisingManager1's features and free instances; an unreadable answer means the pause path."""
+    def _known_capability(self, generation: int) -> AdvertisingCapability | None:
+        read = self._capability_read
+        return read[1] if read is not None and read[0] == generation else None
+
+    async def _read_capability(self, generation: int) -> AdvertisingCapability | None:
+        """LEAdvertisingManager1's features and free instances, kept for ``generation``; None if unreadable
+        (the last answer stays: a rotation acting on it meets whatever is wrong and reports it)."""
         try:
             reply = await self._adapter_call(PROPERTIES, GET_ALL, "s", [ADV_MANAGER])
-        except Exception as exc:  # the rotation itself will meet whatever is wrong and report it
+        except Exception as exc:
             log.debug("reading advertising features of %s: %s", self.adapter, describe(exc))
-            return LEGACY
+            return None
         if reply.message_type is MessageType.ERROR or reply.signature != "a{sv}":
-            return LEGACY
-        return AdvertisingCapability.from_properties(reply.body[0])
+            return None
+        capability = AdvertisingCapability.from_properties(reply.body[0])
+        self._capability_read = (generation, capability)
+        return capability
 
-    async def _overlap(self, live: Broadcast) -> None:
-        """Register the new advert under the other path, then unregister the old one (see the module doc)."""
+    async def _overlap(self, live: Broadcast) -> bool:
+        """Register the new advert under the other path, then unregister the old one (see the module doc);
+        False if it had to go the other way round for want of an instance."""
         old = self.path
         new = self.paths[1] if old == self.paths[0] else self.paths[0]
         self._ads[new].set_content(live.service_uuid16, live.service_data)
@@ -333,13 +361,26 @@ class Advertiser:
                 await self._unregister_path(old)
             except Exception:  # retried before anything else, with backoff
                 self._stale.add(old)
-            raise
+                raise exc from None
+            if not (isinstance(exc, DBusError) and dbus_error_name(exc) == E_NOT_PERMITTED):
+                raise
+            # "Maximum advertisements reached": the free instance was taken since we asked; ours is free now
+            log.debug("no free advertising instance on %s: replacing the advert in place", self.adapter)
+            try:
+                await self._register_path(new)
+            except BaseException as again:
+                if not isinstance(again, DBusError):
+                    self._stale.add(new)
+                raise
+            self.path = new
+            return False
         self.path = new
         try:
             await self._unregister_path(old)
         except Exception as exc:
             self._stale.add(old)
             self._cleanup_failed(exc)
+        return True
 
     async def _replace(self, ad: Advertisement, live: Broadcast) -> None:
         """Unregister the old advert and register the new one without waiting in between (the rotation gap).

@@ -11,15 +11,20 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from dbus_fast import BusType
+from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 from support.bletools import gaen_scheme
 from support.polling import eventually
 
+from agent.ble.advertisement import Advertisement
 from agent.ble.advertiser import Advertiser
 from agent.ble.bluez_watch import BluezWatch
 from agent.ble.names import (
+    ADAPTER_PREFIX,
+    ADV_MANAGER,
+    BLUEZ,
     E_FAILED,
+    GET_ALL,
     REGISTER_ADVERTISEMENT,
     UNREGISTER_ADVERTISEMENT,
 )
@@ -42,12 +47,12 @@ def config(**hci0: Any) -> dict[str, Any]:
 class Rig:
     """An advertiser and a scanner on hci0, wired as the daemon wires them (the scanner is the pauser)."""
 
-    def __init__(self, bed: SimBed) -> None:
+    def __init__(self, bed: SimBed, **advertiser: Any) -> None:
         self.bed = bed
         self.clock = ManualClock(START)
         self.scheme = gaen_scheme(START, days=3)
         self.scanner = Scanner(["hci0"], lambda _: None, SystemClock())
-        self.adv = Advertiser("hci0", self.scheme, -8, self.clock, pauser=self.scanner)
+        self.adv = Advertiser("hci0", self.scheme, -8, self.clock, pauser=self.scanner, **advertiser)
         self.ctl: SimControl
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -187,4 +192,58 @@ async def test_make_before_break_needs_a_free_instance(make_bed: Bed) -> None:
         assert rig.adv.health().make_before_break is False and rig.adv.health().failures == 0
     items = rig.on_air()
     assert all(old.off is not None and old.off <= new.on for old, new in itertools.pairwise(items))
+    assert violations(items) == []
+
+
+async def test_a_rotation_does_not_wait_for_bluetoothd_to_describe_the_controller(make_bed: Bed) -> None:
+    """The capability is read after each registration, not at the rotation: a GetAll bluetoothd never answers
+    holds up no rotation (asked at the rotation, it kept the expired ID on air for the whole call timeout)."""
+    bed = make_bed(config(extended=True))
+    async with Rig(bed, call_timeout_s=30.0) as rig:
+        await rig.rotate()
+        await eventually(lambda: rig.adv.health().next_make_before_break is True)
+        await rig.ctl.drop_next(GET_ALL, count=3)  # every answer from here to the end of the test is lost
+        for _ in range(3):
+            await asyncio.wait_for(rig.rotate(), 5.0)
+            assert rig.adv.health().make_before_break is True
+        assert (await rig.ctl.stats())["dropped_calls"] >= 1  # the reads were asked, and not answered
+    items = rig.on_air()
+    assert len(items) == 5 and violations(items) == []
+
+
+async def test_an_instance_taken_since_the_last_read_is_replaced_in_place_at_once(make_bed: Bed) -> None:
+    """Another program takes the free instance between our read and the rotation: BlueZ refuses the overlap
+    ("Maximum advertisements reached"), and the rotation goes break-before-make through the instance the old
+    advert leaves, with no failure and no backoff."""
+    bed = make_bed(config(extended=True, max_advertisements=2))
+    async with Rig(bed) as rig:
+        await rig.rotate()
+        await eventually(lambda: rig.adv.health().next_make_before_break is True)
+        other = await MessageBus(bus_type=BusType.SYSTEM).connect()
+        try:
+            stranger = Advertisement(lambda: None)
+            stranger.set_content(0xFEAA, b"\x10\x00stranger")
+            other.export("/stranger", stranger)
+            reply = await other.call(
+                Message(
+                    destination=BLUEZ,
+                    path=f"{ADAPTER_PREFIX}hci0",
+                    interface=ADV_MANAGER,
+                    member=REGISTER_ADVERTISEMENT,
+                    signature="oa{sv}",
+                    body=["/stranger", {}],
+                )
+            )
+            assert reply.message_type is MessageType.METHOD_RETURN, reply.body
+            await rig.rotate()
+            health = rig.adv.health()
+            assert health.failures == 0 and health.advertising and health.make_before_break is False
+            await eventually(lambda: rig.adv.health().next_make_before_break is False)  # read afresh
+            await rig.rotate()
+            assert rig.adv.health().failures == 0
+        finally:
+            other.disconnect()
+    items = [i for i in rig.on_air() if i.service_data[0][0].startswith("0000fd6f")]  # ours, not the stranger's
+    assert len(items) == 4
+    assert items[1].off is not None and items[1].off <= items[2].on  # the old one left before the new came
     assert violations(items) == []
