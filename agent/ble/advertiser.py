@@ -305,8 +305,8 @@ class Advertiser:
         rotation = self._registered  # else the first registration (or one after an outage): nothing to overlap
         capability = LEGACY
         if rotation:
-            capability = self._known_capability(state.generation) or await self._read_capability(state.generation)
-            capability = capability or LEGACY
+            generation = state.generation
+            capability = self._known_capability(generation) or await self._read_capability(generation) or LEGACY
         overlapped = False
         if capability.overlap:
             overlapped = await self._overlap(live)
@@ -351,12 +351,10 @@ class Advertiser:
         new = self.paths[1] if old == self.paths[0] else self.paths[0]
         self._ads[new].set_content(live.service_uuid16, live.service_data)
         try:
-            await self._register_path(new)
+            await self._register_tracked(new)
         except BaseException as exc:
             # the old ID expired when this rotation began: its address goes now, replaced or not
             self._registered = False
-            if not isinstance(exc, DBusError):  # no answer: the new one may yet go on air, so take it back too
-                self._stale.add(new)
             try:
                 await self._unregister_path(old)
             except Exception:  # retried before anything else, with backoff
@@ -366,12 +364,7 @@ class Advertiser:
                 raise
             # "Maximum advertisements reached": the free instance was taken since we asked; ours is free now
             log.debug("no free advertising instance on %s: replacing the advert in place", self.adapter)
-            try:
-                await self._register_path(new)
-            except BaseException as again:
-                if not isinstance(again, DBusError):
-                    self._stale.add(new)
-                raise
+            await self._register_tracked(new)
             self.path = new
             return False
         self.path = new
@@ -381,6 +374,15 @@ class Advertiser:
             self._stale.add(old)
             self._cleanup_failed(exc)
         return True
+
+    async def _register_tracked(self, path: str) -> None:
+        """Register the second path; with no answer it may yet go on air, so it is marked to be taken back."""
+        try:
+            await self._register_path(path)
+        except BaseException as exc:
+            if not isinstance(exc, DBusError):
+                self._stale.add(path)
+            raise
 
     async def _replace(self, ad: Advertisement, live: Broadcast) -> None:
         """Unregister the old advert and register the new one without waiting in between (the rotation gap).
